@@ -1,0 +1,1 @@
+"""The Littlest JupyterHub: a single-machine JupyterHub distribution."""

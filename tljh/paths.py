@@ -1,0 +1,23 @@
+"""Where everything lives on an installed server.
+
+These paths are part of the public interface shared with The Littlest JupyterHub (TLJH):
+admins, docs and plugins rely on them. TLJH_INSTALL_PREFIX moves the whole tree (tests use it).
+"""
+
+import os
+
+INSTALL_PREFIX = os.environ.get("TLJH_INSTALL_PREFIX", "/opt/tljh")
+HUB_ENV_PREFIX = os.path.join(INSTALL_PREFIX, "hub")
+USER_ENV_PREFIX = os.path.join(INSTALL_PREFIX, "user")
+STATE_DIR = os.path.join(INSTALL_PREFIX, "state")
+CONFIG_DIR = os.path.join(INSTALL_PREFIX, "config")
+CONFIG_FILE = os.path.join(CONFIG_DIR, "config.yaml")
+JUPYTERHUB_CONFIG_D = os.path.join(CONFIG_DIR, "jupyterhub_config.d")
+INSTALLER_LOG = os.path.join(INSTALL_PREFIX, "installer.log")
+
+# Caddy: certificates, ACME account and the generated configs are state (root-only).
+CADDY_STATE_DIR = os.path.join(STATE_DIR, "caddy")
+
+# Where the hub listens; only the proxy talks to it.
+HUB_HOST = "127.0.0.1"
+HUB_PORT = 15001
