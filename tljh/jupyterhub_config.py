@@ -1,0 +1,36 @@
+"""The configuration JupyterHub loads on an installed server (``jupyterhub -f <this file>``).
+
+Order matters and is part of the contract: our defaults, then config.yaml, then plugins'
+``tljh_custom_jupyterhub_config`` hooks, then ``/opt/tljh/config/jupyterhub_config.d/*.py`` last.
+"""
+
+import os
+from glob import glob
+
+from tljh import configurer, paths
+from tljh.config_file import load_config
+from tljh.plugins import get_plugin_manager
+
+c = get_config()  # noqa: F821 - provided by traitlets when JupyterHub loads this file
+
+c.JupyterHub.spawner_class = "tljh.spawner.UserCreatingSpawner"
+c.JupyterHub.proxy_class = "tljh.caddy_proxy.CaddyProxy"
+# Users' servers are systemd units: they keep running while the hub restarts or upgrades.
+c.JupyterHub.cleanup_servers = False
+c.JupyterHub.hub_bind_url = f"http://{paths.HUB_HOST}:{paths.HUB_PORT}"
+c.JupyterHub.db_url = "sqlite:///" + os.path.join(paths.STATE_DIR, "jupyterhub.sqlite")
+c.JupyterHub.cookie_secret_file = os.path.join(paths.STATE_DIR, "jupyterhub_cookie_secret")
+c.FirstUseAuthenticator.dbm_path = os.path.join(paths.STATE_DIR, "passwords.dbm")
+
+c.SystemdSpawner.extra_paths = [os.path.join(paths.USER_ENV_PREFIX, "bin")]
+c.SystemdSpawner.default_shell = "/bin/bash"
+c.SystemdSpawner.isolate_tmp = True
+c.SystemdSpawner.isolate_devices = True
+c.Spawner.cmd = [os.path.join(paths.USER_ENV_PREFIX, "bin", "jupyterhub-singleuser")]
+
+configurer.apply_config(load_config(paths.CONFIG_FILE), c)
+
+get_plugin_manager().hook.tljh_custom_jupyterhub_config(c=c)
+
+for snippet in sorted(glob(os.path.join(paths.JUPYTERHUB_CONFIG_D, "*.py"))):
+    load_subconfig(snippet)  # noqa: F821 - provided by traitlets

@@ -1,0 +1,46 @@
+"""The spawner: systemdspawner, plus the Unix account each hub user needs."""
+
+from systemdspawner import SystemdSpawner
+from traitlets import Dict, List, Unicode
+
+from . import user
+from .plugins import get_plugin_manager
+
+
+class UserCreatingSpawner(SystemdSpawner):
+    """Run each user's server as a systemd unit under their own Unix account, created on first spawn.
+
+    The account is ``jupyter-<name>`` (see :func:`tljh.user.unix_username`), with a private home,
+    member of ``jupyterhub-users``; hub admins are also put in ``jupyterhub-admins`` (passwordless sudo)
+    and non-admins taken out of it, so a change of admin status applies at the next spawn.
+    """
+
+    user_groups = Dict(
+        key_trait=Unicode(),
+        value_trait=List(Unicode()),
+        config=True,
+        help="""
+        Extra Unix groups for hub users: a dict of group name -> list of hub user names.
+
+        Set from ``users.extra_user_groups`` in config.yaml. Groups that do not exist are created.
+        Membership is added at spawn time.
+        """,
+    )
+
+    async def start(self):
+        system_username = user.unix_username(self.user.name)
+        # systemdspawner reads the account name and unit name from these templates.
+        self.username_template = system_username
+        self.unit_name = system_username
+        if await user.ensure_user(system_username):
+            self.log.info("Created Unix user %s for hub user %s", system_username, self.user.name)
+            get_plugin_manager().hook.tljh_new_user_create(username=system_username)
+        await user.ensure_user_group(system_username, user.USERS_GROUP)
+        if self.user.admin:
+            await user.ensure_user_group(system_username, user.ADMINS_GROUP)
+        else:
+            await user.remove_user_group(system_username, user.ADMINS_GROUP)
+        for group, members in self.user_groups.items():
+            if self.user.name in members:
+                await user.ensure_user_group(system_username, group)
+        return await super().start()

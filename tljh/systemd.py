@@ -1,0 +1,57 @@
+"""systemd primitives for the installer: unit files and systemctl."""
+
+import os
+import subprocess
+
+UNIT_DIR = "/etc/systemd/system"
+
+
+def write_unit(name, content, unit_dir=UNIT_DIR):
+    """Install unit file ``name`` atomically. Returns True if its content changed."""
+    path = os.path.join(unit_dir, name)
+    try:
+        with open(path) as f:
+            if f.read() == content:
+                return False
+    except FileNotFoundError:
+        pass
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(content)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+    return True
+
+
+def systemctl(*args, check=True):
+    return subprocess.run(["systemctl", *args], check=check, capture_output=True, text=True)
+
+
+def daemon_reload():
+    systemctl("daemon-reload")
+
+
+def enable(unit):
+    systemctl("enable", unit)
+
+
+def is_active(unit):
+    return systemctl("is-active", "--quiet", unit, check=False).returncode == 0
+
+
+def restart(unit):
+    systemctl("restart", unit)
+
+
+def start(unit):
+    systemctl("start", unit)
+
+
+def journal_tail(unit, lines=20):
+    """The last log lines of ``unit``, to show an admin why it failed."""
+    result = subprocess.run(
+        ["journalctl", "--unit", unit, "--no-pager", "--output", "cat", "--lines", str(lines)],
+        capture_output=True,
+        text=True,
+    )
+    return result.stdout.strip()
