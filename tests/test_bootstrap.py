@@ -1,0 +1,82 @@
+"""bootstrap.py's checks and argument handling (it is stdlib-only, so it is imported from its path)."""
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BOOTSTRAP = Path(__file__).parent.parent / "bootstrap" / "bootstrap.py"
+
+
+@pytest.fixture(scope="module")
+def bootstrap():
+    spec = importlib.util.spec_from_file_location("bootstrap", BOOTSTRAP)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    "distro, version",
+    [("debian", "12"), ("debian", "13"), ("ubuntu", "22.04"), ("ubuntu", "24.04"), ("ubuntu", "26.04"), ("debian", "")],
+)
+def test_supported_os(bootstrap, distro, version):
+    bootstrap.check_os({"ID": distro, "VERSION_ID": version})
+
+
+@pytest.mark.parametrize(
+    "info, message",
+    [
+        ({"ID": "debian", "VERSION_ID": "11", "PRETTY_NAME": "Debian GNU/Linux 11 (bullseye)"}, "unsupported version: Debian GNU/Linux 11"),
+        ({"ID": "ubuntu", "VERSION_ID": "20.04"}, "unsupported version: ubuntu 20.04"),
+        ({"ID": "fedora", "VERSION_ID": "40"}, "unsupported operating system: fedora 40"),
+        ({}, "unsupported operating system: unknown"),
+    ],
+)
+def test_unsupported_os(bootstrap, info, message):
+    with pytest.raises(bootstrap.BootstrapError, match=message) as e:
+        bootstrap.check_os(info)
+    assert "Supported: Debian 12 or 13, Ubuntu 22.04 or 24.04" in str(e.value)
+
+
+def test_os_release_parsing(bootstrap, tmp_path):
+    f = tmp_path / "os-release"
+    f.write_text('PRETTY_NAME="Ubuntu 24.04.1 LTS"\nID=ubuntu\nVERSION_ID="24.04"\n')
+    assert bootstrap.read_os_release(str(f)) == {"PRETTY_NAME": "Ubuntu 24.04.1 LTS", "ID": "ubuntu", "VERSION_ID": "24.04"}
+
+
+def test_split_args_keeps_installer_flags(bootstrap):
+    show, version, rest = bootstrap.split_args(
+        ["--admin", "alice:pw", "--show-progress-page", "--version", "2.1.0", "--plugin", "x"]
+    )
+    assert show is True
+    assert version == "2.1.0"
+    assert rest == ["--admin", "alice:pw", "--plugin", "x"]
+
+
+def test_version_needs_value(bootstrap):
+    with pytest.raises(bootstrap.BootstrapError, match="--version needs a value"):
+        bootstrap.split_args(["--version"])
+
+
+def test_refuses_non_root_before_touching_anything(tmp_path):
+    if os.geteuid() == 0:
+        cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, str(BOOTSTRAP), "--admin", "a"]
+    else:
+        cmd = [sys.executable, str(BOOTSTRAP), "--admin", "a"]
+    prefix = tmp_path / "tljh"
+    result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TLJH_INSTALL_PREFIX": str(prefix)})
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "bootstrap: error: must run as root. Run: curl -L <url>/bootstrap.py | sudo python3 - --admin <name>"
+    ]
+    assert not prefix.exists()
+
+
+def test_python_too_old(bootstrap, monkeypatch):
+    monkeypatch.setattr(bootstrap, "MIN_PYTHON", (99, 0))
+    with pytest.raises(bootstrap.BootstrapError, match=r"python3 is 3\.\d+; 99\.0 or newer is required"):
+        bootstrap.check_python()
