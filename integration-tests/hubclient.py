@@ -1,0 +1,162 @@
+"""A small JupyterHub client for the integration tests: what a person does in a browser, over HTTP.
+
+Everything goes through the public port (Caddy edge -> router -> hub or the user's server), as a
+browser's requests would.
+"""
+
+import asyncio
+import json
+import time
+import uuid
+
+import aiohttp
+
+
+class HubError(Exception):
+    pass
+
+
+class HubClient:
+    """One logged-in person. Use as ``async with HubClient(url) as hub: await hub.login(...)``."""
+
+    def __init__(self, base_url="http://127.0.0.1/"):
+        self.base_url = base_url.rstrip("/") + "/"
+        self.session = None
+        self.token = None
+        self.username = None
+
+    async def __aenter__(self):
+        self.session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.session.close()
+
+    def url(self, path):
+        return self.base_url + path.lstrip("/")
+
+    def _xsrf(self):
+        for cookie in self.session.cookie_jar:
+            if cookie.key == "_xsrf":
+                return cookie.value
+        return None
+
+    async def login(self, username, password):
+        """Log in through the form; FirstUse sets the password at the first login."""
+        async with self.session.get(self.url("hub/login")) as r:
+            if r.status != 200:
+                raise HubError(f"GET hub/login: {r.status}")
+        data = {"username": username, "password": password, "_xsrf": self._xsrf() or ""}
+        async with self.session.post(self.url("hub/login"), data=data, allow_redirects=False) as r:
+            if r.status != 302:
+                raise HubError(f"login as {username} failed: {r.status} {(await r.text())[:300]}")
+        self.username = username
+        # A token of the user's own, so API calls work the way scripts use them.
+        async with self.session.post(
+            self.url(f"hub/api/users/{username}/tokens"),
+            json={"note": "integration test"},
+            headers={"X-XSRFToken": self._xsrf() or ""},
+        ) as r:
+            if r.status != 201:
+                raise HubError(f"token for {username}: {r.status} {(await r.text())[:300]}")
+            self.token = (await r.json())["token"]
+
+    def _auth(self):
+        return {"Authorization": f"token {self.token}"}
+
+    async def api(self, method, path, expect=(200,), **kwargs):
+        async with self.session.request(method, self.url(path), headers=self._auth(), **kwargs) as r:
+            body = await r.text()
+            if r.status not in expect:
+                raise HubError(f"{method} {path}: {r.status} {body[:300]}")
+            return json.loads(body) if body else None
+
+    async def start_server(self, timeout=60):
+        """Start the user's default server and wait until it is ready; returns seconds taken."""
+        started = time.monotonic()
+        await self.api("POST", f"hub/api/users/{self.username}/server", expect=(201, 202, 400))
+        while time.monotonic() - started < timeout:
+            model = await self.api("GET", f"hub/api/users/{self.username}")
+            server = model.get("servers", {}).get("")
+            if server and server.get("ready"):
+                # Ready in the hub's eyes; also wait until the proxy serves it.
+                async with self.session.get(self.url(f"user/{self.username}/api/status"), headers=self._auth()) as r:
+                    if r.status == 200:
+                        return time.monotonic() - started
+            await asyncio.sleep(0.1)
+        raise HubError(f"server of {self.username} not ready after {timeout} s")
+
+    async def stop_server(self, timeout=60):
+        await self.api("DELETE", f"hub/api/users/{self.username}/server", expect=(202, 204))
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            model = await self.api("GET", f"hub/api/users/{self.username}")
+            if not model.get("servers"):
+                return
+            await asyncio.sleep(0.2)
+        raise HubError(f"server of {self.username} did not stop after {timeout} s")
+
+    async def lab_page(self):
+        """GET /user/<name>/lab like a browser (token auth), returning the status code."""
+        async with self.session.get(self.url(f"user/{self.username}/lab"), headers=self._auth()) as r:
+            await r.read()
+            return r.status
+
+    async def start_kernel(self):
+        model = await self.api("POST", f"user/{self.username}/api/kernels", expect=(201,), json={"name": "python3"})
+        return model["id"]
+
+    async def open_kernel(self, kernel_id=None):
+        """A kernel websocket, as JupyterLab opens it. Returns a Kernel."""
+        kernel_id = kernel_id or await self.start_kernel()
+        ws_url = self.url(f"user/{self.username}/api/kernels/{kernel_id}/channels").replace("http", "ws", 1)
+        ws = await self.session.ws_connect(ws_url, headers=self._auth(), heartbeat=None)
+        return Kernel(ws)
+
+
+class Kernel:
+    def __init__(self, ws):
+        self.ws = ws
+        self.session_id = uuid.uuid4().hex
+
+    async def execute(self, code, timeout=30):
+        """Run ``code``; return its result's text/plain (or stdout). Raises if the socket closed."""
+        msg_id = uuid.uuid4().hex
+        msg = {
+            "header": {
+                "msg_id": msg_id,
+                "username": "test",
+                "session": self.session_id,
+                "msg_type": "execute_request",
+                "version": "5.3",
+                "date": "",
+            },
+            "parent_header": {},
+            "metadata": {},
+            "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {}, "allow_stdin": False},
+            "channel": "shell",
+            "buffers": [],
+        }
+        await self.ws.send_str(json.dumps(msg))
+        output = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            frame = await self.ws.receive(timeout=deadline - time.monotonic())
+            if frame.type != aiohttp.WSMsgType.TEXT:
+                raise HubError(f"kernel websocket closed: {frame.type} {frame.data!r}")
+            reply = json.loads(frame.data)
+            if reply.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            kind = reply["msg_type"]
+            if kind == "execute_result":
+                return reply["content"]["data"]["text/plain"]
+            if kind == "stream":
+                output.append(reply["content"]["text"])
+            if kind == "error":
+                raise HubError(f"kernel error: {reply['content']['ename']}: {reply['content']['evalue']}")
+            if kind == "status" and reply["content"]["execution_state"] == "idle" and output:
+                return "".join(output)
+        raise HubError(f"no result for {code!r} within {timeout} s")
+
+    async def close(self):
+        await self.ws.close()

@@ -1,0 +1,180 @@
+"""Issue 3: one command installs a working hub on a fresh server.
+
+One machine is booted (with a 900 MB memory cap, TLJH's "runs on 1 GB" promise) and installed with the
+real bootstrap, from this checkout, as a user would. The tests then act as people: the admin logs in,
+starts a server, runs code in a kernel over the websocket through Caddy. Needs root and systemd-nspawn.
+"""
+
+import asyncio
+import time
+
+import pytest
+from hubclient import HubClient
+from machine import Machine
+
+ADMIN_PASSWORD = "admin-password-1"
+BOB_PASSWORD = "bob-password-1"
+
+
+@pytest.fixture(scope="module")
+def hub(request):
+    os_name = request.config.getoption("--os")[0] if isinstance(request.config.getoption("--os"), list) else request.config.getoption("--os")
+    with Machine.boot(os_name, memory_max="900M") as m:
+        m.copy_checkout()
+        started = time.monotonic()
+        result = m.install_tljh("--admin", f"admin:{ADMIN_PASSWORD}", check=False)
+        m.install_seconds = time.monotonic() - started
+        print(result.stdout)
+        assert result.returncode == 0, f"bootstrap failed:\n{result.stdout}\n{result.stderr}"
+        print(f"install took {m.install_seconds:.1f} s")
+        yield m
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_login_page_answers(hub):
+    import urllib.request
+
+    with urllib.request.urlopen("http://127.0.0.1/hub/login", timeout=10) as r:
+        assert r.status == 200
+        assert b"<form" in r.read()
+
+
+def test_installer_reports_steps_and_url(hub):
+    log = hub.run("stat -c '%a %U' /opt/tljh/installer.log").stdout.split()
+    assert log == ["600", "root"]
+
+
+def test_admin_runs_code_through_caddy(hub):
+    async def scenario():
+        async with HubClient() as admin:
+            await admin.login("admin", ADMIN_PASSWORD)
+            seconds = await admin.start_server()
+            assert await admin.lab_page() == 200
+            kernel = await admin.open_kernel()
+            assert await kernel.execute("1+1") == "2"
+            await kernel.close()
+            await admin.stop_server()
+            return seconds
+
+    print(f"admin's server ready in {run(scenario()):.2f} s")
+
+
+def test_wrong_password_is_refused(hub):
+    async def scenario():
+        async with HubClient() as someone:
+            with pytest.raises(Exception, match="login as admin failed: 403"):
+                await someone.login("admin", "not-the-password")
+
+    run(scenario())
+
+
+def test_second_spawn_keeps_first_users_kernel(hub):
+    """Starting bob's server rewrites the router's routes: admin's open websocket must survive it,
+    and admin's requests must not fail while it happens."""
+
+    async def hammer(client, stop, failures, count):
+        while not stop.is_set():
+            try:
+                async with client.session.get(client.url("user/admin/api/status"), headers=client._auth()) as r:
+                    await r.read()
+                    if r.status != 200:
+                        failures.append(r.status)
+            except Exception as e:  # a dropped connection is exactly what must not happen
+                failures.append(repr(e))
+            count[0] += 1
+
+    async def scenario():
+        async with HubClient() as admin, HubClient() as bob:
+            await admin.login("admin", ADMIN_PASSWORD)
+            await admin.start_server()
+            kernel = await admin.open_kernel()
+            assert await kernel.execute("x = 20; x + 1") == "21"
+
+            stop, failures, count = asyncio.Event(), [], [0]
+            load = asyncio.ensure_future(hammer(admin, stop, failures, count))
+            await bob.login("bob", BOB_PASSWORD)
+            await bob.start_server()
+            bob_kernel = await bob.open_kernel()
+            assert await bob_kernel.execute("2*3") == "6"
+            await bob.stop_server()
+            stop.set()
+            await load
+
+            assert failures == [], f"{len(failures)} of {count[0]} requests failed while bob spawned: {failures[:5]}"
+            assert count[0] > 20
+            # Same websocket, same kernel state.
+            assert await kernel.execute("x * 2") == "40"
+            await kernel.close()
+            await admin.stop_server()
+
+    run(scenario())
+
+
+def test_unix_accounts_and_groups(hub):
+    admin_groups = hub.run("id -nG jupyter-admin").stdout.split()
+    assert "jupyterhub-users" in admin_groups and "jupyterhub-admins" in admin_groups
+    bob_groups = hub.run("id -nG jupyter-bob").stdout.split()
+    assert "jupyterhub-users" in bob_groups and "jupyterhub-admins" not in bob_groups
+    assert hub.run("stat -c %a /home/jupyter-bob").stdout.strip() == "700"
+    assert hub.run("sudo -n true", user="jupyter-admin", check=False).returncode == 0
+    assert hub.run("sudo -n true", user="jupyter-bob", check=False).returncode != 0
+
+
+def test_admin_installs_for_everyone_with_sudo_pip(hub):
+    # As in TLJH's docs: an admin in a terminal of their server runs `sudo -E pip install X`.
+    path = "PATH=/opt/tljh/user/bin:/usr/local/bin:/usr/bin:/bin"
+    result = hub.run(f"env {path} sudo -E pip install --quiet six==1.16.0", user="jupyter-admin", check=False)
+    assert result.returncode == 0, result.stderr
+    assert hub.run("/opt/tljh/user/bin/python -c 'import six; print(six.__version__)'", user="jupyter-bob").stdout.strip() == "1.16.0"
+
+
+@pytest.mark.parametrize(
+    "what, command",
+    [
+        ("read the config", "cat /opt/tljh/config/config.yaml"),
+        ("list the config dir", "ls /opt/tljh/config"),
+        ("list the state", "ls /opt/tljh/state"),
+        ("read the installer log", "cat /opt/tljh/installer.log"),
+        ("reach the router's admin socket", "curl -sf --max-time 3 --unix-socket /run/tljh-router/admin.sock http://localhost/config/"),
+        ("reach the edge's admin socket", "curl -sf --max-time 3 --unix-socket /run/tljh-edge/admin.sock http://localhost/config/"),
+        ("write the user environment", "touch /opt/tljh/user/lib/evil"),
+        ("write the hub environment", "touch /opt/tljh/hub/evil"),
+        ("read another user's home", "ls /home/jupyter-admin"),
+        ("use sudo", "sudo -n true"),
+    ],
+)
+def test_non_admin_cannot(hub, what, command):
+    result = hub.run(command, user="jupyter-bob", check=False)
+    assert result.returncode != 0, f"a non-admin user could {what}: {result.stdout[:200]}"
+
+
+def test_units_start_at_boot_and_restart_on_failure(hub):
+    for unit in ("jupyterhub", "caddy", "caddy-router"):
+        assert hub.run(f"systemctl is-enabled {unit}").stdout.strip() == "enabled"
+        assert hub.run(f"systemctl show -p Restart --value {unit}").stdout.strip() in ("always", "on-failure")
+
+
+def test_hub_and_proxy_come_back_after_reboot(hub):
+    hub.reboot()
+
+    async def scenario():
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                async with HubClient() as admin:
+                    await admin.login("admin", ADMIN_PASSWORD)
+                    await admin.start_server()
+                    kernel = await admin.open_kernel()
+                    assert await kernel.execute("1+1") == "2"
+                    await kernel.close()
+                    await admin.stop_server()
+                    return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(1)
+
+    run(scenario())
