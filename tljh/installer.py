@@ -248,16 +248,19 @@ def ensure_config(ctx):
 
 
 def install_cli(ctx):
-    target = os.path.join(paths.HUB_ENV_PREFIX, "bin", "tljh-config")
-    link = "/usr/bin/tljh-config"
-    if os.path.islink(link) and os.readlink(link) == target:
-        return "already in place"
-    tmp = link + ".tmp"
-    if os.path.lexists(tmp):
-        os.remove(tmp)
-    os.symlink(target, tmp)
-    os.replace(tmp, link)
-    return f"{link} -> {target}"
+    made = []
+    for command in ("tljh-config", "tljh"):
+        target = os.path.join(paths.HUB_ENV_PREFIX, "bin", command)
+        link = os.path.join("/usr/bin", command)
+        if os.path.islink(link) and os.readlink(link) == target:
+            continue
+        tmp = link + ".tmp"
+        if os.path.lexists(tmp):
+            os.remove(tmp)
+        os.symlink(target, tmp)
+        os.replace(tmp, link)
+        made.append(f"{link} -> {target}")
+    return "; ".join(made) or "already in place"
 
 
 def install_units(ctx):
@@ -344,7 +347,7 @@ STEPS = [
     ("Setting up the user environment", build_user_env),
     ("Setting up groups and admin sudo", ensure_groups_and_sudoers),
     ("Writing configuration", ensure_config),
-    ("Installing tljh-config", install_cli),
+    ("Installing the tljh-config and tljh commands", install_cli),
     ("Installing systemd units", install_units),
     ("Starting the proxy", start_proxy),
     ("Starting JupyterHub", start_hub),

@@ -1,0 +1,45 @@
+"""The ``tljh`` command: operations on the installation as a whole (``tljh-config`` edits its settings)."""
+
+import argparse
+import os
+import sys
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="tljh", description="Manage The Littlest JupyterHub installation.")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    remove = verbs.add_parser(
+        "uninstall",
+        help="remove the hub from this server",
+        description="Stop and remove the hub, the proxy, the environments, the sudoers drop-in and the CLI links. "
+        "Users' Unix accounts and homes are kept, and config + state are saved to /var/backups/tljh-<time>.tar.gz, "
+        "unless --purge.",
+    )
+    remove.add_argument("--purge", action="store_true", help="also remove users' accounts, homes and groups; keep no backup")
+    remove.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if os.geteuid() != 0:
+        print("tljh: must run as root: sudo tljh " + " ".join(argv or sys.argv[1:]), file=sys.stderr)
+        return 2
+    if args.verb == "uninstall":
+        from .uninstall import uninstall
+
+        if not args.yes:
+            what = "everything, including users' homes" if args.purge else "the hub (users' homes are kept)"
+            if not sys.stdin.isatty():
+                print(f"tljh: uninstall removes {what}; rerun with --yes to confirm", file=sys.stderr)
+                return 2
+            if input(f"Remove {what}? [y/N] ").strip().lower() not in ("y", "yes"):
+                print("nothing removed")
+                return 1
+        uninstall(purge=args.purge)
+        print("uninstalled")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""Removing the hub from a server: ``sudo tljh uninstall [--purge]``.
+
+Without ``--purge`` it keeps what people made: users' Unix accounts and homes stay, and config + state
+(hub database, passwords, certificates) are saved to a root-only archive first. A reinstall afterwards
+finds the homes again. ``--purge`` removes the accounts, homes and groups too and keeps no backup.
+"""
+
+import glob
+import os
+import pwd
+import shutil
+import subprocess
+import tarfile
+import time
+
+from . import paths, systemd, user
+from .installer import EDGE_UNIT, HUB_UNIT, ROUTER_UNIT, SUDOERS_FILE
+
+BACKUP_DIR = "/var/backups"
+LINKS = ["/usr/bin/tljh-config", "/usr/bin/tljh"]
+CACHE_DIR = "/var/cache/tljh"
+
+
+def user_server_units():
+    """Transient units of running users' servers (named after their Unix accounts)."""
+    result = systemd.systemctl(
+        "list-units", "--type=service", "--all", "--plain", "--no-legend", "--no-pager", "jupyter-*", check=False
+    )
+    return [line.split()[0] for line in result.stdout.splitlines() if line.strip()]
+
+
+def hub_accounts():
+    return [p.pw_name for p in pwd.getpwall() if p.pw_name.startswith("jupyter-")]
+
+
+def backup(now=None):
+    """Archive config and state to /var/backups/tljh-<time>.tar.gz (root-only). Returns its path."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+    os.makedirs(BACKUP_DIR, exist_ok=True)
+    target = os.path.join(BACKUP_DIR, f"tljh-{stamp}.tar.gz")
+    fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
+        for path in (paths.CONFIG_DIR, paths.STATE_DIR):
+            if os.path.exists(path):
+                tar.add(path, arcname=os.path.relpath(path, "/"))
+    return target
+
+
+def uninstall(purge=False, say=print):
+    units = [HUB_UNIT, EDGE_UNIT, ROUTER_UNIT]
+    servers = user_server_units()
+    for unit in servers + units:
+        systemd.systemctl("stop", unit, check=False)
+    say(f"stopped {', '.join(servers + units)}")
+    for unit in units:
+        systemd.systemctl("disable", unit, check=False)
+        path = os.path.join(systemd.UNIT_DIR, unit)
+        if os.path.exists(path):
+            os.remove(path)
+    systemd.daemon_reload()
+    say("removed the systemd units")
+
+    if not purge:
+        say(f"saved config and state to {backup()}")
+
+    for path in LINKS + [SUDOERS_FILE]:
+        if os.path.lexists(path):
+            os.remove(path)
+    for path in (paths.INSTALL_PREFIX, CACHE_DIR):
+        shutil.rmtree(path, ignore_errors=True)
+    say(f"removed {paths.INSTALL_PREFIX}, {CACHE_DIR}, {SUDOERS_FILE} and {', '.join(LINKS)}")
+
+    if purge:
+        accounts = hub_accounts()
+        for name in accounts:
+            subprocess.run(["userdel", "--remove", name], capture_output=True)
+        for group in (user.USERS_GROUP, user.ADMINS_GROUP):
+            if user.group_exists(group):
+                subprocess.run(["groupdel", group], capture_output=True)
+        say(f"removed Unix accounts and homes: {', '.join(accounts) or 'none'}; groups {user.USERS_GROUP}, {user.ADMINS_GROUP}")
+    else:
+        homes = sorted(glob.glob("/home/jupyter-*"))
+        say(f"kept {len(homes)} users' homes and Unix accounts")
