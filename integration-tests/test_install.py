@@ -151,6 +151,38 @@ def test_non_admin_cannot(hub, what, command):
     assert result.returncode != 0, f"a non-admin user could {what}: {result.stdout[:200]}"
 
 
+MANAGED_FILES = "/etc/systemd/system/jupyterhub.service /etc/systemd/system/caddy.service " \
+    "/etc/systemd/system/caddy-router.service /etc/sudoers.d/jupyterhub-admins /opt/tljh/config/config.yaml"
+
+
+def test_noop_upgrade_keeps_servers_and_websockets(hub):
+    """Issue 6: rerunning bootstrap with nothing to change leaves running servers, their open kernel
+    websockets and every managed file alone, and is quick."""
+
+    async def scenario():
+        async with HubClient() as admin:
+            await admin.login("admin", ADMIN_PASSWORD)
+            await admin.start_server()
+            kernel = await admin.open_kernel()
+            assert await kernel.execute("y = 7; y") == "7"
+            before = hub.run(f"sha256sum {MANAGED_FILES}").stdout
+            timings = []
+            for _ in range(3):
+                started = time.monotonic()
+                result = await asyncio.to_thread(hub.install_tljh, "--admin", f"admin:{ADMIN_PASSWORD}", check=False)
+                timings.append(time.monotonic() - started)
+                assert result.returncode == 0, result.stdout + result.stderr
+                assert hub.run(f"sha256sum {MANAGED_FILES}").stdout == before
+            print("no-op upgrade seconds:", [round(t, 1) for t in timings])
+            assert await kernel.execute("y * 6") == "42"
+            await kernel.close()
+            await admin.stop_server()
+            return timings
+
+    timings = run(scenario())
+    assert min(timings) <= 15, f"no-op upgrade took {timings} s"
+
+
 def test_units_start_at_boot_and_restart_on_failure(hub):
     for unit in ("jupyterhub", "caddy", "caddy-router"):
         assert hub.run(f"systemctl is-enabled {unit}").stdout.strip() == "enabled"

@@ -1,0 +1,115 @@
+"""Issue 6: TLJH plugins load unchanged and every hook runs; uninstall and reinstall.
+
+One fresh machine, scenario in order: install with the test plugin -> every hook observed -> a user
+spawns (tljh_new_user_create) -> uninstall leaves no units, venvs or listeners but keeps homes ->
+a conda-asking plugin is refused clearly -> reinstall finds the kept home.
+"""
+
+import asyncio
+import json
+import urllib.request
+
+import pytest
+from hubclient import HubClient
+from machine import Machine
+
+PLUGIN = "/srv/tljh-src/integration-tests/plugins/tljh-test-plugin"
+CONDA_PLUGIN = "/srv/tljh-src/integration-tests/plugins/tljh-conda-plugin"
+PASSWORD = "carol-password-1"
+
+
+@pytest.fixture(scope="module")
+def machine(request):
+    os_name = request.config.getoption("--os")
+    os_name = os_name[0] if isinstance(os_name, list) else os_name
+    with Machine.boot(os_name) as m:
+        m.copy_checkout()
+        yield m
+
+
+def calls(machine):
+    text = machine.run("cat /var/log/tljh-test-plugin.jsonl", check=False).stdout
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def test_install_with_plugin_runs_every_install_hook(machine):
+    result = machine.install_tljh("--admin", "carol", "--plugin", PLUGIN, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    hooks = [c["hook"] for c in calls(machine)]
+    for hook in (
+        "tljh_extra_user_pip_packages",
+        "tljh_extra_hub_pip_packages",
+        "tljh_extra_apt_packages",
+        "tljh_config_post_install",
+        "tljh_post_install",
+        "tljh_custom_jupyterhub_config",
+    ):
+        assert hook in hooks, f"{hook} never called: {hooks}"
+    assert hooks.index("tljh_post_install") > hooks.index("tljh_config_post_install")
+    post = next(c for c in calls(machine) if c["hook"] == "tljh_config_post_install")
+    assert post["arguments"]["admins"] == ["carol"]
+
+
+def test_plugin_effects_are_in_place(machine):
+    assert machine.run("/opt/tljh/user/bin/python -c 'import six; print(six.__version__)'").stdout.strip() == "1.16.0"
+    assert machine.run("/opt/tljh/hub/bin/python -c 'import tomli_w'").returncode == 0
+    assert machine.run("command -v tree").returncode == 0
+    assert "every: 61" in machine.run("cat /opt/tljh/config/config.yaml").stdout
+    with urllib.request.urlopen("http://127.0.0.1/hub/login", timeout=10) as r:
+        assert "tljh-test-plugin was here" in r.read().decode()
+
+
+def test_new_user_hook_gets_the_unix_name(machine):
+    async def scenario():
+        async with HubClient() as carol:
+            await carol.login("carol", PASSWORD)
+            await carol.start_server()
+            kernel = await carol.open_kernel()
+            await kernel.execute("open('/home/jupyter-carol/kept.txt', 'w').write('still here')")
+            await kernel.close()
+            await carol.stop_server()
+
+    asyncio.run(scenario())
+    created = [c["arguments"] for c in calls(machine) if c["hook"] == "tljh_new_user_create"]
+    assert created == [{"username": "jupyter-carol"}]
+
+
+def test_uninstall_removes_everything_but_homes(machine):
+    result = machine.run("tljh uninstall --yes", check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for unit in ("jupyterhub", "caddy", "caddy-router"):
+        assert machine.run(f"systemctl cat {unit}.service", check=False).returncode != 0
+    assert machine.run("ls /opt/tljh", check=False).returncode != 0
+    for path in ("/usr/bin/tljh-config", "/usr/bin/tljh", "/etc/sudoers.d/jupyterhub-admins"):
+        assert machine.run(f"test -e {path}", check=False).returncode != 0, path
+    listeners = machine.run("ss -Hltnp").stdout
+    assert ":80 " not in listeners and ":15001 " not in listeners, listeners
+    assert machine.run("cat /home/jupyter-carol/kept.txt").stdout == "still here"
+    backups = machine.run("ls /var/backups/").stdout.split()
+    assert any(name.startswith("tljh-") for name in backups)
+    assert machine.run("stat -c %a /var/backups/" + [n for n in backups if n.startswith("tljh-")][0]).stdout.strip() == "600"
+
+
+def test_conda_plugin_is_refused_clearly(machine):
+    result = machine.install_tljh("--admin", "carol", "--plugin", CONDA_PLUGIN, check=False)
+    assert result.returncode != 0
+    assert "a plugin asks for conda packages ['numpy']" in result.stderr
+    assert "has no conda" in result.stderr
+    machine.run("tljh uninstall --yes")
+
+
+def test_reinstall_sees_kept_home(machine):
+    result = machine.install_tljh("--admin", "carol", check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    async def scenario():
+        async with HubClient() as carol:
+            await carol.login("carol", "a-new-password")
+            await carol.start_server()
+            kernel = await carol.open_kernel()
+            text = await kernel.execute("open('/home/jupyter-carol/kept.txt').read()")
+            await kernel.close()
+            await carol.stop_server()
+            return text
+
+    assert asyncio.run(scenario()) == "'still here'"
