@@ -93,8 +93,8 @@ def test_uninstall_removes_everything_but_homes(machine):
 def test_conda_plugin_is_refused_clearly(machine):
     result = machine.install_tljh("--admin", "carol", "--plugin", CONDA_PLUGIN, check=False)
     assert result.returncode != 0
-    assert "a plugin asks for conda packages ['numpy']" in result.stderr
-    assert "has no conda" in result.stderr
+    assert "plugin 'conda_plugin' asks for conda packages: numpy." in result.stderr
+    assert "This distribution has no conda" in result.stderr
     machine.run("tljh uninstall --yes")
 
 

@@ -139,15 +139,22 @@ def install_plugins(ctx):
 
 
 def refuse_conda_hooks(ctx):
-    conda = collect_list(ctx.pm.hook.tljh_extra_user_conda_packages())
-    channels = collect_list(ctx.pm.hook.tljh_extra_user_conda_channels())
-    if conda or channels:
+    requests = []
+    for hook, what in (
+        (ctx.pm.hook.tljh_extra_user_conda_packages, "conda packages"),
+        (ctx.pm.hook.tljh_extra_user_conda_channels, "conda channels"),
+    ):
+        for impl in hook.get_hookimpls():
+            asked = impl.function()
+            if asked:
+                requests.append(f"plugin '{impl.plugin_name}' asks for {what}: {', '.join(asked)}")
+    if requests:
         raise InstallError(
-            f"a plugin asks for conda packages {conda or ''} / channels {channels or ''}, but this "
-            "distribution has no conda: the user environment is a Python venv. Ask the plugin's author "
-            "for pip packages (tljh_extra_user_pip_packages) or apt packages (tljh_extra_apt_packages)."
+            "; ".join(requests) + ". This distribution has no conda: the user environment is a Python venv. "
+            "Ask the plugin's author for pip packages (tljh_extra_user_pip_packages) or apt packages "
+            "(tljh_extra_apt_packages)."
         )
-    return None
+    return "no conda requests"
 
 
 def install_apt_packages(ctx):

@@ -1,0 +1,861 @@
+#!/usr/bin/env python3
+"""Fresh systemd servers for integration tests, booted with systemd-nspawn.
+
+A library (``Machine.boot(...)`` for pytest fixtures) and a command for people::
+
+    python3 integration-tests/machine.py build debian-12     # build or reuse the cached image
+    python3 integration-tests/machine.py boot debian-12      # boot one, print how to get a shell
+    python3 integration-tests/machine.py try debian-12       # boot, install this checkout, wait for Ctrl-C
+    python3 integration-tests/machine.py list | shell NAME | destroy NAME
+
+Root is required. Python 3.10+ standard library only. The recipe (and why each step is needed) is in
+TEST-MACHINES.md: debootstrap images cached as zstd tarballs, one fresh unpacked copy per machine, booted with
+``systemd-nspawn --boot`` inside per-machine cgroup-v1 directories so MemoryMax=/CPUQuota=/TasksMax= are enforced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import fcntl
+import hashlib
+import io
+import json
+import os
+import re
+import secrets
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+RECIPE_VERSION = 1
+CACHE_DIR = Path(os.environ.get("TLJH_TEST_IMAGE_DIR", "/var/tmp/tljh-test-images"))
+MACHINES_DIR = Path(os.environ.get("TLJH_TEST_MACHINE_DIR", "/var/tmp/tljh-test-machines"))
+STATE_DIR = Path("/run/tljh-test-machines")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+HOST_CA_DIR = Path("/usr/local/share/ca-certificates")
+
+PACKAGES = [
+    "systemd", "systemd-sysv", "dbus", "libpam-systemd", "python3", "python3-venv", "sudo",
+    "ca-certificates", "curl", "iproute2", "procps", "adduser",
+]
+DEBIAN_MIRROR = "http://deb.debian.org/debian"
+UBUNTU_MIRROR = "http://archive.ubuntu.com/ubuntu"
+UBUNTU_KEYRING = CACHE_DIR / "ubuntu-archive-keyring.gpg"
+
+OSES = {
+    "debian-12": {"suite": "bookworm", "distro": "debian"},
+    "debian-13": {"suite": "trixie", "distro": "debian"},
+    "ubuntu-22.04": {"suite": "jammy", "distro": "ubuntu"},
+    # this debootstrap has no noble script; gutsy's is the generic modern-Ubuntu script
+    "ubuntu-24.04": {"suite": "noble", "distro": "ubuntu", "script": "gutsy"},
+}
+
+# cgroup-v1 controllers the guest's systemd needs writable to enforce MemoryMax=, CPUQuota=, TasksMax=, IO*=.
+CGROUP_CONTROLLERS = ["memory", "cpu", "cpuacct", "pids", "blkio", "systemd"]
+
+
+class MachineError(Exception):
+    pass
+
+
+class MachineCommandError(MachineError):
+    def __init__(self, cmd, returncode, stdout, stderr):
+        self.cmd, self.returncode, self.stdout, self.stderr = cmd, returncode, stdout, stderr
+        super().__init__(
+            f"command {cmd!r} exited with {returncode}\n--- stdout ---\n{_tail(stdout)}\n--- stderr ---\n{_tail(stderr)}"
+        )
+
+
+def _tail(text, n=4000):
+    text = text or ""
+    return text if len(text) <= n else "[...]\n" + text[-n:]
+
+
+def log(msg):
+    print(f"[machine {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def _require_root():
+    if os.geteuid() != 0:
+        raise MachineError("test machines need root (systemd-nspawn, cgroups, nsenter): run with sudo")
+
+
+def _sh(cmd, **kw):
+    kw.setdefault("check", True)
+    return subprocess.run(cmd, **kw)
+
+
+# ---------------------------------------------------------------- images
+
+def image_key(os_name):
+    spec = OSES[os_name]
+    data = json.dumps([RECIPE_VERSION, spec, PACKAGES], sort_keys=True).encode()
+    return hashlib.sha256(data).hexdigest()[:12]
+
+
+def image_path(os_name):
+    return CACHE_DIR / f"{os_name}-{image_key(os_name)}.tar.zst"
+
+
+def _sources_list(spec):
+    s = spec["suite"]
+    if spec["distro"] == "debian":
+        comp = "main"
+        return (f"deb {DEBIAN_MIRROR} {s} {comp}\n"
+                f"deb {DEBIAN_MIRROR} {s}-updates {comp}\n"
+                f"deb http://security.debian.org/debian-security {s}-security {comp}\n")
+    comp = "main universe"
+    return (f"deb {UBUNTU_MIRROR} {s} {comp}\n"
+            f"deb {UBUNTU_MIRROR} {s}-updates {comp}\n"
+            f"deb http://security.ubuntu.com/ubuntu {s}-security {comp}\n")
+
+
+def build_image(os_name, *, force=False) -> Path:
+    """Build (or reuse) the cached image tarball for os_name; returns its path."""
+    _require_root()
+    if os_name not in OSES:
+        raise MachineError(f"unknown OS {os_name!r}; known: {', '.join(OSES)}")
+    target = image_path(os_name)
+    if target.exists() and not force:
+        return target
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    with open(CACHE_DIR / f"{os_name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another run may be building the same image: wait for it
+        if target.exists() and not force:
+            return target
+        t0 = time.monotonic()
+        log(f"building image {target.name} (once; cached afterwards)")
+        spec = OSES[os_name]
+        work = Path(tempfile.mkdtemp(prefix=f"build-{os_name}-", dir=CACHE_DIR))
+        try:
+            root = work / "root"
+            cmd = ["debootstrap", "--variant=minbase", "--include=" + ",".join(PACKAGES)]
+            if spec["distro"] == "ubuntu":
+                cmd.append("--components=main,universe")
+                if UBUNTU_KEYRING.exists():
+                    cmd.append(f"--keyring={UBUNTU_KEYRING}")
+                else:
+                    cmd.append("--no-check-gpg")  # first Ubuntu build; its keyring is kept for later builds
+            mirror = DEBIAN_MIRROR if spec["distro"] == "debian" else UBUNTU_MIRROR
+            cmd += [spec["suite"], str(root), mirror]
+            if spec.get("script"):
+                cmd.append(f"/usr/share/debootstrap/scripts/{spec['script']}")
+            with open(work / "debootstrap.log", "w") as out:
+                r = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT)
+            if r.returncode != 0:
+                raise MachineError(f"debootstrap failed ({r.returncode}); log tail:\n"
+                                   + _tail((work / "debootstrap.log").read_text(errors="replace"), 3000))
+            keyring = root / "usr/share/keyrings/ubuntu-archive-keyring.gpg"
+            if spec["distro"] == "ubuntu" and keyring.exists() and not UBUNTU_KEYRING.exists():
+                shutil.copy2(keyring, UBUNTU_KEYRING)
+            (root / "etc/apt/sources.list").write_text(_sources_list(spec))
+            # bring it to the current point release, like a freshly provisioned server
+            upgrade = ("set -e; export DEBIAN_FRONTEND=noninteractive; apt-get update -q;"
+                       " apt-get -y -q -o Dpkg::Options::=--force-confold dist-upgrade; apt-get clean")
+            with open(work / "upgrade.log", "w") as out:
+                r = subprocess.run(
+                    ["systemd-nspawn", "--quiet", "--register=no", "--keep-unit", "--directory", str(root),
+                     "--resolv-conf=replace-host", "--setenv=PATH=" + GUEST_PATH, "/bin/sh", "-c", upgrade],
+                    stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            if r.returncode != 0:
+                raise MachineError("apt-get dist-upgrade in the new image failed; log tail:\n"
+                                   + _tail((work / "upgrade.log").read_text(errors="replace"), 3000))
+            _clean_rootfs(root)
+            tmp = work / "image.tar.zst"
+            _sh(["tar", "-C", str(root), "--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls",
+                 "-I", "zstd -T0 -6", "-cf", str(tmp), "."])
+            os.rename(tmp, target)
+            log(f"built {target} ({target.stat().st_size >> 20} MB) in {time.monotonic() - t0:.0f} s")
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
+def _clean_rootfs(root: Path):
+    """Make the tree look like a never-booted server."""
+    (root / "etc/machine-id").write_text("")
+    dbus_id = root / "var/lib/dbus/machine-id"
+    if dbus_id.exists() and not dbus_id.is_symlink():
+        dbus_id.unlink()
+    for p in ["etc/resolv.conf", "etc/hostname"]:
+        q = root / p
+        if q.exists() or q.is_symlink():
+            q.unlink()
+    lists = root / "var/lib/apt/lists"
+    shutil.rmtree(lists, ignore_errors=True)
+    (lists / "partial").mkdir(parents=True)
+    for d in ["var/cache/apt/archives", "var/log"]:
+        for p in (root / d).glob("*"):
+            if p.is_file():
+                p.unlink()
+    for p in (root / "var/cache/apt").glob("*.bin"):
+        p.unlink()
+    for p in (root / "tmp").glob("*"):
+        shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+
+
+# ---------------------------------------------------------------- cgroups
+
+def _own_cgroup(controller):
+    key = "name=systemd" if controller == "systemd" else controller
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, ctrls, path = line.split(":", 2)
+        if key in ctrls.split(","):
+            return path
+    return "/"
+
+
+def _cgroup_dirs(name):
+    """Per-machine cgroup directories, nested below this process's own cgroup in each hierarchy."""
+    dirs = {}
+    for c in CGROUP_CONTROLLERS:
+        mount = Path("/sys/fs/cgroup") / c
+        if not (mount / "cgroup.procs").exists():
+            continue
+        dirs[c] = str(mount / _own_cgroup(c).lstrip("/") / f"tljh-test-{name}")
+    return dirs
+
+
+def _parse_size(value):
+    if isinstance(value, int):
+        return value
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*", str(value), re.I)
+    if not m:
+        raise ValueError(f"bad memory size {value!r}")
+    return int(float(m.group(1)) * 1024 ** " KMGT".index(m.group(2).upper() or " "))
+
+
+def _cgroup_pids(path):
+    pids = set()
+    for dirpath, _dirs, files in os.walk(path):
+        if "cgroup.procs" in files:
+            try:
+                pids.update(int(x) for x in Path(dirpath, "cgroup.procs").read_text().split())
+            except OSError:
+                pass
+    return pids
+
+
+def _rmdir_tree(path):
+    """rmdir a cgroup directory and its children, deepest first (cgroup dirs hold only virtual files)."""
+    if not os.path.isdir(path):
+        return True
+    for dirpath, dirs, _files in os.walk(path, topdown=False):
+        try:
+            os.rmdir(dirpath)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return False
+    return True
+
+
+# ---------------------------------------------------------------- machines
+
+_live: dict[str, "Machine"] = {}
+_handlers_installed = False
+
+
+def _cleanup_live():
+    for m in list(_live.values()):
+        try:
+            m.destroy()
+        except Exception as e:  # noqa: BLE001 - best effort at exit
+            log(f"teardown of {m.name} failed: {e}")
+
+
+def _install_handlers():
+    global _handlers_installed
+    if _handlers_installed:
+        return
+    _handlers_installed = True
+    atexit.register(_cleanup_live)
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) in (signal.SIG_DFL, None):
+            signal.signal(sig, _exit_on_signal)
+
+
+def _exit_on_signal(signum, _frame):
+    raise SystemExit(128 + signum)  # unwinds through context managers / fixtures, then atexit runs
+
+
+WRAPPER = r"""#!/bin/bash
+# Runs as the machine's supervisor: join the machine's cgroups, then (re)start systemd-nspawn.
+# nspawn exits with 133 when the guest reboots: start it again, like a server coming back up.
+for f in {cgroup_files}; do echo $$ > "$f" || exit 90; done
+while :; do
+    [ -e {stop_file} ] && exit 0
+    {nspawn} &
+    child=$!
+    echo $child > {nspawn_pid_file}
+    wait $child
+    rc=$?
+    echo "[wrapper] systemd-nspawn exited with $rc" >&2
+    [ $rc -eq 133 ] || exit $rc
+done
+"""
+
+
+class Machine:
+    """One booted systemd-nspawn machine. Use ``Machine.boot(...)`` (and ``with``), never the constructor."""
+
+    def __init__(self, name, os_name, root, state_file=None):
+        self.name = name
+        self.os_name = os_name
+        self.root = Path(root)
+        self.state_file = Path(state_file or STATE_DIR / f"{name}.json")
+        self.run_dir = STATE_DIR / name
+        self.cgroups: dict[str, str] = {}
+        self.wrapper_pid: int | None = None
+        self.memory_max = None
+        self._destroyed = False
+        self._fixed_pid1 = None
+
+    # ---- lifecycle
+
+    @classmethod
+    def boot(cls, os_name="debian-12", *, memory_max=None, name=None, detach=False) -> "Machine":
+        """Unpack a fresh copy of the cached image, boot it and wait until systemd is up.
+
+        detach=True (for the CLI) leaves the machine running when this process exits.
+        """
+        _require_root()
+        image = build_image(os_name)
+        name = name or f"tljh-{os_name.replace('.', '')}-{secrets.token_hex(3)}"
+        if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", name):
+            raise MachineError(f"bad machine name {name!r}: use lowercase letters, digits and -")
+        if (STATE_DIR / f"{name}.json").exists():
+            raise MachineError(f"a machine named {name} already exists (destroy it first)")
+        t0 = time.monotonic()
+        m = cls(name, os_name, MACHINES_DIR / name)
+        m.memory_max = memory_max
+        if not detach:
+            _install_handlers()
+            _live[name] = m
+        try:
+            m._unpack(image)
+            m._start()
+            m._wait_running()
+            m._install_host_ca()
+        except BaseException:
+            m.destroy()
+            raise
+        log(f"{name} ({os_name}) is up in {time.monotonic() - t0:.1f} s")
+        return m
+
+    def _unpack(self, image):
+        MACHINES_DIR.mkdir(parents=True, exist_ok=True)
+        STATE_DIR.mkdir(parents=True, exist_ok=True)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir()
+        self._save_state()
+        _sh(["tar", "-C", str(self.root), "--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls",
+             "-I", "zstd", "-xpf", str(image)])
+        (self.root / "etc/machine-id").write_text(uuid.uuid4().hex + "\n")
+        (self.root / "etc/hostname").write_text(self.name + "\n")
+        hosts = self.root / "etc/hosts"
+        text = hosts.read_text() if hosts.exists() else "127.0.0.1\tlocalhost\n"
+        hosts.write_text(text + f"127.0.1.1\t{self.name}\n")
+        # The host's extra CAs (an HTTPS-intercepting proxy here); update-ca-certificates runs after boot.
+        ca_dst = self.root / "usr/local/share/ca-certificates"
+        ca_dst.mkdir(parents=True, exist_ok=True)
+        for crt in HOST_CA_DIR.glob("*.crt"):
+            shutil.copy2(crt, ca_dst / crt.name)
+
+    def _start(self):
+        self.cgroups = _cgroup_dirs(self.name)
+        for c, d in self.cgroups.items():
+            os.makedirs(d, exist_ok=True)
+        if self.memory_max:
+            limit = str(_parse_size(self.memory_max))
+            Path(self.cgroups["memory"], "memory.limit_in_bytes").write_text(limit)
+        self._save_state()
+        nspawn = [
+            "systemd-nspawn", "--boot", f"--directory={self.root}", f"--machine={self.name}",
+            "--register=no", "--keep-unit", "--console=read-only", "--link-journal=no",
+            "--resolv-conf=replace-host", "--kill-signal=SIGRTMIN+3",
+        ]
+        if OSES[self.os_name].get("needs_legacy_force"):
+            nspawn += ["systemd.unified_cgroup_hierarchy=0", "SYSTEMD_CGROUP_ENABLE_LEGACY_FORCE=1"]
+        wrapper = WRAPPER.format(
+            cgroup_files=" ".join(shlex.quote(f"{d}/cgroup.procs") for d in self.cgroups.values()),
+            stop_file=shlex.quote(str(self.run_dir / "stop")),
+            nspawn=shlex.join(nspawn),
+            nspawn_pid_file=shlex.quote(str(self.run_dir / "nspawn.pid")),
+        )
+        wpath = self.run_dir / "wrapper.sh"
+        wpath.write_text(wrapper)
+        wpath.chmod(0o755)
+        logf = open(self.run_dir / "console.log", "ab")
+        proc = subprocess.Popen(
+            [str(wpath)], stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+            start_new_session=True, env={"PATH": os.environ.get("PATH", GUEST_PATH), "LANG": "C.UTF-8"},
+        )
+        logf.close()
+        self._proc = proc  # keeps the Popen object so the wrapper is reaped, not a zombie
+        self.wrapper_pid = proc.pid
+        self._save_state()
+
+    def _save_state(self):
+        STATE_DIR.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({
+            "name": self.name, "os": self.os_name, "root": str(self.root), "cgroups": self.cgroups,
+            "wrapper_pid": self.wrapper_pid, "memory_max": self.memory_max,
+            "wrapper_start": _proc_start_time(self.wrapper_pid) if self.wrapper_pid else None,
+        }, indent=1))
+        os.rename(tmp, self.state_file)
+
+    @classmethod
+    def attach(cls, name) -> "Machine":
+        """A Machine object for a machine started by another process (from its state file)."""
+        state_file = STATE_DIR / f"{name}.json"
+        if not state_file.exists():
+            raise MachineError(f"no machine named {name} (see `machine.py list`)")
+        st = json.loads(state_file.read_text())
+        m = cls(st["name"], st["os"], st["root"], state_file)
+        m.cgroups = st.get("cgroups") or {}
+        m.memory_max = st.get("memory_max")
+        wp = st.get("wrapper_pid")
+        if wp and _proc_start_time(wp) == st.get("wrapper_start"):
+            m.wrapper_pid = wp
+        return m
+
+    def _nspawn_pid(self):
+        if not self.wrapper_pid or not _alive(self.wrapper_pid):
+            return None
+        try:
+            pid = int((self.run_dir / "nspawn.pid").read_text())
+        except (OSError, ValueError):
+            return None
+        if _alive(pid) and _ppid(pid) == self.wrapper_pid:
+            return pid
+        return None
+
+    def _guest_pid1(self):
+        nspawn = self._nspawn_pid()
+        if not nspawn:
+            return None
+        for child in _children(nspawn):
+            try:
+                status = Path(f"/proc/{child}/status").read_text()
+            except OSError:
+                continue
+            m = re.search(r"^NSpid:\s*(.*)$", status, re.M)
+            if m and m.group(1).split()[-1] == "1":
+                return child
+        return None
+
+    def _check_alive(self):
+        if self._destroyed:
+            raise MachineError(f"machine {self.name} was destroyed")
+        if self.wrapper_pid and not _alive(self.wrapper_pid):
+            raise MachineError(f"machine {self.name} stopped; console log tail:\n{self.console_log()}")
+
+    def console_log(self, n=3000):
+        try:
+            return _tail((self.run_dir / "console.log").read_text(errors="replace"), n)
+        except OSError:
+            return ""
+
+    def _wait_running(self, timeout=120):
+        deadline = time.monotonic() + timeout
+        state = ""
+        while time.monotonic() < deadline:
+            self._check_alive()
+            pid1 = self._guest_pid1()
+            if pid1:
+                self._fix_cgroups(pid1)
+                r = subprocess.run(["nsenter", "-t", str(pid1), "-a", "--", "env", "-i", "PATH=" + GUEST_PATH,
+                                    "systemctl", "is-system-running"],
+                                   capture_output=True, text=True, stdin=subprocess.DEVNULL)
+                state = r.stdout.strip()
+                if state in ("running", "degraded"):
+                    return pid1
+            time.sleep(0.1)
+        raise MachineError(f"{self.name} did not reach running within {timeout} s (state {state!r});"
+                           f" console log tail:\n{self.console_log()}")
+
+    def _fix_cgroups(self, pid1):
+        """nspawn mounts the v1 controllers read-only; make them writable so the guest enforces limits."""
+        if self._fixed_pid1 == pid1:
+            return
+        script = ("for c in " + " ".join(CGROUP_CONTROLLERS) + "; do"
+                  " if mountpoint -q /sys/fs/cgroup/$c; then mount -o remount,bind,rw /sys/fs/cgroup/$c || exit 1; fi;"
+                  " done")
+        r = subprocess.run(["nsenter", "-t", str(pid1), "-m", "--", "/bin/sh", "-c", script],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise MachineError(f"could not remount the guest's cgroup controllers rw: {r.stderr.strip()}")
+        # the guest's systemd must re-detect its cgroup setup; wait until it answers on its bus
+        deadline = time.monotonic() + 60
+        while True:
+            r = subprocess.run(["nsenter", "-t", str(pid1), "-a", "--", "env", "-i", "PATH=" + GUEST_PATH,
+                                "systemctl", "daemon-reexec"], capture_output=True, text=True,
+                               stdin=subprocess.DEVNULL)
+            if r.returncode == 0:
+                break
+            if time.monotonic() > deadline:
+                raise MachineError(f"systemctl daemon-reexec in {self.name} failed: {r.stderr.strip()}")
+            time.sleep(0.1)
+        self._fixed_pid1 = pid1
+
+    def _install_host_ca(self):
+        if list(HOST_CA_DIR.glob("*.crt")):
+            self.run("update-ca-certificates >/dev/null", timeout=120)
+
+    # ---- commands
+
+    def nsenter_prefix(self):
+        pid1 = self._guest_pid1()
+        if not pid1:
+            self._check_alive()
+            raise MachineError(f"machine {self.name} is not running (rebooting?)")
+        self._fix_cgroups(pid1)
+        return ["nsenter", "-t", str(pid1), "-a", "--", "env", "-i", "PATH=" + GUEST_PATH, "LANG=C.UTF-8"]
+
+    def run(self, cmd, *, user="root", check=True, timeout=600, env=None, input=None, cwd="/root"):
+        """Run cmd inside the machine as user (a str runs through ``bash -c``); returns CompletedProcess (text).
+
+        The command runs as a transient systemd service in the guest (its own cgroup, a clean login-like
+        environment with HOME/USER set). For a non-root user the default cwd "/root" means the user's home.
+        """
+        self._check_alive()
+        argv = ["bash", "-c", cmd] if isinstance(cmd, str) else [str(c) for c in cmd]
+        unit = f"tljh-run-{secrets.token_hex(6)}"
+        workdir = "~" if (user != "root" and cwd == "/root") else cwd
+        sr = ["systemd-run", "--quiet", "--wait", "--pipe", "--collect", "--service-type=exec",
+              f"--unit={unit}", "-p", f"User={user}", "-p", f"WorkingDirectory={workdir}",
+              "-p", f"RuntimeMaxSec={int(timeout) + 5}", "--setenv=LANG=C.UTF-8"]
+        for k, v in (env or {}).items():
+            sr.append(f"--setenv={k}={v}")
+        full = self.nsenter_prefix() + sr + ["--"] + argv
+        try:
+            r = subprocess.run(full, input=input, capture_output=True, text=True, timeout=timeout,
+                               stdin=None if input is not None else subprocess.DEVNULL)
+        except subprocess.TimeoutExpired as e:
+            subprocess.run(self.nsenter_prefix() + ["systemctl", "kill", "--signal=SIGKILL", unit],
+                           capture_output=True)
+            raise MachineCommandError(cmd, f"timeout after {timeout} s",
+                                      _decode(e.stdout), _decode(e.stderr)) from None
+        r.args = cmd
+        if check and r.returncode != 0:
+            raise MachineCommandError(cmd, r.returncode, r.stdout, r.stderr)
+        return r
+
+    def copy_in(self, host_path, guest_path):
+        """Copy a host file or directory to guest_path (created/replaced; owned by root)."""
+        host_path = Path(host_path)
+        if not host_path.exists():
+            raise FileNotFoundError(host_path)
+        guest_path = guest_path.rstrip("/") or "/"
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            tar.add(str(host_path), arcname=os.path.basename(guest_path), filter=_root_owned)
+        self._untar(buf.getvalue(), os.path.dirname(guest_path) or "/")
+
+    def copy_checkout(self, guest_path="/srv/tljh-src"):
+        """Copy this checkout's files (git tracked + untracked-but-not-ignored) to guest_path, replacing it."""
+        files = _checkout_files()
+        buf = io.BytesIO()
+        name = os.path.basename(guest_path.rstrip("/"))
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            tar.add(str(REPO_ROOT), arcname=name, recursive=False, filter=_root_owned)
+            for rel in files:
+                p = REPO_ROOT / rel
+                if p.is_file() or p.is_symlink():
+                    tar.add(str(p), arcname=f"{name}/{rel}", recursive=False, filter=_root_owned)
+        self.run(["rm", "-rf", guest_path])
+        self._untar(buf.getvalue(), os.path.dirname(guest_path.rstrip("/")) or "/")
+
+    def _untar(self, data, guest_dir):
+        r = subprocess.run(self.nsenter_prefix() + ["sh", "-c", 'mkdir -p "$1" && tar -C "$1" -xf -', "sh", guest_dir],
+                           input=data, capture_output=True)
+        if r.returncode != 0:
+            raise MachineError(f"copy into {self.name}:{guest_dir} failed: {r.stderr.decode(errors='replace')}")
+
+    def install_tljh(self, *args, env=None, timeout=1200):
+        """Copy the checkout in and run the real bootstrap script with it, as a user would."""
+        self.copy_checkout("/srv/tljh-src")
+        e = {"TLJH_BOOTSTRAP_PIP_SPEC": "/srv/tljh-src"}
+        e.update(env or {})
+        return self.run(["python3", "/srv/tljh-src/bootstrap/bootstrap.py", *args], env=e, timeout=timeout)
+
+    def reboot(self, timeout=120):
+        """Reboot the guest (systemctl reboot; the supervisor restarts nspawn) and wait until it is running."""
+        self._check_alive()
+        old = self._nspawn_pid()
+        subprocess.run(self.nsenter_prefix() + ["systemctl", "reboot"], capture_output=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._check_alive()
+            new = self._nspawn_pid()
+            if new and new != old:
+                self._wait_running(timeout=max(1, deadline - time.monotonic()))
+                return
+            time.sleep(0.05)
+        raise MachineError(f"{self.name} did not come back from reboot within {timeout} s")
+
+    # ---- teardown
+
+    def destroy(self, timeout=30):
+        """Stop the machine and remove everything it left (processes, cgroups, rootfs, state). Idempotent."""
+        if self._destroyed:
+            return
+        t0 = time.monotonic()
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "stop").touch()  # the supervisor must not restart nspawn
+        except OSError:
+            pass
+        nspawn = self._nspawn_pid()
+        if nspawn:
+            try:
+                os.kill(nspawn, signal.SIGTERM)  # nspawn asks the guest's systemd to power off cleanly
+            except ProcessLookupError:
+                pass
+            deadline = time.monotonic() + timeout
+            while _alive(nspawn) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        # whatever is left (nspawn hung, stray guest processes): kill it
+        for _ in range(50):
+            pids = set()
+            for d in self.cgroups.values():
+                pids |= _cgroup_pids(d)
+            if self.wrapper_pid and _alive(self.wrapper_pid):
+                pids.add(self.wrapper_pid)
+            pids.discard(os.getpid())
+            if not pids:
+                break
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.1)
+        if getattr(self, "_proc", None) is not None:
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        problems = []
+        for c, d in self.cgroups.items():
+            for _ in range(50):
+                if _rmdir_tree(d):
+                    break
+                time.sleep(0.1)
+            else:
+                problems.append(f"cgroup dir {d} could not be removed")
+        if self.root.exists():
+            root = str(self.root)
+            mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()
+                      if line.split()[1] == root or line.split()[1].startswith(root + "/")]
+            for mnt in sorted(mounts, key=len, reverse=True):
+                subprocess.run(["umount", "-l", mnt], capture_output=True)
+            subprocess.run(["rm", "-rf", "--one-file-system", root], check=False)
+            if self.root.exists():
+                problems.append(f"rootfs {root} could not be removed")
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+        try:
+            self.state_file.unlink()
+        except FileNotFoundError:
+            pass
+        self._destroyed = True
+        _live.pop(self.name, None)
+        log(f"{self.name} destroyed in {time.monotonic() - t0:.1f} s")
+        if problems:
+            raise MachineError("; ".join(problems))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.destroy()
+        return False
+
+    def __repr__(self):
+        return f"<Machine {self.name} {self.os_name}>"
+
+    def shell_command(self):
+        pid1 = self._guest_pid1()
+        return (f"nsenter -t {pid1} -a -- env -i TERM=${{TERM:-xterm}} PATH={GUEST_PATH} LANG=C.UTF-8"
+                f" HOME=/root bash -l")
+
+
+def _root_owned(ti):
+    ti.uid = ti.gid = 0
+    ti.uname = ti.gname = "root"
+    return ti
+
+
+def _checkout_files():
+    try:
+        out = subprocess.run(["git", "-C", str(REPO_ROOT), "ls-files", "-co", "--exclude-standard", "-z"],
+                             capture_output=True, check=True).stdout
+        return sorted({f for f in out.decode().split("\0") if f})
+    except (OSError, subprocess.CalledProcessError):
+        skip = {".git", "__pycache__", ".pytest_cache"}
+        files = []
+        for dirpath, dirs, names in os.walk(REPO_ROOT):
+            dirs[:] = [d for d in dirs if d not in skip and not d.startswith(".venv")]
+            files += [os.path.relpath(os.path.join(dirpath, n), REPO_ROOT) for n in names]
+        return sorted(files)
+
+
+def _decode(b):
+    if b is None:
+        return ""
+    return b.decode(errors="replace") if isinstance(b, bytes) else b
+
+
+def _alive(pid):
+    try:
+        st = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return st.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _ppid(pid):
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _proc_start_time(pid):
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _children(pid):
+    kids = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            kids += [int(x) for x in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return kids
+
+
+def list_machines():
+    if not STATE_DIR.exists():
+        return []
+    out = []
+    for f in sorted(STATE_DIR.glob("*.json")):
+        try:
+            m = Machine.attach(f.stem)
+        except (MachineError, ValueError, OSError):
+            continue
+        out.append(m)
+    return out
+
+
+# ---------------------------------------------------------------- CLI
+
+def _cli_try(args):
+    m = Machine.boot(args.os, memory_max=args.memory_max, name=args.name)
+    with m:
+        extra = []
+        if args.admin:
+            extra += ["--admin", args.admin]
+        log("installing this checkout with bootstrap/bootstrap.py ...")
+        t0 = time.monotonic()
+        try:
+            r = m.install_tljh(*extra)
+            print(r.stdout[-3000:])
+            log(f"bootstrap finished in {time.monotonic() - t0:.0f} s")
+        except MachineCommandError as e:
+            log(f"bootstrap FAILED after {time.monotonic() - t0:.0f} s:\n{e}")
+        print(f"\nMachine {m.name} ({m.os_name}) is running.\n"
+              f"  hub:    http://127.0.0.1/\n"
+              f"  shell:  sudo python3 {Path(__file__).resolve()} shell {m.name}\n"
+              f"     or:  sudo {m.shell_command()}\n"
+              f"Press Ctrl-C to tear it down.", flush=True)
+        try:
+            while True:
+                m._check_alive()
+                time.sleep(1)
+        except KeyboardInterrupt:
+            print()
+            log("Ctrl-C: tearing down")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="machine.py", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build", help="build (or reuse) the cached image of an OS")
+    b.add_argument("os", nargs="+", choices=list(OSES) + ["all"])
+    b.add_argument("--force", action="store_true", help="rebuild even if cached")
+    for cmd, helptext in [("boot", "boot a machine and leave it running"),
+                          ("try", "boot, install this checkout with bootstrap, wait for Ctrl-C, tear down")]:
+        s = sub.add_parser(cmd, help=helptext)
+        s.add_argument("os", nargs="?", default="debian-12", choices=list(OSES))
+        s.add_argument("--name")
+        s.add_argument("--memory-max", help="e.g. 900M")
+        if cmd == "try":
+            s.add_argument("--admin", help="admin user name passed to bootstrap")
+    sub.add_parser("list", help="list running machines")
+    s = sub.add_parser("shell", help="open a root shell in a machine")
+    s.add_argument("name")
+    s = sub.add_parser("run", help="run a command in a machine")
+    s.add_argument("name")
+    s.add_argument("--user", default="root")
+    s.add_argument("command", nargs=argparse.REMAINDER)
+    s = sub.add_parser("destroy", help="stop and remove machines")
+    s.add_argument("names", nargs="+", help="machine names, or 'all'")
+    args = p.parse_args(argv)
+    try:
+        _require_root()
+        if args.cmd == "build":
+            for os_name in (list(OSES) if "all" in args.os else args.os):
+                t0 = time.monotonic()
+                path = build_image(os_name, force=args.force)
+                print(f"{os_name}: {path} ({time.monotonic() - t0:.0f} s)")
+        elif args.cmd == "boot":
+            m = Machine.boot(args.os, memory_max=args.memory_max, name=args.name, detach=True)
+            print(f"{m.name} is running ({m.os_name}, rootfs {m.root}).\n"
+                  f"  shell:   sudo python3 {Path(__file__).resolve()} shell {m.name}\n"
+                  f"     or:   sudo {m.shell_command()}\n"
+                  f"  destroy: sudo python3 {Path(__file__).resolve()} destroy {m.name}")
+        elif args.cmd == "try":
+            _cli_try(args)
+        elif args.cmd == "list":
+            for m in list_machines():
+                state = "running" if m._guest_pid1() else "stopped"
+                print(f"{m.name}\t{m.os_name}\t{state}\t{m.root}")
+        elif args.cmd == "shell":
+            m = Machine.attach(args.name)
+            os.execvp("sh", ["sh", "-c", m.shell_command()])
+        elif args.cmd == "run":
+            m = Machine.attach(args.name)
+            r = m.run(args.command, user=args.user, check=False)
+            sys.stdout.write(r.stdout)
+            sys.stderr.write(r.stderr)
+            return r.returncode
+        elif args.cmd == "destroy":
+            names = [m.name for m in list_machines()] if args.names == ["all"] else args.names
+            for n in names:
+                Machine.attach(n).destroy()
+    except MachineError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
