@@ -48,11 +48,6 @@ USER_ENV_PACKAGES = [
     "ipywidgets>=8.1,<9",
 ]
 
-CONFIG_TEMPLATE = """\
-# The Littlest JupyterHub configuration. Change it with `sudo tljh-config set KEY VALUE`
-# then `sudo tljh-config reload`. See `tljh-config show --effective` for every value in force.
-"""
-
 
 class InstallError(Exception):
     """A step failed in a way the admin can act on; the message says what to do."""
@@ -123,7 +118,7 @@ def prepare_directories(ctx):
             made.append(path)
         os.chmod(path, mode)
     if not os.path.exists(paths.CONFIG_FILE):
-        _write_private(paths.CONFIG_FILE, CONFIG_TEMPLATE)
+        _write_private(paths.CONFIG_FILE, "")
         made.append(paths.CONFIG_FILE)
     return f"created {', '.join(made)}" if made else "already in place"
 
@@ -228,21 +223,29 @@ def ensure_groups_and_sudoers(ctx):
 
 
 def ensure_config(ctx):
-    from . import config_file
+    from . import config_file, schema
 
     admins = [spec.split(":", 1) for spec in ctx.args.admin]
     passwords = {a[0]: a[1] for a in admins if len(a) == 2}
     names = [a[0] for a in admins]
 
-    def update(config):
-        current = list(config.get("users", {}).get("admin", []) or [])
+    def update(doc):
+        users = doc.setdefault("users", {}) if names else doc.get("users", {})
+        current = list(users.get("admin") or [])
         missing = [n for n in names if n not in current]
         if missing:
-            config.setdefault("users", {})["admin"] = current + missing
-        ctx.pm.hook.tljh_config_post_install(config=config)
+            users["admin"] = current + missing
+        ctx.pm.hook.tljh_config_post_install(config=doc)
+        # Refuse before writing: neither a flag nor a plugin may leave a config the hub cannot start with.
+        problems = schema.errors_only(schema.validate_config(config_file.to_plain(doc)))
+        if problems:
+            raise InstallError(f"{paths.CONFIG_FILE} would be invalid: " + "; ".join(map(str, problems)))
 
-    changed = config_file.edit_config(paths.CONFIG_FILE, update)
-    if changed:
+    try:
+        old, new = config_file.update_document(paths.CONFIG_FILE, update)
+    except config_file.ConfigFileError as e:
+        raise InstallError(f"{e}. Fix the file by hand (or move it away) and rerun.") from e
+    if old != new:
         ctx.changed.add("hub")
     for name, password in passwords.items():
         _set_firstuse_password(name, password)
@@ -251,7 +254,7 @@ def ensure_config(ctx):
         parts.append(f"admins: {', '.join(names)}")
     if passwords:
         parts.append("initial passwords set")
-    return "; ".join(parts) or ("updated" if changed else "unchanged")
+    return "; ".join(parts) or ("updated" if old != new else "unchanged")
 
 
 def install_cli(ctx):
