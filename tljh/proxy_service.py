@@ -1,0 +1,121 @@
+"""The edge proxy's config on disk and in the running edge.
+
+- :func:`write_edge_config` writes edge.json (the installer calls it before the
+  first start of caddy.service).
+- :func:`write_router_config` writes the router's first config (used by
+  caddy-router.service when it has no autosaved config yet).
+- :func:`reload_proxy` applies config.yaml to the running edge
+  (``tljh-config reload proxy``): Caddy rolls back a config it cannot load, so on
+  any failure the previous config keeps serving and edge.json is unchanged.
+"""
+
+import json
+import os
+import re
+import tempfile
+
+from tljh import caddy_config, paths
+from tljh.caddy_admin import CaddyAdmin, CaddyAdminError, CaddyNotRunning
+
+
+class ProxyReloadError(Exception):
+    """The proxy config was not applied; the message is a one-line reason."""
+
+
+class ProxyNotRunningError(ProxyReloadError):
+    """The edge proxy does not answer on its admin socket."""
+
+
+_DOMAIN = re.compile(r"^(?=.{1,253}$)(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))*$", re.I)
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def check_edge_settings(config):
+    """Problems Caddy would only report later (or less clearly); raises ProxyReloadError."""
+    https = config.get("https") or {}
+    if not https.get("enabled"):
+        return
+    tls = https.get("tls") or {}
+    for key in ("cert", "key"):
+        path = tls.get(key)
+        if path and not os.path.isfile(path):
+            raise ProxyReloadError(f"https.tls.{key}: {path} does not exist or is not a file")
+        if path and not os.access(path, os.R_OK):
+            raise ProxyReloadError(f"https.tls.{key}: {path} is not readable")
+    le = https.get("letsencrypt") or {}
+    if not (tls.get("cert") or tls.get("key")):
+        for domain in le.get("domains") or []:
+            if not isinstance(domain, str) or not _DOMAIN.match(domain):
+                raise ProxyReloadError(f"https.letsencrypt.domains: {domain!r} is not a valid domain name")
+        email = le.get("email")
+        if email and not _EMAIL.match(email):
+            raise ProxyReloadError(f"https.letsencrypt.email: {email!r} is not a valid email address")
+    acme = https.get("acme") or {}
+    roots = acme.get("trusted_roots") or []
+    for root in [roots] if isinstance(roots, str) else roots:
+        if not os.path.isfile(root):
+            raise ProxyReloadError(f"https.acme.trusted_roots: {root} does not exist or is not a file")
+
+
+def build_edge_config(config, **kwargs):
+    """edge_config() with our errors turned into ProxyReloadError."""
+    check_edge_settings(config)
+    try:
+        return caddy_config.edge_config(config, **kwargs)
+    except caddy_config.CaddyConfigError as e:
+        raise ProxyReloadError(str(e)) from e
+
+
+def _write_json(path, value):
+    """Atomically write a root-only (0600) JSON file; its directory is made 0700."""
+    directory = os.path.dirname(path)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(value, f, indent=2, sort_keys=True)
+            f.write("\n")
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_edge_config(config, path=caddy_config.EDGE_CONFIG_FILE, **kwargs):
+    """Write edge.json for the TLJH config dict; returns the path."""
+    caddy = build_edge_config(config, **kwargs)
+    data_dir = caddy["storage"]["root"]
+    os.makedirs(data_dir, mode=0o700, exist_ok=True)
+    return _write_json(path, caddy)
+
+
+def write_router_config(hub_url=None, base_url="/", path=caddy_config.ROUTER_CONFIG_FILE, **kwargs):
+    """Write the router's first config (skeleton only: hub catch-all, error pages)."""
+    if hub_url is None:
+        hub_url = f"http://{paths.HUB_HOST}:{paths.HUB_PORT}"
+    return _write_json(path, caddy_config.router_config(hub_url, base_url, (), **kwargs))
+
+
+def reload_proxy(config, admin_socket=caddy_config.EDGE_ADMIN_SOCKET, path=caddy_config.EDGE_CONFIG_FILE,
+                 **kwargs):
+    """Apply the TLJH config dict to the running edge, then save it as edge.json.
+
+    Raises ProxyReloadError (ProxyNotRunningError if the edge is down) with a
+    one-line reason; then the running edge and edge.json are unchanged.
+    Router routes are never touched.
+    """
+    caddy = build_edge_config(config, admin_socket=admin_socket, **kwargs)
+    os.makedirs(caddy["storage"]["root"], mode=0o700, exist_ok=True)
+    admin = CaddyAdmin(admin_socket)
+    try:
+        admin.load(caddy)
+    except CaddyNotRunning as e:
+        raise ProxyNotRunningError(
+            f"the edge proxy is not running ({e}); start it with: systemctl start caddy"
+        ) from e
+    except CaddyAdminError as e:
+        raise ProxyReloadError(f"Caddy refused the new config, previous config kept: {e}") from e
+    _write_json(path, caddy)
