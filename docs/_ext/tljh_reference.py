@@ -1,0 +1,643 @@
+"""Sphinx extension: the reference pages are generated from the code at every build.
+
+A page listed in ``GENERATED`` holds a marker line (a MyST comment)::
+
+    % tljh-generated: configuration
+
+When Sphinx reads that page, the marker is replaced by Markdown produced from the code:
+
+- ``configuration``: ``tljh.schema.render_reference()`` (every config.yaml key, type, default);
+- ``tljh-config``: the argparse parser of ``tljh-config`` (``tljh.config.build_parser()``);
+- ``install-flags``: bootstrap's ``USAGE`` text and the installer's argparse parser and steps;
+- ``files``: ``tljh.paths``, the installer's unit and sudoers constants, the unit files themselves.
+
+Nothing is copied by hand, so the reference cannot drift from the code. When the code the reference
+needs is missing (a module, a function), the build stops with an error that says what is missing,
+instead of producing an empty page. The generated pages are re-read on every build.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import os
+import re
+import sys
+from importlib import resources
+from pathlib import Path
+from unittest import mock
+
+from sphinx.errors import ExtensionError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MARKER = re.compile(r"^% tljh-generated: ([a-z-]+)\s*$", re.MULTILINE)
+DEFAULT_PREFIX = "/opt/tljh"
+
+# The docs describe an installed server: never the prefix of a test run.
+os.environ.pop("TLJH_INSTALL_PREFIX", None)
+# Defaults shown in the reference are the product's, not this machine's.
+os.environ.pop("TLJH_RELOAD_TIMEOUT", None)
+
+
+def _fail(what, fix):
+    raise ExtensionError(f"tljh reference: {what}. {fix}")
+
+
+def _import(module_name, needed_for):
+    try:
+        return importlib.import_module(module_name)
+    except Exception as e:  # noqa: BLE001 - any import failure must stop the build with its reason
+        _fail(
+            f"cannot import {module_name} ({type(e).__name__}: {e}), needed for {needed_for}",
+            "Build the docs in an environment where the package is installed (pip install -e . -r docs/requirements.txt)",
+        )
+
+
+def _check_prefix():
+    paths = _import("tljh.paths", "the files reference")
+    if paths.INSTALL_PREFIX != DEFAULT_PREFIX:
+        _fail(
+            f"tljh.paths.INSTALL_PREFIX is {paths.INSTALL_PREFIX!r}, not {DEFAULT_PREFIX!r}",
+            "Unset TLJH_INSTALL_PREFIX before importing tljh in the docs build",
+        )
+    return paths
+
+
+# --------------------------------------------------------------------------------------------- markdown
+
+
+def md_escape(text):
+    """Escape text for a Markdown table cell or paragraph, keeping `code spans` as they are."""
+    parts = re.split(r"(`[^`]*`)", " ".join(str(text).split()))
+    out = []
+    for part in parts:
+        if part.startswith("`") and part.endswith("`") and len(part) > 1:
+            out.append(part.replace("|", "\\|"))
+        else:
+            out.append(re.sub(r"([\\*_\[\]<>|{}$])", r"\\\1", part))
+    return "".join(out)
+
+
+def code(text):
+    text = str(text)
+    fence = "``" if "`" in text else "`"
+    pad = " " if "`" in text else ""
+    return f"{fence}{pad}{text}{pad}{fence}".replace("|", "\\|")
+
+
+def shift_headings(markdown, top_level):
+    """Shift ATX headings (outside code fences) so the highest one is at ``top_level``."""
+    lines = markdown.splitlines()
+    in_fence = False
+    levels = []
+    for line in lines:
+        if line.startswith(("```", "~~~")):
+            in_fence = not in_fence
+        elif not in_fence and re.match(r"^#{1,6} ", line):
+            levels.append(len(line) - len(line.lstrip("#")))
+    if not levels:
+        return markdown
+    delta = top_level - min(levels)
+    out = []
+    in_fence = False
+    for line in lines:
+        if line.startswith(("```", "~~~")):
+            in_fence = not in_fence
+        elif not in_fence and re.match(r"^#{1,6} ", line):
+            level = len(line) - len(line.lstrip("#"))
+            line = "#" * min(6, max(1, level + delta)) + line[level:]
+        out.append(line)
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------------------------- argparse
+
+
+def _help_text(action, prog):
+    if not action.help or action.help == argparse.SUPPRESS:
+        return ""
+    params = dict(vars(action), prog=prog)
+    for name, value in list(params.items()):
+        if hasattr(value, "__name__"):
+            params[name] = value.__name__
+    if params.get("choices") is not None:
+        params["choices"] = ", ".join(str(c) for c in params["choices"])
+    try:
+        return action.help % params
+    except (KeyError, TypeError, ValueError):
+        return action.help
+
+
+def _argument_name(action):
+    if action.option_strings:
+        names = ", ".join(action.option_strings)
+        if action.nargs == 0:
+            return names
+        metavar = action.metavar or action.dest.upper()
+        if isinstance(metavar, tuple):
+            metavar = " ".join(metavar)
+        return f"{names} {metavar}"
+    metavar = action.metavar or action.dest
+    if isinstance(metavar, tuple):
+        metavar = " ".join(metavar)
+    if action.choices and not action.metavar:
+        metavar = "{" + ",".join(str(c) for c in action.choices) + "}"
+    return metavar
+
+
+def _default_text(action):
+    if action.option_strings and action.nargs == 0:
+        return ""
+    if action.default in (None, argparse.SUPPRESS, [], ""):
+        return ""
+    return code(action.default)
+
+
+def arguments_table(parser, prog):
+    rows = []
+    for action in parser._actions:
+        if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+            continue
+        if action.help == argparse.SUPPRESS:
+            continue
+        required = "yes" if (action.required or not action.option_strings) and action.nargs not in ("?", "*") else ""
+        rows.append(
+            f"| {code(_argument_name(action))} | {md_escape(_help_text(action, prog))} | "
+            f"{_default_text(action)} | {required} |"
+        )
+    if not rows:
+        return ["Takes no arguments (other than `-h`, `--help`).", ""]
+    return ["| Argument | What it does | Default | Required |", "|---|---|---|---|", *rows, ""]
+
+
+def subcommands(parser):
+    """[(name, help, subparser)] of the parser's sub-commands, in the parser's order."""
+    result = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {a.dest: a.help for a in action._choices_actions}
+            seen = set()
+            for name, sub in action.choices.items():
+                if id(sub) in seen:  # aliases
+                    continue
+                seen.add(id(sub))
+                result.append((name, helps.get(name) or "", sub))
+    return result
+
+
+def _usage(parser):
+    text = parser.format_usage().strip()
+    return text[len("usage: "):] if text.startswith("usage: ") else text
+
+
+# --------------------------------------------------------------------------------------------- pages
+
+
+def render_configuration():
+    schema = _import("tljh.schema", "the configuration reference")
+    if not callable(getattr(schema, "render_reference", None)):
+        _fail("tljh.schema has no render_reference()", "The configuration reference is generated from it")
+    text = schema.render_reference()
+    if not isinstance(text, str) or "|" not in text:
+        _fail("tljh.schema.render_reference() returned no reference table", "It must return MyST Markdown")
+    return shift_headings(text, 1)
+
+
+def module_parser(module_name, names=("build_parser",)):
+    """The argparse parser a command's module builds (its first function in ``names`` that exists)."""
+    module = _import(module_name, f"the {module_name} command reference")
+    for name in names:
+        build = getattr(module, name, None)
+        if callable(build):
+            break
+    else:
+        _fail(
+            f"{module_name} has no {names[0]}() function",
+            f"The command reference needs `{module_name}.{names[0]}() -> argparse.ArgumentParser` "
+            "(the parser main() uses, with one sub-parser per verb)",
+        )
+    parser = build()
+    if not isinstance(parser, argparse.ArgumentParser):
+        _fail(f"{module_name}.{name}() did not return an argparse.ArgumentParser", "Return the parser itself")
+    return parser
+
+
+# tljh.config's parser: build_parser() is the name asked for; _build_parser() is what exists today.
+CLI_PARSERS = {
+    "tljh-config": ("tljh.config", ("build_parser", "_build_parser")),
+    "tljh": ("tljh.cli", ("build_parser",)),
+}
+
+
+def cli_parser(prog="tljh-config"):
+    module_name, names = CLI_PARSERS[prog]
+    return module_parser(module_name, names)
+
+
+def _norm(text):
+    return " ".join(text.lower().rstrip(".").split())
+
+
+def render_command(prog, intro):
+    parser = cli_parser(prog)
+    verbs = subcommands(parser)
+    if not verbs:
+        _fail(f"the {prog} parser has no sub-commands", "Each verb must be a sub-parser")
+    lines = [f"# `{prog}` reference", "", intro, "", "```text", _usage(parser).replace(parser.prog, prog, 1), "```", ""]
+    if parser.description:
+        lines += [md_escape(parser.description), ""]
+    if parser.epilog:
+        lines += [md_escape(parser.epilog), ""]
+    lines += ["## Options for every verb", "", *arguments_table(parser, prog)]
+    lines += ["## Verbs", "", "| Verb | What it does |", "|---|---|"]
+    anchor = re.sub(r"[^a-z0-9]+", "-", prog)
+    for name, help_text, _sub in verbs:
+        lines.append(f"| [{code(name)}](#{anchor}-{name}) | {md_escape(help_text)} |")
+    lines.append("")
+    for name, help_text, sub in verbs:
+        lines += [f"({anchor}-{name})=", f"### `{prog} {name}`", ""]
+        if help_text:
+            lines += [md_escape(help_text[:1].upper() + help_text[1:]) + ("" if help_text.endswith(".") else "."), ""]
+        if sub.description and _norm(sub.description) not in _norm(help_text):
+            lines += [md_escape(sub.description), ""]
+        lines += ["```text", _usage(sub), "```", "", *arguments_table(sub, f"{prog} {name}")]
+        if sub.epilog:
+            lines += [md_escape(sub.epilog), ""]
+    return "\n".join(lines)
+
+
+def render_cli():
+    return render_command(
+        "tljh-config",
+        "`tljh-config` edits `/opt/tljh/config/config.yaml` and applies it. Run it as root "
+        "(`sudo tljh-config ...`). This page is generated from the command's own argument parser; "
+        "the keys it accepts are in the [configuration reference](configuration.md).",
+    )
+
+
+def render_tljh_cli():
+    return render_command(
+        "tljh",
+        "`tljh` acts on the installation as a whole (`tljh-config` changes its settings). Run it as root. "
+        "This page is generated from the command's own argument parser.",
+    )
+
+
+def load_bootstrap():
+    path = REPO_ROOT / "bootstrap" / "bootstrap.py"
+    if not path.exists():
+        _fail(f"{path} does not exist", "The bootstrap reference is generated from its USAGE text")
+    spec = importlib.util.spec_from_file_location("tljh_docs_bootstrap", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not isinstance(getattr(module, "USAGE", None), str):
+        _fail("bootstrap/bootstrap.py has no USAGE text", "The bootstrap reference is generated from it")
+    return module
+
+
+def bootstrap_options(usage):
+    """[(flag text, description)] from the 'options:' section of bootstrap's USAGE."""
+    options = []
+    section = None
+    for line in usage.splitlines():
+        if re.match(r"^\S.*:$", line):
+            section = line[:-1]
+            continue
+        if section not in ("options", "environment"):
+            continue
+        m = re.match(r"^  (\S.*?)(?:\s{2,}(\S.*))?$", line)
+        if m and not line.startswith("    "):
+            options.append([section, m.group(1), m.group(2) or ""])
+        elif line.strip() and options:
+            options[-1][2] = (options[-1][2] + " " + line.strip()).strip()
+    return options
+
+
+def installer_parser():
+    """The installer's parser: tljh.installer.build_parser() if it exists, else the one parse_args() builds."""
+    installer = _import("tljh.installer", "the installer flags reference")
+    build = getattr(installer, "build_parser", None)
+    if callable(build):
+        return build()
+    if not callable(getattr(installer, "parse_args", None)):
+        _fail("tljh.installer has neither build_parser() nor parse_args()", "The installer reference needs one")
+    captured = []
+    original = argparse.ArgumentParser.parse_args
+
+    def capture(self, args=None, namespace=None):
+        captured.append(self)
+        return original(self, [], namespace)
+
+    with mock.patch.object(argparse.ArgumentParser, "parse_args", capture):
+        installer.parse_args([])
+    if not captured:
+        _fail("tljh.installer.parse_args() built no argparse parser", "Add tljh.installer.build_parser()")
+    return captured[-1]
+
+
+def render_install_flags():
+    bootstrap = load_bootstrap()
+    installer = _import("tljh.installer", "the installer reference")
+    parser = installer_parser()
+    options = bootstrap_options(bootstrap.USAGE)
+    lines = [
+        "# Bootstrap and installer flags",
+        "",
+        "Generated from `bootstrap/bootstrap.py` (its `USAGE` text) and from `tljh.installer` "
+        "(its argument parser and its list of steps).",
+        "",
+        "## Bootstrap",
+        "",
+        "The command you run on the server:",
+        "",
+        "```text",
+        bootstrap.USAGE.rstrip(),
+        "```",
+        "",
+        "| Flag or variable | What it does |",
+        "|---|---|",
+    ]
+    for _section, flag, text in options:
+        lines.append(f"| {code(flag)} | {md_escape(text)} |")
+    lines += [
+        "",
+        "Bootstrap handles `--version`, `--show-progress-page` and `--help` itself. Every other flag is "
+        "passed unchanged to the installer, described next.",
+        "",
+        "Checks bootstrap makes before it changes anything (each one stops it with a one-line message):",
+        "",
+        "- it runs as root, on a machine booted with systemd;",
+        f"- the operating system is {md_escape(bootstrap.SUPPORTED_TEXT)};",
+        f"- the system `python3` is {'.'.join(map(str, bootstrap.MIN_PYTHON))} or newer;",
+        f"- the machine has at least {bootstrap.MIN_MEMORY_MB} MB of memory;",
+        f"- the disk holding `{DEFAULT_PREFIX}` has {bootstrap.MIN_FREE_DISK_GB:g} GB free "
+        f"({bootstrap.MIN_FREE_DISK_UPGRADE_GB:g} GB for an upgrade).",
+        "",
+        "## Installer",
+        "",
+        f"Bootstrap runs `{DEFAULT_PREFIX}/hub/bin/python -m tljh.installer` with the remaining flags.",
+        "",
+        "```text",
+        _usage(parser),
+        "```",
+        "",
+        *arguments_table(parser, "tljh.installer"),
+        "## Installer steps",
+        "",
+        "The installer runs these steps in this order, printing each with its duration. Every step "
+        "checks what is already there and changes only what differs, so rerunning bootstrap upgrades "
+        "in place and an interrupted install completes when you run it again.",
+        "",
+    ]
+    steps = getattr(installer, "STEPS", None)
+    if not steps:
+        _fail("tljh.installer.STEPS is missing or empty", "The list of installer steps is generated from it")
+    for index, (name, func) in enumerate(steps, 1):
+        lines.append(f"{index}. {md_escape(name)} (`{func.__name__}`)")
+    lines.append("")
+    return "\n".join(lines)
+
+
+# What each path is. Every constant of tljh.paths must be described here (and nothing else), so a
+# new path cannot appear without documentation.
+PATH_NOTES = {
+    "INSTALL_PREFIX": ("directory", "0755", "Everything the installer manages lives under it."),
+    "HUB_ENV_PREFIX": (
+        "directory",
+        "0755",
+        "The hub environment (a Python venv): JupyterHub, the authenticators, Caddy, uv, the installer "
+        "and `tljh-config`.",
+    ),
+    "USER_ENV_PREFIX": (
+        "directory",
+        "0755",
+        "The user environment (a Python venv): JupyterLab, Notebook and the kernels users run. Writable by "
+        "root only.",
+    ),
+    "STATE_DIR": (
+        "directory",
+        "0700",
+        "Private state: the hub database, cookie secret, FirstUse passwords, Caddy's certificates and configs. "
+        "The hub runs in this directory.",
+    ),
+    "CONFIG_DIR": ("directory", "0700", "Configuration, readable by root only."),
+    "CONFIG_FILE": ("file", "0600", "The configuration `tljh-config` edits."),
+    "JUPYTERHUB_CONFIG_D": (
+        "directory",
+        "0700",
+        "Extra JupyterHub configuration: every `*.py` file here is loaded, in name order, after "
+        "`config.yaml` and plugins.",
+    ),
+    "INSTALLER_LOG": ("file", "0600", "The installer's log (every step, every command's output)."),
+    "CADDY_STATE_DIR": (
+        "directory",
+        "0700",
+        "The two Caddy processes' generated configs, certificates and ACME account.",
+    ),
+    "HUB_HOST": ("address", "", "Where the hub listens; only the proxy connects to it."),
+    "HUB_PORT": ("port", "", "The hub's port on `HUB_HOST`."),
+}
+
+# Paths held by constants of other modules: (module, constant, kind, mode, what).
+MODULE_PATHS = [
+    ("tljh.caddy_config", "EDGE_CONFIG_FILE", "file", "0600", "The edge proxy's config, generated from `config.yaml`."),
+    ("tljh.caddy_config", "ROUTER_CONFIG_FILE", "file", "0600",
+     "The router's first config; after that the router restores its own autosaved routes."),
+    ("tljh.caddy_config", "EDGE_DATA_DIR", "directory", "0700", "Certificates, ACME account keys and OCSP staples."),
+    ("tljh.caddy_config", "EDGE_ADMIN_SOCKET", "socket", "0600",
+     "The edge's admin API. Root only: whoever can reach it controls the proxy."),
+    ("tljh.caddy_config", "ROUTER_ADMIN_SOCKET", "socket", "0600",
+     "The router's admin API; the hub adds and removes routes through it."),
+    ("tljh.caddy_config", "ROUTER_HTTP_SOCKET", "socket", "0600", "The router's only listener; its only client is the edge."),
+    ("tljh.config", "LAST_GOOD_FILE", "file", "0600",
+     "The last configuration the hub started with; `tljh-config reload` restores it when a new one fails."),
+]
+
+# Paths written as literals in the code: (shown as, strings the source must contain, source, kind, mode, what).
+# The source is checked at every build, so the build fails when the code changes and this page does not.
+LITERAL_PATHS = [
+    ("/usr/bin/tljh-config", ['"/usr/bin"', '"tljh-config"'], "tljh/installer.py", "symlink", "",
+     "The `tljh-config` command (a link into the hub environment)."),
+    ("/usr/bin/tljh", ['"/usr/bin"', '"tljh"'], "tljh/installer.py", "symlink", "",
+     "The `tljh` command (a link into the hub environment)."),
+    ("/opt/tljh/state/jupyterhub.sqlite", ['"jupyterhub.sqlite"', "STATE_DIR"], "tljh/jupyterhub_config.py", "file", "0600",
+     "The hub database."),
+    ("/opt/tljh/state/jupyterhub_cookie_secret", ['"jupyterhub_cookie_secret"'], "tljh/jupyterhub_config.py", "file",
+     "0600", "The hub's cookie secret."),
+    ("/opt/tljh/state/passwords.dbm", ['"passwords.dbm"'], "tljh/jupyterhub_config.py", "file", "0600",
+     "FirstUseAuthenticator's password hashes (bcrypt)."),
+    ("/var/cache/tljh/uv", ['"/var/cache/tljh/uv"'], "tljh/user_env.py", "directory", "",
+     "uv's package cache: reinstalls and upgrades reuse downloaded packages."),
+]
+
+
+def _module_constants(module):
+    return {
+        name: value
+        for name, value in vars(module).items()
+        if name.isupper() and not name.startswith("_") and isinstance(value, (str, int)) and not isinstance(value, bool)
+    }
+
+
+def render_files():
+    paths = _check_prefix()
+    installer = _import("tljh.installer", "the files reference")
+    user = _import("tljh.user", "the files reference")
+    systemd = _import("tljh.systemd", "the files reference")
+
+    constants = _module_constants(paths)
+    undocumented = sorted(set(constants) - set(PATH_NOTES))
+    stale = sorted(set(PATH_NOTES) - set(constants))
+    if undocumented or stale:
+        _fail(
+            f"tljh.paths and docs/_ext/tljh_reference.py PATH_NOTES disagree "
+            f"(undocumented: {undocumented}, no longer in tljh.paths: {stale})",
+            "Describe every tljh.paths constant in PATH_NOTES",
+        )
+    lines = [
+        "# Files, units and services",
+        "",
+        "What the installer creates on the server. Generated from `tljh.paths`, `tljh.caddy_config`, "
+        "`tljh.installer` and the unit files the installer writes; modes are the ones the installer sets.",
+        "",
+        "## Paths",
+        "",
+        "| Path | Kind | Mode | What | Name in the code |",
+        "|---|---|---|---|---|",
+    ]
+    for name, value in constants.items():
+        kind, mode, note = PATH_NOTES[name]
+        lines.append(f"| {code(value)} | {kind} | {code(mode) if mode else ''} | {note} | `tljh.paths.{name}` |")
+    for module_name, name, kind, mode, note in MODULE_PATHS:
+        value = getattr(_import(module_name, "the files reference"), name, None)
+        if not isinstance(value, str):
+            _fail(f"{module_name}.{name} no longer exists", "Update MODULE_PATHS in docs/_ext/tljh_reference.py")
+        lines.append(f"| {code(value)} | {kind} | {code(mode)} | {note} | `{module_name}.{name}` |")
+    for shown, needles, source, kind, mode, note in LITERAL_PATHS:
+        text = (REPO_ROOT / source).read_text()
+        missing = [needle for needle in needles if needle not in text]
+        if missing:
+            _fail(f"{source} no longer contains {missing} (for {shown})",
+                  "Update LITERAL_PATHS in docs/_ext/tljh_reference.py")
+        lines.append(f"| {code(shown)} | {kind} | {code(mode) if mode else ''} | {note} | `{source}` |")
+    sudoers = getattr(installer, "SUDOERS_FILE", None)
+    if not sudoers:
+        _fail("tljh.installer.SUDOERS_FILE is missing", "The files reference documents the sudoers drop-in")
+    lines += [
+        f"| {code(sudoers)} | file | `0440` | Passwordless sudo for `{user.ADMINS_GROUP}` (checked with "
+        "`visudo -c` before it is put in place). | `tljh.installer.SUDOERS_FILE` |",
+        "",
+        "## Unix users and groups",
+        "",
+        "| Name | What |",
+        "|---|---|",
+        "| `jupyter-<name>` | The Unix account of hub user `<name>`, created when their server first starts, "
+        "with a private home (mode `0700`). Names that would be too long for `useradd` are shortened and "
+        "end with a short hash. |",
+        f"| {code(user.USERS_GROUP)} | Every hub user's account is a member. |",
+        f"| {code(user.ADMINS_GROUP)} | Hub admins' accounts; members get passwordless `sudo`. A user who "
+        "stops being admin is taken out at their next server start. |",
+        "",
+        f"The admin sudoers drop-in `{sudoers}`:",
+        "",
+        "```text",
+        installer.SUDOERS.rstrip(),
+        "```",
+        "",
+        "## systemd units",
+        "",
+        f"Written to `{systemd.UNIT_DIR}` and enabled at boot. Rerunning the installer rewrites them: put "
+        "local changes in a drop-in (`systemctl edit <unit>`), which upgrades keep.",
+        "",
+        "| Unit | Runs |",
+        "|---|---|",
+    ]
+    units = [("HUB_UNIT", "JupyterHub (as root: it creates Unix accounts and starts users' servers)."),
+             ("EDGE_UNIT", "The edge Caddy: the public HTTP/HTTPS ports and TLS."),
+             ("ROUTER_UNIT", "The router Caddy: the route table the hub manages.")]
+    for const, what in units:
+        unit = getattr(installer, const, None)
+        if not unit:
+            _fail(f"tljh.installer.{const} is missing", "The files reference lists the installer's units")
+        lines.append(f"| {code(unit)} | {what} |")
+    lines += [
+        "| `jupyter-<name>.service` | Each user's server, started by the hub as a transient unit "
+        "(systemdspawner). It keeps running while the hub restarts. |",
+        "",
+    ]
+    for const, _what in units:
+        unit = getattr(installer, const)
+        try:
+            template = resources.files("tljh").joinpath("systemd-units", unit).read_text()
+        except FileNotFoundError:
+            _fail(f"tljh/systemd-units/{unit} does not exist", f"The installer installs {unit}; add its unit file")
+        content = template.replace("{install_prefix}", DEFAULT_PREFIX).replace(
+            "{jupyterhub_config}", f"{DEFAULT_PREFIX}/hub/lib/python3.X/site-packages/tljh/jupyterhub_config.py"
+        )
+        lines += [f"### `{unit}`", "", "```ini", content.rstrip(), "```", ""]
+    return "\n".join(lines)
+
+
+GENERATED = {
+    "configuration": render_configuration,
+    "tljh-config": render_cli,
+    "tljh": render_tljh_cli,
+    "install-flags": render_install_flags,
+    "files": render_files,
+}
+
+
+def render(name):
+    """The Markdown for marker ``name`` (used by the build and by tests)."""
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+    return GENERATED[name]()
+
+
+# --------------------------------------------------------------------------------------------- sphinx
+
+
+def _source_read(app, docname, source):
+    text = source[0]
+    markers = MARKER.findall(text)
+    if not markers:
+        return
+    for name in markers:
+        if name not in GENERATED:
+            raise ExtensionError(f"tljh reference: {docname} asks for unknown generated page {name!r}")
+    app.env.tljh_generated = getattr(app.env, "tljh_generated", set()) | set(markers)
+    source[0] = MARKER.sub(lambda m: render(m.group(1)), text)
+
+
+def _always_reread(app, env, added, changed, removed):
+    # Generated pages depend on code, not on their source file: read them again on every build.
+    found = []
+    for docname in env.found_docs:
+        path = env.doc2path(docname)
+        try:
+            if MARKER.search(Path(path).read_text()):
+                found.append(docname)
+        except OSError:
+            continue
+    return found
+
+
+def _check_all_used(app, env):
+    used = getattr(env, "tljh_generated", set())
+    missing = sorted(set(GENERATED) - used)
+    if missing:
+        raise ExtensionError(f"tljh reference: no page holds the marker for {missing} ('% tljh-generated: NAME')")
+
+
+def _merge(app, env, docnames, other):
+    env.tljh_generated = getattr(env, "tljh_generated", set()) | getattr(other, "tljh_generated", set())
+
+
+def setup(app):
+    sys.path.insert(0, str(REPO_ROOT))
+    app.connect("source-read", _source_read)
+    app.connect("env-merge-info", _merge)
+    app.connect("env-get-outdated", _always_reread)
+    app.connect("env-check-consistency", _check_all_used)
+    return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True, "env_version": 1}
