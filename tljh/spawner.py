@@ -1,7 +1,10 @@
 """The spawner: systemdspawner, plus the Unix account each hub user needs."""
 
+import asyncio
+import time
+
 from systemdspawner import SystemdSpawner
-from traitlets import Dict, List, Unicode
+from traitlets import Dict, Float, List, Unicode
 
 from . import user
 from .plugins import get_plugin_manager
@@ -27,6 +30,43 @@ class UserCreatingSpawner(SystemdSpawner):
         """,
     )
 
+    ready_poll_interval = Float(
+        0.05,
+        config=True,
+        help="""
+        Seconds between checks that a starting server answers HTTP.
+
+        JupyterHub's own readiness check backs off exponentially and typically notices a started server
+        up to a second late; the spawner checks often and returns once the server answers, so users
+        wait for their server and not for the poll.
+        """,
+    )
+
+    async def _answers_http(self, ip, port, path):
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(ip, port), 1)
+        except (OSError, asyncio.TimeoutError):
+            return False
+        try:
+            writer.write(f"GET {path} HTTP/1.0\r\nHost: {ip}:{port}\r\n\r\n".encode())
+            await writer.drain()
+            status = await asyncio.wait_for(reader.readline(), 5)
+            return status.startswith(b"HTTP/")
+        except (OSError, asyncio.TimeoutError):
+            return False
+        finally:
+            writer.close()
+
+    async def _wait_answering(self, ip, port):
+        path = self.server.base_url + "api" if self.server else "/"
+        deadline = time.monotonic() + self.http_timeout
+        while time.monotonic() < deadline:
+            if await self._answers_http(ip, port, path):
+                return
+            if await self.poll() is not None:
+                return  # the unit died: let JupyterHub report it
+            await asyncio.sleep(self.ready_poll_interval)
+
     async def start(self):
         system_username = user.unix_username(self.user.name)
         # systemdspawner reads the account name and unit name from these templates.
@@ -43,4 +83,7 @@ class UserCreatingSpawner(SystemdSpawner):
         for group, members in self.user_groups.items():
             if self.user.name in members:
                 await user.ensure_user_group(system_username, group)
-        return await super().start()
+        started = await super().start()
+        if started:
+            await self._wait_answering(*started)
+        return started
