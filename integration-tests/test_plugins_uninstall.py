@@ -7,6 +7,8 @@ a conda-asking plugin is refused clearly -> reinstall finds the kept home.
 
 import asyncio
 import json
+import threading
+import time
 import urllib.request
 
 import pytest
@@ -19,9 +21,7 @@ PASSWORD = "carol-password-1"
 
 
 @pytest.fixture(scope="module")
-def machine(request):
-    os_name = request.config.getoption("--os")
-    os_name = os_name[0] if isinstance(os_name, list) else os_name
+def machine(os_name):
     with Machine.boot(os_name) as m:
         m.copy_checkout()
         yield m
@@ -98,13 +98,36 @@ def test_conda_plugin_is_refused_clearly(machine):
     machine.run("tljh uninstall --yes")
 
 
-def test_reinstall_sees_kept_home(machine):
-    result = machine.install_tljh("--admin", "carol", check=False)
+def poll_progress_page(pages, stop):
+    while not stop.is_set():
+        try:
+            with urllib.request.urlopen("http://127.0.0.1/", timeout=2) as r:
+                pages.append(r.read().decode())
+        except OSError:
+            pass
+        time.sleep(0.2)
+
+
+def test_reinstall_with_progress_page_sees_kept_home(machine):
+    pages, stop = [], threading.Event()
+    poller = threading.Thread(target=poll_progress_page, args=(pages, stop))
+    poller.start()
+    try:
+        result = machine.install_tljh("--admin", "carol:carol-secret-pw", "--show-progress-page", check=False)
+    finally:
+        stop.set()
+        poller.join()
     assert result.returncode == 0, result.stdout + result.stderr
+    progress = [p for p in pages if "Installing JupyterHub" in p]
+    assert progress, "the progress page never answered on port 80 during the install"
+    assert any("Setting up the user environment" in p for p in progress)
+    for page in progress:
+        # Step names only: no secrets, no raw log.
+        assert "carol-secret-pw" not in page and "Traceback" not in page and "uv pip" not in page
 
     async def scenario():
         async with HubClient() as carol:
-            await carol.login("carol", "a-new-password")
+            await carol.login("carol", "carol-secret-pw")
             await carol.start_server()
             kernel = await carol.open_kernel()
             text = await kernel.execute("open('/home/jupyter-carol/kept.txt').read()")
