@@ -1,7 +1,7 @@
 """Clients for Caddy's admin API over a unix socket.
 
-- :class:`AsyncCaddyAdmin` for the hub (JupyterHub's own aiohttp client,
-  ``http+unix://<url-encoded socket path>/...``): no blocking on the event loop.
+- :class:`AsyncCaddyAdmin` for the hub (aiohttp, which JupyterHub already
+  depends on): no blocking on the event loop.
 - :class:`CaddyAdmin` (standard library only) for the CLI and the installer.
 
 Both raise :class:`CaddyAdminError` with Caddy's own one-line reason.  Writes can
@@ -9,10 +9,10 @@ carry ``If-Match: <Etag>`` (from a GET of the same path): Caddy answers 412
 (:class:`CaddyConfigChanged`) if the config changed underneath.
 """
 
+import asyncio
 import http.client
 import json
 import socket
-from urllib.parse import quote
 
 DEFAULT_TIMEOUT = 30
 
@@ -56,31 +56,35 @@ class AsyncCaddyAdmin:
         self.socket_path = socket_path
         self.timeout = timeout
 
-    def url(self, path):
-        return "http+unix://" + quote(self.socket_path, safe="") + path
-
     async def request(self, method, path, body=None, etag=None):
-        """(status, headers, decoded JSON body); raises CaddyAdminError on errors."""
+        """(status, headers, decoded JSON body); raises CaddyAdminError on errors.
+
+        One connection per request: a pooled keep-alive connection that Caddy
+        closed meanwhile would fail the next change.
+        """
         import aiohttp
-        from jupyterhub.httpclient import fetch
 
         headers = {"Content-Type": "application/json"}
         if etag:
             headers["If-Match"] = etag
         data = json.dumps(body) if body is not None else None
+        connector = aiohttp.UnixConnector(path=self.socket_path, force_close=True)
+        timeout = aiohttp.ClientTimeout(total=self.timeout)
         try:
-            resp = await fetch(
-                self.url(path),
-                method=method,
-                data=data,
-                headers=headers,
-                raise_for_status=False,
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-            )
-            async with resp:
-                text = await resp.text()
-        except aiohttp.ClientConnectionError as e:
-            raise CaddyNotRunning(f"Caddy admin socket {self.socket_path}: {e}") from e
+            async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+                async with session.request(method, "http://localhost" + path, data=data,
+                                           headers=headers) as resp:
+                    text = await resp.text()
+        except aiohttp.ClientConnectorError as e:
+            raise CaddyNotRunning(
+                f"Caddy admin socket {self.socket_path}: {e.os_error.strerror or e} (is the proxy running?)"
+            ) from e
+        except aiohttp.ClientError as e:
+            raise CaddyAdminError(f"Caddy admin socket {self.socket_path}: {e}") from e
+        except asyncio.TimeoutError as e:
+            raise CaddyAdminError(
+                f"Caddy admin socket {self.socket_path}: no answer within {self.timeout}s"
+            ) from e
         if resp.status >= 400:
             raise _error_from_response(method, path, resp.status, text)
         return resp.status, resp.headers, _decode(text)
