@@ -95,7 +95,8 @@ def test_conda_plugin_is_refused_clearly(machine):
     assert result.returncode != 0
     assert "plugin 'conda_plugin' asks for conda packages: numpy." in result.stderr
     assert "This distribution has no conda" in result.stderr
-    machine.run("tljh uninstall --yes")
+    # It stopped before linking the commands into /usr/bin; the hub venv has them.
+    machine.run("/opt/tljh/hub/bin/tljh uninstall --yes")
 
 
 def poll_progress_page(pages, stop):
