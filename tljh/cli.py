@@ -17,6 +17,11 @@ def build_parser():
     )
     remove.add_argument("--purge", action="store_true", help="also remove users' accounts, homes and groups; keep no backup")
     remove.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    verbs.add_parser(
+        "status",
+        help="show whether the hub and proxy run, the config's state and the served certificates",
+        description="Exit code 0 when the config is valid and the hub, the router and the edge proxy all answer.",
+    )
     return parser
 
 
@@ -25,6 +30,12 @@ def main(argv=None):
     if os.geteuid() != 0:
         print("tljh: must run as root: sudo tljh " + " ".join(argv or sys.argv[1:]), file=sys.stderr)
         return 2
+    if args.verb == "status":
+        from .status import report
+
+        lines, healthy = report()
+        print("\n".join(lines))
+        return 0 if healthy else 1
     if args.verb == "uninstall":
         from .uninstall import uninstall
 
