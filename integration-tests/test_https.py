@@ -1,0 +1,192 @@
+"""Issue 5: HTTPS through Caddy, end to end and offline.
+
+A local ACME server stands in for Let's Encrypt: Debian's pebble, with pebble-challtestsrv as its DNS
+server resolving the test domain to this machine. The admin only uses tljh-config, as the docs say.
+"""
+
+import asyncio
+import time
+
+import pytest
+from hubclient import HubClient
+from machine import Machine
+
+ADMIN_PASSWORD = "admin-password-1"
+PEBBLE_DIR = "/etc/pebble-test"
+
+PEBBLE_CONFIG = """{
+  "pebble": {
+    "listenAddress": "0.0.0.0:14000",
+    "managementListenAddress": "0.0.0.0:15000",
+    "certificate": "/etc/pebble-test/localhost.pem",
+    "privateKey": "/etc/pebble-test/localhost.key",
+    "httpPort": 80,
+    "tlsPort": 443,
+    "ocspResponderURL": "",
+    "externalAccountBindingRequired": false
+  }
+}
+"""
+
+
+def start_pebble(m):
+    m.run("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pebble openssl >/dev/null", timeout=300)
+    # Pebble's own HTTPS endpoint needs a certificate: a throwaway CA and a localhost certificate.
+    m.run(
+        f"""set -e
+        mkdir -p {PEBBLE_DIR} && cd {PEBBLE_DIR}
+        openssl req -x509 -newkey rsa:2048 -nodes -days 7 -subj /CN=pebble-test-ca -keyout ca.key -out ca.pem 2>/dev/null
+        openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout localhost.key -out localhost.csr 2>/dev/null
+        printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > san.ext
+        openssl x509 -req -in localhost.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 7 -extfile san.ext -out localhost.pem 2>/dev/null
+        cat > config.json <<'EOF'
+{PEBBLE_CONFIG}
+EOF
+        """
+    )
+    # DNS: every name resolves to this machine (IPv4 only: pebble would otherwise try ::1 first).
+    m.run(
+        "systemd-run --unit=challtestsrv pebble-challtestsrv -defaultIPv4 127.0.0.1 -defaultIPv6 '' "
+        "-dns01 127.0.0.1:8053 -http01 '' -https01 '' -tlsalpn01 '' -doh '' -management 127.0.0.1:8055"
+    )
+    m.run(
+        "systemd-run --unit=pebble -E PEBBLE_VA_NOSLEEP=1 -E PEBBLE_WFE_NONCEREJECT=0 "
+        f"pebble -config {PEBBLE_DIR}/config.json -dnsserver 127.0.0.1:8053"
+    )
+    wait_for(m, f"curl -sf --cacert {PEBBLE_DIR}/ca.pem https://127.0.0.1:14000/dir", 30)
+
+
+def wait_for(m, command, timeout):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = m.run(command, check=False)
+        if result.returncode == 0:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{command!r} still failing after {timeout} s: {result.stdout} {result.stderr}")
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def hub(os_name):
+    with Machine.boot(os_name) as m:
+        m.copy_checkout()
+        result = m.install_tljh("--admin", f"admin:{ADMIN_PASSWORD}", check=False)
+        assert result.returncode == 0, result.stdout + result.stderr
+        start_pebble(m)
+        yield m
+
+
+def https_get(m, host, cafile, path="/hub/login"):
+    return m.run(
+        f"curl -s -o /dev/null -w '%{{http_code}}' --resolve {host}:443:127.0.0.1 --cacert {cafile} https://{host}{path}",
+        check=False,
+    )
+
+
+def test_acme_certificate_and_websocket_survives(hub):
+    async def scenario():
+        async with HubClient() as admin:
+            await admin.login("admin", ADMIN_PASSWORD)
+            await admin.start_server()
+            kernel = await admin.open_kernel()
+            assert await kernel.execute("z = 3; z") == "3"
+
+            for command in (
+                "tljh-config set https.enabled true",
+                "tljh-config set https.letsencrypt.email admin@hub.test",
+                "tljh-config add-item https.letsencrypt.domains hub.test",
+                "tljh-config set https.acme.directory https://127.0.0.1:14000/dir",
+                f"tljh-config add-item https.acme.trusted_roots {PEBBLE_DIR}/ca.pem",
+            ):
+                hub.run(command)
+            started = time.monotonic()
+            reload = await asyncio.to_thread(hub.run, "tljh-config reload proxy", check=False)
+            assert reload.returncode == 0, reload.stdout + reload.stderr
+
+            # The certificate comes from pebble, whose issuing root is only known at run time.
+            await asyncio.to_thread(
+                wait_for, hub, f"curl -sf --cacert {PEBBLE_DIR}/ca.pem https://127.0.0.1:15000/roots/0 -o {PEBBLE_DIR}/issuer-root.pem", 10
+            )
+            await asyncio.to_thread(
+                wait_for, hub, f"test \"$(curl -s -o /dev/null -w '%{{http_code}}' --resolve hub.test:443:127.0.0.1 "
+                f"--cacert {PEBBLE_DIR}/issuer-root.pem https://hub.test/hub/login)\" = 200", 60
+            )
+            print(f"certificate served {time.monotonic() - started:.1f} s after reload")
+
+            # The websocket opened over plain HTTP before the change is still the same live kernel.
+            assert await kernel.execute("z * 14") == "42"
+            await kernel.close()
+            await admin.stop_server()
+
+    asyncio.run(scenario())
+
+    redirect = hub.run(
+        "curl -s -o /dev/null -w '%{http_code} %{redirect_url}' --resolve hub.test:80:127.0.0.1 http://hub.test/hub/login"
+    ).stdout
+    assert redirect.split()[0] in ("301", "302", "307", "308"), redirect
+    assert redirect.split()[1] == "https://hub.test/hub/login", redirect
+
+    status = hub.run("tljh status", check=False).stdout
+    assert "https: enabled on port 443" in status
+    assert "hub.test: issued by Pebble Intermediate CA" in status, status
+
+
+def test_certificate_state_is_root_only(hub):
+    assert hub.run("stat -c '%a %U' /opt/tljh/state/caddy").stdout.split() == ["700", "root"]
+    found = hub.run("find /opt/tljh/state/caddy/data -name '*.key' -perm /044").stdout.strip()
+    assert found == "", f"private keys readable by others: {found}"
+
+
+def test_manual_certificate(hub):
+    hub.run(
+        f"""set -e; cd {PEBBLE_DIR}
+        openssl req -x509 -newkey rsa:2048 -nodes -days 7 -subj /CN=manual.test -addext subjectAltName=DNS:manual.test \
+            -keyout manual.key -out manual.pem 2>/dev/null"""
+    )
+    hub.run(f"tljh-config set https.tls.cert {PEBBLE_DIR}/manual.pem")
+    hub.run(f"tljh-config set https.tls.key {PEBBLE_DIR}/manual.key")
+    result = hub.run("tljh-config reload proxy", check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert wait_for(hub, f"test $(curl -s -o /dev/null -w '%{{http_code}}' --resolve manual.test:443:127.0.0.1 --cacert {PEBBLE_DIR}/manual.pem https://manual.test/hub/login) = 200", 20)
+
+
+@pytest.mark.parametrize(
+    "commands, message",
+    [
+        (["tljh-config set https.tls.cert /etc/pebble-test/missing.pem"], "missing.pem"),
+        (["tljh-config set https.tls.key /etc/pebble-test/ca.key"], "key"),
+    ],
+)
+def test_bad_certificate_inputs_keep_serving(hub, commands, message):
+    before = hub.run("cat /opt/tljh/config/config.yaml").stdout
+    failed = False
+    for command in commands:
+        result = hub.run(command, check=False)
+        if result.returncode != 0:
+            failed = True
+            break
+    if not failed:
+        result = hub.run("tljh-config reload proxy", check=False)
+    assert result.returncode != 0, "a bad certificate was accepted"
+    assert message in (result.stdout + result.stderr)
+    # The previous certificate keeps serving.
+    assert https_get(hub, "manual.test", f"{PEBBLE_DIR}/manual.pem").stdout == "200"
+    hub.run(f"cat > /opt/tljh/config/config.yaml <<'EOF'\n{before}EOF")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "tljh-config add-item https.letsencrypt.domains 'not a domain!'",
+        "tljh-config set https.letsencrypt.email not-an-email",
+    ],
+)
+def test_invalid_domain_or_email_refused(hub, command):
+    before = hub.run("cat /opt/tljh/config/config.yaml").stdout
+    result = hub.run(command, check=False)
+    if result.returncode == 0:
+        result = hub.run("tljh-config reload proxy", check=False)
+    assert result.returncode != 0
+    assert https_get(hub, "manual.test", f"{PEBBLE_DIR}/manual.pem").stdout == "200"
+    hub.run(f"cat > /opt/tljh/config/config.yaml <<'EOF'\n{before}EOF")
