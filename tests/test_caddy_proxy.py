@@ -184,7 +184,7 @@ async def env():
         yield e
     finally:
         await e.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+        if not os.environ.get("KEEP"): shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest_asyncio.fixture
@@ -414,7 +414,10 @@ async def test_keepalive_client_sees_zero_errors_during_churn(env):
                     async with s.get(env.edge_url + "/user/alice/api") as resp:
                         body = await resp.json()
                         ok = resp.status == 200 and body["who"] == "alice"
-                except (aiohttp.ClientError, ValueError):
+                        if not ok:
+                            results.setdefault("errors", []).append((resp.status, body))
+                except (aiohttp.ClientError, ValueError) as e:
+                    results.setdefault("errors", []).append(repr(e)[:300]); results.setdefault("status", []).append(getattr(e, "status", None))
                     ok = False
                 results["ok" if ok else "failed"] += 1
 
@@ -429,6 +432,8 @@ async def test_keepalive_client_sees_zero_errors_during_churn(env):
     finally:
         stop.set()
         await asyncio.gather(*tasks)
+    if results["failed"]:
+        print((env.workdir / "edge.log").read_text()[-3000:])
     assert results["failed"] == 0, results
     assert results["ok"] > 100, results
 

@@ -53,6 +53,8 @@ LETSENCRYPT_STAGING_DIRECTORY = "https://acme-staging-v02.api.letsencrypt.org/di
 READ_HEADER_TIMEOUT = "30s"
 IDLE_TIMEOUT = "5m"
 DIAL_TIMEOUT = "5s"
+EDGE_RETRIES = 3
+EDGE_TRY_INTERVAL = "2ms"
 
 
 class CaddyConfigError(ValueError):
@@ -283,10 +285,18 @@ def _listen_address(address, port):
 
 
 def edge_proxy_handler(router_socket=ROUTER_HTTP_SOCKET, stream_close_delay=DEFAULT_STREAM_CLOSE_DELAY):
-    """Forward everything to the router, one fresh unix-socket connection per request."""
+    """Forward everything to the router, one fresh unix-socket connection per request.
+
+    A router reload closes connections whose request it has not read yet
+    (measured: a connection accepted by the outgoing config just before a
+    route change gets EOF).  The router never saw such a request, so the edge
+    retries it at once; Caddy retries only GET requests after a connection was
+    established (bodies are not replayable).
+    """
     return {
         "handler": "reverse_proxy",
         "upstreams": [{"dial": f"unix/{router_socket}"}],
+        "load_balancing": {"retries": EDGE_RETRIES, "try_interval": EDGE_TRY_INTERVAL},
         "flush_interval": -1,
         "stream_close_delay": stream_close_delay,
         "transport": {
