@@ -20,7 +20,7 @@ def hub_version(base_url):
 
 def router_routes():
     try:
-        routes = CaddyAdmin(caddy_config.ROUTER_ADMIN_SOCKET).get("/config/apps/http/servers/router/routes")
+        routes, _ = CaddyAdmin(caddy_config.ROUTER_ADMIN_SOCKET).get("/config/apps/http/servers/router/routes")
     except (CaddyAdminError, OSError):
         return None
     return [r for r in (routes or []) if caddy_config.route_info(r)]
