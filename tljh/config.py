@@ -18,6 +18,7 @@ from tljh.paths.
 from __future__ import annotations
 
 import argparse
+import importlib
 import io
 import os
 import shutil
@@ -428,11 +429,18 @@ def preflight(config: dict):
         cls = schema.resolve_authenticator(effective["auth"]["type"])
     except Exception as e:  # noqa: BLE001 - anything here would also break the hub
         raise Refused(f"the hub would not start: {e.__class__.__name__}: {e}") from None
+    # Instantiate the authenticator with this configuration, as the hub will: a trait error here (a
+    # cross-validator refusing a combination of values) would stop the hub. Other exceptions come from
+    # needing the running hub (its database...) and say nothing about the configuration.
+    from traitlets import TraitError
+
     try:
         cls(config=c)
-    except Exception as e:  # noqa: BLE001
+    except TraitError as e:
         first = " ".join(str(e).split())[:300]
-        raise Refused(f"the hub would not start: {cls.__name__}: {e.__class__.__name__}: {first}") from None
+        raise Refused(f"the hub would not start: {cls.__name__}: {first}") from None
+    except Exception:  # noqa: BLE001
+        pass
 
 
 def record_last_good(config_path=CONFIG_FILE, last_good=None):
@@ -503,7 +511,7 @@ def reload_proxy(config_path=CONFIG_FILE):
     if problems:
         raise Refused(str(problems[0]))
     try:
-        from . import proxy_service
+        proxy_service = importlib.import_module("tljh.proxy_service")  # imported late: tests replace it
     except ImportError as e:
         raise ReloadError(f"the proxy cannot be reloaded: {e}") from None
     try:
@@ -599,7 +607,23 @@ def _reload_hint(key):
     return "sudo tljh-config reload proxy" if info.reload == "proxy" else "sudo tljh-config reload"
 
 
+def _import_jsonschema_quickly():
+    """Import jsonschema without its optional rfc3987_syntax ("iri" formats, which we never use).
+
+    rfc3987_syntax builds a grammar at import: ~1.5 s of every tljh-config run. Only the CLI does this;
+    the hub process imports jsonschema normally.
+    """
+    if "jsonschema" in sys.modules or "rfc3987_syntax" in sys.modules:
+        return
+    sys.modules["rfc3987_syntax"] = None  # makes its import fail; jsonschema skips those formats
+    try:
+        import jsonschema  # noqa: F401
+    finally:
+        del sys.modules["rfc3987_syntax"]
+
+
 def main(argv=None) -> int:
+    _import_jsonschema_quickly()
     parser = _build_parser()
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if not args.action:

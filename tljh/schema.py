@@ -1,6 +1,6 @@
 """The one schema of config.yaml: validation, defaults, value parsing and the docs reference.
 
-`SCHEMA` is a JSON Schema (draft 2020-12) validated with the `jsonschema` library. A few extension
+`get_schema()` returns a JSON Schema (draft 2020-12) validated with the `jsonschema` library. A few extension
 keywords (all starting with ``x-tljh-``) carry what JSON Schema cannot say by itself; the validator
 below implements them:
 
@@ -27,8 +27,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-import jsonschema
-from jsonschema.exceptions import ValidationError
 
 DEFAULT_AUTHENTICATOR = "firstuseauthenticator.FirstUseAuthenticator"
 
@@ -722,7 +720,7 @@ def _ext_memory(validator, enabled, instance, schema):
         try:
             normalize_memory(instance)
         except ValueParseError as e:
-            yield ValidationError(str(e))
+            yield _validation_error(str(e))
 
 
 def _ext_authenticator_class(validator, enabled, instance, schema):
@@ -730,7 +728,7 @@ def _ext_authenticator_class(validator, enabled, instance, schema):
         try:
             resolve_authenticator(instance)
         except ConfigError as e:
-            yield ValidationError(str(e))
+            yield _validation_error(str(e))
 
 
 _EXTENSIONS = {
@@ -738,7 +736,18 @@ _EXTENSIONS = {
     "x-tljh-authenticator-class": _ext_authenticator_class,
 }
 
-_Validator = jsonschema.validators.extend(jsonschema.Draft202012Validator, _EXTENSIONS)
+def _validation_error(message):
+    from jsonschema.exceptions import ValidationError
+
+    return ValidationError(message)
+
+
+@functools.lru_cache(maxsize=None)
+def _validator_class():
+    """Draft 2020-12 plus our x-tljh-* keywords (jsonschema is imported on first use: it is slow)."""
+    import jsonschema
+
+    return jsonschema.validators.extend(jsonschema.Draft202012Validator, _EXTENSIONS)
 
 
 @dataclass
@@ -773,7 +782,7 @@ def _node_at(schema: dict, path) -> dict:
     return node
 
 
-def _message(error: ValidationError, schema: dict) -> Problem:
+def _message(error, schema: dict) -> Problem:
     path = list(error.absolute_path)
     key = _key_of(path)
     node = _node_at(schema, path)
@@ -790,6 +799,9 @@ def _message(error: ValidationError, schema: dict) -> Problem:
     if v == "enum":
         choices = ", ".join(str(c) for c in error.validator_value)
         return Problem(key, f"must be one of {choices}, got {error.instance!r}{did_you_mean(str(error.instance), map(str, error.validator_value))}")
+    if "propertyNames" in error.schema_path:
+        expect = node.get("propertyNames", {}).get("x-tljh-expect", "a valid name")
+        return Problem(f"{key}.{error.instance}", f"{error.instance!r} is not {expect}")
     if v in ("pattern", "propertyNames"):
         expect = node.get("x-tljh-expect") or (node.get("propertyNames", {}).get("x-tljh-expect"))
         if v == "propertyNames":
@@ -811,13 +823,15 @@ def _validate_auth(config: dict) -> list[Problem]:
         return problems
     auth_type = auth.get("type") if isinstance(auth.get("type"), str) else DEFAULT_AUTHENTICATOR
     for class_name, section in auth.items():
-        if class_name == "type" or not isinstance(section, dict):
+        if class_name == "type":
             continue
         try:
-            cls = _class_for_section(class_name, auth_type)
+            cls = _class_for_section(str(class_name), auth_type)
         except ConfigError as e:
-            problems.append(Problem("", str(e)))
+            problems.append(Problem(f"auth.{class_name}", str(e)))
             continue
+        if not isinstance(section, dict):
+            continue  # reported by the schema ("expected a mapping")
         for trait_name, value in section.items():
             try:
                 check_trait_value(cls, class_name, str(trait_name), value)
@@ -837,11 +851,15 @@ def validate_config(config: dict) -> list[Problem]:
     if not isinstance(config, dict):
         return [Problem("", f"config.yaml must be a mapping of keys, got {type(config).__name__}")]
     problems = []
-    validator = _Validator(schema)
+    validator = _validator_class()(schema)
     for error in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path))):
         problems.append(_message(error, schema))
     # Errors on non-dict auth class sections are reported by "type: object" already.
-    problems.extend(_validate_auth(config))
+    auth_problems = _validate_auth(config)
+    unknown_sections = {p.key for p in auth_problems if p.key}
+    # an unknown auth.<name> is better explained by "unknown key ... did you mean" than by its type
+    problems = [p for p in problems if p.key not in unknown_sections]
+    problems.extend(Problem("", p.message) for p in auth_problems)
     for name, node in schema["properties"].items():
         if node.get("x-tljh-ignored") and name in config:
             problems.append(Problem(name, node["x-tljh-ignored"], "warning"))
@@ -1117,6 +1135,9 @@ def render_reference(include_authenticator_traits: bool = False) -> str:
             elif sub.get("x-tljh-authenticator-traits"):
                 for t, tnode in sub.get("properties", {}).items():
                     rows.append((f"{key}.{t}", tnode))
+            elif sub.get("type") == "object" and isinstance(sub.get("additionalProperties"), dict):
+                rows.append((f"{key}.<group>", {**sub, "type": "array", "items": sub["additionalProperties"]["items"],
+                                               "default": []}))
             else:
                 rows.append((key, sub))
         if rows:
@@ -1135,7 +1156,6 @@ def render_reference(include_authenticator_traits: bool = False) -> str:
             if sub.get("x-tljh-ignored"):
                 lines.append(f"Ignored: {sub['x-tljh-ignored']}.")
                 lines.append("")
-                continue
             if sub.get("x-tljh-reload") == "proxy":
                 lines.append("Applied with `sudo tljh-config reload proxy`.")
                 lines.append("")
