@@ -36,6 +36,7 @@ EDGE_PROXY = {
 def test_route():
     data = {"user": "alice", "server_name": ""}
     assert cc.route("/user/alice/", "http://127.0.0.1:40001", data) == {
+        "group": "tljh_routes",
         "match": [{"path_regexp": {"pattern": "^/user/alice(?:/|$)"}}],
         "handle": [
             {
@@ -45,20 +46,24 @@ def test_route():
                     "target": "http://127.0.0.1:40001",
                     "data": data,
                 },
+                "tljh_upstream": "127.0.0.1:40001",
             },
-            proxy_handler("127.0.0.1:40001"),
         ],
-        "terminal": True,
     }
 
 
-def test_route_options_and_target_path():
-    r = cc.route("/services/x/", "http://[::1]:9000/prefix/", {}, stream_close_delay="1h",
-                 max_idle_conns_per_host=7)
-    assert r["handle"][1:] == [
-        {"handler": "rewrite", "uri": "/prefix{http.request.uri}"},
-        proxy_handler("[::1]:9000", delay="1h", idle=7),
-    ]
+def test_route_target_path_and_ipv6():
+    r = cc.route("/services/x/", "http://[::1]:9000/prefix/", {})
+    assert r["handle"][0]["tljh_upstream"] == "[::1]:9000"
+    assert r["handle"][1:] == [{"handler": "rewrite", "uri": "/prefix{http.request.uri}"}]
+
+
+def test_proxy_route_options():
+    assert cc.proxy_route(stream_close_delay="1h", max_idle_conns_per_host=7) == {
+        "@id": "tljh_proxy",
+        "handle": [proxy_handler("{http.vars.tljh_upstream}", delay="1h", idle=7)],
+        "terminal": True,
+    }
 
 
 def test_root_route_has_no_matcher():
@@ -104,11 +109,19 @@ def test_router_routes_sorted_catch_all_last():
     routes = [cc.route(spec, "http://127.0.0.1:1", {}) for spec in
               ["/", "/user/alice/", "/user/alice/foo/", "/hub/", "/user/b/"]]
     out = cc.router_routes(HUB, routes)
-    specs = [cc.route_info(r)["routespec"] for r in out[:-1]]
+    specs = [cc.route_info(r)["routespec"] for r in out[:-2]]
     assert specs == ["/user/alice/foo/", "/user/alice/", "/user/b/", "/hub/", "/"]
-    assert out[-1] == {"@id": "tljh_hub_catch_all", "handle": [proxy_handler("127.0.0.1:15001")],
-                       "terminal": True}
-    assert cc.is_catch_all(out[-1])
+    assert out[-2:] == [
+        {"@id": "tljh_hub_catch_all", "group": "tljh_routes",
+         "handle": [{"handler": "vars", "tljh_upstream": "127.0.0.1:15001"}]},
+        {"@id": "tljh_proxy", "handle": [proxy_handler("{http.vars.tljh_upstream}")], "terminal": True},
+    ]
+    assert cc.is_catch_all(out[-2])
+    assert cc.has_skeleton_tail(out)
+    assert cc.has_skeleton_tail(out, HUB)
+    assert not cc.has_skeleton_tail(out, "http://127.0.0.1:1")
+    assert not cc.has_skeleton_tail(out[:-1])
+    assert not cc.has_skeleton_tail([])
 
 
 def test_sort_uses_unescaped_length():
@@ -128,7 +141,7 @@ def test_router_config():
                         "listen": ["unix//s/http.sock|0600"],
                         "trusted_proxies_unix": True,
                         "automatic_https": {"disable": True},
-                        "routes": [r, cc.catch_all_route(HUB)],
+                        "routes": [r, cc.catch_all_route(HUB), cc.proxy_route()],
                         "errors": {
                             "routes": [
                                 {
@@ -151,7 +164,7 @@ def test_router_config_defaults_and_bad_base_url():
     c = cc.router_config(HUB, "/")
     assert c["admin"]["listen"] == "unix//run/tljh-router/admin.sock|0600"
     assert c["apps"]["http"]["servers"]["router"]["listen"] == ["unix//run/tljh-router/http.sock|0600"]
-    assert c["apps"]["http"]["servers"]["router"]["routes"] == [cc.catch_all_route(HUB)]
+    assert c["apps"]["http"]["servers"]["router"]["routes"] == [cc.catch_all_route(HUB), cc.proxy_route()]
     with pytest.raises(cc.CaddyConfigError):
         cc.router_config(HUB, "jh")
 

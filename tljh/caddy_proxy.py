@@ -195,7 +195,7 @@ class CaddyProxy(Proxy):
     async def _read_routes(self):
         """(routes array, Etag); the skeleton is restored first if it is missing."""
         routes, etag = await self._get_routes()
-        if not routes or not caddy_config.is_catch_all(routes[-1]):
+        if not caddy_config.has_skeleton_tail(routes):
             return None, None
         return routes, etag
 
@@ -244,7 +244,7 @@ class CaddyProxy(Proxy):
 
     async def add_route(self, routespec, target, data):
         routespec = self.validate_routespec(routespec)
-        new = caddy_config.route(routespec, target, data or {}, **self._proxy_options())
+        new = caddy_config.route(routespec, target, data or {})
         key = caddy_config.route_sort_key(routespec)
 
         def compute(routes, index):
@@ -252,8 +252,8 @@ class CaddyProxy(Proxy):
                 if routes[index] == new:
                     return None
                 return ("PATCH", index, new)
-            position = len(routes) - 1  # before the catch-all
-            for i, r in enumerate(routes[:-1]):
+            position = len(routes) - caddy_config.SKELETON_TAIL  # before the catch-all
+            for i, r in enumerate(routes[: -caddy_config.SKELETON_TAIL]):
                 info = caddy_config.route_info(r)
                 if info is not None and caddy_config.route_sort_key(info["routespec"]) > key:
                     position = i
