@@ -13,8 +13,10 @@ Fixtures:
 Root is required: without it every integration test FAILS (never skips) with a clear message.
 """
 
+import fcntl
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -70,8 +72,35 @@ def pytest_runtest_makereport(item, call):
     setattr(item, f"rep_{rep.when}", rep)
 
 
+HOST_LOCK = "/run/tljh-integration-tests.lock"
+
+
+@pytest.fixture(scope="session")
+def host_lock():
+    """One integration run at a time on this host: machines share the host's network (ports 80, 443, ...).
+
+    Set TLJH_TEST_NO_HOST_LOCK=1 to skip it.
+    """
+    if os.environ.get("TLJH_TEST_NO_HOST_LOCK"):
+        yield
+        return
+    with open(HOST_LOCK, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            print(f"waiting for another integration run to finish ({HOST_LOCK}: {f.read().strip()})",
+                  file=sys.stderr, flush=True)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} since {time.strftime('%H:%M:%S')}\n")
+        f.flush()
+        yield
+
+
 @pytest.fixture
-def boot_machine(request, os_name):
+def boot_machine(request, os_name, host_lock):
     """Factory fixture: boot_machine(os_name=..., memory_max=..., name=...) -> Machine."""
     machines = []
 

@@ -128,6 +128,8 @@ def build_image(os_name, *, force=False) -> Path:
     if target.exists() and not force:
         return target
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    if force:  # do not force-rebuild while machines of this OS run: their overlays use the old base
+        shutil.rmtree(target.with_name(target.name.replace(".tar.zst", ".rootfs")), ignore_errors=True)
     with open(CACHE_DIR / f"{os_name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another run may be building the same image: wait for it
         if target.exists() and not force:
@@ -178,6 +180,35 @@ def build_image(os_name, *, force=False) -> Path:
         finally:
             shutil.rmtree(work, ignore_errors=True)
     return target
+
+
+def base_rootfs(os_name) -> Path:
+    """The image unpacked once (read-only lower layer of every machine's overlay root)."""
+    image = build_image(os_name)
+    base = image.with_name(image.name.replace(".tar.zst", ".rootfs"))
+    if base.is_dir():
+        return base
+    with open(CACHE_DIR / f"{os_name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if base.is_dir():
+            return base
+        t0 = time.monotonic()
+        tmp = Path(tempfile.mkdtemp(prefix=f"unpack-{os_name}-", dir=CACHE_DIR))
+        try:
+            _sh(["tar", "-C", str(tmp), "--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls",
+                 "-I", "zstd", "-xpf", str(image)])
+            os.rename(tmp, base)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        log(f"unpacked {image.name} once into {base} in {time.monotonic() - t0:.0f} s")
+    return base
+
+
+def _use_overlay():
+    if os.environ.get("TLJH_TEST_NO_OVERLAY"):
+        return False
+    return "\toverlay\n" in Path("/proc/filesystems").read_text()
 
 
 def _clean_rootfs(root: Path):
@@ -311,10 +342,11 @@ done
 class Machine:
     """One booted systemd-nspawn machine. Use ``Machine.boot(...)`` (and ``with``), never the constructor."""
 
-    def __init__(self, name, os_name, root, state_file=None):
+    def __init__(self, name, os_name, machine_dir, state_file=None):
         self.name = name
         self.os_name = os_name
-        self.root = Path(root)
+        self.machine_dir = Path(machine_dir)  # rootfs (or overlay upper/work + merged root) and nothing else
+        self.root = self.machine_dir / "root"
         self.state_file = Path(state_file or STATE_DIR / f"{name}.json")
         self.run_dir = STATE_DIR / name
         self.cgroups: dict[str, str] = {}
@@ -332,7 +364,6 @@ class Machine:
         detach=True (for the CLI) leaves the machine running when this process exits.
         """
         _require_root()
-        image = build_image(os_name)
         name = name or f"tljh-{os_name.replace('.', '')}-{secrets.token_hex(3)}"
         if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", name):
             raise MachineError(f"bad machine name {name!r}: use lowercase letters, digits and -")
@@ -345,24 +376,38 @@ class Machine:
             _install_handlers()
             _live[name] = m
         try:
-            m._unpack(image)
+            m._make_root()
+            t1 = time.monotonic()
             m._start()
             m._wait_running()
+            t2 = time.monotonic()
             m._install_host_ca()
         except BaseException:
             m.destroy()
             raise
-        log(f"{name} ({os_name}) is up in {time.monotonic() - t0:.1f} s")
+        t3 = time.monotonic()
+        log(f"{name} ({os_name}) is up in {t3 - t0:.1f} s (root {t1 - t0:.1f} s, boot {t2 - t1:.1f} s,"
+            f" CA {t3 - t2:.1f} s)")
         return m
 
-    def _unpack(self, image):
+    def _make_root(self):
+        """A fresh root: an overlay over the unpacked image (instant), or a full unpacked copy."""
         MACHINES_DIR.mkdir(parents=True, exist_ok=True)
         STATE_DIR.mkdir(parents=True, exist_ok=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.machine_dir.mkdir()
         self.root.mkdir()
         self._save_state()
-        _sh(["tar", "-C", str(self.root), "--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls",
-             "-I", "zstd", "-xpf", str(image)])
+        if _use_overlay():
+            base = base_rootfs(self.os_name)
+            (self.machine_dir / "upper").mkdir()
+            (self.machine_dir / "work").mkdir()
+            _sh(["mount", "-t", "overlay", f"tljh-test-{self.name}", "-o",
+                 f"lowerdir={base},upperdir={self.machine_dir / 'upper'},workdir={self.machine_dir / 'work'}",
+                 str(self.root)])
+        else:
+            _sh(["tar", "-C", str(self.root), "--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls",
+                 "-I", "zstd", "-xpf", str(build_image(self.os_name))])
         (self.root / "etc/machine-id").write_text(uuid.uuid4().hex + "\n")
         (self.root / "etc/hostname").write_text(self.name + "\n")
         hosts = self.root / "etc/hosts"
@@ -387,8 +432,6 @@ class Machine:
             "--register=no", "--keep-unit", "--console=read-only", "--link-journal=no",
             "--resolv-conf=replace-host", "--kill-signal=SIGRTMIN+3",
         ]
-        if OSES[self.os_name].get("needs_legacy_force"):
-            nspawn += ["systemd.unified_cgroup_hierarchy=0", "SYSTEMD_CGROUP_ENABLE_LEGACY_FORCE=1"]
         wrapper = WRAPPER.format(
             cgroup_files=" ".join(shlex.quote(f"{d}/cgroup.procs") for d in self.cgroups.values()),
             stop_file=shlex.quote(str(self.run_dir / "stop")),
@@ -412,7 +455,7 @@ class Machine:
         STATE_DIR.mkdir(parents=True, exist_ok=True)
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps({
-            "name": self.name, "os": self.os_name, "root": str(self.root), "cgroups": self.cgroups,
+            "name": self.name, "os": self.os_name, "machine_dir": str(self.machine_dir), "cgroups": self.cgroups,
             "wrapper_pid": self.wrapper_pid, "memory_max": self.memory_max,
             "wrapper_start": _proc_start_time(self.wrapper_pid) if self.wrapper_pid else None,
         }, indent=1))
@@ -425,7 +468,11 @@ class Machine:
         if not state_file.exists():
             raise MachineError(f"no machine named {name} (see `machine.py list`)")
         st = json.loads(state_file.read_text())
-        m = cls(st["name"], st["os"], st["root"], state_file)
+        if "machine_dir" in st:
+            m = cls(st["name"], st["os"], st["machine_dir"], state_file)
+        else:  # written by the first version of this file: an unpacked rootfs, no overlay
+            m = cls(st["name"], st["os"], st["root"], state_file)
+            m.root = m.machine_dir
         m.cgroups = st.get("cgroups") or {}
         m.memory_max = st.get("memory_max")
         wp = st.get("wrapper_pid")
@@ -586,12 +633,13 @@ class Machine:
         if r.returncode != 0:
             raise MachineError(f"copy into {self.name}:{guest_dir} failed: {r.stderr.decode(errors='replace')}")
 
-    def install_tljh(self, *args, env=None, timeout=1200):
+    def install_tljh(self, *args, env=None, check=True, timeout=1800):
         """Copy the checkout in and run the real bootstrap script with it, as a user would."""
         self.copy_checkout("/srv/tljh-src")
         e = {"TLJH_BOOTSTRAP_PIP_SPEC": "/srv/tljh-src"}
         e.update(env or {})
-        return self.run(["python3", "/srv/tljh-src/bootstrap/bootstrap.py", *args], env=e, timeout=timeout)
+        return self.run(["python3", "/srv/tljh-src/bootstrap/bootstrap.py", *args], env=e, check=check,
+                        timeout=timeout)
 
     def reboot(self, timeout=120):
         """Reboot the guest (systemctl reboot; the supervisor restarts nspawn) and wait until it is running."""
@@ -658,15 +706,21 @@ class Machine:
                 time.sleep(0.1)
             else:
                 problems.append(f"cgroup dir {d} could not be removed")
-        if self.root.exists():
-            root = str(self.root)
-            mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()
-                      if line.split()[1] == root or line.split()[1].startswith(root + "/")]
-            for mnt in sorted(mounts, key=len, reverse=True):
+        if self.machine_dir.exists():
+            mdir = str(self.machine_dir)
+            for _ in range(50):
+                mounts = _mounts_under(mdir)
+                if not mounts:
+                    break
+                for mnt in sorted(mounts, key=len, reverse=True):
+                    subprocess.run(["umount", mnt], capture_output=True)
+                time.sleep(0.1)
+            for mnt in sorted(_mounts_under(mdir), key=len, reverse=True):
+                problems.append(f"{mnt} was busy: unmounted lazily")
                 subprocess.run(["umount", "-l", mnt], capture_output=True)
-            subprocess.run(["rm", "-rf", "--one-file-system", root], check=False)
-            if self.root.exists():
-                problems.append(f"rootfs {root} could not be removed")
+            subprocess.run(["rm", "-rf", "--one-file-system", mdir], check=False)
+            if self.machine_dir.exists():
+                problems.append(f"{mdir} could not be removed")
         shutil.rmtree(self.run_dir, ignore_errors=True)
         try:
             self.state_file.unlink()
@@ -692,6 +746,15 @@ class Machine:
         pid1 = self._guest_pid1()
         return (f"nsenter -t {pid1} -a -- env -i TERM=${{TERM:-xterm}} PATH={GUEST_PATH} LANG=C.UTF-8"
                 f" HOME=/root bash -l")
+
+
+def _mounts_under(path):
+    out = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        mnt = line.split()[4].replace("\\040", " ")
+        if mnt == path or mnt.startswith(path + "/"):
+            out.append(mnt)
+    return out
 
 
 def _root_owned(ti):

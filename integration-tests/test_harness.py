@@ -1,0 +1,249 @@
+"""Tests of the test harness itself: if these fail, no other integration result can be trusted."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from machine import STATE_DIR, Machine, MachineCommandError
+
+pytestmark = pytest.mark.usefixtures("host_lock")
+HERE = Path(__file__).resolve().parent
+OS_RELEASE = {
+    "debian-12": ("debian", "12"),
+    "debian-13": ("debian", "13"),
+    "ubuntu-22.04": ("ubuntu", "22.04"),
+    "ubuntu-24.04": ("ubuntu", "24.04"),
+}
+
+
+def http_get(url, timeout=30):
+    """GET url from the host, retrying until it answers; returns the body."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                return r.read().decode()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def test_boot(machine, os_name):
+    assert machine.run("systemctl is-system-running", check=False).stdout.strip() in ("running", "degraded")
+    assert machine.run("cat /proc/1/comm").stdout.strip() == "systemd"
+    release = dict(
+        line.split("=", 1) for line in machine.run("cat /etc/os-release").stdout.splitlines() if "=" in line
+    )
+    assert (release["ID"], release["VERSION_ID"].strip('"')) == OS_RELEASE[os_name]
+    # a new server: its own machine id, and the host's CA (an HTTPS proxy here) trusted by the system bundle
+    assert len(machine.run("cat /etc/machine-id").stdout.strip()) == 32
+    for crt in Path("/usr/local/share/ca-certificates").glob("*.crt"):
+        line = crt.read_text().splitlines()[1]
+        assert line in machine.run("cat /etc/ssl/certs/ca-certificates.crt").stdout
+
+
+def test_exit_codes_and_output(machine):
+    r = machine.run("echo out; echo err >&2; exit 3", check=False)
+    assert (r.returncode, r.stdout, r.stderr) == (3, "out\n", "err\n")
+
+    with pytest.raises(MachineCommandError) as e:
+        machine.run("echo visible-in-error; exit 7")
+    assert e.value.returncode == 7
+    assert "visible-in-error" in str(e.value) and "7" in str(e.value)
+
+    # a unit that does not exist is not "active": a wrong assertion in a test turns it red
+    with pytest.raises(MachineCommandError):
+        machine.run("systemctl is-active no-such-service.service")
+
+    assert machine.run(["printf", "%s|", "a b", "c"]).stdout == "a b|c|"
+    assert machine.run("cat", input="from stdin\n").stdout == "from stdin\n"
+    assert machine.run("echo $GREETING", env={"GREETING": "hello there"}).stdout == "hello there\n"
+    assert machine.run("pwd", cwd="/tmp").stdout == "/tmp\n"
+    assert machine.run("pwd").stdout == "/root\n"
+    assert machine.run("id -u").stdout == "0\n"
+
+
+def test_run_as_user(machine):
+    machine.run("useradd --create-home --shell /bin/bash alice")
+    assert machine.run("whoami", user="alice").stdout == "alice\n"
+    assert machine.run("pwd; echo $HOME", user="alice").stdout == "/home/alice\n/home/alice\n"
+    # users cannot do root things
+    r = machine.run("touch /etc/forbidden", user="alice", check=False)
+    assert r.returncode != 0 and "Permission denied" in r.stderr
+
+
+def _start_http_server(machine, token, *, enable=False):
+    machine.run(f"mkdir -p /srv/www && echo {token} > /srv/www/token.txt")
+    unit = textwrap.dedent("""\
+        [Unit]
+        Description=harness test web server
+        [Service]
+        WorkingDirectory=/srv/www
+        ExecStart=/usr/bin/python3 -m http.server 18080 --bind 127.0.0.1
+        [Install]
+        WantedBy=multi-user.target
+    """)
+    machine.run("cat > /etc/systemd/system/harness-http.service", input=unit)
+    machine.run(f"systemctl daemon-reload && systemctl {'enable --now' if enable else 'start'} harness-http")
+
+
+def test_service_reachable_from_host(machine):
+    token = os.urandom(8).hex()
+    machine.run("mkdir -p /srv/www && echo $TOKEN > /srv/www/token.txt", env={"TOKEN": token})
+    machine.run(
+        "systemd-run --unit=harness-transient-http -p WorkingDirectory=/srv/www"
+        " python3 -m http.server 18080 --bind 127.0.0.1"
+    )
+    assert http_get("http://127.0.0.1:18080/token.txt").strip() == token
+
+
+def test_reboot_brings_enabled_service_back(machine):
+    token = os.urandom(8).hex()
+    _start_http_server(machine, token, enable=True)
+    assert http_get("http://127.0.0.1:18080/token.txt").strip() == token
+    machine.run("touch /run/gone-after-reboot /var/tmp/kept-after-reboot")
+    old_pid1 = machine._guest_pid1()
+
+    t0 = time.monotonic()
+    machine.reboot()
+    print(f"reboot took {time.monotonic() - t0:.1f} s")
+
+    assert machine._guest_pid1() != old_pid1
+    assert machine.run("test -e /run/gone-after-reboot", check=False).returncode == 1
+    machine.run("test -e /var/tmp/kept-after-reboot")
+    machine.run("systemctl is-active harness-http")
+    assert http_get("http://127.0.0.1:18080/token.txt").strip() == token
+    # resource control still enforced after the reboot
+    _assert_memory_max_kills(machine)
+
+
+ALLOC = "import sys; b = b'x' * ({mb} * 1024 * 1024); print('allocated', len(b) >> 20, 'MB')"
+
+
+def _assert_memory_max_kills(machine):
+    r = machine.run(
+        f"systemd-run --quiet --wait --pipe -p MemoryMax=50M -p MemorySwapMax=0 python3 -c \"{ALLOC.format(mb=200)}\"",
+        check=False,
+    )
+    assert r.returncode != 0, f"200 MB allocated under MemoryMax=50M: {r.stdout} {r.stderr}"
+    assert "allocated" not in r.stdout
+
+
+def test_memory_max_is_enforced(machine):
+    _assert_memory_max_kills(machine)
+    r = machine.run(
+        f"systemd-run --quiet --wait --pipe -p MemoryMax=300M python3 -c \"{ALLOC.format(mb=100)}\"",
+        check=False,
+    )
+    assert (r.returncode, r.stdout) == (0, "allocated 100 MB\n"), r.stderr
+
+
+def test_machine_memory_cap(boot_machine):
+    """Machine.boot(memory_max=...) caps the whole machine (TLJH's 1 GB VM promise is tested with 900M)."""
+    m = boot_machine(memory_max="400M")
+    assert Path(m.cgroups["memory"], "memory.limit_in_bytes").read_text().strip() == str(400 << 20)
+    r = m.run(f"python3 -c \"{ALLOC.format(mb=600)}\"", check=False)
+    assert r.returncode != 0 and "allocated" not in r.stdout
+    r = m.run(f"python3 -c \"{ALLOC.format(mb=100)}\"")
+    assert r.stdout == "allocated 100 MB\n"
+
+
+CPU_BURN = "import time; t = time.monotonic()\nwhile time.monotonic() - t < 2: pass\nprint(time.process_time())"
+
+
+def test_cpu_quota_and_tasks_max(machine):
+    machine.run("cat > /root/burn.py", input=CPU_BURN)
+    free = float(machine.run("systemd-run --quiet --wait --pipe python3 /root/burn.py").stdout)
+    capped = float(machine.run("systemd-run --quiet --wait --pipe -p CPUQuota=20% python3 /root/burn.py").stdout)
+    print(f"CPU seconds in 2 s wall: unlimited {free:.2f}, CPUQuota=20% {capped:.2f}")
+    assert capped < 0.8, f"CPUQuota=20% not enforced: {capped:.2f} CPU s in 2 s"
+    assert free > 2 * capped
+
+    threads = "import threading, time\nfor i in range(30): threading.Thread(target=time.sleep, args=(2,)).start()\nprint('ok')"
+    machine.run("cat > /root/threads.py", input=threads)
+    assert machine.run("systemd-run --quiet --wait --pipe python3 /root/threads.py").stdout == "ok\n"
+    r = machine.run("systemd-run --quiet --wait --pipe -p TasksMax=10 python3 /root/threads.py", check=False)
+    assert r.returncode != 0 and "ok" not in r.stdout
+
+
+def _leftovers(info):
+    """Everything a destroyed machine could leave behind, as a list of strings (empty = clean)."""
+    left = []
+    for pid in info["pids"]:
+        try:
+            os.kill(pid, 0)
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            if stat.rsplit(")", 1)[1].split()[0] != "Z":
+                left.append(f"process {pid} ({stat.split()[1]})")
+        except (ProcessLookupError, FileNotFoundError):
+            pass
+    left += [f"cgroup {d}" for d in info["cgroups"] if os.path.exists(d)]
+    mdir = info["machine_dir"]
+    left += [f"mount {line.split()[1]}" for line in Path("/proc/mounts").read_text().splitlines()
+             if line.split()[1].startswith(mdir)]
+    if os.path.exists(mdir):
+        left.append(f"machine dir {mdir}")
+    if (STATE_DIR / f"{info['name']}.json").exists():
+        left.append("state file")
+    return left
+
+
+def _info(m):
+    return {
+        "name": m.name, "machine_dir": str(m.machine_dir), "cgroups": list(m.cgroups.values()),
+        "pids": [m.wrapper_pid, m._nspawn_pid(), m._guest_pid1()],
+    }
+
+
+def test_teardown_leaves_nothing(os_name):
+    with Machine.boot(os_name) as m:
+        m.run("systemd-run --unit=leftover -p KillMode=none sleep 1000; useradd bob")
+        m.run("sleep 1000 &", user="bob", check=False)
+        info = _info(m)
+        assert all(info["pids"]) and all(os.path.isdir(d) for d in info["cgroups"])
+        assert info["cgroups"], "no per-machine cgroups were created"
+    assert _leftovers(info) == []
+    m.destroy()  # twice is fine
+    with pytest.raises(Exception):
+        m.run("true")
+
+
+def test_teardown_on_error(os_name):
+    with pytest.raises(ZeroDivisionError):
+        with Machine.boot(os_name) as m:
+            info = _info(m)
+            1 / 0
+    assert _leftovers(info) == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_teardown_on_signal(os_name, sig):
+    """A test run interrupted with Ctrl-C (or killed with SIGTERM) still tears its machine down."""
+    script = textwrap.dedent(f"""
+        import json, sys, time
+        sys.path.insert(0, {str(HERE)!r})
+        from machine import Machine
+        m = Machine.boot({os_name!r})
+        print(json.dumps({{"name": m.name, "machine_dir": str(m.machine_dir), "cgroups": list(m.cgroups.values()),
+                          "pids": [m.wrapper_pid, m._nspawn_pid(), m._guest_pid1()]}}), flush=True)
+        time.sleep(600)
+    """)
+    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        info = json.loads(p.stdout.readline())
+        p.send_signal(sig)
+        p.wait(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode != 0
+    assert _leftovers(info) == []
