@@ -176,3 +176,28 @@ def test_authenticator_class_name():
     assert configurer.authenticator_class_name("github") == "GitHubOAuthenticator"
     assert configurer.authenticator_class_name("oauthenticator.github.GitHubOAuthenticator") == "GitHubOAuthenticator"
     assert configurer.authenticator_class_name("mod:Cls") == "Cls"
+
+
+def test_invalid_values_stop_the_hub_with_one_clear_line():
+    with pytest.raises(schema.ConfigError) as e:
+        applied({"limits": {"memory": "lots", "cpu": "two"}, "user_environment": {"default_app": "nteract"}})
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert msg.startswith("config.yaml: ")
+    for part in ("limits.memory: expected a memory size", "limits.cpu: expected a number",
+                 "user_environment.default_app: must be one of"):
+        assert part in msg
+
+
+def test_unknown_keys_are_logged_not_fatal(caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="tljh"):
+        c = applied({"limts": {"memory": "1G"}, "traefik_api": {"port": 8099},
+                     "auth": {"GitHubOAuthenticator": {"client_idd": "x"}}})
+    assert c.Spawner.mem_limit is None
+    text = caplog.text
+    assert "limts: unknown key (did you mean limits?) (ignored)" in text
+    assert "traefik_api.* is ignored" in text
+    assert "client_idd (did you mean client_id?)" in text
+    assert "client_idd" not in c.GitHubOAuthenticator

@@ -156,6 +156,11 @@ def test_valid_full_config_has_no_problems():
         ({"auth": {"GitHubOAuthentcator": {}}}, "did you mean GitHubOAuthenticator?"),
         ({"auth": {"SystemdSpawner": {"mem_limit": 1}}}, "unknown key auth.SystemdSpawner"),
         ([1, 2], "must be a mapping"),
+        ({"http": {"address": "nope"}}, "http.address: expected an IP address"),
+        ({"https": {"letsencrypt": {"domains": ["ok.example", "a b"]}}}, "https.letsencrypt.domains[1]: expected a domain name"),
+        ({"https": {"letsencrypt": {"email": "x"}}}, "https.letsencrypt.email: expected an email address"),
+        ({"https": {"tls": {"key": "rel.pem"}}}, "https.tls.key: expected an absolute path"),
+        ({"users": {"admin": [""]}}, "users.admin[0]: must not be empty"),
     ],
 )
 def test_refusals(config, expected):

@@ -540,7 +540,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_REFUSED, f"error: {message} (usage: {usage})\n")
 
 
-def _build_parser():
+def build_parser() -> argparse.ArgumentParser:
+    """The tljh-config argument parser (the docs reference is generated from it)."""
     p = _Parser(
         prog="tljh-config",
         description="Show and change the hub's configuration (config.yaml), then apply it with reload.",
@@ -591,6 +592,9 @@ def _build_parser():
     return p
 
 
+_build_parser = build_parser
+
+
 def _needs_root(args) -> bool:
     if os.environ.get("TLJH_CONFIG_SKIP_ROOT_CHECK") == "1":
         return False
@@ -624,7 +628,7 @@ def _import_jsonschema_quickly():
 
 def main(argv=None) -> int:
     _import_jsonschema_quickly()
-    parser = _build_parser()
+    parser = build_parser()
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if not args.action:
         parser.print_help()

@@ -9,6 +9,7 @@ Where a key is declared: tljh/schema.py; checked: tljh/schema.py; applied: here.
 
 from __future__ import annotations
 
+import logging
 import sys
 
 from . import schema
@@ -27,8 +28,28 @@ def load_config(config_file: str = CONFIG_FILE) -> dict:
     return schema.effective_config(_load_raw(config_file))
 
 
-def apply_config(config: dict, c) -> None:
-    """Set JupyterHub traitlets on `c` from `config` (raw or effective; defaults are filled in here)."""
+def check_config(config: dict, log=None) -> None:
+    """Raise schema.ConfigError (one line, every problem) if the hub must not start with `config`.
+
+    Unknown keys (a typo, or a key some other tool left in a hand-edited file) are logged and skipped
+    rather than keeping the hub down; `tljh-config` refuses to write them and `reload` refuses them.
+    """
+    log = log or logging.getLogger("tljh")
+    problems = schema.validate_config(config)
+    for p in problems:
+        if p.severity == "warning" or p.unknown_key:
+            log.warning("config.yaml: %s (ignored)", p)
+    errors = [p for p in schema.errors_only(problems) if not p.unknown_key]
+    if errors:
+        raise schema.ConfigError("config.yaml: " + "; ".join(str(p) for p in errors))
+
+
+def apply_config(config: dict, c, log=None) -> None:
+    """Set JupyterHub traitlets on `c` from `config` (raw or effective; defaults are filled in here).
+
+    Raises schema.ConfigError naming every invalid value; see check_config.
+    """
+    check_config(config, log)
     config = schema.effective_config(config)
     _apply_base_url(config, c)
     _apply_auth(config, c)
@@ -65,9 +86,13 @@ def _apply_auth(config, c):
     for class_name, traits in auth.items():
         if class_name == "type" or not isinstance(traits, dict):
             continue
+        try:
+            known = schema.config_traits(schema._class_for_section(class_name, auth_type))
+        except schema.ConfigError:
+            continue  # unknown class: check_config logged it
         section = c[class_name]
         for trait, value in traits.items():
-            if value is not None:  # None means "not set": the class default applies
+            if trait in known and value is not None:  # None means "not set": the class default applies
                 section[trait] = value
     # FirstUseAuthenticator: anyone may log in (limited by create_users) unless users.allowed says otherwise.
     if authenticator_class_name(auth_type) == "FirstUseAuthenticator" and not config["users"]["allowed"]:

@@ -10,6 +10,7 @@ below implements them:
 - ``x-tljh-authenticator-traits``: the mapping below ``auth.<Class>``, checked (by `_validate_auth`, since
   the check needs the key the mapping sits under) against the class's real traitlets: the trait must exist
   and be ``config=True``, and the value is validated by the trait itself.
+- ``x-tljh-ip-address``: an IP address, or empty for all addresses.
 - ``x-tljh-ignored``: a section kept for compatibility with TLJH and ignored (with a warning).
 - ``x-tljh-reload``: which component applies the key (``hub`` or ``proxy``); documentation and CLI hints.
 
@@ -69,6 +70,7 @@ def _https_section() -> dict:
                 "type": "string",
                 "default": "",
                 "description": "IP address to listen on for HTTPS; empty means all addresses.",
+                "x-tljh-ip-address": True,
             },
             "port": {
                 "type": "integer",
@@ -86,8 +88,16 @@ def _https_section() -> dict:
                         "type": "string",
                         "default": "",
                         "description": "Path to the PEM certificate (full chain).",
+                        "pattern": "^(/.*)?$",
+                        "x-tljh-expect": "an absolute path (or empty)",
                     },
-                    "key": {"type": "string", "default": "", "description": "Path to the PEM private key."},
+                    "key": {
+                        "type": "string",
+                        "default": "",
+                        "pattern": "^(/.*)?$",
+                        "x-tljh-expect": "an absolute path (or empty)",
+                        "description": "Path to the PEM private key.",
+                    },
                 },
             },
             "letsencrypt": {
@@ -99,10 +109,16 @@ def _https_section() -> dict:
                         "type": "string",
                         "default": "",
                         "description": "Contact email given to the CA (expiry notices).",
+                        "pattern": r"^([^@\s]+@[^@\s]+\.[^@\s]+)?$",
+                        "x-tljh-expect": "an email address (or empty)",
                     },
                     "domains": {
                         "type": "array",
-                        "items": {"type": "string", "pattern": r"^[A-Za-z0-9*]([A-Za-z0-9.-]*[A-Za-z0-9])?$"},
+                        "items": {
+                            "type": "string",
+                            "pattern": r"^[A-Za-z0-9*]([A-Za-z0-9.-]*[A-Za-z0-9])?$",
+                            "x-tljh-expect": "a domain name",
+                        },
                         "default": [],
                         "description": "Domain names to get certificates for; they must point at this server.",
                     },
@@ -264,7 +280,7 @@ def _build_schema() -> dict:
                         "default": {},
                         "propertyNames": {"pattern": _GROUP_NAME, "x-tljh-expect": "a Unix group name"},
                         "additionalProperties": {"type": "array", "items": {"type": "string", "minLength": 1}},
-                        "description": "Extra Unix groups: users.extra_user_groups.<group> is a list of users.",
+                        "description": "Extra Unix groups: `users.extra_user_groups.<group>` is a list of users.",
                     },
                 },
             },
@@ -319,6 +335,7 @@ def _build_schema() -> dict:
                         "type": "string",
                         "default": "",
                         "description": "IP address to listen on for HTTP; empty means all addresses.",
+                "x-tljh-ip-address": True,
                     },
                     "port": {
                         "type": "integer",
@@ -723,6 +740,16 @@ def _ext_memory(validator, enabled, instance, schema):
             yield _validation_error(str(e))
 
 
+def _ext_ip_address(validator, enabled, instance, schema):
+    if enabled and isinstance(instance, str) and instance:
+        import ipaddress
+
+        try:
+            ipaddress.ip_address(instance)
+        except ValueError:
+            yield _validation_error(f"expected an IP address (or empty for all addresses), got {instance!r}")
+
+
 def _ext_authenticator_class(validator, enabled, instance, schema):
     if enabled and isinstance(instance, str):
         try:
@@ -733,6 +760,7 @@ def _ext_authenticator_class(validator, enabled, instance, schema):
 
 _EXTENSIONS = {
     "x-tljh-memory": _ext_memory,
+    "x-tljh-ip-address": _ext_ip_address,
     "x-tljh-authenticator-class": _ext_authenticator_class,
 }
 
@@ -755,13 +783,17 @@ class Problem:
     key: str
     message: str
     severity: str = "error"  # or "warning"
+    unknown_key: bool = False  # a key the schema does not know (typo, or left over from elsewhere)
 
     def __str__(self):
         return f"{self.key}: {self.message}" if self.key else self.message
 
 
 def _key_of(path) -> str:
-    return ".".join(str(p) for p in path)
+    key = ""
+    for p in path:
+        key += f"[{p}]" if isinstance(p, int) else (f".{p}" if key else str(p))
+    return key
 
 
 def _node_at(schema: dict, path) -> dict:
@@ -792,7 +824,7 @@ def _message(error, schema: dict) -> Problem:
         extra = [k for k in error.instance if k not in parent] if isinstance(error.instance, dict) else []
         bad = extra[0] if extra else "?"
         full = f"{key}.{bad}" if key else bad
-        return Problem(full, f"unknown key{did_you_mean(bad, parent)}")
+        return Problem(full, f"unknown key{did_you_mean(bad, parent)}", unknown_key=True)
     if v == "type":
         return Problem(key, f"expected {node.get('x-tljh-expect') or _type_words(error.validator_value)}, "
                        f"got {error.instance!r}")
@@ -828,7 +860,7 @@ def _validate_auth(config: dict) -> list[Problem]:
         try:
             cls = _class_for_section(str(class_name), auth_type)
         except ConfigError as e:
-            problems.append(Problem(f"auth.{class_name}", str(e)))
+            problems.append(Problem(f"auth.{class_name}", str(e), unknown_key=isinstance(e, UnknownKeyError)))
             continue
         if not isinstance(section, dict):
             continue  # reported by the schema ("expected a mapping")
@@ -836,7 +868,7 @@ def _validate_auth(config: dict) -> list[Problem]:
             try:
                 check_trait_value(cls, class_name, str(trait_name), value)
             except ConfigError as e:
-                problems.append(Problem("", str(e)))
+                problems.append(Problem("", str(e), unknown_key=isinstance(e, UnknownKeyError)))
     return problems
 
 
@@ -859,7 +891,7 @@ def validate_config(config: dict) -> list[Problem]:
     unknown_sections = {p.key for p in auth_problems if p.key}
     # an unknown auth.<name> is better explained by "unknown key ... did you mean" than by its type
     problems = [p for p in problems if p.key not in unknown_sections]
-    problems.extend(Problem("", p.message) for p in auth_problems)
+    problems.extend(Problem("", p.message, p.severity, p.unknown_key) for p in auth_problems)
     for name, node in schema["properties"].items():
         if node.get("x-tljh-ignored") and name in config:
             problems.append(Problem(name, node["x-tljh-ignored"], "warning"))
@@ -1101,7 +1133,7 @@ def _fmt_type(node: dict) -> str:
         return " \\| ".join(f"`{e}`" for e in node["enum"])
     t = node.get("type", "")
     if isinstance(t, list):
-        return " or ".join(t)
+        return " or ".join("none" if x == "null" else x for x in t)
     if t == "array":
         return f"list of {node.get('items', {}).get('type', 'string')}"
     if t == "object" and isinstance(node.get("additionalProperties"), dict):
