@@ -27,6 +27,8 @@ exclude_patterns = ["_build", "README.md", "requirements.txt"]
 
 # Every cross-reference must resolve; an unresolved one is a warning, and -W makes it an error.
 nitpicky = True
+# Quotes stay as typed: admins copy commands and names from the prose too.
+smartquotes = False
 myst_enable_extensions = ["colon_fence", "deflist"]
 # `[text](page.md#some-heading)` links to headings (h1-h3) are checked like any other reference.
 myst_heading_anchors = 3

@@ -86,6 +86,20 @@ def code(text):
     return f"{fence}{pad}{text}{pad}{fence}".replace("|", "\\|")
 
 
+def escape_raw_html(markdown):
+    """Generated text is Markdown without HTML: a `<group>` outside code must show, not vanish as a tag."""
+    out = []
+    in_fence = False
+    for line in markdown.splitlines():
+        if line.startswith(("```", "~~~")):
+            in_fence = not in_fence
+        elif not in_fence:
+            parts = re.split(r"(`[^`]*`)", line)
+            line = "".join(p if p.startswith("`") else re.sub(r"(?<!\\)<", r"\\<", p) for p in parts)
+        out.append(line)
+    return "\n".join(out)
+
+
 def shift_headings(markdown, top_level):
     """Shift ATX headings (outside code fences) so the highest one is at ``top_level``."""
     lines = markdown.splitlines()
@@ -141,8 +155,6 @@ def _argument_name(action):
     metavar = action.metavar or action.dest
     if isinstance(metavar, tuple):
         metavar = " ".join(metavar)
-    if action.choices and not action.metavar:
-        metavar = "{" + ",".join(str(c) for c in action.choices) + "}"
     return metavar
 
 
@@ -162,8 +174,11 @@ def arguments_table(parser, prog):
         if action.help == argparse.SUPPRESS:
             continue
         required = "yes" if (action.required or not action.option_strings) and action.nargs not in ("?", "*") else ""
+        text = md_escape(_help_text(action, prog))
+        if action.choices:
+            text = (text + " " if text else "") + "One of: " + ", ".join(code(c) for c in action.choices) + "."
         rows.append(
-            f"| {code(_argument_name(action))} | {md_escape(_help_text(action, prog))} | "
+            f"| {code(_argument_name(action))} | {text} | "
             f"{_default_text(action)} | {required} |"
         )
     if not rows:
@@ -201,7 +216,7 @@ def render_configuration():
     text = schema.render_reference()
     if not isinstance(text, str) or "|" not in text:
         _fail("tljh.schema.render_reference() returned no reference table", "It must return MyST Markdown")
-    return shift_headings(text, 1)
+    return escape_raw_html(shift_headings(text, 1))
 
 
 def module_parser(module_name, names=("build_parser",)):
@@ -250,6 +265,7 @@ def render_command(prog, intro):
     if parser.epilog:
         lines += [md_escape(parser.epilog), ""]
     lines += ["## Options for every verb", "", *arguments_table(parser, prog)]
+    lines += ["The command and every verb print their help with `-h` or `--help`.", ""]
     lines += ["## Verbs", "", "| Verb | What it does |", "|---|---|"]
     anchor = re.sub(r"[^a-z0-9]+", "-", prog)
     for name, help_text, _sub in verbs:
