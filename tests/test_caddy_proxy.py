@@ -541,3 +541,25 @@ async def test_sync_admin_etag_and_errors(tmp_path):
         p.stop()
     with pytest.raises(CaddyNotRunning):
         CaddyAdmin(str(sock)).get("/config/")
+
+
+async def test_websocket_survives_edge_reload(env, client, tmp_path):
+    """`tljh-config reload proxy` (here: turning HTTPS on) keeps open kernels' websockets."""
+    alice = await env.backend("alice")
+    await env.proxy.add_route("/user/alice/", alice, {})
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "1", "-subj", "/CN=localhost",
+         "-keyout", tmp_path / "k.pem", "-out", tmp_path / "c.pem"],
+        check=True, capture_output=True,
+    )
+    https = {"enabled": True, "address": "127.0.0.1", "port": free_port(),
+             "tls": {"cert": str(tmp_path / "c.pem"), "key": str(tmp_path / "k.pem")}}
+    async with client.ws_connect(env.edge_url.replace("http", "ws") + "/user/alice/ws") as ws:
+        for settings in (env.edge_settings(), dict(env.edge_settings(), https=https)):
+            await asyncio.to_thread(
+                proxy_service.reload_proxy, settings, path=str(env.edge_file), **env.edge_paths()
+            )
+            await ws.send_str("after reload")
+            msg = await asyncio.wait_for(ws.receive(), 5)
+            assert (msg.type, msg.data) == (aiohttp.WSMsgType.TEXT, "alice:after reload")
