@@ -13,16 +13,15 @@ Fixtures:
 Root is required: without it every integration test FAILS (never skips) with a clear message.
 """
 
-import fcntl
 import os
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import machine as machine_lib  # noqa: E402
 from machine import OSES, Machine  # noqa: E402
 
 DEFAULT_OS = "debian-12"
@@ -72,30 +71,11 @@ def pytest_runtest_makereport(item, call):
     setattr(item, f"rep_{rep.when}", rep)
 
 
-HOST_LOCK = "/run/tljh-integration-tests.lock"
-
-
 @pytest.fixture(scope="session")
 def host_lock():
-    """One integration run at a time on this host: machines share the host's network (ports 80, 443, ...).
-
-    Set TLJH_TEST_NO_HOST_LOCK=1 to skip it.
-    """
-    if os.environ.get("TLJH_TEST_NO_HOST_LOCK"):
-        yield
-        return
-    with open(HOST_LOCK, "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            print(f"waiting for another integration run to finish ({HOST_LOCK}: {f.read().strip()})",
-                  file=sys.stderr, flush=True)
-            fcntl.flock(f, fcntl.LOCK_EX)
-        f.seek(0)
-        f.truncate()
-        f.write(f"pid {os.getpid()} since {time.strftime('%H:%M:%S')}\n")
-        f.flush()
+    """Held for the whole session once a test needs a machine: one integration run at a time on this host,
+    because machines share the host's network (ports 80, 443, ...). TLJH_TEST_NO_HOST_LOCK=1 skips it."""
+    with machine_lib.host_lock(f"pytest {' '.join(sys.argv[1:])[:100]}"):
         yield
 
 

@@ -71,6 +71,10 @@ class HubClient:
                 raise HubError(f"{method} {path}: {r.status} {body[:300]}")
             return json.loads(body) if body else None
 
+    async def create_users(self, *names):
+        """As an admin: add hub users (FirstUse only lets in users that exist, like TLJH's default)."""
+        await self.api("POST", "hub/api/users", expect=(201, 409), json={"usernames": list(names)})
+
     async def start_server(self, timeout=60):
         """Start the user's default server and wait until it is ready; returns seconds taken."""
         started = time.monotonic()

@@ -290,6 +290,45 @@ def _rmdir_tree(path):
     return True
 
 
+# ---------------------------------------------------------------- host lock
+
+HOST_LOCK = Path("/run/tljh-integration-tests.lock")
+
+
+class host_lock:
+    """Context manager: one user of the host's shared network at a time (machines share ports 80, 443, ...).
+
+    Integration test sessions and `machine.py try` take it; it is released when the holder exits, however
+    it exits. TLJH_TEST_NO_HOST_LOCK=1 disables it.
+    """
+
+    def __init__(self, what="integration tests"):
+        self.what = what
+        self.f = None
+
+    def __enter__(self):
+        if os.environ.get("TLJH_TEST_NO_HOST_LOCK"):
+            return self
+        self.f = open(HOST_LOCK, "a+")
+        try:
+            fcntl.flock(self.f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.f.seek(0)
+            log(f"waiting for the host lock {HOST_LOCK} (held by: {self.f.read().strip() or '?'})")
+            fcntl.flock(self.f, fcntl.LOCK_EX)
+        self.f.seek(0)
+        self.f.truncate()
+        self.f.write(f"{self.what}, pid {os.getpid()}, since {time.strftime('%H:%M:%S')}\n")
+        self.f.flush()
+        return self
+
+    def __exit__(self, *exc):
+        if self.f:
+            self.f.close()  # closing releases the flock
+            self.f = None
+        return False
+
+
 # ---------------------------------------------------------------- machines
 
 _live: dict[str, "Machine"] = {}
@@ -744,6 +783,8 @@ class Machine:
 
     def shell_command(self):
         pid1 = self._guest_pid1()
+        if not pid1:
+            raise MachineError(f"machine {self.name} is not running")
         return (f"nsenter -t {pid1} -a -- env -i TERM=${{TERM:-xterm}} PATH={GUEST_PATH} LANG=C.UTF-8"
                 f" HOME=/root bash -l")
 
@@ -830,7 +871,23 @@ def list_machines():
 
 # ---------------------------------------------------------------- CLI
 
+def _port_in_use(port):
+    import socket
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
 def _cli_try(args):
+    with host_lock(f"machine.py try {args.os}"):
+        for port in (80, 443):
+            if _port_in_use(port):
+                raise MachineError(f"port {port} is already in use on this host (another machine running a hub?);"
+                                   " machines share the host's network")
+        _cli_try_locked(args)
+
+
+def _cli_try_locked(args):
     m = Machine.boot(args.os, memory_max=args.memory_max, name=args.name)
     with m:
         extra = []

@@ -69,7 +69,14 @@ print(round((time.process_time() - c) / (time.time() - t), 2))
 """
 
 
+async def create_users(*names):
+    async with HubClient() as admin:
+        await admin.login("admin", ADMIN_PASSWORD)
+        await admin.create_users(*names)
+
+
 def test_memory_and_cpu_limits_are_enforced(hub):
+    asyncio.run(create_users("erin", "frank", "gina", "hank"))
     tljh_config(hub, "set", "limits.memory", "100M")
     tljh_config(hub, "set", "limits.cpu", "0.5")
     tljh_config(hub, "reload", "hub")

@@ -111,6 +111,7 @@ def test_second_spawn_keeps_first_users_kernel(hub):
 
             stop, failures, count = asyncio.Event(), [], [0]
             load = asyncio.ensure_future(hammer(admin, stop, failures, count))
+            await admin.create_users("bob")
             await bob.login("bob", BOB_PASSWORD)
             await bob.start_server()
             bob_kernel = await bob.open_kernel()

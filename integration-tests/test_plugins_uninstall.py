@@ -62,7 +62,7 @@ def test_plugin_effects_are_in_place(machine):
 def test_new_user_hook_gets_the_unix_name(machine):
     async def scenario():
         async with HubClient() as carol:
-            await carol.login("carol", PASSWORD)
+            await carol.login("carol", PASSWORD)  # carol is an admin (--admin carol): she exists
             await carol.start_server()
             kernel = await carol.open_kernel()
             await kernel.execute("open('/home/jupyter-carol/kept.txt', 'w').write('still here')")
