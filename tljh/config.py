@@ -435,12 +435,21 @@ def preflight(config: dict):
     from traitlets import TraitError
 
     try:
-        cls(config=c)
+        authenticator = cls(config=c)
     except TraitError as e:
         first = " ".join(str(e).split())[:300]
         raise Refused(f"the hub would not start: {cls.__name__}: {first}") from None
     except Exception:  # noqa: BLE001
-        pass
+        return
+    # JupyterHub refuses to start when an admin or allowed user name is not valid for the authenticator.
+    for key in ("admin", "allowed"):
+        for name in effective["users"][key]:
+            try:
+                valid = authenticator.validate_username(authenticator.normalize_username(name))
+            except Exception:  # noqa: BLE001
+                valid = True  # needs the running hub; let it decide
+            if not valid:
+                raise Refused(f"users.{key}: {name!r} is not a valid username for {cls.__name__}; the hub would not start")
 
 
 def record_last_good(config_path=CONFIG_FILE, last_good=None):
