@@ -53,7 +53,9 @@ def run_backend(port):
     from aiohttp import web
 
     async def ok(request):
-        await request.read()
+        body = await request.read()
+        if request.method == "POST" and body != b"x" * 100:
+            return web.Response(status=400, text=f"bad body: {len(body)} bytes")
         return web.Response(text="ok")
 
     app = web.Application()

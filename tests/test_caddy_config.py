@@ -26,7 +26,9 @@ def proxy_handler(dial, delay="24h", idle=1024):
 EDGE_PROXY = {
     "handler": "reverse_proxy",
     "upstreams": [{"dial": "unix//run/tljh-router/http.sock"}],
-    "load_balancing": {"retries": 3, "try_interval": "2ms"},
+    "load_balancing": {"retries": 3, "try_interval": "2ms", "retry_match": [
+        {"method": ["GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE"]}]},
+    "request_buffers": 65536,
     "flush_interval": -1,
     "stream_close_delay": "24h",
     "transport": {"protocol": "http", "dial_timeout": "5s", "keep_alive": {"enabled": False}},

@@ -61,6 +61,8 @@ IDLE_TIMEOUT = "5m"
 DIAL_TIMEOUT = "5s"
 EDGE_RETRIES = 3
 EDGE_TRY_INTERVAL = "2ms"
+EDGE_RETRY_METHODS = ["GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE"]
+EDGE_REQUEST_BUFFER = 65536
 
 
 class CaddyConfigError(ValueError):
@@ -318,14 +320,21 @@ def edge_proxy_handler(router_socket=ROUTER_HTTP_SOCKET, stream_close_delay=DEFA
 
     A router reload closes connections whose request it has not read yet
     (measured: a connection accepted by the outgoing config just before a
-    route change gets EOF).  The router never saw such a request, so the edge
-    retries it at once; Caddy retries only GET requests after a connection was
-    established (bodies are not replayable).
+    route change gets EOF, no response).  The router never saw such a request,
+    so the edge retries it at once, whatever the method: request bodies up to
+    EDGE_REQUEST_BUFFER bytes are buffered so they can be sent again (larger
+    ones cannot be replayed; Go then refuses the retry rather than send a
+    short body).
     """
     return {
         "handler": "reverse_proxy",
         "upstreams": [{"dial": f"unix/{router_socket}"}],
-        "load_balancing": {"retries": EDGE_RETRIES, "try_interval": EDGE_TRY_INTERVAL},
+        "load_balancing": {
+            "retries": EDGE_RETRIES,
+            "try_interval": EDGE_TRY_INTERVAL,
+            "retry_match": [{"method": EDGE_RETRY_METHODS}],
+        },
+        "request_buffers": EDGE_REQUEST_BUFFER,
         "flush_interval": -1,
         "stream_close_delay": stream_close_delay,
         "transport": {
