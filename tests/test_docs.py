@@ -37,7 +37,7 @@ from tljh import installer, paths, schema  # noqa: E402
 def built(tmp_path_factory):
     """Build the site once (HTML), failing on any warning. Returns {docname: visible text}."""
     out = tmp_path_factory.mktemp("docs-html")
-    env = {k: v for k, v in os.environ.items() if k not in ("TLJH_INSTALL_PREFIX", "TLJH_RELOAD_TIMEOUT")}
+    env = {k: v for k, v in os.environ.items() if k not in tljh_reference.MACHINE_ENV}
     result = subprocess.run(
         [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-E", "-q", "-b", "html", str(DOCS), str(out)],
         capture_output=True,
@@ -107,7 +107,12 @@ def test_docs_build_has_every_section(built):
         "howto/install-packages",
         "howto/share-data",
         "howto/base-url",
+        "howto/https",
+        "howto/upgrade",
+        "howto/plugins",
+        "howto/uninstall",
         "howto/test-machine",
+        "reference/hooks",
         "troubleshooting/index",
         "explanation/environments",
         "explanation/architecture",
@@ -278,8 +283,10 @@ def _concrete(command):
         "<hub-domain>": "hub.example.org",
         "<provider>": "login.example.org",
         "<ClassName>": "DummyAuthenticator",
-        "<setting>": "password",
-        "<value>": "x",
+        "<setting>": "allow_all",
+        "<value>": "true",
+        "<admin-name>": "alice",
+        "<plugin-spec>": "tljh-course-tools",
     }
     for placeholder, value in samples.items():
         command = command.replace(placeholder, value)
@@ -329,3 +336,47 @@ def test_documented_bootstrap_flags_exist():
     for where, command in doc_commands("curl -L") + doc_commands("sudo TLJH_BOOTSTRAP_PIP_SPEC"):
         for flag in re.findall(r"\s(--[a-z-]+)", command):
             assert flag in bootstrap.USAGE or flag in installer_flags, f"{where}: unknown flag {flag}"
+
+
+def test_documented_settings_reach_real_traits():
+    """What the how-tos promise (limits, extra groups, default app, culler, base URL, admins) is set on
+    traits that the hub's classes really have: a misspelled trait would be ignored by JupyterHub with only
+    a log warning, and the page would describe a feature that does nothing."""
+    from jupyterhub.app import JupyterHub
+    from jupyterhub.auth import Authenticator
+    from traitlets.config import Config
+
+    from tljh import configurer
+    from tljh.spawner import UserCreatingSpawner
+
+    config = {
+        "base_url": "/jhub/",
+        "users": {"admin": ["carol"], "allowed": ["bob"], "banned": ["mallory"],
+                  "extra_user_groups": {"physics": ["alice", "bob"]}},
+        "limits": {"memory": "2G", "cpu": 1},
+        "user_environment": {"default_app": "classic"},
+        "services": {"cull": {"timeout": 3600, "max_age": 28800, "users": True}},
+    }
+    c = Config()
+    configurer.apply_config(config, c)
+    classes = {cls.__name__: cls for cls in UserCreatingSpawner.__mro__ if hasattr(cls, "class_traits")}
+    classes.update({"JupyterHub": JupyterHub, "Authenticator": Authenticator})
+    unknown = []
+    for section, values in c.items():
+        if section not in classes:
+            continue
+        traits = classes[section].class_traits(config=True)
+        unknown += [f"c.{section}.{name}" for name in values if name not in traits]
+    assert not unknown, f"config.yaml keys are applied to traits that do not exist: {unknown}"
+    groups = c.UserCreatingSpawner.get("user_groups") or c.UserCreatingSpawner.get("extra_user_groups")
+    assert groups == {"physics": ["alice", "bob"]}
+
+
+def test_every_plugin_hook_is_in_the_reference(built):
+    from tljh import hooks
+
+    page = built["reference/hooks"]
+    names = [name for name, func in vars(hooks).items() if callable(func) and hasattr(func, "tljh_spec")]
+    assert len(names) >= 9
+    for name in names:
+        assert name in page, f"hook {name} missing from the plugin hooks reference"

@@ -34,10 +34,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 MARKER = re.compile(r"^% tljh-generated: ([a-z-]+)\s*$", re.MULTILINE)
 DEFAULT_PREFIX = "/opt/tljh"
 
-# The docs describe an installed server: never the prefix of a test run.
-os.environ.pop("TLJH_INSTALL_PREFIX", None)
-# Defaults shown in the reference are the product's, not this machine's.
-os.environ.pop("TLJH_RELOAD_TIMEOUT", None)
+# Environment variables that change what the code reports; the docs describe an installed server with the
+# product's defaults, never a test run's prefix or this machine's settings. Removed when Sphinx loads us.
+MACHINE_ENV = ("TLJH_INSTALL_PREFIX", "TLJH_RELOAD_TIMEOUT")
 
 
 def _fail(what, fix):
@@ -468,6 +467,8 @@ MODULE_PATHS = [
     ("tljh.caddy_config", "ROUTER_HTTP_SOCKET", "socket", "0600", "The router's only listener; its only client is the edge."),
     ("tljh.config", "LAST_GOOD_FILE", "file", "0600",
      "The last configuration the hub started with; `tljh-config reload` restores it when a new one fails."),
+    ("tljh.uninstall", "BACKUP_DIR", "directory", "",
+     "`tljh uninstall` saves config and state here first, as `tljh-<time>.tar.gz` (mode `0600`)."),
 ]
 
 # Paths written as literals in the code: (shown as, strings the source must contain, source, kind, mode, what).
@@ -595,7 +596,35 @@ def render_files():
     return "\n".join(lines)
 
 
+def render_hooks():
+    import inspect
+
+    hooks = _import("tljh.hooks", "the plugin hooks reference")
+    specs = [(name, func) for name, func in vars(hooks).items()
+             if callable(func) and hasattr(func, "tljh_spec")]
+    if not specs:
+        _fail("tljh.hooks defines no hook specifications", "The plugin hooks reference is generated from them")
+    lines = [
+        "# Plugin hooks",
+        "",
+        "Generated from `tljh/hooks.py`. A plugin implements any of these functions, decorated with "
+        "`@hookimpl` (`from tljh.hooks import hookimpl`), and registers its module under the `tljh` entry-point "
+        "group. The names and arguments are the same as The Littlest JupyterHub's, so its plugins load "
+        "unchanged.",
+        "",
+    ]
+    for name, func in specs:
+        doc = inspect.getdoc(func) or ""
+        lines += [f"## `{name}{inspect.signature(func)}`", "", md_escape_paragraphs(doc), ""]
+    return "\n".join(lines)
+
+
+def md_escape_paragraphs(text):
+    return "\n\n".join(md_escape(p) for p in text.split("\n\n"))
+
+
 GENERATED = {
+    "hooks": render_hooks,
     "configuration": render_configuration,
     "tljh-config": render_cli,
     "tljh": render_tljh_cli,
@@ -651,6 +680,8 @@ def _merge(app, env, docnames, other):
 
 
 def setup(app):
+    for name in MACHINE_ENV:
+        os.environ.pop(name, None)
     sys.path.insert(0, str(REPO_ROOT))
     app.connect("source-read", _source_read)
     app.connect("env-merge-info", _merge)
