@@ -367,7 +367,8 @@ def test_show_key(capsys, cfg):
     assert run(capsys, cfg, "show", "limits.cpu")[1] == "2\n"
     out = run(capsys, cfg, "show", "services.cull.timeout")[1]
     assert out.endswith("600\n") and "not set" in out
-    assert "- alice" in run(capsys, cfg, "show", "users.admin")[1]
+    assert run(capsys, cfg, "show", "users.admin")[1] == "- alice\n"
+    assert run(capsys, cfg, "show", "users.banned")[1].endswith("\n[]\n")
     assert run(capsys, cfg, "show", "auth.GitHubOAuthenticator.client_secret")[1] == "********\n"
 
 
@@ -522,3 +523,20 @@ def test_reload_proxy(capsys, cfg, monkeypatch):
     assert err == (
         "error: proxy reload failed, the previous proxy configuration keeps serving: edge refused the config: bad port\n"
     )
+
+
+def test_path_constants_reexported_for_plugins():
+    from tljh import paths
+    from tljh.config import CONFIG_DIR, CONFIG_FILE, HUB_ENV_PREFIX, INSTALL_PREFIX, STATE_DIR, USER_ENV_PREFIX
+
+    assert (INSTALL_PREFIX, HUB_ENV_PREFIX, USER_ENV_PREFIX, STATE_DIR, CONFIG_DIR, CONFIG_FILE) == (
+        paths.INSTALL_PREFIX, paths.HUB_ENV_PREFIX, paths.USER_ENV_PREFIX, paths.STATE_DIR, paths.CONFIG_DIR,
+        paths.CONFIG_FILE,
+    )
+
+
+def test_console_script_entry_point():
+    from importlib.metadata import entry_points
+
+    (ep,) = [e for e in entry_points(group="console_scripts") if e.name == "tljh-config"]
+    assert ep.value == "tljh.config:main"

@@ -308,11 +308,14 @@ def _mask_in_place(node, name=""):
             _mask_in_place(v, name)
 
 
-def _dump_plain(value) -> str:
+def _dump_plain(value, top_level_list=False) -> str:
     from ruamel.yaml import YAML
 
     yaml = YAML(typ="rt")
-    yaml.indent(mapping=2, sequence=4, offset=2)
+    if top_level_list:
+        yaml.indent(mapping=2, sequence=2, offset=0)
+    else:
+        yaml.indent(mapping=2, sequence=4, offset=2)
     buf = io.StringIO()
     yaml.dump(value, buf)
     return buf.getvalue()
@@ -344,7 +347,7 @@ def show_config(config_path=CONFIG_FILE, key=None, effective=False, show_secrets
                 value = schema.mask_secrets({key.split(".")[-1]: value})[key.split(".")[-1]]
             out.write(f"# {key} is not set in {config_path}; default:\n")
         if isinstance(value, (dict, list)):
-            out.write(_dump_plain(to_plain(value)))
+            out.write(_dump_plain(to_plain(value), top_level_list=isinstance(value, list)))
         else:
             out.write(f"{'none' if value is None else value}\n")
         return
@@ -360,7 +363,10 @@ def show_config(config_path=CONFIG_FILE, key=None, effective=False, show_secrets
 
 def _systemctl(*args):
     """Run systemctl; returns CompletedProcess (tests replace this)."""
-    return subprocess.run(["systemctl", *args], capture_output=True, text=True)
+    try:
+        return subprocess.run(["systemctl", *args], capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return subprocess.CompletedProcess(["systemctl", *args], 127, "", str(e))
 
 
 def _hub_answers(url: str) -> bool:

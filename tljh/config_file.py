@@ -49,9 +49,9 @@ def parse_document(text: str, path="config.yaml") -> CommentedMap:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark is not None else None
         problem = " ".join(str(e.problem or e.context or "invalid YAML").split())
-        raise ConfigFileError(path, f"{problem} (the file was not changed)", line) from None
+        raise ConfigFileError(path, problem, line) from None
     except YAMLError as e:
-        raise ConfigFileError(path, " ".join(str(e).split()) + " (the file was not changed)") from None
+        raise ConfigFileError(path, " ".join(str(e).split())) from None
     if doc is None:
         doc = CommentedMap()
         comments = [line.strip()[1:] for line in text.splitlines() if line.strip().startswith("#")]
