@@ -166,6 +166,11 @@ class Caddy:
         self.proc.wait(10)
         self.log.close()
 
+    def cpu_seconds(self):
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def rss_mib(self):
         with open(f"/proc/{self.proc.pid}/status") as f:
             for line in f:
@@ -206,9 +211,17 @@ class Setup:
         self.proxy = CaddyProxy(admin_socket=str(self.router_admin), http_socket=str(self.router_http),
                                 hub_url=self.backend)
 
-    def fill(self, n):
-        """Exactly n JupyterHub routes (/user/u0000/ ...), loaded in one go."""
+    def fill(self, n, matcher="path_regexp"):
+        """Exactly n JupyterHub routes (/user/u0000/ ...), loaded in one go.
+
+        matcher="path" swaps in Caddy's case-insensitive path matcher, to show what
+        case-sensitive matching costs.
+        """
         routes = [caddy_config.route(f"/user/u{i:04d}/", self.backend, {"user": f"u{i:04d}"}) for i in range(n)]
+        if matcher == "path":
+            for r in routes:
+                spec = caddy_config.route_info(r)["routespec"]
+                r["match"] = [{"path": [spec.rstrip("/"), spec + "*"]}]
         self.router.admin.load(caddy_config.router_config(
             self.backend, "/", routes, admin_socket=str(self.router_admin), http_socket=str(self.router_http)))
 
@@ -290,13 +303,20 @@ async def change_latency(s, args):
 
 def throughput(s, args):
     print(f"\n## 3. Requests/s ({args.connections} keep-alive connections, {args.duration:.0f} s, tiny backend)")
-    for n in (10, 500):
-        s.fill(n)
+    print("  (router CPU per request: Caddy's own cost, independent of the Python client's speed)")
+    for n, matcher in ((10, "path_regexp"), (500, "path_regexp"), (500, "path")):
+        s.fill(n, matcher)
         # the route matched last: every other route is checked first
         last = f"/user/u{n - 1:04d}/api"
         for name, url, unix in [("edge", s.edge_url + last, None), ("router directly", "http://x" + last, str(s.router_http))]:
+            if matcher == "path" and name == "edge":
+                continue
+            cpu = s.router.cpu_seconds()
             out = json.loads(load(url, unix, args.connections, args.duration).communicate()[0])
-            print(f"  {n:4d} routes, {name:16s}: {out['rps']:7.0f} req/s, failed {out['failed']}")
+            total = out["ok"] + out["failed"]
+            router_us = (s.router.cpu_seconds() - cpu) / total * 1e6
+            print(f"  {n:4d} routes ({matcher:11s}), {name:16s}: {out['rps']:7.0f} req/s, failed {out['failed']},"
+                  f" router CPU {router_us:5.0f} us/request")
 
 
 async def main(args):

@@ -564,3 +564,48 @@ async def test_websocket_survives_edge_reload(env, client, tmp_path):
             await ws.send_str("after reload")
             msg = await asyncio.wait_for(ws.receive(), 5)
             assert (msg.type, msg.data) == (aiohttp.WSMsgType.TEXT, "alice:after reload")
+
+
+async def test_real_jupyterhub_uses_caddy_proxy(env, client):
+    """JupyterHub itself drives CaddyProxy: startup route check, hub route, login page via the edge."""
+    hub_port = free_port()
+    workdir = env.workdir / "hub"
+    workdir.mkdir()
+    (workdir / "jupyterhub_config.py").write_text(f"""
+c.JupyterHub.proxy_class = "tljh.caddy_proxy.CaddyProxy"
+c.CaddyProxy.admin_socket = {str(env.router_admin)!r}
+c.CaddyProxy.http_socket = {str(env.router_http)!r}
+c.JupyterHub.bind_url = {env.edge_url!r}
+c.JupyterHub.hub_bind_url = "http://127.0.0.1:{hub_port}"
+c.JupyterHub.authenticator_class = "dummy"
+c.JupyterHub.db_url = "sqlite:///{workdir}/jupyterhub.sqlite"
+c.JupyterHub.cookie_secret_file = "{workdir}/cookie_secret"
+c.JupyterHub.cleanup_servers = False
+""")
+    log = open(workdir / "hub.log", "wb")
+    hub = subprocess.Popen([sys.executable, "-m", "jupyterhub", "-f", "jupyterhub_config.py"],
+                           cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert hub.poll() is None, (workdir / "hub.log").read_text()[-3000:]
+            async with client.get(env.edge_url + "/hub/api/") as resp:
+                if resp.status == 200 and "version" in await resp.json(content_type=None):
+                    break
+            assert time.monotonic() < deadline, (workdir / "hub.log").read_text()[-3000:]
+            await asyncio.sleep(0.2)
+        async with client.get(env.edge_url + "/hub/login") as resp:
+            assert resp.status == 200
+            assert "Sign in" in await resp.text() or "login" in (await resp.text()).lower()
+        caddy_routes, _ = CaddyAdmin(str(env.router_admin)).get("/config/apps/http/servers/router/routes")
+        assert [caddy_config.route_info(r) for r in caddy_routes[:-2]] == [
+            {"routespec": "/", "target": f"http://127.0.0.1:{hub_port}", "data": {"hub": True}}
+        ]
+        # the hub reconciled the catch-all to itself
+        assert caddy_config.has_skeleton_tail(caddy_routes, f"http://127.0.0.1:{hub_port}")
+        assert "Traceback" not in (workdir / "hub.log").read_text()
+    finally:
+        hub.terminate()
+        hub.wait(20)
+        log.close()
+        print((workdir / "hub.log").read_text()[-4000:])
