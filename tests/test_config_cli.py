@@ -138,7 +138,10 @@ def test_set_covers_every_documented_key():
         (("set", "limits.cpu", "1.5"), "limits.cpu = 1.5 (1.5 CPUs)"),
         (("set", "auth.type", "github"), "auth.type = github (oauthenticator.github.GitHubOAuthenticator)"),
         (("set", "https.enabled", "yes"), "https.enabled = true"),
-        (("set", "auth.GitHubOAuthenticator.client_secret", "new"), "auth.GitHubOAuthenticator.client_secret = ********"),
+        (
+            ("set", "auth.GitHubOAuthenticator.client_secret", "new"),
+            "auth.GitHubOAuthenticator.client_secret = ********",
+        ),
     ],
 )
 def test_set_says_value_back(capsys, cfg, args, said):
@@ -408,8 +411,12 @@ class FakeSystem:
     def __init__(self, good_configs=None):
         self.calls = []
         self.starts_ok = True
-        self.journal = ["[I 2026 app] starting", "Traceback (most recent call last):",
-                        "ValueError: bad thing in jupyterhub_config", "[E 2026 app] hub failed"]
+        self.journal = [
+            "[I 2026 app] starting",
+            "Traceback (most recent call last):",
+            "ValueError: bad thing in jupyterhub_config",
+            "[E 2026 app] hub failed",
+        ]
         self.good_configs = good_configs
 
     def systemctl(self, *args):
@@ -477,7 +484,9 @@ def test_reload_hub_failure_without_last_good_exits_3(capsys, cfg, fake):
 
 def test_reload_hub_times_out(capsys, cfg, fake, monkeypatch):
     fake.starts_ok = False
-    monkeypatch.setattr(fake, "systemctl", lambda *a: types.SimpleNamespace(returncode=0, stdout="activating\n", stderr=""))
+    monkeypatch.setattr(
+        fake, "systemctl", lambda *a: types.SimpleNamespace(returncode=0, stdout="activating\n", stderr="")
+    )
     monkeypatch.setattr(cli, "_systemctl", fake.systemctl)
     code, _, err = run(capsys, cfg, "reload", "--timeout", "1")
     assert code == 3
@@ -521,7 +530,8 @@ def test_reload_proxy(capsys, cfg, monkeypatch):
     code, _, err = run(capsys, cfg, "reload", "proxy")
     assert code == 1
     assert err == (
-        "error: proxy reload failed, the previous proxy configuration keeps serving: edge refused the config: bad port\n"
+        "error: proxy reload failed, the previous proxy configuration keeps serving: "
+        "edge refused the config: bad port\n"
     )
 
 
@@ -530,7 +540,11 @@ def test_path_constants_reexported_for_plugins():
     from tljh.config import CONFIG_DIR, CONFIG_FILE, HUB_ENV_PREFIX, INSTALL_PREFIX, STATE_DIR, USER_ENV_PREFIX
 
     assert (INSTALL_PREFIX, HUB_ENV_PREFIX, USER_ENV_PREFIX, STATE_DIR, CONFIG_DIR, CONFIG_FILE) == (
-        paths.INSTALL_PREFIX, paths.HUB_ENV_PREFIX, paths.USER_ENV_PREFIX, paths.STATE_DIR, paths.CONFIG_DIR,
+        paths.INSTALL_PREFIX,
+        paths.HUB_ENV_PREFIX,
+        paths.USER_ENV_PREFIX,
+        paths.STATE_DIR,
+        paths.CONFIG_DIR,
         paths.CONFIG_FILE,
     )
 

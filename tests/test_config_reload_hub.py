@@ -4,7 +4,6 @@ The fake "restart" starts `python -m jupyterhub` with a config that applies conf
 tljh.configurer, like the installed hub; the hub answers on a test port under base_url.
 """
 
-import os
 import socket
 import subprocess
 import sys
@@ -30,7 +29,8 @@ class HubUnit:
         self.log = tmp_path / "hub.log"
         self.proc = None
         self.restarts = 0
-        (tmp_path / "memproxy.py").write_text(textwrap.dedent("""
+        (tmp_path / "memproxy.py").write_text(
+            textwrap.dedent("""
             from jupyterhub.proxy import Proxy
 
             class MemProxy(Proxy):
@@ -45,8 +45,10 @@ class HubUnit:
 
                 async def get_all_routes(self):
                     return dict(self.routes)
-        """))
-        (tmp_path / "jupyterhub_config.py").write_text(textwrap.dedent(f"""
+        """)
+        )
+        (tmp_path / "jupyterhub_config.py").write_text(
+            textwrap.dedent(f"""
             import sys
             sys.path.insert(0, {str(tmp_path)!r})
             from tljh import configurer
@@ -64,7 +66,8 @@ class HubUnit:
             configurer.apply_config(config, c)
             c.JupyterHub.services = []
             c.JupyterHub.load_roles = []
-        """))
+        """)
+        )
 
     def systemctl(self, verb, unit):
         assert unit == "jupyterhub"
@@ -75,7 +78,9 @@ class HubUnit:
                 log.write(f"-- restart {self.restarts} --\n")
                 self.proc = subprocess.Popen(
                     [sys.executable, "-m", "jupyterhub", "-f", str(self.dir / "jupyterhub_config.py")],
-                    cwd=self.dir, stdout=log, stderr=subprocess.STDOUT,
+                    cwd=self.dir,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
                 )
             return types.SimpleNamespace(returncode=0, stdout="", stderr="")
         if verb == "is-active":

@@ -39,8 +39,16 @@ def test_does_not_mutate_input():
 
 
 def test_users():
-    c = applied({"users": {"admin": ["a"], "allowed": ["b", "c"], "banned": ["m"],
-                           "extra_user_groups": {"research": ["a", "b"], "empty": []}}})
+    c = applied(
+        {
+            "users": {
+                "admin": ["a"],
+                "allowed": ["b", "c"],
+                "banned": ["m"],
+                "extra_user_groups": {"research": ["a", "b"], "empty": []},
+            }
+        }
+    )
     assert c.Authenticator.admin_users == {"a"}
     assert c.Authenticator.allowed_users == {"b", "c"}
     assert c.Authenticator.blocked_users == {"m"}
@@ -51,7 +59,13 @@ def test_users():
 
 @pytest.mark.parametrize(
     "memory,nbytes",
-    [("1G", 1024**3), ("4096M", 4 * 1024**3), (4096, 4 * 1024**3), ("100M", 100 * 1024**2), ("1.5G", int(1.5 * 1024**3))],
+    [
+        ("1G", 1024**3),
+        ("4096M", 4 * 1024**3),
+        (4096, 4 * 1024**3),
+        ("100M", 100 * 1024**2),
+        ("1.5G", int(1.5 * 1024**3)),
+    ],
 )
 def test_memory_limit_in_bytes(memory, nbytes):
     assert applied({"limits": {"memory": memory}}).Spawner.mem_limit == nbytes
@@ -82,9 +96,19 @@ def test_base_url(base_url, expected):
 
 
 def test_auth_type_and_traits():
-    c = applied({"auth": {"type": "oauthenticator.github.GitHubOAuthenticator",
-                          "GitHubOAuthenticator": {"client_id": "id", "client_secret": "s", "scope": None,
-                                                   "allowed_organizations": ["org"]}}})
+    c = applied(
+        {
+            "auth": {
+                "type": "oauthenticator.github.GitHubOAuthenticator",
+                "GitHubOAuthenticator": {
+                    "client_id": "id",
+                    "client_secret": "s",
+                    "scope": None,
+                    "allowed_organizations": ["org"],
+                },
+            }
+        }
+    )
     assert c.JupyterHub.authenticator_class == "oauthenticator.github.GitHubOAuthenticator"
     assert c.GitHubOAuthenticator.client_id == "id"
     assert c.GitHubOAuthenticator.allowed_organizations == ["org"]
@@ -116,13 +140,32 @@ def test_dummy_allows_any_login_by_itself():
 
 
 def test_culler_service_and_role():
-    c = applied({"services": {"cull": {"timeout": 60, "every": 10, "concurrency": 2, "max_age": 7200,
-                                       "users": True, "remove_named_servers": True}}})
+    c = applied(
+        {
+            "services": {
+                "cull": {
+                    "timeout": 60,
+                    "every": 10,
+                    "concurrency": 2,
+                    "max_age": 7200,
+                    "users": True,
+                    "remove_named_servers": True,
+                }
+            }
+        }
+    )
     (service,) = c.JupyterHub.services
     assert service["name"] == "cull-idle"
     assert service["command"] == [
-        sys.executable, "-m", "jupyterhub_idle_culler", "--timeout=60", "--cull-every=10", "--concurrency=2",
-        "--max-age=7200", "--cull-users=true", "--remove-named-servers=true",
+        sys.executable,
+        "-m",
+        "jupyterhub_idle_culler",
+        "--timeout=60",
+        "--cull-every=10",
+        "--concurrency=2",
+        "--max-age=7200",
+        "--cull-users=true",
+        "--remove-named-servers=true",
     ]
     (role,) = c.JupyterHub.load_roles
     assert role["services"] == ["cull-idle"]
@@ -137,12 +180,17 @@ def test_culler_without_user_culling_has_no_admin_scope():
 def test_culler_command_is_accepted_by_the_culler():
     from jupyterhub_idle_culler import IdleCuller
 
-    cmd = configurer.culler_command(schema.effective_config({"services": {"cull": {"timeout": 61, "users": True}}})
-                                    ["services"]["cull"])
+    cmd = configurer.culler_command(
+        schema.effective_config({"services": {"cull": {"timeout": 61, "users": True}}})["services"]["cull"]
+    )
     app = IdleCuller()
     app.parse_command_line(cmd[3:])
     assert (app.timeout, app.cull_every, app.concurrency, app.cull_users, app.remove_named_servers) == (
-        61, 60, 5, True, False
+        61,
+        60,
+        5,
+        True,
+        False,
     )
 
 
@@ -184,8 +232,11 @@ def test_invalid_values_stop_the_hub_with_one_clear_line():
     msg = str(e.value)
     assert "\n" not in msg
     assert msg.startswith("config.yaml: ")
-    for part in ("limits.memory: expected a memory size", "limits.cpu: expected a number",
-                 "user_environment.default_app: must be one of"):
+    for part in (
+        "limits.memory: expected a memory size",
+        "limits.cpu: expected a number",
+        "user_environment.default_app: must be one of",
+    ):
         assert part in msg
 
 
@@ -193,8 +244,13 @@ def test_unknown_keys_are_logged_not_fatal(caplog):
     import logging
 
     with caplog.at_level(logging.WARNING, logger="tljh"):
-        c = applied({"limts": {"memory": "1G"}, "traefik_api": {"port": 8099},
-                     "auth": {"GitHubOAuthenticator": {"client_idd": "x"}}})
+        c = applied(
+            {
+                "limts": {"memory": "1G"},
+                "traefik_api": {"port": 8099},
+                "auth": {"GitHubOAuthenticator": {"client_idd": "x"}},
+            }
+        )
     assert c.Spawner.mem_limit is None
     text = caplog.text
     assert "limts: unknown key (did you mean limits?) (ignored)" in text

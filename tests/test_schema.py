@@ -116,12 +116,26 @@ def test_valid_full_config_has_no_problems():
         "users": {"admin": ["a"], "allowed": ["b"], "banned": ["c"], "extra_user_groups": {"research": ["a"]}},
         "limits": {"memory": "4G", "cpu": 1.5},
         "user_environment": {"default_app": "classic"},
-        "services": {"cull": {"enabled": False, "timeout": 60, "every": 10, "concurrency": 1, "users": True,
-                              "max_age": 3600, "remove_named_servers": True}},
+        "services": {
+            "cull": {
+                "enabled": False,
+                "timeout": 60,
+                "every": 10,
+                "concurrency": 1,
+                "users": True,
+                "max_age": 3600,
+                "remove_named_servers": True,
+            }
+        },
         "http": {"address": "", "port": 8080},
-        "https": {"enabled": True, "address": "", "port": 8443, "tls": {"cert": "/c.pem", "key": "/k.pem"},
-                  "letsencrypt": {"email": "a@b.c", "domains": ["hub.example"], "staging": True},
-                  "acme": {"directory": "https://127.0.0.1:14000/dir", "trusted_roots": ["/etc/ca.pem"]}},
+        "https": {
+            "enabled": True,
+            "address": "",
+            "port": 8443,
+            "tls": {"cert": "/c.pem", "key": "/k.pem"},
+            "letsencrypt": {"email": "a@b.c", "domains": ["hub.example"], "staging": True},
+            "acme": {"directory": "https://127.0.0.1:14000/dir", "trusted_roots": ["/etc/ca.pem"]},
+        },
     }
     assert schema.validate_config(config) == []
 
@@ -140,7 +154,10 @@ def test_valid_full_config_has_no_problems():
         ({"http": {"port": 70000}}, "http.port: must be at most 65535"),
         ({"https": {"enabled": "yes"}}, "https.enabled: expected true or false, got 'yes'"),
         ({"base_url": "jhub"}, "base_url: expected a URL path starting with /"),
-        ({"user_environment": {"default_app": "lab"}}, "user_environment.default_app: must be one of jupyterlab, classic"),
+        (
+            {"user_environment": {"default_app": "lab"}},
+            "user_environment.default_app: must be one of jupyterlab, classic",
+        ),
         ({"services": {"cull": {"timeout": 0}}}, "services.cull.timeout: must be at least 1"),
         ({"services": {"cull": {"every": "10"}}}, "services.cull.every: expected a whole number"),
         ({"users": {"extra_user_groups": {"Bad Group": []}}}, "is not a Unix group name"),
@@ -151,13 +168,22 @@ def test_valid_full_config_has_no_problems():
         ({"auth": {"type": "jupyterhub.spawner.Spawner"}}, "is not a JupyterHub Authenticator class"),
         ({"auth": {"tpye": "dummy"}}, "unknown key auth.tpye (did you mean type?)"),
         ({"auth": {"GitHubOAuthenticator": {"client_idd": "x"}}}, "client_idd (did you mean client_id?)"),
-        ({"auth": {"GitHubOAuthenticator": {"client_secret": 3}}}, "auth.GitHubOAuthenticator.client_secret: expected a unicode string"),
-        ({"auth": {"FirstUseAuthenticator": {"create_users": "maybe"}}}, "auth.FirstUseAuthenticator.create_users: expected"),
+        (
+            {"auth": {"GitHubOAuthenticator": {"client_secret": 3}}},
+            "auth.GitHubOAuthenticator.client_secret: expected a unicode string",
+        ),
+        (
+            {"auth": {"FirstUseAuthenticator": {"create_users": "maybe"}}},
+            "auth.FirstUseAuthenticator.create_users: expected",
+        ),
         ({"auth": {"GitHubOAuthentcator": {}}}, "did you mean GitHubOAuthenticator?"),
         ({"auth": {"SystemdSpawner": {"mem_limit": 1}}}, "unknown key auth.SystemdSpawner"),
         ([1, 2], "must be a mapping"),
         ({"http": {"address": "nope"}}, "http.address: expected an IP address"),
-        ({"https": {"letsencrypt": {"domains": ["ok.example", "a b"]}}}, "https.letsencrypt.domains[1]: expected a domain name"),
+        (
+            {"https": {"letsencrypt": {"domains": ["ok.example", "a b"]}}},
+            "https.letsencrypt.domains[1]: expected a domain name",
+        ),
         ({"https": {"letsencrypt": {"email": "x"}}}, "https.letsencrypt.email: expected an email address"),
         ({"https": {"tls": {"key": "rel.pem"}}}, "https.tls.key: expected an absolute path"),
         ({"users": {"admin": [""]}}, "users.admin[0]: must not be empty"),
@@ -238,10 +264,17 @@ def test_non_config_trait_refused():
 
 def test_auth_class_of_custom_auth_type_resolves_from_mro():
     # auth.type names a subclass; its parents' names are valid sections too
-    assert schema.validate_config(
-        {"auth": {"type": "oauthenticator.github.LocalGitHubOAuthenticator",
-                  "LocalGitHubOAuthenticator": {"create_system_users": True}}}
-    ) == []
+    assert (
+        schema.validate_config(
+            {
+                "auth": {
+                    "type": "oauthenticator.github.LocalGitHubOAuthenticator",
+                    "LocalGitHubOAuthenticator": {"create_system_users": True},
+                }
+            }
+        )
+        == []
+    )
 
 
 # ---------------------------------------------------------------------------- value parsing
@@ -287,8 +320,10 @@ def test_memory_said_back():
     )
 
 
-@pytest.mark.parametrize("raw,value", [("true", True), ("yes", True), ("On", True), ("false", False),
-                                        ("no", False), ("OFF", False), ("0", False)])
+@pytest.mark.parametrize(
+    "raw,value",
+    [("true", True), ("yes", True), ("On", True), ("false", False), ("no", False), ("OFF", False), ("0", False)],
+)
 def test_bool(raw, value):
     assert schema.parse_scalar({"type": "boolean"}, raw) is value
 
@@ -347,10 +382,14 @@ def test_lookup_kinds():
 
 def test_secret_masking():
     masked = schema.mask_secrets(
-        {"auth": {"GitHubOAuthenticator": {"client_secret": "s", "client_id": "id", "token_url": "https://t"},
-                  "LDAPAuthenticator": {"lookup_dn_search_password": "p", "bind_password": ""},
-                  "NativeAuthenticator": {"check_common_password": True}},
-         "traefik_api": {"password": "x"}}
+        {
+            "auth": {
+                "GitHubOAuthenticator": {"client_secret": "s", "client_id": "id", "token_url": "https://t"},
+                "LDAPAuthenticator": {"lookup_dn_search_password": "p", "bind_password": ""},
+                "NativeAuthenticator": {"check_common_password": True},
+            },
+            "traefik_api": {"password": "x"},
+        }
     )
     gh = masked["auth"]["GitHubOAuthenticator"]
     assert gh == {"client_secret": schema.MASK, "client_id": "id", "token_url": "https://t"}

@@ -21,7 +21,6 @@ import argparse
 import importlib
 import io
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -34,12 +33,13 @@ from . import schema
 from .config_file import (
     ConfigFileError,
     append_item,
-    set_key,
     dump_document,
     load_config,
     load_document,
     locked,
+    parse_document,
     read_text,
+    set_key,
     to_plain,
     update_document,
     write_atomic,
@@ -156,21 +156,17 @@ def _check_new_problems(before_doc, after_doc, key):
         raise Refused(f"{new_errors[0]}{more}")
     old_errors = [p for p in schema.errors_only(after) if str(p) in before]
     if old_errors:
-        _warn(f"config.yaml has other problems, left as they were: {old_errors[0]}"
-              + (f" (and {len(old_errors) - 1} more)" if len(old_errors) > 1 else ""))
+        _warn(
+            f"config.yaml has other problems, left as they were: {old_errors[0]}"
+            + (f" (and {len(old_errors) - 1} more)" if len(old_errors) > 1 else "")
+        )
     for p in after:
         if p.severity == "warning" and (key.startswith(p.key + ".") or key == p.key):
             _warn(p.message)
 
 
 def _snapshot(doc):
-    return load_document_from_text(dump_document(doc))
-
-
-def load_document_from_text(text):
-    from .config_file import parse_document
-
-    return parse_document(text)
+    return parse_document(dump_document(doc))
 
 
 def _edit(config_path, key, change):
@@ -394,7 +390,7 @@ def _journal(since: float) -> list[str]:
 def relevant_journal_lines(lines, limit=8) -> list[str]:
     """The lines of a failed start that explain it: errors and the end of a traceback, else the last lines."""
     keys = ("Traceback", "Error", "error", "[E ", "[C ", "CRITICAL", "Exception", "failed", "Failed")
-    picked = [l for l in lines if any(k in l for k in keys)]
+    picked = [line for line in lines if any(k in line for k in keys)]
     return (picked or lines)[-limit:]
 
 
@@ -455,7 +451,9 @@ def preflight(config: dict):
             except Exception:  # noqa: BLE001
                 valid = True  # needs the running hub; let it decide
             if not valid:
-                raise Refused(f"users.{key}: {name!r} is not a valid username for {cls.__name__}; the hub would not start")
+                raise Refused(
+                    f"users.{key}: {name!r} is not a valid username for {cls.__name__}; the hub would not start"
+                )
 
 
 def record_last_good(config_path=CONFIG_FILE, last_good=None):
@@ -587,7 +585,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("key", metavar="KEY", help="e.g. users.admin or users.extra_user_groups.GROUP")
     s.add_argument("value", metavar="VALUE")
 
-    s = sub.add_parser("remove-item", help="remove a value from a list", description="Remove VALUE from the list at KEY.")
+    s = sub.add_parser(
+        "remove-item", help="remove a value from a list", description="Remove VALUE from the list at KEY."
+    )
     s.add_argument("key", metavar="KEY")
     s.add_argument("value", metavar="VALUE")
 

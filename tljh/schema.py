@@ -28,7 +28,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-
 DEFAULT_AUTHENTICATOR = "firstuseauthenticator.FirstUseAuthenticator"
 
 # Authenticators installed with the hub: (short name for auth.type, class name, docs URL).
@@ -335,7 +334,7 @@ def _build_schema() -> dict:
                         "type": "string",
                         "default": "",
                         "description": "IP address to listen on for HTTP; empty means all addresses.",
-                "x-tljh-ip-address": True,
+                        "x-tljh-ip-address": True,
                     },
                     "port": {
                         "type": "integer",
@@ -420,9 +419,7 @@ def normalize_memory(value) -> str | None:
     else:
         m = _MEMORY_RE.match(str(value))
         if not m:
-            raise ValueParseError(
-                f"expected a memory size like 4G, 512M or 4096 (megabytes), got {value!r}"
-            )
+            raise ValueParseError(f"expected a memory size like 4G, 512M or 4096 (megabytes), got {value!r}")
         number, unit = float(m.group(1)), (m.group(2) or "M").upper()
     if number <= 0:
         raise ValueParseError("memory limit must be more than 0 (use none for no limit)")
@@ -496,7 +493,7 @@ def _parse_list(raw: str) -> list:
             try:
                 value = YAML(typ="safe", pure=True).load(text)
             except Exception as e:  # noqa: BLE001 - any YAML problem is the admin's input
-                raise ValueParseError(f"expected a list like [a, b], got {raw!r} ({e.__class__.__name__})")
+                raise ValueParseError(f"expected a list like [a, b], got {raw!r} ({e.__class__.__name__})") from None
         if not isinstance(value, list):
             raise ValueParseError(f"expected a list like [a, b], got {raw!r}")
         return value
@@ -764,6 +761,7 @@ _EXTENSIONS = {
     "x-tljh-authenticator-class": _ext_authenticator_class,
 }
 
+
 def _validation_error(message):
     from jsonschema.exceptions import ValidationError
 
@@ -826,11 +824,13 @@ def _message(error, schema: dict) -> Problem:
         full = f"{key}.{bad}" if key else bad
         return Problem(full, f"unknown key{did_you_mean(bad, parent)}", unknown_key=True)
     if v == "type":
-        return Problem(key, f"expected {node.get('x-tljh-expect') or _type_words(error.validator_value)}, "
-                       f"got {error.instance!r}")
+        return Problem(
+            key, f"expected {node.get('x-tljh-expect') or _type_words(error.validator_value)}, got {error.instance!r}"
+        )
     if v == "enum":
         choices = ", ".join(str(c) for c in error.validator_value)
-        return Problem(key, f"must be one of {choices}, got {error.instance!r}{did_you_mean(str(error.instance), map(str, error.validator_value))}")
+        hint = did_you_mean(str(error.instance), [str(c) for c in error.validator_value])
+        return Problem(key, f"must be one of {choices}, got {error.instance!r}{hint}")
     if "propertyNames" in error.schema_path:
         expect = node.get("propertyNames", {}).get("x-tljh-expect", "a valid name")
         return Problem(f"{key}.{error.instance}", f"{error.instance!r} is not {expect}")
@@ -840,8 +840,12 @@ def _message(error, schema: dict) -> Problem:
             return Problem(key, f"{error.instance!r} is not {expect or 'a valid name'}")
         return Problem(key, f"expected {expect or 'a value matching ' + error.validator_value}, got {error.instance!r}")
     if v in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
-        words = {"minimum": "at least", "exclusiveMinimum": "more than", "maximum": "at most",
-                 "exclusiveMaximum": "less than"}[v]
+        words = {
+            "minimum": "at least",
+            "exclusiveMinimum": "more than",
+            "maximum": "at most",
+            "exclusiveMaximum": "less than",
+        }[v]
         return Problem(key, f"must be {words} {error.validator_value}, got {error.instance!r}")
     if v == "minLength":
         return Problem(key, "must not be empty")
@@ -1102,7 +1106,7 @@ def describe_value(key: str, value) -> str:
         return f"{key} = {'true' if value else 'false'}"
     if isinstance(value, list):
         return f"{key} = [{', '.join(str(v) for v in value)}]"
-    if isinstance(value, str) and is_secret_name(key.rsplit('.', 1)[-1]) and value:
+    if isinstance(value, str) and is_secret_name(key.rsplit(".", 1)[-1]) and value:
         return f"{key} = {MASK}"
     return f"{key} = {value}"
 
@@ -1168,8 +1172,12 @@ def render_reference(include_authenticator_traits: bool = False) -> str:
                 for t, tnode in sub.get("properties", {}).items():
                     rows.append((f"{key}.{t}", tnode))
             elif sub.get("type") == "object" and isinstance(sub.get("additionalProperties"), dict):
-                rows.append((f"{key}.<group>", {**sub, "type": "array", "items": sub["additionalProperties"]["items"],
-                                               "default": []}))
+                rows.append(
+                    (
+                        f"{key}.<group>",
+                        {**sub, "type": "array", "items": sub["additionalProperties"]["items"], "default": []},
+                    )
+                )
             else:
                 rows.append((key, sub))
         if rows:
@@ -1193,9 +1201,11 @@ def render_reference(include_authenticator_traits: bool = False) -> str:
                 lines.append("")
             section(sub, key + ".", depth + 1)
             if key == "auth":
-                lines.append("`auth.<Class>.<trait>` sets any configurable trait of an authenticator class "
-                             "(`c.<Class>.<trait>` in JupyterHub); the trait must exist and the value is checked "
-                             "by the trait itself. Bundled authenticators:")
+                lines.append(
+                    "`auth.<Class>.<trait>` sets any configurable trait of an authenticator class "
+                    "(`c.<Class>.<trait>` in JupyterHub); the trait must exist and the value is checked "
+                    "by the trait itself. Bundled authenticators:"
+                )
                 lines.append("")
                 lines.append("| `auth.type` short name | Class (`auth.<Class>.*`) | Documentation |")
                 lines.append("|---|---|---|")
@@ -1223,7 +1233,9 @@ def render_authenticator_reference() -> str:
         lines.append("|---|---|---|---|")
         for name, trait in sorted(config_traits(cls).items()):
             if name not in cls.__dict__ and not any(
-                name in k.__dict__ for k in cls.__mro__ if k.__name__ not in ("Authenticator", "LocalAuthenticator")
+                name in k.__dict__
+                for k in cls.__mro__
+                if k.__name__ not in ("Authenticator", "LocalAuthenticator")
                 and k.__module__.split(".")[0] != "traitlets"
             ):
                 continue
