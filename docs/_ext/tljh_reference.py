@@ -520,30 +520,34 @@ def render_files():
         "",
         "## Paths",
         "",
-        "| Path | Kind | Mode | What | Name in the code |",
-        "|---|---|---|---|---|",
+        "| Path | Mode | What (and where the code names it) |",
+        "|---|---|---|",
     ]
+
+    def row(value, kind, mode, note, source):
+        return f"| {code(value)} | {code(mode) if mode else ''} | {kind.capitalize()}. {note} ({code(source)}) |"
+
     for name, value in constants.items():
         kind, mode, note = PATH_NOTES[name]
-        lines.append(f"| {code(value)} | {kind} | {code(mode) if mode else ''} | {note} | `tljh.paths.{name}` |")
+        lines.append(row(value, kind, mode, note, f"tljh.paths.{name}"))
     for module_name, name, kind, mode, note in MODULE_PATHS:
         value = getattr(_import(module_name, "the files reference"), name, None)
         if not isinstance(value, str):
             _fail(f"{module_name}.{name} no longer exists", "Update MODULE_PATHS in docs/_ext/tljh_reference.py")
-        lines.append(f"| {code(value)} | {kind} | {code(mode)} | {note} | `{module_name}.{name}` |")
+        lines.append(row(value, kind, mode, note, f"{module_name}.{name}"))
     for shown, needles, source, kind, mode, note in LITERAL_PATHS:
         text = (REPO_ROOT / source).read_text()
         missing = [needle for needle in needles if needle not in text]
         if missing:
             _fail(f"{source} no longer contains {missing} (for {shown})",
                   "Update LITERAL_PATHS in docs/_ext/tljh_reference.py")
-        lines.append(f"| {code(shown)} | {kind} | {code(mode) if mode else ''} | {note} | `{source}` |")
+        lines.append(row(shown, kind, mode, note, source))
     sudoers = getattr(installer, "SUDOERS_FILE", None)
     if not sudoers:
         _fail("tljh.installer.SUDOERS_FILE is missing", "The files reference documents the sudoers drop-in")
     lines += [
-        f"| {code(sudoers)} | file | `0440` | Passwordless sudo for `{user.ADMINS_GROUP}` (checked with "
-        "`visudo -c` before it is put in place). | `tljh.installer.SUDOERS_FILE` |",
+        row(sudoers, "file", "0440", f"Passwordless sudo for `{user.ADMINS_GROUP}`, checked with `visudo -c` "
+            "before it is put in place.", "tljh.installer.SUDOERS_FILE"),
         "",
         "## Unix users and groups",
         "",
