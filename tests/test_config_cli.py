@@ -554,3 +554,13 @@ def test_console_script_entry_point():
 
     (ep,) = [e for e in entry_points(group="console_scripts") if e.name == "tljh-config"]
     assert ep.value == "tljh.config:main"
+
+
+def test_reload_hub_reminds_about_proxy_settings(capsys, cfg, fake):
+    assert run(capsys, cfg, "reload")[0] == 0
+    run(capsys, cfg, "set", "https.enabled", "true")
+    code, out, _ = run(capsys, cfg, "reload")
+    assert code == 0
+    assert "run `sudo tljh-config reload proxy` to apply them" in out
+    code, out, _ = run(capsys, cfg, "reload")
+    assert "reload proxy" not in out

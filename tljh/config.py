@@ -471,19 +471,33 @@ def _restart_and_wait(config, timeout):
     return since, _wait_for_hub(hub_api_url(config), timeout)
 
 
+def _proxy_note(effective, last_good):
+    """A reminder when http/https changed since the last good configuration (the hub does not apply them)."""
+    try:
+        before = schema.effective_config(load_config(last_good)) if os.path.exists(last_good) else None
+    except ConfigFileError:
+        return ""
+    if before and any(before[k] != effective[k] for k in ("http", "https")):
+        return "\nhttp/https settings changed: run `sudo tljh-config reload proxy` to apply them"
+    return ""
+
+
 def reload_hub(config_path=CONFIG_FILE, timeout=DEFAULT_RELOAD_TIMEOUT, last_good=None):
     """Validate, restart the hub, wait until it answers; on failure restore the last good config."""
     last_good = last_good or LAST_GOOD_FILE
+    config_path = str(config_path)
     try:
         text = read_text(config_path)
-        config = load_config(config_path)
+        config = to_plain(parse_document(text, config_path))
     except ConfigFileError as e:
         raise Refused(str(e)) from None
     preflight(config)
-    since, failure = _restart_and_wait(schema.effective_config(config), timeout)
+    effective = schema.effective_config(config)
+    since, failure = _restart_and_wait(effective, timeout)
     if failure is None:
-        record_last_good(config_path, last_good)
-        return f"hub reloaded: answering at {hub_api_url(schema.effective_config(config))}"
+        note = _proxy_note(effective, last_good)
+        write_atomic(last_good, text, mode=0o600)
+        return f"hub reloaded: answering at {hub_api_url(effective)}" + note
 
     details = [f"  {line}" for line in relevant_journal_lines(_journal(since))]
     if not os.path.exists(last_good):
