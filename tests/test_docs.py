@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
 sys.path.insert(0, str(DOCS / "_ext"))
 
+import doc_commands as doc_commands_module  # noqa: E402
 import tljh_reference  # noqa: E402
 
 from tljh import installer, paths, schema  # noqa: E402
@@ -255,42 +256,11 @@ def test_every_path_and_unit_is_in_the_reference(built):
 
 def doc_commands(prefix):
     """Every command line starting with `prefix` inside a fenced code block of the hand-written pages."""
-    found = []
-    for md in sorted(DOCS.rglob("*.md")):
-        if "_build" in md.parts or md.parent.name == "reference":
-            continue
-        in_fence = False
-        for number, line in enumerate(md.read_text().splitlines(), 1):
-            stripped = line.strip()
-            if stripped.startswith("```"):
-                in_fence = not in_fence
-                continue
-            if in_fence and stripped.startswith(prefix):
-                found.append((f"{md.relative_to(DOCS)}:{number}", stripped))
-    return found
+    return doc_commands_module.commands(prefix=prefix)
 
 
 def _concrete(command):
-    """Placeholders like <client-id> become sample values a person would type."""
-    samples = {
-        "<client-id>": "abc123",
-        "<client-secret>": "s3cret",
-        "<github-user-name>": "octocat",
-        "<user-name>": "alice",
-        "<name>": "alice",
-        "<authenticator>": "dummy",
-        "<org-name>": "my-org",
-        "<hub-domain>": "hub.example.org",
-        "<provider>": "login.example.org",
-        "<ClassName>": "DummyAuthenticator",
-        "<setting>": "allow_all",
-        "<value>": "true",
-        "<admin-name>": "alice",
-        "<plugin-spec>": "tljh-course-tools",
-    }
-    for placeholder, value in samples.items():
-        command = command.replace(placeholder, value)
-    return command
+    return doc_commands_module.concrete(command)
 
 
 def test_docs_have_tljh_config_commands():
@@ -318,7 +288,6 @@ def test_documented_tljh_config_commands_are_accepted(tmp_path, monkeypatch, pag
     for where, command in doc_commands("sudo tljh-config"):
         if where.rsplit(":", 1)[0] != page:
             continue
-        command = command.split(" #", 1)[0]
         args = shlex.split(_concrete(command))[2:]
         assert "<" not in " ".join(args), f"{where}: placeholder without a sample value in {command!r}"
         parsed = parser.parse_args(args)
