@@ -57,11 +57,14 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("os_name", oses, ids=oses, scope="session")
 
 
-@pytest.fixture(autouse=True)
+NOT_ROOT = "integration tests boot systemd-nspawn machines and need root: run `sudo ./test.sh`"
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _require_root():
+    """Never skip for lack of root: every integration test fails with this message instead."""
     if os.geteuid() != 0:
-        pytest.fail("integration tests boot systemd-nspawn machines and need root: run `sudo ./test.sh`",
-                    pytrace=False)
+        pytest.fail(NOT_ROOT, pytrace=False)
 
 
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)
@@ -75,6 +78,8 @@ def pytest_runtest_makereport(item, call):
 def host_lock():
     """Held for the whole session once a test needs a machine: one integration run at a time on this host,
     because machines share the host's network (ports 80, 443, ...). TLJH_TEST_NO_HOST_LOCK=1 skips it."""
+    if os.geteuid() != 0:
+        pytest.fail(NOT_ROOT, pytrace=False)
     with machine_lib.host_lock(f"pytest {' '.join(sys.argv[1:])[:100]}"):
         yield
 

@@ -540,7 +540,8 @@ class Machine:
             except OSError:
                 continue
             m = re.search(r"^NSpid:\s*(.*)$", status, re.M)
-            if m and m.group(1).split()[-1] == "1":
+            # until it execs systemd, the guest's PID 1 is nspawn's inner child still setting up mounts
+            if m and m.group(1).split()[-1] == "1" and re.search(r"^Name:\s*systemd$", status, re.M):
                 return child
         return None
 
@@ -585,6 +586,11 @@ class Machine:
                            capture_output=True, text=True)
         if r.returncode != 0:
             raise MachineError(f"could not remount the guest's cgroup controllers rw: {r.stderr.strip()}")
+        ro = [line.split()[4] for line in Path(f"/proc/{pid1}/mountinfo").read_text().splitlines()
+              if line.split()[4].startswith("/sys/fs/cgroup/") and line.split()[4].rsplit("/", 1)[1] in
+              CGROUP_CONTROLLERS and "ro" in line.split()[5].split(",")]
+        if ro:
+            raise MachineError(f"the guest's cgroup controllers are still read-only: {ro}")
         # the guest's systemd must re-detect its cgroup setup; wait until it answers on its bus
         deadline = time.monotonic() + 60
         while True:
