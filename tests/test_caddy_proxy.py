@@ -609,3 +609,111 @@ c.JupyterHub.cleanup_servers = False
         hub.wait(20)
         log.close()
         print((workdir / "hub.log").read_text()[-4000:])
+
+
+def make_ca_and_cert(d):
+    """A CA and a 127.0.0.1/localhost certificate it signed (for pebble's own listener)."""
+    def run(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
+
+    run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
+        "-subj", "/CN=tljh test CA", "-keyout", "ca.key", "-out", "ca.pem")
+    run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-subj", "/CN=localhost", "-keyout", "pebble.key", "-out", "pebble.csr")
+    (d / "san.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    run("x509", "-req", "-in", "pebble.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        "-days", "1", "-extfile", "san.ext", "-out", "pebble.pem")
+    return d / "ca.pem"
+
+
+@pytest.fixture
+def pebble(tmp_path):
+    """A local ACME CA (Debian's pebble + pebble-challtestsrv resolving every name to 127.0.0.1)."""
+    if not (shutil.which("pebble") and shutil.which("pebble-challtestsrv")):
+        pytest.skip("pebble not installed (apt install pebble)")
+    d = tmp_path / "pebble"
+    d.mkdir()
+    ca = make_ca_and_cert(d)
+    ports = {k: free_port() for k in ("acme", "mgmt", "dns", "dnsmgmt", "http", "https")}
+    (d / "pebble.json").write_text(json.dumps({"pebble": {
+        "listenAddress": f"127.0.0.1:{ports['acme']}",
+        "managementListenAddress": f"127.0.0.1:{ports['mgmt']}",
+        "certificate": str(d / "pebble.pem"), "privateKey": str(d / "pebble.key"),
+        "httpPort": ports["http"], "tlsPort": ports["https"],
+        "ocspResponderURL": "", "externalAccountBindingRequired": False,
+    }}))
+    log = open(d / "pebble.log", "wb")
+    procs = [
+        subprocess.Popen(["pebble-challtestsrv", "-defaultIPv4", "127.0.0.1", "-defaultIPv6", "",
+                          "-dns01", f"127.0.0.1:{ports['dns']}", "-management", f"127.0.0.1:{ports['dnsmgmt']}",
+                          "-http01", "", "-https01", "", "-tlsalpn01", ""],
+                         stdout=log, stderr=subprocess.STDOUT),
+        subprocess.Popen(["pebble", "-config", str(d / "pebble.json"), "-dnsserver", f"127.0.0.1:{ports['dns']}"],
+                         stdout=log, stderr=subprocess.STDOUT,
+                         env=dict(os.environ, PEBBLE_VA_NOSLEEP="1", PEBBLE_WFE_NONCEREJECT="0")),
+    ]
+    import ssl
+    import urllib.request
+
+    ctx = ssl.create_default_context(cafile=str(ca))
+
+    def up():
+        try:
+            urllib.request.urlopen(f"https://127.0.0.1:{ports['acme']}/dir", context=ctx, timeout=1).read()
+            return True
+        except OSError:
+            return False
+
+    try:
+        wait_for(up, what="pebble")
+        yield {"ca": ca, "ports": ports, "directory": f"https://127.0.0.1:{ports['acme']}/dir",
+               "root": lambda: urllib.request.urlopen(
+                   f"https://127.0.0.1:{ports['mgmt']}/roots/0", context=ctx).read().decode()}
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(10)
+        log.close()
+
+
+async def test_https_acme_certificate_from_local_ca(env, pebble, tmp_path):
+    """HTTPS on: the edge gets a certificate from an ACME CA, serves the hub over it, redirects HTTP."""
+    import ssl
+
+    ports = pebble["ports"]
+    settings = {
+        "http": {"address": "127.0.0.1", "port": ports["http"]},
+        "https": {"enabled": True, "address": "127.0.0.1", "port": ports["https"],
+                  "letsencrypt": {"email": "admin@hub.test", "domains": ["hub.test"]},
+                  "acme": {"directory": pebble["directory"], "trusted_roots": [str(pebble["ca"])]}},
+    }
+    await asyncio.to_thread(proxy_service.reload_proxy, settings, path=str(env.edge_file), **env.edge_paths())
+    (tmp_path / "root.pem").write_text(pebble["root"]())
+    ctx = ssl.create_default_context(cafile=str(tmp_path / "root.pem"))
+
+    def https_get():
+        with socket.create_connection(("127.0.0.1", ports["https"]), timeout=5) as raw:
+            with ctx.wrap_socket(raw, server_hostname="hub.test") as s:
+                return raw_get(s, "/hub/login"), s.getpeercert()
+
+    def served():
+        try:
+            return https_get()
+        except (ssl.SSLError, OSError):
+            return None
+
+    deadline = time.monotonic() + 30
+    while (result := await asyncio.to_thread(served)) is None:
+        assert time.monotonic() < deadline, (env.workdir / "edge.log").read_text()[-3000:]
+        await asyncio.sleep(0.2)
+    status, cert = result
+    assert status == 200
+    assert ("DNS", "hub.test") in cert["subjectAltName"]
+    # certificates live in the edge's storage (root-only state)
+    assert list((env.workdir / "edge-storage" / "certificates").rglob("hub.test.crt"))
+
+    with socket.create_connection(("127.0.0.1", ports["http"])) as s:
+        s.sendall(b"GET /hub/x HTTP/1.1\r\nHost: hub.test\r\n\r\n")
+        head = s.recv(4096).decode()
+    assert head.startswith("HTTP/1.1 308")
+    assert f"Location: https://hub.test:{ports['https']}/hub/x" in head
