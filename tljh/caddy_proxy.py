@@ -193,7 +193,7 @@ class CaddyProxy(Proxy):
             raise
 
     async def _read_routes(self):
-        """(routes array, Etag); the skeleton is restored first if it is missing."""
+        """(routes array, Etag), or (None, None) if the skeleton tail is missing (then reconcile)."""
         routes, etag = await self._get_routes()
         if not caddy_config.has_skeleton_tail(routes):
             return None, None
