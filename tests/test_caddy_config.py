@@ -272,3 +272,24 @@ def test_edge_https_staging_and_custom_ca_ports():
 def test_edge_https_incomplete(https, message):
     with pytest.raises(cc.CaddyConfigError, match=message):
         cc.edge_config({"https": https})
+
+
+def test_https_preflight():
+    from tljh.proxy_service import https_preflight
+
+    config = {"https": {"enabled": True, "letsencrypt": {"domains": ["ok.test", "nat.test", "missing.test"]}}}
+    dns = {"ok.test": {"10.0.0.5"}, "nat.test": {"203.0.113.9"}}
+
+    def resolve(name):
+        if name not in dns:
+            raise OSError("Name or service not known")
+        return dns[name]
+
+    owners = {80: "caddy", 443: "nginx"}
+    problems = https_preflight(config, resolve=resolve, port_owner=owners.get, local_addresses=lambda: {"10.0.0.5"})
+    assert problems == [
+        "https.port 443 is in use by another program (nginx); stop it or choose another port",
+        "nat.test resolves to 203.0.113.9, not an address of this machine (fine only if that address forwards ports 80/443 here)",
+        "missing.test does not resolve (Name or service not known); add a DNS A/AAAA record pointing to this machine",
+    ]
+    assert https_preflight({}, port_owner=lambda p: None) == []

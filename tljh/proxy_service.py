@@ -119,3 +119,114 @@ def reload_proxy(config, admin_socket=caddy_config.EDGE_ADMIN_SOCKET, path=caddy
     except CaddyAdminError as e:
         raise ProxyReloadError(f"Caddy refused the new config, previous config kept: {e}") from e
     _write_json(path, caddy)
+
+
+# ---------------------------------------------------------------- HTTPS checks and status
+
+
+def _port_owner(port):
+    """Name of the process listening on TCP port (None: free; "?": unknown), from `ss`."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["ss", "-Hltnp", f"sport = :{port}"], capture_output=True, text=True,
+                             timeout=5).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+    if not out.strip():
+        return None
+    match = re.search(r'users:\(\("([^"]+)"', out)
+    return match.group(1) if match else "?"
+
+
+def _local_addresses():
+    import subprocess
+
+    try:
+        out = subprocess.run(["ip", "-j", "addr"], capture_output=True, text=True, timeout=5).stdout
+        return {a["local"] for iface in json.loads(out) for a in iface.get("addr_info", [])}
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return set()
+
+
+def https_preflight(config, resolve=None, port_owner=_port_owner, local_addresses=_local_addresses):
+    """What would stop Let's Encrypt from issuing, one line each ([] = nothing found).
+
+    Checks that each domain resolves, whether it resolves to an address of this
+    machine (not an error behind NAT or port forwarding), and that no program
+    other than Caddy holds http.port / https.port.  A firewall blocking the CA
+    cannot be seen from inside; the HTTPS how-to covers it.
+    """
+    import socket
+
+    resolve = resolve or (lambda name: {ai[4][0] for ai in socket.getaddrinfo(name, None)})
+    problems = []
+    https = config.get("https") or {}
+    ports = [("http.port", (config.get("http") or {}).get("port", 80))]
+    if https.get("enabled"):
+        ports.append(("https.port", https.get("port", 443)))
+    for key, port in ports:
+        owner = port_owner(port)
+        if owner and owner != "caddy":
+            problems.append(f"{key} {port} is in use by another program ({owner}); stop it or choose another port")
+    le = https.get("letsencrypt") or {}
+    if https.get("enabled") and not (https.get("tls") or {}).get("cert"):
+        local = local_addresses()
+        for domain in le.get("domains") or []:
+            try:
+                addresses = resolve(domain)
+            except OSError as e:
+                problems.append(f"{domain} does not resolve ({e}); add a DNS A/AAAA record pointing to this machine")
+                continue
+            if local and not addresses & local:
+                problems.append(
+                    f"{domain} resolves to {', '.join(sorted(addresses))}, not an address of this machine "
+                    "(fine only if that address forwards ports 80/443 here)"
+                )
+    return problems
+
+
+def certificate_status(config, data_dir=caddy_config.EDGE_DATA_DIR):
+    """Certificates the edge serves: [{domain, issuer, not_after, days_left, path}].
+
+    Manual certificates come from https.tls.cert; ACME ones from Caddy's storage.
+    """
+    import datetime
+    import glob
+
+    from cryptography import x509
+
+    https = config.get("https") or {}
+    if not https.get("enabled"):
+        return []
+    manual = (https.get("tls") or {}).get("cert")
+    if manual:
+        paths = [(None, manual)]
+    else:
+        paths = []
+        for domain in (https.get("letsencrypt") or {}).get("domains") or []:
+            found = sorted(glob.glob(os.path.join(glob.escape(data_dir), "certificates", "*", domain, domain + ".crt")),
+                           key=os.path.getmtime)
+            paths.append((domain, found[-1] if found else None))
+    now = datetime.datetime.now(datetime.timezone.utc)
+    status = []
+    for domain, path in paths:
+        if not path or not os.path.exists(path):
+            status.append({"domain": domain, "issuer": None, "not_after": None, "days_left": None, "path": None})
+            continue
+        with open(path, "rb") as f:
+            cert = x509.load_pem_x509_certificates(f.read())[0]
+        names = []
+        try:
+            names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+                x509.DNSName)
+        except x509.ExtensionNotFound:
+            pass
+        status.append({
+            "domain": domain or ", ".join(names) or cert.subject.rfc4514_string(),
+            "issuer": cert.issuer.rfc4514_string(),
+            "not_after": cert.not_valid_after_utc.isoformat(),
+            "days_left": (cert.not_valid_after_utc - now).days,
+            "path": path,
+        })
+    return status
