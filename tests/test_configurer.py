@@ -24,7 +24,7 @@ def test_defaults():
     assert c.Authenticator.admin_users == set()
     assert c.Authenticator.allowed_users == set()
     assert c.Authenticator.blocked_users == set()
-    assert c.UserCreatingSpawner.extra_user_groups == {}
+    assert c.UserCreatingSpawner.user_groups == {}
     assert c.Spawner.mem_limit is None
     assert c.Spawner.cpu_limit is None
     assert c.Spawner.default_url == "/lab"
@@ -52,7 +52,7 @@ def test_users():
     assert c.Authenticator.admin_users == {"a"}
     assert c.Authenticator.allowed_users == {"b", "c"}
     assert c.Authenticator.blocked_users == {"m"}
-    assert c.UserCreatingSpawner.extra_user_groups == {"research": ["a", "b"], "empty": []}
+    assert c.UserCreatingSpawner.user_groups == {"research": ["a", "b"], "empty": []}
     # an allowed list turns off FirstUse's allow-everyone default
     assert "allow_all" not in c.FirstUseAuthenticator
 
@@ -257,3 +257,37 @@ def test_unknown_keys_are_logged_not_fatal(caplog):
     assert "traefik_api.* is ignored" in text
     assert "client_idd (did you mean client_id?)" in text
     assert "client_idd" not in c.GitHubOAuthenticator
+
+
+def test_every_trait_set_exists_on_the_hubs_classes():
+    """A misspelled trait is only a log warning in JupyterHub: catch it here."""
+    from jupyterhub.app import JupyterHub
+    from jupyterhub.auth import Authenticator
+    from oauthenticator.github import GitHubOAuthenticator
+
+    from tljh.spawner import UserCreatingSpawner
+
+    c = applied(
+        {
+            "base_url": "/jhub/",
+            "auth": {"type": "github", "GitHubOAuthenticator": {"client_id": "x"}},
+            "users": {"admin": ["a"], "allowed": ["b"], "banned": ["c"], "extra_user_groups": {"g": ["a"]}},
+            "limits": {"memory": "1G", "cpu": 1},
+            "user_environment": {"default_app": "classic"},
+            "services": {"cull": {"users": True}},
+        }
+    )
+    classes = {cls.__name__: cls for cls in UserCreatingSpawner.__mro__ if hasattr(cls, "class_traits")}
+    classes.update(
+        {"JupyterHub": JupyterHub, "Authenticator": Authenticator, "GitHubOAuthenticator": GitHubOAuthenticator}
+    )
+    from firstuseauthenticator import FirstUseAuthenticator
+
+    classes["FirstUseAuthenticator"] = FirstUseAuthenticator
+    unknown = [
+        f"c.{section}.{name}"
+        for section, values in c.items()
+        for name in values
+        if name not in classes[section].class_traits(config=True)
+    ]
+    assert unknown == []

@@ -105,7 +105,8 @@ def _apply_users(config, c):
     c.Authenticator.admin_users = set(users["admin"])
     c.Authenticator.allowed_users = set(users["allowed"])
     c.Authenticator.blocked_users = set(users["banned"])
-    c.UserCreatingSpawner.extra_user_groups = {
+    # tljh.spawner.UserCreatingSpawner.user_groups (TLJH's trait name): group -> users, created on spawn
+    c.UserCreatingSpawner.user_groups = {
         group: list(members or []) for group, members in users["extra_user_groups"].items()
     }
 
