@@ -237,9 +237,9 @@ def module_parser(module_name, names=("build_parser",)):
     return parser
 
 
-# tljh.config's parser: build_parser() is the name asked for; _build_parser() is what exists today.
+# The commands' parsers: each module's build_parser() returns the parser its main() uses.
 CLI_PARSERS = {
-    "tljh-config": ("tljh.config", ("build_parser", "_build_parser")),
+    "tljh-config": ("tljh.config", ("build_parser",)),
     "tljh": ("tljh.cli", ("build_parser",)),
 }
 
