@@ -121,7 +121,8 @@ def reload_proxy(config, admin_socket=caddy_config.EDGE_ADMIN_SOCKET, path=caddy
     _write_json(path, caddy)
 
 
-# ---------------------------------------------------------------- HTTPS checks and status
+# ---------------------------------------------------------------- HTTPS pre-flight
+# (what certificates the edge holds: tljh.certificates)
 
 
 def _port_owner(port):
@@ -184,49 +185,3 @@ def https_preflight(config, resolve=None, port_owner=_port_owner, local_addresse
                     "(fine only if that address forwards ports 80/443 here)"
                 )
     return problems
-
-
-def certificate_status(config, data_dir=caddy_config.EDGE_DATA_DIR):
-    """Certificates the edge serves: [{domain, issuer, not_after, days_left, path}].
-
-    Manual certificates come from https.tls.cert; ACME ones from Caddy's storage.
-    """
-    import datetime
-    import glob
-
-    from cryptography import x509
-
-    https = config.get("https") or {}
-    if not https.get("enabled"):
-        return []
-    manual = (https.get("tls") or {}).get("cert")
-    if manual:
-        paths = [(None, manual)]
-    else:
-        paths = []
-        for domain in (https.get("letsencrypt") or {}).get("domains") or []:
-            found = sorted(glob.glob(os.path.join(glob.escape(data_dir), "certificates", "*", domain, domain + ".crt")),
-                           key=os.path.getmtime)
-            paths.append((domain, found[-1] if found else None))
-    now = datetime.datetime.now(datetime.timezone.utc)
-    status = []
-    for domain, path in paths:
-        if not path or not os.path.exists(path):
-            status.append({"domain": domain, "issuer": None, "not_after": None, "days_left": None, "path": None})
-            continue
-        with open(path, "rb") as f:
-            cert = x509.load_pem_x509_certificates(f.read())[0]
-        names = []
-        try:
-            names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
-                x509.DNSName)
-        except x509.ExtensionNotFound:
-            pass
-        status.append({
-            "domain": domain or ", ".join(names) or cert.subject.rfc4514_string(),
-            "issuer": cert.issuer.rfc4514_string(),
-            "not_after": cert.not_valid_after_utc.isoformat(),
-            "days_left": (cert.not_valid_after_utc - now).days,
-            "path": path,
-        })
-    return status
