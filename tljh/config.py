@@ -11,6 +11,10 @@ Exit codes: 0 done; 1 a reload failed (the last good configuration is back and s
 2 refused (nothing changed: unknown key, wrong type, missing value, malformed file, not root);
 3 a reload failed and the hub could not be brought back.
 
+Environment: TLJH_RELOAD_TIMEOUT (seconds `reload` waits for the hub, default 60);
+TLJH_CONFIG_SKIP_ROOT_CHECK=1 (tests only: skip the root check). Without root, tljh-config still edits a
+file given with --config-path that is not the system config.yaml (reload always needs root).
+
 The path constants TLJH plugins import from here (INSTALL_PREFIX, CONFIG_FILE, ...) are re-exported
 from tljh.paths.
 """
@@ -483,9 +487,16 @@ def _proxy_note(effective, last_good):
 
 
 def reload_hub(config_path=CONFIG_FILE, timeout=DEFAULT_RELOAD_TIMEOUT, last_good=None):
-    """Validate, restart the hub, wait until it answers; on failure restore the last good config."""
+    """Validate, restart the hub, wait until it answers; on failure restore the last good config.
+
+    Two reloads at once run one after the other (a lock next to the last good copy).
+    """
     last_good = last_good or LAST_GOOD_FILE
-    config_path = str(config_path)
+    with locked(last_good):
+        return _reload_hub(str(config_path), timeout, last_good)
+
+
+def _reload_hub(config_path, timeout, last_good):
     try:
         text = read_text(config_path)
         config = to_plain(parse_document(text, config_path))
