@@ -81,6 +81,7 @@ def host_lock():
     if os.geteuid() != 0:
         pytest.fail(NOT_ROOT, pytrace=False)
     with machine_lib.host_lock(f"pytest {' '.join(sys.argv[1:])[:100]}"):
+        machine_lib.destroy_orphans()  # left by a test run that was killed with SIGKILL
         yield
 
 

@@ -358,7 +358,9 @@ def _install_handlers():
 
 
 def _exit_on_signal(signum, _frame):
-    raise SystemExit(128 + signum)  # unwinds through context managers / fixtures, then atexit runs
+    # Treated like Ctrl-C: unwinds through context managers, pytest stops the session and tears its fixtures
+    # down (a SystemExit would only fail the current test), then atexit destroys anything left.
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 WRAPPER = r"""#!/bin/bash
@@ -393,6 +395,7 @@ class Machine:
         self.memory_max = None
         self._destroyed = False
         self._fixed_pid1 = None
+        self.owner = None  # (pid, start time) of the process that booted it and tears it down; None = detached
 
     # ---- lifecycle
 
@@ -412,6 +415,7 @@ class Machine:
         m = cls(name, os_name, MACHINES_DIR / name)
         m.memory_max = memory_max
         if not detach:
+            m.owner = [os.getpid(), _proc_start_time(os.getpid())]
             _install_handlers()
             _live[name] = m
         try:
@@ -495,7 +499,7 @@ class Machine:
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps({
             "name": self.name, "os": self.os_name, "machine_dir": str(self.machine_dir), "cgroups": self.cgroups,
-            "wrapper_pid": self.wrapper_pid, "memory_max": self.memory_max,
+            "wrapper_pid": self.wrapper_pid, "memory_max": self.memory_max, "owner": self.owner,
             "wrapper_start": _proc_start_time(self.wrapper_pid) if self.wrapper_pid else None,
         }, indent=1))
         os.rename(tmp, self.state_file)
@@ -514,6 +518,7 @@ class Machine:
             m.root = m.machine_dir
         m.cgroups = st.get("cgroups") or {}
         m.memory_max = st.get("memory_max")
+        m.owner = st.get("owner")
         wp = st.get("wrapper_pid")
         if wp and _proc_start_time(wp) == st.get("wrapper_start"):
             m.wrapper_pid = wp
@@ -648,7 +653,8 @@ class Machine:
         return r
 
     def copy_in(self, host_path, guest_path):
-        """Copy a host file or directory to guest_path (created/replaced; owned by root)."""
+        """Copy a host file or directory to guest_path, owned by root (a file is replaced, a directory's
+        contents are merged into an existing one; parent directories are created)."""
         host_path = Path(host_path)
         if not host_path.exists():
             raise FileNotFoundError(host_path)
@@ -862,6 +868,21 @@ def _children(pid):
     return kids
 
 
+def destroy_orphans():
+    """Destroy machines whose owning process died without tearing them down (e.g. kill -9 of a test run).
+    Machines booted with detach=True (`machine.py boot`) are left alone. Returns the names destroyed."""
+    gone = []
+    for m in list_machines():
+        if m.owner and _proc_start_time(m.owner[0]) != m.owner[1] and m.name not in _live:
+            log(f"destroying {m.name}: the process that booted it ({m.owner[0]}) is gone")
+            try:
+                m.destroy()
+                gone.append(m.name)
+            except MachineError as e:
+                log(f"could not clean up {m.name}: {e}")
+    return gone
+
+
 def list_machines():
     if not STATE_DIR.exists():
         return []
@@ -942,6 +963,7 @@ def main(argv=None):
     s.add_argument("name")
     s.add_argument("--user", default="root")
     s.add_argument("command", nargs=argparse.REMAINDER)
+    sub.add_parser("gc", help="destroy machines whose test process died without tearing them down")
     s = sub.add_parser("destroy", help="stop and remove machines")
     s.add_argument("names", nargs="+", help="machine names, or 'all'")
     args = p.parse_args(argv)
@@ -963,7 +985,8 @@ def main(argv=None):
         elif args.cmd == "list":
             for m in list_machines():
                 state = "running" if m._guest_pid1() else "stopped"
-                print(f"{m.name}\t{m.os_name}\t{state}\t{m.root}")
+                owner = f"owner pid {m.owner[0]}" if m.owner else "detached"
+                print(f"{m.name}\t{m.os_name}\t{state}\t{owner}\t{m.root}")
         elif args.cmd == "shell":
             m = Machine.attach(args.name)
             os.execvp("sh", ["sh", "-c", m.shell_command()])
@@ -973,6 +996,8 @@ def main(argv=None):
             sys.stdout.write(r.stdout)
             sys.stderr.write(r.stderr)
             return r.returncode
+        elif args.cmd == "gc":
+            destroy_orphans()
         elif args.cmd == "destroy":
             names = [m.name for m in list_machines()] if args.names == ["all"] else args.names
             for n in names:
@@ -980,6 +1005,9 @@ def main(argv=None):
     except MachineError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

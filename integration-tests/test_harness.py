@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from machine import STATE_DIR, Machine, MachineCommandError
+from machine import STATE_DIR, Machine, MachineCommandError, destroy_orphans
 
 pytestmark = pytest.mark.usefixtures("host_lock")
 HERE = Path(__file__).resolve().parent
@@ -79,6 +79,27 @@ def test_run_as_user(machine):
     # users cannot do root things
     r = machine.run("touch /etc/forbidden", user="alice", check=False)
     assert r.returncode != 0 and "Permission denied" in r.stderr
+
+
+def test_copy_in_and_checkout(machine, tmp_path):
+    (tmp_path / "file.txt").write_text("one file\n")
+    (tmp_path / "dir" / "sub").mkdir(parents=True)
+    (tmp_path / "dir" / "sub" / "x.sh").write_text("echo x\n")
+    (tmp_path / "dir" / "sub" / "x.sh").chmod(0o755)
+    machine.copy_in(tmp_path / "file.txt", "/etc/harness/renamed.txt")
+    machine.copy_in(tmp_path / "dir", "/opt/copied")
+    assert machine.run("cat /etc/harness/renamed.txt").stdout == "one file\n"
+    assert machine.run("/opt/copied/sub/x.sh").stdout == "x\n"
+    assert machine.run("stat -c %U /opt/copied/sub/x.sh").stdout == "root\n"
+
+    machine.copy_checkout()
+    repo = HERE.parent
+    expected = subprocess.run(["git", "-C", str(repo), "ls-files", "-co", "--exclude-standard"],
+                              capture_output=True, text=True, check=True).stdout.split()
+    copied = machine.run("cd /srv/tljh-src && find . -type f -o -type l | cut -c3- | sort").stdout.split()
+    assert sorted(f for f in expected if (repo / f).exists()) == copied
+    assert "integration-tests/machine.py" in copied
+    assert not any(f.startswith((".git/", ".venv")) for f in copied)
 
 
 def _start_http_server(machine, token, *, enable=False):
@@ -237,9 +258,10 @@ def test_teardown_on_error(os_name):
     assert _leftovers(info) == []
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["ctrl-c", "sigterm", "sigkill"])
 def test_teardown_on_signal(os_name, sig):
-    """A test run interrupted with Ctrl-C (or killed with SIGTERM) still tears its machine down."""
+    """A test run interrupted with Ctrl-C (or killed with SIGTERM) still tears its machine down; after a
+    SIGKILL, the next test session's destroy_orphans() does."""
     script = textwrap.dedent(f"""
         import json, sys, time
         sys.path.insert(0, {str(HERE)!r})
@@ -258,4 +280,7 @@ def test_teardown_on_signal(os_name, sig):
         if p.poll() is None:
             p.kill()
     assert p.returncode != 0
+    if sig == signal.SIGKILL:
+        assert _leftovers(info) != []
+        assert info["name"] in destroy_orphans()
     assert _leftovers(info) == []
