@@ -328,13 +328,19 @@ async def test_reconcile_keeps_user_routes(env, client):
     # someone breaks the skeleton: catch-all gone
     routes, etag = admin.get("/config/apps/http/servers/router/routes")
     admin.delete(f"/config/apps/http/servers/router/routes/{len(routes) - 1}", etag=etag)
+    # and a route in an older format (its own reverse_proxy) is put in front
+    routes, etag = admin.get("/config/apps/http/servers/router/routes")
+    old = caddy_config.route("/user/old/", alice, {"user": "old"})
+    old["handle"].append(caddy_config.reverse_proxy_handler(caddy_config.target_dial(alice)[0]))
+    admin.put("/config/apps/http/servers/router/routes/0", old, etag=etag)
     proxy = env.make_proxy(base_url="/jh/")
     assert await proxy.reconcile() is True
     assert await proxy.reconcile() is False  # nothing left to do
-    assert set(await proxy.get_all_routes()) == {"/user/alice/"}
+    assert set(await proxy.get_all_routes()) == {"/user/alice/", "/user/old/"}
     config, _ = admin.get("/config/")
     assert config == caddy_config.router_config(
-        env.hub_url, "/jh/", [caddy_config.route("/user/alice/", alice, {"user": "alice"})],
+        env.hub_url, "/jh/", [caddy_config.route("/user/alice/", alice, {"user": "alice"}),
+                              caddy_config.route("/user/old/", alice, {"user": "old"})],
         admin_socket=str(env.router_admin), http_socket=str(env.router_http),
     )
     assert (await who(client, env.edge_url + "/whatever"))[1]["who"] == "hub"

@@ -139,8 +139,10 @@ class CaddyProxy(Proxy):
         """Make the router's config exactly the skeleton plus today's JupyterHub routes.
 
         Keeps every JupyterHub route (routes survive hub restarts and
-        ``--resume`` restarts of the router), re-sorts them, and restores the
-        hub catch-all and error routes.  No reload when nothing differs.
+        ``--resume`` restarts of the router), rebuilds them in today's format,
+        re-sorts them, and restores the hub catch-all and error routes.  No
+        reload when nothing differs.  Runs once per process before the first
+        route operation, and again if the skeleton goes missing.
         """
         if self.host_routing:
             raise caddy_config.CaddyConfigError(
@@ -155,8 +157,10 @@ class CaddyProxy(Proxy):
                         current.get("apps", {}).get("http", {}).get("servers", {}).get(self.server_name, {})
                     )
                     routes = server.get("routes") or []
+                # rebuilt from their metadata: routes written by an older version get today's shape
+                infos = [caddy_config.route_info(r) for r in routes]
                 desired = self._desired_config(
-                    [r for r in routes if caddy_config.route_info(r) is not None]
+                    [caddy_config.route(i["routespec"], i["target"], i["data"]) for i in infos if i is not None]
                 )
                 if current == desired:
                     self._skeleton_checked = True
