@@ -26,7 +26,7 @@ def proxy_handler(dial, delay="24h", idle=1024):
 EDGE_PROXY = {
     "handler": "reverse_proxy",
     "upstreams": [{"dial": "unix//run/tljh-router/http.sock"}],
-    "load_balancing": {"retries": 3, "try_interval": "2ms", "retry_match": [
+    "load_balancing": {"try_duration": "10s", "try_interval": "20ms", "retry_match": [
         {"method": ["GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE"]}]},
     "request_buffers": 65536,
     "flush_interval": -1,
@@ -186,6 +186,7 @@ def test_edge_http_default():
                         "read_header_timeout": "30s",
                         "idle_timeout": "5m",
                         "automatic_https": {"disable": True},
+                        "errors": {"routes": [cc.router_down_route()]},
                     }
                 },
             }
@@ -224,6 +225,7 @@ def test_edge_https_manual_cert():
         "read_header_timeout": "30s",
         "idle_timeout": "5m",
         "automatic_https": {"disable": True},
+        "errors": {"routes": [cc.router_down_route()]},
     }
     assert c["apps"]["tls"] == {
         "certificates": {"load_files": [{"certificate": "/c.pem", "key": "/k.pem", "tags": ["tljh_manual"]}]}

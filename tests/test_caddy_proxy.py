@@ -346,6 +346,29 @@ async def test_reconcile_keeps_user_routes(env, client):
     assert (await who(client, env.edge_url + "/whatever"))[1]["who"] == "hub"
 
 
+async def test_requests_wait_for_a_restarting_router(env, client):
+    """A router restart (systemd, upgrade) delays requests instead of failing them."""
+    alice = await env.backend("alice")
+    await env.proxy.add_route("/user/alice/", alice, {"user": "alice"})
+    env.router.stop()
+    pending = asyncio.create_task(who(client, env.edge_url + "/user/alice/x"))
+    await asyncio.sleep(0.5)
+    assert not pending.done()
+    await asyncio.to_thread(env.router.start)
+    status, body = await asyncio.wait_for(pending, 15)
+    assert (status, body["who"]) == (200, "alice")
+
+
+async def test_router_down_page(env, client):
+    env.router.stop()
+    t = time.monotonic()
+    async with client.get(env.edge_url + "/hub/") as resp:
+        assert resp.status == 502
+        assert resp.headers["Retry-After"] == "5"
+        assert "JupyterHub is restarting" in await resp.text()
+    assert 9 < time.monotonic() - t < 15
+
+
 async def test_router_restart_resumes_routes(env, client):
     alice = await env.backend("alice")
     await env.proxy.add_route("/user/alice/", alice, {"user": "alice"})

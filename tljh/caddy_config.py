@@ -59,8 +59,9 @@ LETSENCRYPT_STAGING_DIRECTORY = "https://acme-staging-v02.api.letsencrypt.org/di
 READ_HEADER_TIMEOUT = "30s"
 IDLE_TIMEOUT = "5m"
 DIAL_TIMEOUT = "5s"
-EDGE_RETRIES = 3
-EDGE_TRY_INTERVAL = "2ms"
+# While the router restarts (systemd, upgrades), requests wait for it instead of failing.
+EDGE_TRY_DURATION = "10s"
+EDGE_TRY_INTERVAL = "20ms"
 EDGE_RETRY_METHODS = ["GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE"]
 EDGE_REQUEST_BUFFER = 65536
 
@@ -321,16 +322,17 @@ def edge_proxy_handler(router_socket=ROUTER_HTTP_SOCKET, stream_close_delay=DEFA
     A router reload closes connections whose request it has not read yet
     (measured: a connection accepted by the outgoing config just before a
     route change gets EOF, no response).  The router never saw such a request,
-    so the edge retries it at once, whatever the method: request bodies up to
+    so the edge retries it, whatever the method: request bodies up to
     EDGE_REQUEST_BUFFER bytes are buffered so they can be sent again (larger
     ones cannot be replayed; Go then refuses the retry rather than send a
-    short body).
+    short body).  While the router is down (restart), requests wait up to
+    EDGE_TRY_DURATION for it; after that the edge answers 502 with a short page.
     """
     return {
         "handler": "reverse_proxy",
         "upstreams": [{"dial": f"unix/{router_socket}"}],
         "load_balancing": {
-            "retries": EDGE_RETRIES,
+            "try_duration": EDGE_TRY_DURATION,
             "try_interval": EDGE_TRY_INTERVAL,
             "retry_match": [{"method": EDGE_RETRY_METHODS}],
         },
@@ -343,6 +345,26 @@ def edge_proxy_handler(router_socket=ROUTER_HTTP_SOCKET, stream_close_delay=DEFA
             # No idle connections to the router: a router reload can never race one.
             "keep_alive": {"enabled": False},
         },
+    }
+
+
+ROUTER_DOWN_PAGE = (
+    "<!DOCTYPE html><html><head><meta charset=utf-8><title>JupyterHub is restarting</title></head>"
+    "<body><h1>JupyterHub is restarting</h1><p>Please reload this page in a few seconds.</p></body></html>\n"
+)
+
+
+def router_down_route():
+    """The edge's answer when the router does not answer (its error page, not Caddy's empty 502)."""
+    return {
+        "handle": [
+            {
+                "handler": "static_response",
+                "status_code": "{http.error.status_code}",
+                "headers": {"Content-Type": ["text/html; charset=utf-8"], "Retry-After": ["5"]},
+                "body": ROUTER_DOWN_PAGE,
+            }
+        ]
     }
 
 
@@ -435,6 +457,7 @@ def edge_config(config, *, admin_socket=EDGE_ADMIN_SOCKET, router_socket=ROUTER_
         "idle_timeout": IDLE_TIMEOUT,
         "automatic_https": {"disable": True},
     }
+    server_common["errors"] = {"routes": [router_down_route()]}
     servers = {
         EDGE_HTTP_SERVER: {
             "listen": [_listen_address(_get(config, "http.address", ""), http_port)],
