@@ -64,12 +64,14 @@ stage() {
     local name=$1; shift
     echo
     echo "=================== $name ==================="
-    local t0 rc
-    t0=$(now)
+    local rc
+    current_stage=$name
+    current_t0=$(now)
     "$@"
     rc=$?
+    current_stage=
     stage_names+=("$name")
-    stage_times+=("$(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }')")
+    stage_times+=("$(awk -v a="$current_t0" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }')")
     if [ $rc -eq 0 ]; then
         stage_results+=("ok")
     else
@@ -122,7 +124,20 @@ pytest_run() {
 }
 
 T_START=$(now)
-trap 'echo; echo "test.sh: interrupted"; summary; exit 130' INT TERM
+current_stage=
+interrupted() {
+    echo
+    echo "test.sh: interrupted"
+    if [ -n "$current_stage" ]; then
+        stage_names+=("$current_stage")
+        stage_results+=("INTERRUPTED")
+        stage_times+=("$(awk -v a="$current_t0" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }')")
+    fi
+    failed=1
+    summary
+    exit 130
+}
+trap interrupted INT TERM
 
 stage "host packages" host_packages || { summary; exit 1; }
 stage "python test env ($VENV)" python_env || { summary; exit 1; }

@@ -295,38 +295,69 @@ def _rmdir_tree(path):
 HOST_LOCK = Path("/run/tljh-integration-tests.lock")
 
 
+_lock = {"depth": 0, "file": None}
+_LOCK_ENV = "TLJH_TEST_HOST_LOCK_HELD_BY"
+
+
 class host_lock:
     """Context manager: one user of the host's shared network at a time (machines share ports 80, 443, ...).
 
-    Integration test sessions and `machine.py try` take it; it is released when the holder exits, however
-    it exits. TLJH_TEST_NO_HOST_LOCK=1 disables it.
+    Every Machine.boot() (unless detached) holds it until destroy(); test sessions and `machine.py try` hold
+    it throughout. Re-entrant within a process, and child processes of the holder (e.g. a test starting a
+    script that boots a machine) share it. Released when the holder exits, however it exits.
+    TLJH_TEST_NO_HOST_LOCK=1 disables it.
     """
 
     def __init__(self, what="integration tests"):
         self.what = what
-        self.f = None
+        self.counted = False
 
     def __enter__(self):
         if os.environ.get("TLJH_TEST_NO_HOST_LOCK"):
             return self
-        self.f = open(HOST_LOCK, "a+")
-        try:
-            fcntl.flock(self.f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.f.seek(0)
-            log(f"waiting for the host lock {HOST_LOCK} (held by: {self.f.read().strip() or '?'})")
-            fcntl.flock(self.f, fcntl.LOCK_EX)
-        self.f.seek(0)
-        self.f.truncate()
-        self.f.write(f"{self.what}, pid {os.getpid()}, since {time.strftime('%H:%M:%S')}\n")
-        self.f.flush()
+        holder = os.environ.get(_LOCK_ENV)
+        if _lock["depth"] == 0 and holder and holder.isdigit() and _is_ancestor(int(holder)):
+            return self  # our parent process holds it for us
+        if _lock["depth"] == 0:
+            f = open(HOST_LOCK, "a+")
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                log(f"waiting for the host lock {HOST_LOCK} (held by: {f.read().strip() or '?'})")
+                fcntl.flock(f, fcntl.LOCK_EX)
+            f.seek(0)
+            f.truncate()
+            f.write(f"{self.what}, pid {os.getpid()}, since {time.strftime('%H:%M:%S')}\n")
+            f.flush()
+            _lock["file"] = f
+            os.environ[_LOCK_ENV] = str(os.getpid())
+        _lock["depth"] += 1
+        self.counted = True
         return self
 
     def __exit__(self, *exc):
-        if self.f:
-            self.f.close()  # closing releases the flock
-            self.f = None
+        self.release()
         return False
+
+    def release(self):
+        if not self.counted:
+            return
+        self.counted = False
+        _lock["depth"] -= 1
+        if _lock["depth"] == 0:
+            _lock["file"].close()  # closing releases the flock
+            _lock["file"] = None
+            os.environ.pop(_LOCK_ENV, None)
+
+
+def _is_ancestor(pid):
+    p = os.getppid()
+    while p and p > 1:
+        if p == pid:
+            return True
+        p = _ppid(p)
+    return False
 
 
 # ---------------------------------------------------------------- machines
@@ -418,6 +449,7 @@ class Machine:
             m.owner = [os.getpid(), _proc_start_time(os.getpid())]
             _install_handlers()
             _live[name] = m
+            m._host_lock = host_lock(f"machine {name}").__enter__()
         try:
             m._make_root()
             t1 = time.monotonic()
@@ -779,6 +811,8 @@ class Machine:
             pass
         self._destroyed = True
         _live.pop(self.name, None)
+        if getattr(self, "_host_lock", None):
+            self._host_lock.release()
         log(f"{self.name} destroyed in {time.monotonic() - t0:.1f} s")
         if problems:
             raise MachineError("; ".join(problems))

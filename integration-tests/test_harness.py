@@ -263,7 +263,8 @@ def test_teardown_on_signal(os_name, sig):
     """A test run interrupted with Ctrl-C (or killed with SIGTERM) still tears its machine down; after a
     SIGKILL, the next test session's destroy_orphans() does."""
     script = textwrap.dedent(f"""
-        import json, sys, time
+        import json, signal, sys, time
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # even if this run was started with it ignored
         sys.path.insert(0, {str(HERE)!r})
         from machine import Machine
         m = Machine.boot({os_name!r})
