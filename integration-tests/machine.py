@@ -6,7 +6,11 @@ A library (``Machine.boot(...)`` for pytest fixtures) and a command for people::
     python3 integration-tests/machine.py build debian-12     # build or reuse the cached image
     python3 integration-tests/machine.py boot debian-12      # boot one, print how to get a shell
     python3 integration-tests/machine.py try debian-12       # boot, install this checkout, wait for Ctrl-C
-    python3 integration-tests/machine.py list | shell NAME | destroy NAME
+    python3 integration-tests/machine.py list                # machines, their OS and owner
+    python3 integration-tests/machine.py shell NAME          # root shell inside (works from any terminal)
+    python3 integration-tests/machine.py run NAME -- CMD...  # run a command inside
+    python3 integration-tests/machine.py destroy NAME|all    # tear down
+    python3 integration-tests/machine.py gc                  # tear down machines of killed test runs
 
 Root is required. Python 3.10+ standard library only. The recipe (and why each step is needed) is in
 TEST-MACHINES.md: debootstrap images cached as zstd tarballs, one fresh unpacked copy per machine, booted with
