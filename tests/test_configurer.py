@@ -7,6 +7,7 @@ import pytest
 from traitlets.config import Config
 
 from tljh import configurer, schema
+from tljh.configurer import apply_config
 
 
 def applied(config):
@@ -291,3 +292,32 @@ def test_every_trait_set_exists_on_the_hubs_classes():
         if name not in classes[section].class_traits(config=True)
     ]
     assert unknown == []
+
+
+@pytest.mark.parametrize("timeout, interval", [(60, 30), (600, 300), (3600, 300), (15, 10)])
+def test_activity_reported_often_enough_for_the_culler(timeout, interval):
+    c = Config()
+    apply_config({"services": {"cull": {"timeout": timeout}}}, c)
+    assert c.Spawner.environment["JUPYTERHUB_ACTIVITY_INTERVAL"] == str(interval)
+
+
+def test_no_activity_interval_without_culler():
+    c = Config()
+    apply_config({"services": {"cull": {"enabled": False}}}, c)
+    assert "environment" not in c.Spawner
+
+
+@pytest.mark.parametrize("auth_type, section", [("dummy", "DummyAuthenticator"), ("tmpauthenticator.TmpAuthenticator", "TmpAuthenticator")])
+def test_open_authenticators_admit_everyone_unless_allowed_users(auth_type, section):
+    c = Config()
+    apply_config({"auth": {"type": auth_type}}, c)
+    assert c[section].allow_all is True
+    c = Config()
+    apply_config({"auth": {"type": auth_type}, "users": {"allowed": ["ann"]}}, c)
+    assert "allow_all" not in c[section]
+
+
+def test_oauth_stays_closed_by_default():
+    c = Config()
+    apply_config({"auth": {"type": "github"}}, c)
+    assert "allow_all" not in c.GitHubOAuthenticator

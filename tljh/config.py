@@ -65,6 +65,8 @@ EXIT_REFUSED = 2
 EXIT_HUB_DOWN = 3
 
 DEFAULT_RELOAD_TIMEOUT = 60
+# Below this, users' servers risk being killed before they answer (measured: ~135 MB after start).
+MIN_SENSIBLE_MEMORY = 256 * 2**20
 # Copy of the last configuration the hub started with (root, 0600). Restored when a reload fails.
 LAST_GOOD_FILE = os.path.join(STATE_DIR, "config.last-good.yaml")
 HUB_UNIT = "jupyterhub"
@@ -129,6 +131,13 @@ def _parent_for_write(doc, info):
 
 def _parse_for_key(info, raw):
     """A command-line string (or a Python value from the API) -> the value to store for `info`."""
+    try:
+        return _parse_value(info, raw)
+    except schema.ValueParseError as e:
+        raise Refused(f"{info.key}: {e}") from None
+
+
+def _parse_value(info, raw):
     if info.kind == "section":
         subkeys = ", ".join(sorted(info.node.get("properties", {}))) or "its keys"
         raise Refused(f"{info.key} is a section, not a value; set one of its keys ({subkeys})")
@@ -250,6 +259,13 @@ def _list_at(doc, info, create):
 
 
 def _item_value(info, raw):
+    try:
+        return _parse_item(info, raw)
+    except schema.ValueParseError as e:
+        raise Refused(f"{info.key}: {e}") from None
+
+
+def _parse_item(info, raw):
     if not info.is_list:
         raise Refused(f"{info.key} is not a list; use `tljh-config set {info.key} VALUE`")
     if not isinstance(raw, str):
@@ -683,6 +699,11 @@ def main(argv=None) -> int:
         elif args.action == "set":
             value = set_config_value(path, args.key, args.value)
             _say(schema.describe_value(args.key, value), f"Run `{_reload_hint(args.key)}` to apply.")
+            if args.key == "limits.memory" and value and schema.memory_to_bytes(value) < MIN_SENSIBLE_MEMORY:
+                _warn(
+                    f"a JupyterLab server needs about 150 MB before it runs any code: with {value}, "
+                    "servers may be stopped as they start. 512M or more is a sensible minimum."
+                )
         elif args.action == "unset":
             if unset_config_value(path, args.key):
                 _say(f"{args.key} removed; its default applies. Run `{_reload_hint(args.key)}` to apply.")

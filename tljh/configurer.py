@@ -16,6 +16,7 @@ from . import schema
 from .config_file import load_config as _load_raw
 from .paths import CONFIG_FILE
 
+OPEN_BY_DEFAULT = ("FirstUseAuthenticator", "DummyAuthenticator", "TmpAuthenticator")
 CULLER_SERVICE = "cull-idle"  # TLJH's service name
 CULLER_ROLE = "tljh-idle-culler"
 
@@ -94,10 +95,13 @@ def _apply_auth(config, c):
         for trait, value in traits.items():
             if trait in known and value is not None:  # None means "not set": the class default applies
                 section[trait] = value
-    # FirstUseAuthenticator: anyone may log in (limited by create_users) unless users.allowed says otherwise.
-    if authenticator_class_name(auth_type) == "FirstUseAuthenticator" and not config["users"]["allowed"]:
-        if auth.get("FirstUseAuthenticator", {}).get("allow_all") is None:
-            c.FirstUseAuthenticator.allow_all = True
+    # Authenticators whose whole point is letting people in (FirstUse: limited by create_users; Dummy and
+    # Tmp: test and demo hubs) admit everyone unless users.allowed says otherwise. Others (OAuth, LDAP,
+    # PAM, Native) keep JupyterHub's safe default: nobody until allowed users or allow_all are set.
+    name = authenticator_class_name(auth_type)
+    if name in OPEN_BY_DEFAULT and not config["users"]["allowed"]:
+        if auth.get(name, {}).get("allow_all") is None:
+            c[name].allow_all = True
 
 
 def _apply_users(config, c):
@@ -161,6 +165,18 @@ def _apply_services(config, c):
         )
     c.JupyterHub.services = services
     c.JupyterHub.load_roles = roles
+    if cull["enabled"]:
+        # The culler judges activity by what servers report to the hub, every 5 minutes by default
+        # (this proxy keeps no per-route activity). Report at least twice per timeout, so a server in use
+        # is never seen as idle, however short the timeout.
+        environment = dict(c.Spawner.environment) if "environment" in c.Spawner else {}
+        environment["JUPYTERHUB_ACTIVITY_INTERVAL"] = str(activity_interval(cull))
+        c.Spawner.environment = environment
+
+
+def activity_interval(cull: dict) -> int:
+    """Seconds between a server's activity reports to the hub, for services.cull.timeout."""
+    return max(10, min(300, int(cull["timeout"]) // 2))
 
 
 def _existing(section, name) -> list:

@@ -342,6 +342,10 @@ def wait_for_hub(ctx):
                     + systemd.journal_tail(unit)
                 )
             time.sleep(0.2)
+    # The config the hub just started with is what a failed `tljh-config reload` restores.
+    from .config import record_last_good
+
+    record_last_good(paths.CONFIG_FILE)
     return f"answering on port {port}"
 
 
@@ -569,7 +573,7 @@ def _setup_logging():
     log.setLevel(logging.INFO)
 
 
-def parse_args(argv=None):
+def build_parser():
     parser = argparse.ArgumentParser(prog="tljh.installer", description="Install or upgrade The Littlest JupyterHub.")
     parser.add_argument(
         "--admin",
@@ -583,7 +587,11 @@ def parse_args(argv=None):
         "--user-requirements-txt-url", metavar="URL", help="A requirements.txt to install into the user environment."
     )
     parser.add_argument("--timeout", type=float, default=120, help="Seconds to wait for the hub to answer.")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv=None):
+    return build_parser().parse_args(argv)
 
 
 def main(argv=None):

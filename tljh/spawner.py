@@ -64,8 +64,28 @@ class UserCreatingSpawner(SystemdSpawner):
             if await self._answers_http(ip, port, path):
                 return
             if await self.poll() is not None:
-                return  # the unit died: let JupyterHub report it
+                raise RuntimeError(await self._why_it_stopped())
             await asyncio.sleep(self.ready_poll_interval)
+
+    async def _why_it_stopped(self):
+        """One sentence for the person waiting on the spawn page (JupyterHub shows it there)."""
+        proc = await asyncio.create_subprocess_exec(
+            "systemctl", "show", "--property=Result,ExecMainStatus", "--value", self.unit_name,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        )
+        out, _ = await proc.communicate()
+        result, _, status = out.decode().partition("\n")
+        killed = result.strip() == "oom-kill" or (result.strip() == "signal" and status.strip() == "9")
+        if self.mem_limit and killed:
+            return (
+                f"Your server was stopped while starting: it needed more memory than its limit "
+                f"({self.mem_limit // 2**20} MB). A JupyterLab server needs about 150 MB on its own. "
+                "An admin can raise the limit: sudo tljh-config set limits.memory 1G; sudo tljh-config reload"
+            )
+        return (
+            f"Your server stopped while starting (result: {result.strip() or 'unknown'}). "
+            f"An admin can see why with: sudo journalctl -u {self.unit_name}"
+        )
 
     async def start(self):
         system_username = user.unix_username(self.user.name)

@@ -26,7 +26,6 @@ import re
 import sys
 from importlib import resources
 from pathlib import Path
-from unittest import mock
 
 from sphinx.errors import ExtensionError
 
@@ -330,25 +329,11 @@ def bootstrap_options(usage):
 
 
 def installer_parser():
-    """The installer's parser: tljh.installer.build_parser() if it exists, else the one parse_args() builds."""
+    """The installer's parser (tljh.installer.build_parser())."""
     installer = _import("tljh.installer", "the installer flags reference")
-    build = getattr(installer, "build_parser", None)
-    if callable(build):
-        return build()
-    if not callable(getattr(installer, "parse_args", None)):
-        _fail("tljh.installer has neither build_parser() nor parse_args()", "The installer reference needs one")
-    captured = []
-    original = argparse.ArgumentParser.parse_args
-
-    def capture(self, args=None, namespace=None):
-        captured.append(self)
-        return original(self, [], namespace)
-
-    with mock.patch.object(argparse.ArgumentParser, "parse_args", capture):
-        installer.parse_args([])
-    if not captured:
-        _fail("tljh.installer.parse_args() built no argparse parser", "Add tljh.installer.build_parser()")
-    return captured[-1]
+    if not callable(getattr(installer, "build_parser", None)):
+        _fail("tljh.installer has no build_parser()", "The installer reference needs it")
+    return installer.build_parser()
 
 
 def render_install_flags():
