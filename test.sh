@@ -12,6 +12,9 @@
 # package (editable) and dev-requirements.txt into it with uv, builds or reuses the cached OS images
 # (/var/tmp/tljh-test-images), and runs pytest. Exit status is non-zero if any stage fails; "no tests
 # collected" (pytest exit code 5) is a failure too.
+# The whole script is one { ... } block: bash parses it completely before running it, so editing this
+# file during a run (a long integration run, say) cannot break that run.
+{
 set -uo pipefail
 
 cd "$(dirname "$(readlink -f "$0")")" || exit 1
@@ -120,7 +123,8 @@ python_env() {
 }
 
 pytest_run() {
-    "$VENV/bin/python" -m pytest "$@"
+    # -ra: list every test that did not pass; --durations: where the time goes
+    "$VENV/bin/python" -m pytest -ra --durations=10 "$@"
 }
 
 T_START=$(now)
@@ -156,3 +160,4 @@ fi
 
 summary
 exit $failed
+}
