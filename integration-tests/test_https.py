@@ -47,7 +47,7 @@ EOF
     # DNS: every name resolves to this machine (IPv4 only: pebble would otherwise try ::1 first).
     m.run(
         "systemd-run --unit=challtestsrv pebble-challtestsrv -defaultIPv4 127.0.0.1 -defaultIPv6 '' "
-        "-dns01 127.0.0.1:8053 -http01 '' -https01 '' -tlsalpn01 '' -doh '' -management 127.0.0.1:8055"
+        "-dns01 127.0.0.1:8053 -http01 '' -https01 '' -tlsalpn01 '' -management 127.0.0.1:8055"
     )
     m.run(
         "systemd-run --unit=pebble -E PEBBLE_VA_NOSLEEP=1 -E PEBBLE_WFE_NONCEREJECT=0 "
@@ -117,6 +117,8 @@ def test_acme_certificate_and_websocket_survives(hub):
             # The websocket opened over plain HTTP before the change is still the same live kernel.
             assert await kernel.execute("z * 14") == "42"
             await kernel.close()
+            # Plain HTTP now redirects to https://hub.test: stop the server through the hub's own port.
+            admin.base_url = "http://127.0.0.1:15001/"
             await admin.stop_server()
 
     asyncio.run(scenario())
