@@ -192,3 +192,16 @@ def test_invalid_domain_or_email_refused(hub, command):
     assert result.returncode != 0
     assert https_get(hub, "manual.test", f"{PEBBLE_DIR}/manual.pem").stdout == "200"
     hub.run(f"cat > /opt/tljh/config/config.yaml <<'EOF'\n{before}EOF")
+
+
+def test_preflight_names_dns_problems(hub):
+    before = hub.run("cat /opt/tljh/config/config.yaml").stdout
+    try:
+        hub.run("tljh-config unset https.tls")
+        hub.run("tljh-config add-item https.letsencrypt.domains nowhere.invalid")
+        result = hub.run("tljh-config reload proxy", check=False)
+        assert "warning: nowhere.invalid does not resolve" in result.stderr, result.stderr
+        assert "add a DNS A/AAAA record pointing to this machine" in result.stderr
+    finally:
+        hub.run(f"cat > /opt/tljh/config/config.yaml <<'EOF'\n{before}EOF")
+        hub.run("tljh-config reload proxy")

@@ -517,7 +517,9 @@ def test_reload_proxy(capsys, cfg, monkeypatch):
     class ProxyReloadError(Exception):
         pass
 
-    fake_module = types.SimpleNamespace(reload_proxy=seen.append, ProxyReloadError=ProxyReloadError)
+    fake_module = types.SimpleNamespace(
+        reload_proxy=seen.append, ProxyReloadError=ProxyReloadError, https_preflight=lambda config: []
+    )
     monkeypatch.setitem(sys.modules, "tljh.proxy_service", fake_module)
     code, out, _ = run(capsys, cfg, "reload", "proxy")
     assert code == 0 and "proxy reloaded" in out
@@ -533,6 +535,18 @@ def test_reload_proxy(capsys, cfg, monkeypatch):
         "error: proxy reload failed, the previous proxy configuration keeps serving: "
         "edge refused the config: bad port\n"
     )
+
+
+def test_reload_proxy_says_preflight_problems_first(capsys, cfg, monkeypatch):
+    fake_module = types.SimpleNamespace(
+        reload_proxy=lambda config: None,
+        ProxyReloadError=Exception,
+        https_preflight=lambda config: ["hub.example.org does not resolve (no such name)"],
+    )
+    monkeypatch.setitem(sys.modules, "tljh.proxy_service", fake_module)
+    code, out, err = run(capsys, cfg, "reload", "proxy")
+    assert code == 0 and "proxy reloaded" in out
+    assert err == "warning: hub.example.org does not resolve (no such name)\n"
 
 
 def test_path_constants_reexported_for_plugins():

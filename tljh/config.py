@@ -568,8 +568,12 @@ def reload_proxy(config_path=CONFIG_FILE):
         proxy_service = importlib.import_module("tljh.proxy_service")  # imported late: tests replace it
     except ImportError as e:
         raise ReloadError(f"the proxy cannot be reloaded: {e}") from None
+    effective = schema.effective_config(config)
+    # What would keep the CA from issuing is said now, not found later in Caddy's log.
+    for problem in proxy_service.https_preflight(effective):
+        _warn(problem)
     try:
-        proxy_service.reload_proxy(schema.effective_config(config))
+        proxy_service.reload_proxy(effective)
     except proxy_service.ProxyReloadError as e:
         raise ReloadError(f"proxy reload failed, the previous proxy configuration keeps serving: {e}") from None
     return "proxy reloaded"
