@@ -659,7 +659,7 @@ def make_ca_and_cert(d):
 def pebble(tmp_path):
     """A local ACME CA (Debian's pebble + pebble-challtestsrv resolving every name to 127.0.0.1)."""
     if not (shutil.which("pebble") and shutil.which("pebble-challtestsrv")):
-        pytest.skip("pebble not installed (apt install pebble)")
+        pytest.fail("pebble is not installed: sudo ./test.sh installs it (or: apt-get install pebble)")
     d = tmp_path / "pebble"
     d.mkdir()
     ca = make_ca_and_cert(d)
