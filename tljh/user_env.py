@@ -3,10 +3,18 @@
 import os
 import subprocess
 import sys
+import tempfile
 
 from .paths import HUB_ENV_PREFIX
 
 UV = os.path.join(HUB_ENV_PREFIX, "bin", "uv")
+
+# Packages kept out of both environments. rfc3987-syntax (pulled in by jupyter-events through
+# jsonschema[format-nongpl]) builds a parser grammar on every import: a full second of every user
+# server's start and of every hub start, for IRI format checks that nothing here uses. A marker that is
+# never true is uv's documented way to drop a dependency. bootstrap.py keeps the same list (it cannot
+# import this module).
+EXCLUDED = ["rfc3987-syntax"]
 
 
 def uv_binary():
@@ -83,9 +91,17 @@ def pip_install(prefix, requirements, upgrade_packages=(), requirements_files=()
     Bytecode is compiled at install time so first imports are fast and need no write access.
     Only ``upgrade_packages`` are moved to newer versions; everything else an admin installed stays.
     """
-    args = ["pip", "install", "--python", python_of(prefix), "--compile-bytecode"]
-    for name in upgrade_packages:
-        args += ["--upgrade-package", name]
-    for path in requirements_files:
-        args += ["--requirement", path]
-    return run_uv(*args, *requirements)
+    with tempfile.NamedTemporaryFile("w", suffix=".txt") as overrides:
+        overrides.write("".join(f'{name}; sys_platform == "never"\n' for name in EXCLUDED))
+        overrides.flush()
+        args = ["pip", "install", "--python", python_of(prefix), "--compile-bytecode", "--overrides", overrides.name]
+        for name in upgrade_packages:
+            args += ["--upgrade-package", name]
+        for path in requirements_files:
+            args += ["--requirement", path]
+        result = run_uv(*args, *requirements)
+    # Environments made before the exclusion still hold them.
+    present = [name for name in EXCLUDED if name in installed_packages(prefix)]
+    if present:
+        run_uv("pip", "uninstall", "--python", python_of(prefix), *present)
+    return result
