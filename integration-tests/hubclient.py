@@ -106,6 +106,16 @@ class HubClient:
             await r.read()
             return r.status
 
+    async def check_one_plus_one(self):
+        """The smoke test a person does: start the server, run 1+1 in a kernel, stop the server."""
+        await self.start_server()
+        kernel = await self.open_kernel()
+        result = await kernel.execute("1+1")
+        await kernel.close()
+        await self.stop_server()
+        if result != "2":
+            raise HubError(f"1+1 gave {result!r}")
+
     async def start_kernel(self):
         model = await self.api("POST", f"user/{self.username}/api/kernels", expect=(201,), json={"name": "python3"})
         return model["id"]

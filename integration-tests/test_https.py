@@ -9,7 +9,7 @@ import time
 
 import pytest
 from hubclient import HubClient
-from machine import Machine
+from installed import installed_machine
 
 ADMIN_PASSWORD = "admin-password-1"
 PEBBLE_DIR = "/etc/pebble-test"
@@ -69,10 +69,7 @@ def wait_for(m, command, timeout):
 
 @pytest.fixture(scope="module")
 def hub(os_name):
-    with Machine.boot(os_name) as m:
-        m.copy_checkout()
-        result = m.install_tljh("--admin", f"admin:{ADMIN_PASSWORD}", check=False)
-        assert result.returncode == 0, result.stdout + result.stderr
+    with installed_machine(os_name, "--admin", f"admin:{ADMIN_PASSWORD}") as m:
         start_pebble(m)
         yield m
 

@@ -18,7 +18,6 @@ Nothing here talks to Caddy: these functions turn our settings into dicts
 """
 
 import os
-import re
 from urllib.parse import unquote, urlparse
 
 from tljh import paths

@@ -129,15 +129,21 @@ def _parent_for_write(doc, info):
     return node
 
 
+def _refusal_names_key(parse):
+    """Make a value parser's refusals start with the key, so the one line says what was wrong where."""
+
+    def wrapped(info, raw):
+        try:
+            return parse(info, raw)
+        except schema.ValueParseError as e:
+            raise Refused(f"{info.key}: {e}") from None
+
+    return wrapped
+
+
+@_refusal_names_key
 def _parse_for_key(info, raw):
     """A command-line string (or a Python value from the API) -> the value to store for `info`."""
-    try:
-        return _parse_value(info, raw)
-    except schema.ValueParseError as e:
-        raise Refused(f"{info.key}: {e}") from None
-
-
-def _parse_value(info, raw):
     if info.kind == "section":
         subkeys = ", ".join(sorted(info.node.get("properties", {}))) or "its keys"
         raise Refused(f"{info.key} is a section, not a value; set one of its keys ({subkeys})")
@@ -258,14 +264,8 @@ def _list_at(doc, info, create):
     return current
 
 
+@_refusal_names_key
 def _item_value(info, raw):
-    try:
-        return _parse_item(info, raw)
-    except schema.ValueParseError as e:
-        raise Refused(f"{info.key}: {e}") from None
-
-
-def _parse_item(info, raw):
     if not info.is_list:
         raise Refused(f"{info.key} is not a list; use `tljh-config set {info.key} VALUE`")
     if not isinstance(raw, str):

@@ -28,6 +28,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from .config_file import to_plain
+
 DEFAULT_AUTHENTICATOR = "firstuseauthenticator.FirstUseAuthenticator"
 
 # Authenticators installed with the hub: (short name for auth.type, class name, docs URL).
@@ -935,29 +937,12 @@ def _fill_defaults(node: dict, value):
     return copy.deepcopy(value)
 
 
-def _plain(value):
-    """ruamel CommentedMap/Seq and scalars -> plain dict/list/str/int/float/bool/None."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, bool) or value is None:
-        return value
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return float(value)
-    if isinstance(value, str):
-        return str(value)
-    return value
-
-
 def effective_config(config: dict | None) -> dict:
     """The configuration the hub runs with: `config` (raw, from config.yaml) with every default filled in.
 
     Returns a new plain dict; `config` is not modified. Ignored sections (traefik_api) are dropped.
     """
-    return _fill_defaults(_build_schema(), _plain(config or {}))
+    return _fill_defaults(_build_schema(), to_plain(config or {}))
 
 
 def defaults() -> dict:

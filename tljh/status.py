@@ -51,7 +51,7 @@ def report():
     base_url = config["base_url"] if config["base_url"].endswith("/") else config["base_url"] + "/"
     version = hub_version(base_url)
     healthy &= version is not None
-    lines.append(f"hub: " + (f"JupyterHub {version} answering on {paths.HUB_HOST}:{paths.HUB_PORT}" if version else "not answering"))
+    lines.append("hub: " + (f"JupyterHub {version} answering on {paths.HUB_HOST}:{paths.HUB_PORT}" if version else "not answering"))
 
     routes = router_routes()
     lines.append("routes: " + ("router not answering" if routes is None else f"{len(routes)} in the router"))

@@ -50,11 +50,6 @@ def group_exists(group):
     return True
 
 
-def user_groups(username):
-    """Names of the supplementary groups ``username`` is a member of."""
-    return {g.gr_name for g in grp.getgrall() if username in g.gr_mem}
-
-
 def ensure_group(group):
     """Create ``group`` if missing. Returns True if it was created."""
     if group_exists(group):

@@ -1,0 +1,18 @@
+"""A fresh machine with this checkout installed by the real bootstrap, for module-scoped fixtures."""
+
+import contextlib
+import time
+
+from machine import Machine
+
+
+@contextlib.contextmanager
+def installed_machine(os_name, *bootstrap_args, memory_max=None):
+    """Boot ``os_name``, run bootstrap with ``bootstrap_args``; the machine has ``install_seconds``."""
+    with Machine.boot(os_name, memory_max=memory_max) as m:
+        m.copy_checkout()
+        started = time.monotonic()
+        result = m.install_tljh(*bootstrap_args, check=False)
+        m.install_seconds = time.monotonic() - started
+        assert result.returncode == 0, f"bootstrap failed:\n{result.stdout}\n{result.stderr}"
+        yield m
