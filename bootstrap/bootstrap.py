@@ -27,6 +27,7 @@ SUPPORTED_TEXT = "Debian 12 or 13, Ubuntu 22.04 or 24.04 (or newer releases of b
 INSTALL_PREFIX = os.environ.get("TLJH_INSTALL_PREFIX", "/opt/tljh")
 HUB_PREFIX = os.path.join(INSTALL_PREFIX, "hub")
 HUB_PYTHON = os.path.join(HUB_PREFIX, "bin", "python")
+HUB_MOVED_ASIDE = HUB_PREFIX + ".previous"  # same as tljh.user_env.moved_aside(HUB_PREFIX)
 
 USAGE = """\
 usage: curl -L <url>/bootstrap.py | sudo python3 - [options]
@@ -187,6 +188,8 @@ def ensure_apt_packages(pip_spec):
         return
     say("Installing apt packages: {}".format(" ".join(missing)))
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    # Finish a package install that a killed or powered-off earlier run left half done (apt refuses otherwise).
+    run(["dpkg", "--configure", "-a"], "dpkg --configure -a", env=env)
     run(["apt-get", "update", "-qq"], "apt-get update", env=env)
     run(["apt-get", "install", "-y", "-qq", "--no-install-recommends"] + missing, "apt-get install", env=env)
 
@@ -208,6 +211,10 @@ def ensure_hub_venv():
         return False
     if os.path.exists(HUB_PREFIX):
         say("The hub environment does not run with this system's Python any more: rebuilding it.")
+        # The installer reinstalls the old venv's other packages (plugins) from there, then deletes it
+        # (tljh.user_env.rebuild_from). If an earlier rebuild was interrupted, the original is already there.
+        if not os.path.exists(HUB_MOVED_ASIDE):
+            os.rename(HUB_PREFIX, HUB_MOVED_ASIDE)
     os.makedirs(INSTALL_PREFIX, exist_ok=True)
     os.chmod(INSTALL_PREFIX, 0o755)
     run([sys.executable, "-m", "venv", "--clear", HUB_PREFIX], "creating the hub venv")
@@ -337,7 +344,7 @@ def main(argv):
         check_systemd()
         check_os(read_os_release())
         check_python()
-        upgrading = os.path.exists(HUB_PYTHON)
+        upgrading = os.path.isdir(HUB_PREFIX)
         check_resources(upgrading)
     except BootstrapError as e:
         print("bootstrap: error: {}".format(e), file=sys.stderr)

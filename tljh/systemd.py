@@ -35,6 +35,11 @@ def enable(unit):
     systemctl("enable", unit)
 
 
+def needs_daemon_reload(unit):
+    """True if the unit's file changed on disk since systemd loaded it."""
+    return systemctl("show", "--property=NeedDaemonReload", "--value", unit, check=False).stdout.strip() == "yes"
+
+
 def is_active(unit):
     return systemctl("is-active", "--quiet", unit, check=False).returncode == 0
 
@@ -45,6 +50,10 @@ def restart(unit):
 
 def start(unit):
     systemctl("start", unit)
+
+
+def stop(unit):
+    systemctl("stop", unit)
 
 
 def journal_tail(unit, lines=20):

@@ -1,9 +1,14 @@
 """Python environments built with uv: the hub venv and the shared user environment."""
 
+import glob
+import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
+from importlib import metadata
 
 from .paths import HUB_ENV_PREFIX
 
@@ -64,20 +69,84 @@ def venv_works(prefix):
     return mine.returncode == 0 and mine.stdout == system.stdout
 
 
+def site_packages(prefix):
+    return sorted(glob.glob(os.path.join(prefix, "lib", "python3*", "site-packages")))
+
+
 def installed_packages(prefix):
-    """{name: version} of what is installed in the venv at ``prefix`` (empty if it does not work)."""
-    result = subprocess.run(
-        [uv_binary(), "pip", "freeze", "--python", python_of(prefix)],
-        env=uv_env(),
-        capture_output=True,
-        text=True,
-    )
-    packages = {}
-    for line in result.stdout.splitlines():
-        if "==" in line:
-            name, version = line.split("==", 1)
-            packages[name.lower()] = version
-    return packages
+    """{name: version} of what is installed in the venv at ``prefix``.
+
+    Read from the dist-info files, without running the venv's interpreter: this must work on a venv whose
+    system Python an OS upgrade removed, to rebuild it with the same packages.
+    """
+    return {canonical(d.metadata["Name"]): d.version for d in _distributions(prefix)}
+
+
+def _distributions(prefix):
+    # A dist-info without metadata is what a killed install leaves half-written: nothing to reinstall from it.
+    return [d for d in metadata.distributions(path=site_packages(prefix)) if d.metadata and d.metadata["Name"]]
+
+
+def canonical(name):
+    """A distribution name as packaging normalizes it (PEP 503): ``Jupyter_Server`` -> ``jupyter-server``."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def requirements_of(prefix):
+    """Requirement strings reinstalling what the venv at ``prefix`` holds: ``name==version``, or
+    ``name @ url`` for packages installed from a path or a git URL (plugins), if that path still exists."""
+    requirements = []
+    for dist in _distributions(prefix):
+        name = dist.metadata["Name"]
+        origin = json.loads(dist.read_text("direct_url.json") or "null")
+        if origin and "url" in origin:
+            url = origin["url"]
+            if url.startswith("file://") and not os.path.exists(url[len("file://") :]):
+                continue
+            if "vcs_info" in origin:
+                url = f"{origin['vcs_info']['vcs']}+{url}@{origin['vcs_info']['commit_id']}"
+            requirements.append(f"{name} @ {url}")
+        else:
+            requirements.append(f"{name}=={dist.version}")
+    return sorted(requirements, key=str.lower)
+
+
+def moved_aside(prefix):
+    """Where a venv that no longer runs waits while its replacement is built (see rebuild_from)."""
+    return prefix.rstrip("/") + ".previous"
+
+
+def rebuild_from(prefix, *, create=True):
+    """Rebuild the venv at ``prefix`` with the packages it held, after an OS upgrade changed the system Python.
+
+    The old venv is first renamed to ``moved_aside(prefix)`` and only deleted once its packages are back,
+    so an interrupted rebuild resumes from it on the next run. With ``create=False`` the new venv already
+    exists (bootstrap made the hub venv). Returns (restored requirements, the ones that could not be
+    reinstalled).
+    """
+    old = moved_aside(prefix)
+    if not os.path.isdir(old):
+        if not os.path.isdir(prefix):
+            return [], []
+        os.rename(prefix, old)
+        create = True
+    if create:
+        create_venv(prefix)
+    present = installed_packages(prefix)
+    wanted = [r for r in requirements_of(old) if canonical(re.split(r"[ =@]", r, maxsplit=1)[0]) not in present]
+    failed = []
+    if wanted:
+        try:
+            pip_install(prefix, wanted)
+        except RuntimeError:
+            # One unavailable package must not cost the others: retry one by one, report the rest.
+            for requirement in wanted:
+                try:
+                    pip_install(prefix, [requirement])
+                except RuntimeError:
+                    failed.append(requirement)
+    shutil.rmtree(old)
+    return [r for r in wanted if r not in failed], failed
 
 
 def create_venv(prefix):

@@ -454,6 +454,9 @@ MODULE_PATHS = [
      "The last configuration the hub started with; `tljh-config reload` restores it when a new one fails."),
     ("tljh.uninstall", "BACKUP_DIR", "directory", "",
      "`tljh uninstall` saves config and state here first, as `tljh-<time>.tar.gz` (mode `0600`)."),
+    ("tljh.hub_database", "BACKUP_DIR", "directory", "0700",
+     "Before an upgrade changes the hub database's schema, the installer saves the database here as "
+     "`jupyterhub.sqlite.<date>-<time>` (mode `0600`) and prints the path."),
 ]
 
 # Paths written as literals in the code: (shown as, strings the source must contain, source, kind, mode, what).
@@ -471,6 +474,10 @@ LITERAL_PATHS = [
      "FirstUseAuthenticator's password hashes (bcrypt)."),
     ("/var/cache/tljh/uv", ['"/var/cache/tljh/uv"'], "tljh/user_env.py", "directory", "",
      "uv's package cache: reinstalls and upgrades reuse downloaded packages."),
+    ("/opt/tljh/hub.previous, /opt/tljh/user.previous", ['".previous"'], "tljh/user_env.py", "directory", "",
+     "Only while an environment that no longer runs with the system's Python (after an OS upgrade) is rebuilt: "
+     "the old one, which its packages are reinstalled from. Deleted when the rebuild is complete; a rerun of an "
+     "interrupted rebuild resumes from it."),
 ]
 
 

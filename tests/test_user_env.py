@@ -1,0 +1,95 @@
+"""Reading a venv's packages from its files (it may not run any more) and rebuilding it with them."""
+
+import json
+import os
+
+import pytest
+
+from tljh import user_env
+
+
+def add_dist(prefix, name, version, direct_url=None, python="python3.11"):
+    info = os.path.join(prefix, "lib", python, "site-packages", f"{name.replace('-', '_')}-{version}.dist-info")
+    os.makedirs(info)
+    with open(os.path.join(info, "METADATA"), "w") as f:
+        f.write(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    if direct_url:
+        with open(os.path.join(info, "direct_url.json"), "w") as f:
+            json.dump(direct_url, f)
+
+
+@pytest.fixture
+def old_venv(tmp_path):
+    prefix = str(tmp_path / "user")
+    plugin_dir = tmp_path / "my-plugin"
+    plugin_dir.mkdir()
+    add_dist(prefix, "Jupyter_Server", "2.14.0")
+    add_dist(prefix, "pyfiglet", "1.0.2")
+    add_dist(prefix, "my-plugin", "0.1", {"url": f"file://{plugin_dir}", "dir_info": {}})
+    add_dist(prefix, "gone-plugin", "0.1", {"url": f"file://{tmp_path}/deleted", "dir_info": {}})
+    add_dist(prefix, "gitpkg", "1.0", {"url": "https://example.org/r.git", "vcs_info": {"vcs": "git", "commit_id": "abc"}})
+    # The interpreter is a dangling link, as after an OS upgrade removed the Python it pointed to.
+    os.makedirs(os.path.join(prefix, "bin"))
+    os.symlink("/usr/bin/python3.0-removed", os.path.join(prefix, "bin", "python"))
+    return prefix, plugin_dir
+
+
+def test_packages_are_read_without_running_the_interpreter(old_venv):
+    prefix, _ = old_venv
+    assert not user_env.venv_works(prefix)
+    packages = user_env.installed_packages(prefix)
+    assert packages["jupyter-server"] == "2.14.0" and packages["pyfiglet"] == "1.0.2"
+
+
+def test_requirements_reinstall_the_same_things(old_venv):
+    prefix, plugin_dir = old_venv
+    assert user_env.requirements_of(prefix) == [
+        "gitpkg @ git+https://example.org/r.git@abc",
+        "Jupyter_Server==2.14.0",
+        f"my-plugin @ file://{plugin_dir}",
+        "pyfiglet==1.0.2",
+    ]  # gone-plugin's directory no longer exists: nothing to reinstall it from
+
+
+def fake_uv(monkeypatch, fail=()):
+    installs = []
+
+    def create_venv(prefix):
+        os.makedirs(os.path.join(prefix, "lib", "python3.13", "site-packages"))
+        add_dist(prefix, "jupyter-server", "2.15.0", python="python3.13")  # the new installer's own version wins
+
+    def pip_install(prefix, requirements, **kw):
+        if any(r in fail for r in requirements):
+            raise RuntimeError("uv pip install failed")
+        installs.append(list(requirements))
+
+    monkeypatch.setattr(user_env, "create_venv", create_venv)
+    monkeypatch.setattr(user_env, "pip_install", pip_install)
+    return installs
+
+
+def test_rebuild_moves_aside_restores_then_deletes(old_venv, monkeypatch):
+    prefix, plugin_dir = old_venv
+    installs = fake_uv(monkeypatch)
+    restored, failed = user_env.rebuild_from(prefix)
+    assert installs == [["gitpkg @ git+https://example.org/r.git@abc", f"my-plugin @ file://{plugin_dir}", "pyfiglet==1.0.2"]]
+    assert failed == [] and restored == installs[0]
+    assert not os.path.exists(user_env.moved_aside(prefix))
+
+
+def test_one_unavailable_package_does_not_cost_the_others(old_venv, monkeypatch):
+    prefix, plugin_dir = old_venv
+    fake_uv(monkeypatch, fail={"gitpkg @ git+https://example.org/r.git@abc"})
+    restored, failed = user_env.rebuild_from(prefix)
+    assert failed == ["gitpkg @ git+https://example.org/r.git@abc"]
+    assert restored == [f"my-plugin @ file://{plugin_dir}", "pyfiglet==1.0.2"]
+
+
+def test_interrupted_rebuild_resumes_from_the_moved_venv(old_venv, monkeypatch):
+    prefix, _ = old_venv
+    os.rename(prefix, user_env.moved_aside(prefix))
+    os.makedirs(prefix)  # a half-made new venv, as left by a kill during the rebuild
+    installs = fake_uv(monkeypatch)
+    restored, _ = user_env.rebuild_from(prefix, create=False)
+    assert "pyfiglet==1.0.2" in restored and installs
+    assert not os.path.exists(user_env.moved_aside(prefix))
