@@ -33,17 +33,9 @@ from tljh import caddy_config, proxy_service
 from tljh.caddy_admin import CaddyAdmin
 from tljh.caddy_proxy import CaddyProxy
 
-CADDY = (
-    os.environ.get("TLJH_TEST_CADDY")
-    or shutil.which("caddy", path=os.path.dirname(sys.executable))
-    or shutil.which("caddy")
-)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+from caddy_testing import CADDY, free_port  # noqa: E402
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ------------------------------------------------------------------ child modes

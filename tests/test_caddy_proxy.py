@@ -21,23 +21,14 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
+from caddy_testing import CADDY, free_port
+
 from tljh import caddy_config, proxy_service
 from tljh.caddy_admin import CaddyAdmin, CaddyConfigChanged, CaddyNotRunning
 from tljh.caddy_proxy import CaddyProxy
 
 pytestmark = pytest.mark.asyncio
 
-CADDY = (
-    os.environ.get("TLJH_TEST_CADDY")
-    or shutil.which("caddy", path=os.path.dirname(sys.executable))
-    or shutil.which("caddy")
-)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(predicate, timeout=10, what="condition"):
