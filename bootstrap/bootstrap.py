@@ -196,7 +196,8 @@ def ensure_apt_packages(pip_spec):
 
 def hub_venv_works():
     """The hub venv runs, with the system python3's version (an OS upgrade may have replaced it)."""
-    if not os.path.exists(HUB_PYTHON):
+    # pip is the last thing `python3 -m venv` writes: without it, a run was killed while making the venv.
+    if not (os.path.exists(HUB_PYTHON) and os.path.exists(os.path.join(HUB_PREFIX, "bin", "pip"))):
         return False
     probe = "import sys; print(sys.version_info[:2])"
     try:

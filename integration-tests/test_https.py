@@ -5,6 +5,7 @@ server resolving the test domain to this machine. The admin only uses tljh-confi
 """
 
 import asyncio
+import subprocess
 import time
 
 import pytest
@@ -196,9 +197,45 @@ def test_preflight_names_dns_problems(hub):
     try:
         hub.run("tljh-config unset https.tls")
         hub.run("tljh-config add-item https.letsencrypt.domains nowhere.invalid")
-        result = hub.run("tljh-config reload proxy", check=False)
+        result = hub.run("tljh-config reload proxy --timeout 5", check=False)
         assert "warning: nowhere.invalid does not resolve" in result.stderr, result.stderr
         assert "add a DNS A/AAAA record pointing to this machine" in result.stderr
     finally:
         hub.run(f"cat > /opt/tljh/config/config.yaml <<'EOF'\n{before}EOF")
         hub.run("tljh-config reload proxy")
+
+
+UNREACHABLE = "198.51.100.7"  # TEST-NET-2: no machine has it
+
+
+def test_firewalled_domain_is_explained_after_the_ca_tried(hub):
+    """A firewall between the CA and this server: only the CA can see it. `reload proxy` waits for the
+    certificate and, when the CA could not connect, says so in one line naming the firewall; HTTP and the
+    other domain's certificate keep serving."""
+    before = hub.run("cat /opt/tljh/config/config.yaml").stdout
+    # pebble resolves blocked.test to an address that no packet reaches (this host's network is the machine's).
+    hub.run(f"""curl -sf -X POST -d '{{"host":"blocked.test.","addresses":["{UNREACHABLE}"]}}' http://127.0.0.1:8055/add-a""")
+    subprocess.run(["ip", "route", "replace", "unreachable", f"{UNREACHABLE}/32"], check=True)
+    try:
+        hub.run("tljh-config unset https.tls")
+        hub.run("tljh-config add-item https.letsencrypt.domains blocked.test")
+        result = hub.run("tljh-config reload proxy --timeout 30", check=False)
+        assert result.returncode == 0, result.stdout + result.stderr
+        print(result.stderr)
+        problems = [line for line in result.stderr.splitlines() if line.startswith("warning: no certificate")]
+        assert len(problems) == 1, result.stderr  # hub.test has its certificate
+        assert problems[0].startswith(
+            "warning: no certificate for blocked.test: the CA could not connect to blocked.test on port 80/443: "
+            "a firewall"
+        ), problems[0]
+        assert "(CA: " in problems[0] and UNREACHABLE in problems[0]  # the CA's own words, as evidence
+        assert "HTTPS certificates still missing" in result.stdout
+        assert https_get(hub, "hub.test", f"{PEBBLE_DIR}/issuer-root.pem").stdout == "200"
+        status = hub.run("tljh status", check=False)
+        assert status.returncode == 1, status.stdout
+        assert "  no certificate for blocked.test: the CA could not connect" in status.stdout, status.stdout
+    finally:
+        subprocess.run(["ip", "route", "del", "unreachable", f"{UNREACHABLE}/32"], check=False)
+        hub.run(f"cat > /opt/tljh/config/config.yaml <<'EOF'\n{before}EOF")
+        hub.run("tljh-config reload proxy")
+

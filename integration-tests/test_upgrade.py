@@ -189,7 +189,9 @@ def install_and_kill_at(machine, line, delay=0.0):
 
 def test_killed_install_completes_on_rerun_and_reruns_converge(machine):
     machine.copy_checkout()
-    # First a few seconds into the longest step of a first install: uv writing the user environment.
+    # First while bootstrap makes the hub venv (python3 -m venv and ensurepip take a few seconds), then a few
+    # seconds into the longest step of a first install: uv writing the user environment.
+    install_and_kill_at(machine, "Installing The Littlest JupyterHub", delay=1)
     install_and_kill_at(machine, "] Setting up the user environment", delay=2)
     # Then at a random point of what a rerun announces: bootstrap's phase and each installer step but the last
     # (after which nothing is left to interrupt).

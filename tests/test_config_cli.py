@@ -518,7 +518,10 @@ def test_reload_proxy(capsys, cfg, monkeypatch):
         pass
 
     fake_module = types.SimpleNamespace(
-        reload_proxy=seen.append, ProxyReloadError=ProxyReloadError, https_preflight=lambda config: []
+        reload_proxy=seen.append,
+        ProxyReloadError=ProxyReloadError,
+        https_preflight=lambda config: [],
+        missing_certificates=lambda config, since, timeout: [],
     )
     monkeypatch.setitem(sys.modules, "tljh.proxy_service", fake_module)
     code, out, _ = run(capsys, cfg, "reload", "proxy")
@@ -542,11 +545,33 @@ def test_reload_proxy_says_preflight_problems_first(capsys, cfg, monkeypatch):
         reload_proxy=lambda config: None,
         ProxyReloadError=Exception,
         https_preflight=lambda config: ["hub.example.org does not resolve (no such name)"],
+        missing_certificates=lambda config, since, timeout: [],
     )
     monkeypatch.setitem(sys.modules, "tljh.proxy_service", fake_module)
     code, out, err = run(capsys, cfg, "reload", "proxy")
     assert code == 0 and "proxy reloaded" in out
     assert err == "warning: hub.example.org does not resolve (no such name)\n"
+
+
+def test_reload_proxy_says_why_a_certificate_is_missing(capsys, cfg, monkeypatch):
+    waited = []
+
+    def missing_certificates(config, since, timeout):
+        waited.append(timeout)
+        return ["no certificate for hub.example.org: the CA could not connect ..."]
+
+    fake_module = types.SimpleNamespace(
+        reload_proxy=lambda config: None,
+        ProxyReloadError=Exception,
+        https_preflight=lambda config: [],
+        missing_certificates=missing_certificates,
+    )
+    monkeypatch.setitem(sys.modules, "tljh.proxy_service", fake_module)
+    code, out, err = run(capsys, cfg, "reload", "proxy", "--timeout", "7")
+    assert code == 0  # the proxy did reload; HTTP serves and Caddy keeps asking the CA
+    assert "HTTPS certificates still missing" in out
+    assert err == "warning: no certificate for hub.example.org: the CA could not connect ...\n"
+    assert waited == [7.0]
 
 
 def test_path_constants_reexported_for_plugins():

@@ -11,7 +11,7 @@ Exit codes: 0 done; 1 a reload failed (the last good configuration is back and s
 2 refused (nothing changed: unknown key, wrong type, missing value, malformed file, not root);
 3 a reload failed and the hub could not be brought back.
 
-Environment: TLJH_RELOAD_TIMEOUT (seconds `reload` waits for the hub, default 60);
+Environment: TLJH_RELOAD_TIMEOUT (seconds `reload` waits for the hub or the proxy's certificates, default 60);
 TLJH_CONFIG_SKIP_ROOT_CHECK=1 (tests only: skip the root check). Without root, tljh-config still edits a
 file given with --config-path that is not the system config.yaml (reload always needs root).
 
@@ -556,7 +556,7 @@ def _reload_hub(config_path, timeout, last_good):
     )
 
 
-def reload_proxy(config_path=CONFIG_FILE):
+def reload_proxy(config_path=CONFIG_FILE, timeout=DEFAULT_RELOAD_TIMEOUT):
     try:
         config = load_config(config_path)
     except ConfigFileError as e:
@@ -572,17 +572,22 @@ def reload_proxy(config_path=CONFIG_FILE):
     # What would keep the CA from issuing is said now, not found later in Caddy's log.
     for problem in proxy_service.https_preflight(effective):
         _warn(problem)
+    started = time.time()
     try:
         proxy_service.reload_proxy(effective)
     except proxy_service.ProxyReloadError as e:
         raise ReloadError(f"proxy reload failed, the previous proxy configuration keeps serving: {e}") from None
-    return "proxy reloaded"
+    # The proxy is reloaded either way; a certificate the CA did not issue is said, with its reason.
+    missing = proxy_service.missing_certificates(effective, since=started, timeout=timeout)
+    for line in missing:
+        _warn(line)
+    return "proxy reloaded" + ("; HTTPS certificates still missing (see above), HTTP keeps serving" if missing else "")
 
 
 def reload_component(component, config_path=CONFIG_FILE, timeout=DEFAULT_RELOAD_TIMEOUT):
     """TLJH's name: reload 'hub' or 'proxy'. Returns a message; raises Refused or ReloadError."""
     if component == "proxy":
-        return reload_proxy(config_path)
+        return reload_proxy(config_path, timeout)
     return reload_hub(config_path, timeout)
 
 
@@ -647,7 +652,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout",
         type=float,
         default=float(os.environ.get("TLJH_RELOAD_TIMEOUT", DEFAULT_RELOAD_TIMEOUT)),
-        help="seconds to wait for the hub to answer (default %(default)g)",
+        help="seconds to wait for the hub to answer, or for the proxy's HTTPS certificates (default %(default)g)",
     )
     return p
 

@@ -6,6 +6,7 @@ failure or an interruption completes the install.
 """
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
@@ -346,6 +347,9 @@ def start_proxy(ctx):
             actions.append(f"reloaded {unit}")
         _record_fingerprint(unit, wanted[unit])
     _record_fingerprint("edge-config", edge_config)
+    # Earlier releases kept one fingerprint for both proxies, recorded before restarting them.
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(_fingerprint_file("caddy"))
     return "; ".join(actions) or "running, unchanged"
 
 

@@ -185,3 +185,63 @@ def https_preflight(config, resolve=None, port_owner=_port_owner, local_addresse
                     "(fine only if that address forwards ports 80/443 here)"
                 )
     return problems
+
+
+def served_certificate(domain, port, host="127.0.0.1", timeout=3):
+    """The certificate the edge serves to a browser asking for ``domain`` (SNI); None if it serves none."""
+    import socket
+    import ssl
+
+    from tljh import certificates
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # what is served is the question, not whether we trust it yet
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as raw:
+            with context.wrap_socket(raw, server_hostname=domain) as tls:
+                der = tls.getpeercert(binary_form=True)
+    except (OSError, ssl.SSLError):
+        return None
+    return certificates.from_der(der) if der else None
+
+
+def _caddy_log_since(since):
+    import subprocess
+
+    try:
+        return subprocess.run(
+            ["journalctl", "--unit", "caddy.service", "--since", f"@{int(since)}", "--output", "cat", "--no-pager"],
+            capture_output=True, text=True, timeout=15,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def missing_certificates(config, since, timeout, served=served_certificate, log_since=_caddy_log_since, poll=0.5):
+    """After a reload: wait up to ``timeout`` s until the edge serves a certificate for every ACME domain.
+
+    Returns one line per domain still without one, with the CA's reason from Caddy's log (logged since
+    ``since``, a time.time()): the CA is the only one that sees whether this server is reachable from
+    the internet, so a firewall shows up here, not in the pre-flight.
+    """
+    import time
+
+    from tljh import certificates
+
+    https = config.get("https") or {}
+    if not https.get("enabled") or (https.get("tls") or {}).get("cert"):
+        return []
+    domains = list((https.get("letsencrypt") or {}).get("domains") or [])
+    port = https.get("port", 443)
+    started = time.monotonic()
+    while True:
+        missing = [d for d in domains if not ((cert := served(d, port)) and certificates.covers(cert, d))]
+        if not missing or time.monotonic() - started >= timeout:
+            break
+        time.sleep(poll)
+    if not missing:
+        return []
+    problems = certificates.acme_problems(log_since(since))
+    return [certificates.explain_missing(d, problems.get(d), timeout) for d in missing]
+

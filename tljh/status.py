@@ -1,6 +1,7 @@
 """`tljh status`: is everything up, what is the config's state, which certificates are served."""
 
 import json
+import time
 import urllib.error
 import urllib.request
 
@@ -67,4 +68,10 @@ def report():
         certs += certificates.managed_certificates(caddy_config.EDGE_DATA_DIR)
         lines.append(f"https: enabled on port {https['port']}; " + (f"{len(certs)} certificate(s)" if certs else "no certificate yet"))
         lines += [f"  {c.describe()}" for c in certs]
+        # ACME domains the edge serves no certificate for, with the CA's last word on each (a day of log).
+        from . import proxy_service
+
+        missing = proxy_service.missing_certificates(config, since=time.time() - 86400, timeout=0)
+        lines += [f"  {line}" for line in missing]
+        healthy &= not missing
     return lines, healthy
