@@ -80,3 +80,12 @@ def test_python_too_old(bootstrap, monkeypatch):
     monkeypatch.setattr(bootstrap, "MIN_PYTHON", (99, 0))
     with pytest.raises(bootstrap.BootstrapError, match=r"python3 is 3\.\d+; 99\.0 or newer is required"):
         bootstrap.check_python()
+
+
+def test_bootstrap_and_installer_agree_on_shared_names(bootstrap):
+    """bootstrap.py cannot import tljh: the names both sides rely on are kept equal by this test."""
+    from tljh import paths, user_env
+
+    assert bootstrap.HUB_PREFIX == paths.HUB_ENV_PREFIX
+    assert bootstrap.HUB_MOVED_ASIDE == user_env.moved_aside(paths.HUB_ENV_PREFIX)
+    assert bootstrap.EXCLUDED == user_env.EXCLUDED
