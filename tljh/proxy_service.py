@@ -207,15 +207,9 @@ def served_certificate(domain, port, host="127.0.0.1", timeout=3):
 
 
 def _caddy_log_since(since):
-    import subprocess
+    from tljh import systemd
 
-    try:
-        return subprocess.run(
-            ["journalctl", "--unit", "caddy.service", "--since", f"@{int(since)}", "--output", "cat", "--no-pager"],
-            capture_output=True, text=True, timeout=15,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return ""
+    return systemd.journal_since("caddy.service", since)
 
 
 def missing_certificates(config, since, timeout, served=served_certificate, log_since=_caddy_log_since, poll=0.5):

@@ -56,11 +56,24 @@ def stop(unit):
     systemctl("stop", unit)
 
 
-def journal_tail(unit, lines=20):
-    """The last log lines of ``unit``, to show an admin why it failed."""
+def _journal(unit, *selection, timeout=None):
     result = subprocess.run(
-        ["journalctl", "--unit", unit, "--no-pager", "--output", "cat", "--lines", str(lines)],
+        ["journalctl", "--unit", unit, "--no-pager", "--output", "cat", *selection],
         capture_output=True,
         text=True,
+        timeout=timeout,
     )
-    return result.stdout.strip()
+    return result.stdout
+
+
+def journal_tail(unit, lines=20):
+    """The last log lines of ``unit``, to show an admin why it failed."""
+    return _journal(unit, "--lines", str(lines)).strip()
+
+
+def journal_since(unit, since):
+    """What ``unit`` logged since ``since`` (a time.time()); empty if the journal cannot be read."""
+    try:
+        return _journal(unit, "--since", f"@{int(since)}", timeout=15)
+    except (OSError, subprocess.SubprocessError):
+        return ""
