@@ -5,6 +5,12 @@ import time
 
 from machine import Machine
 
+# The files the installer manages outside its environments: a rerun with nothing to change leaves them as they are.
+MANAGED_FILES = (
+    "/etc/systemd/system/jupyterhub.service /etc/systemd/system/caddy.service /etc/systemd/system/caddy-router.service "
+    "/etc/sudoers.d/jupyterhub-admins /opt/tljh/config/config.yaml"
+)
+
 
 @contextlib.contextmanager
 def installed_machine(os_name, *bootstrap_args, memory_max=None):

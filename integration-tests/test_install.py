@@ -10,7 +10,7 @@ import time
 
 import pytest
 from hubclient import HubClient
-from installed import installed_machine
+from installed import MANAGED_FILES, installed_machine
 
 ADMIN_PASSWORD = "admin-password-1"
 BOB_PASSWORD = "bob-password-1"
@@ -160,10 +160,6 @@ def test_admin_installs_for_everyone_with_sudo_pip(hub):
 def test_non_admin_cannot(hub, what, command):
     result = hub.run(command, user="jupyter-bob", check=False)
     assert result.returncode != 0, f"a non-admin user could {what}: {result.stdout[:200]}"
-
-
-MANAGED_FILES = "/etc/systemd/system/jupyterhub.service /etc/systemd/system/caddy.service " \
-    "/etc/systemd/system/caddy-router.service /etc/sudoers.d/jupyterhub-admins /opt/tljh/config/config.yaml"
 
 
 def test_noop_upgrade_keeps_servers_and_websockets(hub):

@@ -15,6 +15,7 @@ import urllib.request
 
 import pytest
 from hubclient import HubClient
+from installed import MANAGED_FILES
 from machine import REPO_ROOT
 
 from tljh.installer import STEPS
@@ -28,14 +29,17 @@ DAVE_PASSWORD = "dave-password-1"
 PLUGIN = "/srv/tljh-src/integration-tests/plugins/tljh-test-plugin"
 # Whatever it takes: small, pure Python, and not a dependency of anything the installer puts there.
 ADMIN_PACKAGE, ADMIN_MODULE = "cowsay==6.1", "cowsay"
-MANAGED_FILES = (
-    "/etc/systemd/system/jupyterhub.service /etc/systemd/system/caddy.service /etc/systemd/system/caddy-router.service "
-    "/etc/sudoers.d/jupyterhub-admins /opt/tljh/config/config.yaml /opt/tljh/state/caddy/edge.json"
-)
+CONVERGED_FILES = MANAGED_FILES + " /opt/tljh/state/caddy/edge.json"
 
 
 def run(coro):
     return asyncio.run(coro)
+
+
+async def admin_runs_one_plus_one():
+    async with HubClient() as admin:
+        await admin.login(ADMIN, ADMIN_PASSWORD)
+        await admin.check_one_plus_one()
 
 
 def admin_installs_package(machine):
@@ -153,12 +157,7 @@ def test_system_python_change_rebuilds_venvs_with_their_packages(machine):
     with urllib.request.urlopen("http://127.0.0.1/hub/login", timeout=10) as r:
         assert "tljh-test-plugin was here" in r.read().decode()
 
-    async def scenario():
-        async with HubClient() as admin:
-            await admin.login(ADMIN, ADMIN_PASSWORD)
-            await admin.check_one_plus_one()
-
-    run(scenario())
+    run(admin_runs_one_plus_one())
 
 
 KILL_UNIT = "tljh-install-killed"
@@ -204,16 +203,11 @@ def test_killed_install_completes_on_rerun_and_reruns_converge(machine):
     completed = machine.install_tljh("--admin", f"{ADMIN}:{ADMIN_PASSWORD}", check=False)
     assert completed.returncode == 0, f"rerun after kills at {chosen!r} failed:\n{completed.stdout}\n{completed.stderr}"
 
-    async def scenario():
-        async with HubClient() as admin:
-            await admin.login(ADMIN, ADMIN_PASSWORD)
-            await admin.check_one_plus_one()
-
-    run(scenario())
+    run(admin_runs_one_plus_one())
 
     sums = []
     for _ in range(3):
         again = machine.install_tljh("--admin", f"{ADMIN}:{ADMIN_PASSWORD}", check=False)
         assert again.returncode == 0, again.stdout + again.stderr
-        sums.append(machine.run(f"sha256sum {MANAGED_FILES}").stdout)
+        sums.append(machine.run(f"sha256sum {CONVERGED_FILES}").stdout)
     assert sums[0] == sums[1] == sums[2], "\n".join(sums)
