@@ -75,3 +75,14 @@ def test_backups_never_overwrite_each_other(old_database):
     first = hub_database.backup(db_file, now=0)
     second = hub_database.backup(db_file, now=0)
     assert first != second and os.path.exists(first) and os.path.exists(second)
+
+
+def test_stamped_revision_is_read_without_alembic(old_database, tmp_path):
+    db_file, head = old_database
+    assert hub_database.stamped_revision(db_file) == hub_database.revisions(db_file)[0] != head
+    empty = str(tmp_path / "empty.sqlite")
+    sqlite3.connect(empty).close()
+    assert hub_database.stamped_revision(empty) is None
+    with sqlite3.connect(db_file) as db:
+        db.execute("DELETE FROM alembic_version")
+    assert hub_database.stamped_revision(db_file) == "" and hub_database.revisions(db_file) == (None, head)

@@ -28,19 +28,30 @@ def _alembic_config(db_url, directory):
     return alembic.config.Config(ini)
 
 
+def stamped_revision(db_file):
+    """The schema revision stamped in the database, read with sqlite3 alone (cheap: no alembic import).
+
+    None if the database has no alembic_version table (empty, or older than JupyterHub 0.8: JupyterHub
+    stamps or guesses it at start); "" if the table is there but empty.
+    """
+    with sqlite3.connect(f"file:{db_file}?mode=ro", uri=True) as db:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "alembic_version" not in tables:
+            return None
+        row = db.execute("SELECT version_num FROM alembic_version").fetchone()
+    return row[0] if row else ""
+
+
 def revisions(db_file):
-    """(the database's schema revision, the installed JupyterHub's) — None for a database never stamped."""
+    """(the database's schema revision, the installed JupyterHub's) — None for an empty alembic_version table."""
     from alembic.script import ScriptDirectory
 
     with tempfile.TemporaryDirectory() as tmp:
         head = ScriptDirectory.from_config(_alembic_config(f"sqlite:///{db_file}", tmp)).get_current_head()
-    with sqlite3.connect(f"file:{db_file}?mode=ro", uri=True) as db:
-        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if "alembic_version" not in tables:
-            # An empty database, or one older than JupyterHub 0.8: JupyterHub stamps or guesses it at start.
-            return head, head
-        row = db.execute("SELECT version_num FROM alembic_version").fetchone()
-    return (row[0] if row else None), head
+    current = stamped_revision(db_file)
+    if current is None:
+        return head, head
+    return (current or None), head
 
 
 def backup(db_file, directory=None, now=None):

@@ -227,8 +227,16 @@ def upgrade_hub_database(ctx):
         return "no database yet"
     from . import hub_database
 
+    # Asking alembic for JupyterHub's schema head costs most of a second; an unchanged JupyterHub and database
+    # (every no-op rerun) need not ask again.
+    def checked():
+        return _fingerprint([_package_version("jupyterhub"), str(hub_database.stamped_revision(db_file))])
+
+    if not _fingerprint_changed("hub-database", checked()):
+        return "schema up to date"
     current, head = hub_database.revisions(db_file)
     if current == head:
+        _record_fingerprint("hub-database", checked())
         return "schema up to date"
     # The hub running now is the old JupyterHub: it must not write while the schema changes under it.
     systemd.stop(HUB_UNIT)
@@ -237,6 +245,7 @@ def upgrade_hub_database(ctx):
         backup = hub_database.upgrade(db_file)
     except hub_database.UpgradeError as e:
         raise InstallError(str(e)) from e
+    _record_fingerprint("hub-database", checked())
     return f"upgraded from schema {current} to {head}; the previous database is saved at {backup}"
 
 

@@ -472,6 +472,9 @@ LITERAL_PATHS = [
      "0600", "The hub's cookie secret."),
     ("/opt/tljh/state/passwords.dbm", ['"passwords.dbm"'], "tljh/jupyterhub_config.py", "file", "0600",
      "FirstUseAuthenticator's password hashes (bcrypt)."),
+    ("/opt/tljh/state/*.fingerprint", ['.fingerprint"', "STATE_DIR"], "tljh/installer.py", "file", "0600",
+     "What the hub, each proxy, the edge's config and the hub database check last ran with. A rerun of the "
+     "installer restarts or rechecks only what differs; deleting them makes the next rerun restart everything."),
     ("/var/cache/tljh/uv", ['"/var/cache/tljh/uv"'], "tljh/user_env.py", "directory", "",
      "uv's package cache: reinstalls and upgrades reuse downloaded packages."),
     ("/opt/tljh/hub.previous, /opt/tljh/user.previous", ['".previous"'], "tljh/user_env.py", "directory", "",
