@@ -606,14 +606,15 @@ c.JupyterHub.cleanup_servers = False
     hub = subprocess.Popen([sys.executable, "-m", "jupyterhub", "-f", "jupyterhub_config.py"],
                            cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
     try:
+        # The router's catch-all reaches the hub before the hub has added its own route, so an
+        # answering /hub/api/ does not mean startup is over: the hub's "now running" line does.
         deadline = time.monotonic() + 60
-        while True:
+        while "JupyterHub is now running" not in (workdir / "hub.log").read_text():
             assert hub.poll() is None, (workdir / "hub.log").read_text()[-3000:]
-            async with client.get(env.edge_url + "/hub/api/") as resp:
-                if resp.status == 200 and "version" in await resp.json(content_type=None):
-                    break
             assert time.monotonic() < deadline, (workdir / "hub.log").read_text()[-3000:]
             await asyncio.sleep(0.2)
+        async with client.get(env.edge_url + "/hub/api/") as resp:
+            assert resp.status == 200 and "version" in await resp.json(content_type=None)
         async with client.get(env.edge_url + "/hub/login") as resp:
             assert resp.status == 200
             assert "Sign in" in await resp.text() or "login" in (await resp.text()).lower()
