@@ -698,7 +698,7 @@ class Machine:
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w") as tar:
             tar.add(str(host_path), arcname=os.path.basename(guest_path), filter=_root_owned)
-        self._untar(buf.getvalue(), os.path.dirname(guest_path) or "/")
+        self.copy_tar(buf.getvalue(), os.path.dirname(guest_path) or "/")
 
     def copy_checkout(self, guest_path="/srv/tljh-src"):
         """Copy this checkout's files (git tracked + untracked-but-not-ignored) to guest_path, replacing it."""
@@ -712,9 +712,10 @@ class Machine:
                 if p.is_file() or p.is_symlink():
                     tar.add(str(p), arcname=f"{name}/{rel}", recursive=False, filter=_root_owned)
         self.run(["rm", "-rf", guest_path])
-        self._untar(buf.getvalue(), os.path.dirname(guest_path.rstrip("/")) or "/")
+        self.copy_tar(buf.getvalue(), os.path.dirname(guest_path.rstrip("/")) or "/")
 
-    def _untar(self, data, guest_dir):
+    def copy_tar(self, data, guest_dir):
+        """Unpack tar archive bytes into guest_dir (created if missing), as root."""
         r = subprocess.run(self.nsenter_prefix() + ["sh", "-c", 'mkdir -p "$1" && tar -C "$1" -xf -', "sh", guest_dir],
                            input=data, capture_output=True)
         if r.returncode != 0:

@@ -55,7 +55,7 @@ def copy_commit(machine, commit, guest_dir):
         pytest.fail(f"this test installs commit {commit} first and needs the repository's history "
                     f"(a full clone, not --depth 1): {archive.stderr.decode().strip()}", pytrace=False)
     machine.run(["rm", "-rf", guest_dir])
-    machine._untar(archive.stdout, os.path.dirname(guest_dir))
+    machine.copy_tar(archive.stdout, os.path.dirname(guest_dir))
 
 
 def test_upgrade_from_an_older_version_keeps_everything(machine):

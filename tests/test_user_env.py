@@ -43,12 +43,12 @@ def test_packages_are_read_without_running_the_interpreter(old_venv):
 
 def test_requirements_reinstall_the_same_things(old_venv):
     prefix, plugin_dir = old_venv
-    assert user_env.requirements_of(prefix) == [
-        "gitpkg @ git+https://example.org/r.git@abc",
-        "Jupyter_Server==2.14.0",
-        f"my-plugin @ file://{plugin_dir}",
-        "pyfiglet==1.0.2",
-    ]  # gone-plugin's directory no longer exists: nothing to reinstall it from
+    assert user_env.requirements_of(prefix) == {
+        "gitpkg": "gitpkg @ git+https://example.org/r.git@abc",
+        "jupyter-server": "Jupyter_Server==2.14.0",
+        "my-plugin": f"my-plugin @ file://{plugin_dir}",
+        "pyfiglet": "pyfiglet==1.0.2",
+    }  # gone-plugin's directory no longer exists: nothing to reinstall it from
 
 
 def fake_uv(monkeypatch, fail=()):

@@ -93,9 +93,9 @@ def canonical(name):
 
 
 def requirements_of(prefix):
-    """Requirement strings reinstalling what the venv at ``prefix`` holds: ``name==version``, or
-    ``name @ url`` for packages installed from a path or a git URL (plugins), if that path still exists."""
-    requirements = []
+    """{canonical name: requirement string} reinstalling what the venv at ``prefix`` holds: ``name==version``,
+    or ``name @ url`` for packages installed from a path or a git URL (plugins), if that path still exists."""
+    requirements = {}
     for dist in _distributions(prefix):
         name = dist.metadata["Name"]
         origin = json.loads(dist.read_text("direct_url.json") or "null")
@@ -105,10 +105,10 @@ def requirements_of(prefix):
                 continue
             if "vcs_info" in origin:
                 url = f"{origin['vcs_info']['vcs']}+{url}@{origin['vcs_info']['commit_id']}"
-            requirements.append(f"{name} @ {url}")
+            requirements[canonical(name)] = f"{name} @ {url}"
         else:
-            requirements.append(f"{name}=={dist.version}")
-    return sorted(requirements, key=str.lower)
+            requirements[canonical(name)] = f"{name}=={dist.version}"
+    return dict(sorted(requirements.items()))
 
 
 def moved_aside(prefix):
@@ -133,7 +133,7 @@ def rebuild_from(prefix, *, create=True):
     if create:
         create_venv(prefix)
     present = installed_packages(prefix)
-    wanted = [r for r in requirements_of(old) if canonical(re.split(r"[ =@]", r, maxsplit=1)[0]) not in present]
+    wanted = [r for name, r in requirements_of(old).items() if name not in present]
     failed = []
     if wanted:
         try:
