@@ -6,6 +6,7 @@ wheel in the test venv (override with TLJH_TEST_CADDY).
 """
 
 import asyncio
+import collections
 import json
 import os
 import shutil
@@ -24,7 +25,7 @@ from aiohttp import web
 from caddy_testing import CADDY, free_port
 
 from tljh import caddy_config, proxy_service
-from tljh.caddy_admin import CaddyAdmin, CaddyConfigChanged, CaddyNotRunning
+from tljh.caddy_admin import AsyncCaddyAdmin, CaddyAdmin, CaddyAdminError, CaddyConfigChanged, CaddyNotRunning
 from tljh.caddy_proxy import CaddyProxy
 
 pytestmark = pytest.mark.asyncio
@@ -276,6 +277,39 @@ async def test_concurrent_changes_give_exact_table(env):
     specs = [caddy_config.route_info(r)["routespec"] for r in caddy_routes[:-2]]
     assert specs == sorted(specs, key=caddy_config.route_sort_key)
     assert caddy_config.has_skeleton_tail(caddy_routes, env.hub_url)
+
+
+async def test_admin_requests_survive_caddy_replacing_its_admin_server(tmp_path):
+    """Each config change makes Caddy replace its admin server, which closes connections it accepted but had
+    not read. 30 rounds of 50 concurrent read-then-write changes: without the clients' repeat of such requests
+    a few of these 3000 requests fail (measured: 6 to 22 per run); with it, only 412s (lost races) remain."""
+    sock = tmp_path / "admin.sock"
+    config = tmp_path / "caddy.json"
+    config.write_text(json.dumps({"admin": {"listen": f"unix/{sock}"}, "apps": {"http": {"servers": {
+        "s": {"listen": [f"127.0.0.1:{free_port()}"], "routes": []}}}}}))
+    caddy = CaddyProcess(tmp_path, "scratch", config, sock)
+    caddy.start()
+    admin = AsyncCaddyAdmin(str(sock))
+    outcomes = collections.Counter()
+
+    async def change(i):
+        try:
+            _, etag = await admin.get("/config/apps/http/servers/s/routes")
+            await admin.put("/config/apps/http/servers/s/routes/0",
+                            {"handle": [{"handler": "static_response", "body": str(i)}]}, etag=etag)
+            outcomes["applied"] += 1
+        except CaddyConfigChanged:
+            outcomes["lost race (412)"] += 1
+        except CaddyAdminError as e:
+            outcomes[str(e)] += 1
+
+    try:
+        for _ in range(30):
+            await asyncio.gather(*(change(i) for i in range(50)))
+    finally:
+        caddy.stop()
+    assert set(outcomes) == {"applied", "lost race (412)"}, outcomes
+    assert outcomes["applied"] >= 30
 
 
 async def test_catch_all_and_forwarded_headers(env, client):

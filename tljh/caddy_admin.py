@@ -7,14 +7,24 @@
 Both raise :class:`CaddyAdminError` with Caddy's own one-line reason.  Writes can
 carry ``If-Match: <Etag>`` (from a GET of the same path): Caddy answers 412
 (:class:`CaddyConfigChanged`) if the config changed underneath.
+
+Every config change makes Caddy replace its admin server; a connection the old
+one accepted but had not read yet is closed without an answer. Such a request
+was never handled, so both clients send it again (``DISCONNECT_RETRIES`` times):
+under many concurrent route changes (a class starting together) this happens.
+Repeating is safe for every request made here: GETs, ``/load`` of a whole
+config, and writes guarded by an Etag (a repeat of an applied write gets 412).
 """
 
 import asyncio
+import errno
 import http.client
 import json
 import socket
+import time
 
 DEFAULT_TIMEOUT = 30
+DISCONNECT_RETRIES = 5
 
 
 class CaddyAdminError(Exception):
@@ -45,6 +55,27 @@ def _error_from_response(method, path, status, body):
     return cls(f"Caddy admin {method} {path}: {reason}", status=status)
 
 
+def _disconnected(error):
+    """Closed by the server before it answered, as opposed to any other failure.
+
+    aiohttp reports it as ServerDisconnectedError, or as a write error whose cause is a reset.
+    """
+    import aiohttp
+
+    while error is not None:
+        if isinstance(error, (aiohttp.ServerDisconnectedError, ConnectionResetError, BrokenPipeError)):
+            return True
+        if getattr(error, "errno", None) in (errno.ECONNRESET, errno.EPIPE):
+            return True
+        error = error.__cause__
+    return False
+
+
+def _retry_delay(attempt):
+    # the replaced admin server is gone within milliseconds; spread repeats a little
+    return 0.02 * (attempt + 1)
+
+
 def _decode(body):
     return json.loads(body) if body.strip() else None
 
@@ -68,23 +99,27 @@ class AsyncCaddyAdmin:
         if etag:
             headers["If-Match"] = etag
         data = json.dumps(body) if body is not None else None
-        connector = aiohttp.UnixConnector(path=self.socket_path, force_close=True)
         timeout = aiohttp.ClientTimeout(total=self.timeout)
-        try:
-            async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-                async with session.request(method, "http://localhost" + path, data=data,
-                                           headers=headers) as resp:
-                    text = await resp.text()
-        except aiohttp.ClientConnectorError as e:
-            raise CaddyNotRunning(
-                f"Caddy admin socket {self.socket_path}: {e.os_error.strerror or e} (is the proxy running?)"
-            ) from e
-        except aiohttp.ClientError as e:
-            raise CaddyAdminError(f"Caddy admin socket {self.socket_path}: {e}") from e
-        except asyncio.TimeoutError as e:
-            raise CaddyAdminError(
-                f"Caddy admin socket {self.socket_path}: no answer within {self.timeout}s"
-            ) from e
+        for attempt in range(DISCONNECT_RETRIES + 1):
+            connector = aiohttp.UnixConnector(path=self.socket_path, force_close=True)
+            try:
+                async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+                    async with session.request(method, "http://localhost" + path, data=data,
+                                               headers=headers) as resp:
+                        text = await resp.text()
+                break
+            except aiohttp.ClientConnectorError as e:
+                raise CaddyNotRunning(
+                    f"Caddy admin socket {self.socket_path}: {e.os_error.strerror or e} (is the proxy running?)"
+                ) from e
+            except aiohttp.ClientError as e:
+                if attempt == DISCONNECT_RETRIES or not _disconnected(e):
+                    raise CaddyAdminError(f"Caddy admin socket {self.socket_path}: {e}") from e
+                await asyncio.sleep(_retry_delay(attempt))
+            except asyncio.TimeoutError as e:
+                raise CaddyAdminError(
+                    f"Caddy admin socket {self.socket_path}: no answer within {self.timeout}s"
+                ) from e
         if resp.status >= 400:
             raise _error_from_response(method, path, resp.status, text)
         return resp.status, resp.headers, _decode(text)
@@ -135,23 +170,29 @@ class CaddyAdmin:
 
     def request(self, method, path, body=None, etag=None):
         """(status, headers, decoded JSON body); raises CaddyAdminError on errors."""
-        conn = _UnixHTTPConnection(self.socket_path, self.timeout)
         headers = {"Content-Type": "application/json", "Host": "localhost"}
         if etag:
             headers["If-Match"] = etag
         data = json.dumps(body).encode() if body is not None else None
-        try:
-            conn.request(method, path, body=data, headers=headers)
-            resp = conn.getresponse()
-            text = resp.read().decode("utf-8", "replace")
-        except (FileNotFoundError, ConnectionRefusedError) as e:
-            raise CaddyNotRunning(
-                f"Caddy admin socket {self.socket_path}: {e.strerror or e} (is the proxy running?)"
-            ) from e
-        except OSError as e:
-            raise CaddyAdminError(f"Caddy admin socket {self.socket_path}: {e}") from e
-        finally:
-            conn.close()
+        for attempt in range(DISCONNECT_RETRIES + 1):
+            conn = _UnixHTTPConnection(self.socket_path, self.timeout)
+            try:
+                conn.request(method, path, body=data, headers=headers)
+                resp = conn.getresponse()
+                text = resp.read().decode("utf-8", "replace")
+                break
+            except (FileNotFoundError, ConnectionRefusedError) as e:
+                raise CaddyNotRunning(
+                    f"Caddy admin socket {self.socket_path}: {e.strerror or e} (is the proxy running?)"
+                ) from e
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as e:
+                if attempt == DISCONNECT_RETRIES:
+                    raise CaddyAdminError(f"Caddy admin socket {self.socket_path}: {e}") from e
+                time.sleep(_retry_delay(attempt))
+            except OSError as e:
+                raise CaddyAdminError(f"Caddy admin socket {self.socket_path}: {e}") from e
+            finally:
+                conn.close()
         if resp.status >= 400:
             raise _error_from_response(method, path, resp.status, text)
         return resp.status, dict(resp.getheaders()), _decode(text)
