@@ -281,8 +281,9 @@ async def test_concurrent_changes_give_exact_table(env):
 
 async def test_admin_requests_survive_caddy_replacing_its_admin_server(tmp_path):
     """Each config change makes Caddy replace its admin server, which closes connections it accepted but had
-    not read. 30 rounds of 50 concurrent read-then-write changes: without the clients' repeat of such requests
-    a few of these 3000 requests fail (measured: 6 to 22 per run); with it, only 412s (lost races) remain."""
+    not read. 30 rounds of 50 concurrent read-then-write changes: without the clients' repeat of such requests,
+    7 of 10 runs saw some of these 3000 requests fail (0 to 22 per run; the fake-socket tests in
+    test_caddy_admin.py are the deterministic check); with it, only 412s (lost races) remain."""
     sock = tmp_path / "admin.sock"
     config = tmp_path / "caddy.json"
     config.write_text(json.dumps({"admin": {"listen": f"unix/{sock}"}, "apps": {"http": {"servers": {

@@ -56,14 +56,10 @@ def _error_from_response(method, path, status, body):
 
 
 def _disconnected(error):
-    """Closed by the server before it answered, as opposed to any other failure.
-
-    aiohttp reports it as ServerDisconnectedError, or as a write error whose cause is a reset.
-    """
-    import aiohttp
-
+    """Closed by the server before it answered, as opposed to any other failure: a reset or broken
+    pipe, possibly as the cause of the error a client library raises."""
     while error is not None:
-        if isinstance(error, (aiohttp.ServerDisconnectedError, ConnectionResetError, BrokenPipeError)):
+        if isinstance(error, (ConnectionResetError, BrokenPipeError)):  # incl. http.client.RemoteDisconnected
             return True
         if getattr(error, "errno", None) in (errno.ECONNRESET, errno.EPIPE):
             return True
@@ -113,7 +109,8 @@ class AsyncCaddyAdmin:
                     f"Caddy admin socket {self.socket_path}: {e.os_error.strerror or e} (is the proxy running?)"
                 ) from e
             except aiohttp.ClientError as e:
-                if attempt == DISCONNECT_RETRIES or not _disconnected(e):
+                unanswered = isinstance(e, aiohttp.ServerDisconnectedError) or _disconnected(e)
+                if attempt == DISCONNECT_RETRIES or not unanswered:
                     raise CaddyAdminError(f"Caddy admin socket {self.socket_path}: {e}") from e
                 await asyncio.sleep(_retry_delay(attempt))
             except asyncio.TimeoutError as e:
@@ -185,12 +182,10 @@ class CaddyAdmin:
                 raise CaddyNotRunning(
                     f"Caddy admin socket {self.socket_path}: {e.strerror or e} (is the proxy running?)"
                 ) from e
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as e:
-                if attempt == DISCONNECT_RETRIES:
+            except OSError as e:
+                if attempt == DISCONNECT_RETRIES or not _disconnected(e):
                     raise CaddyAdminError(f"Caddy admin socket {self.socket_path}: {e}") from e
                 time.sleep(_retry_delay(attempt))
-            except OSError as e:
-                raise CaddyAdminError(f"Caddy admin socket {self.socket_path}: {e}") from e
             finally:
                 conn.close()
         if resp.status >= 400:

@@ -232,11 +232,12 @@ def upgrade_hub_database(ctx):
     def checked():
         return _fingerprint([_package_version("jupyterhub"), str(hub_database.stamped_revision(db_file))])
 
-    if not _fingerprint_changed("hub-database", checked()):
+    fingerprint = checked()
+    if not _fingerprint_changed("hub-database", fingerprint):
         return "schema up to date"
     current, head = hub_database.revisions(db_file)
     if current == head:
-        _record_fingerprint("hub-database", checked())
+        _record_fingerprint("hub-database", fingerprint)
         return "schema up to date"
     # The hub running now is the old JupyterHub: it must not write while the schema changes under it.
     systemd.stop(HUB_UNIT)
