@@ -71,22 +71,22 @@ def _require_root():
 def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
-    setattr(item, f"rep_{rep.when}", rep)
+    if rep.failed and rep.when in ("setup", "call"):
+        # Every machine this process has running (the test's own and module-scoped ones): what the guest saw.
+        for m in list(machine_lib._live.values()):
+            rep.sections.append((f"machine {m.name} ({m.os_name}, {m.address}): failed units, journal tail",
+                                 _diagnostics(m)))
 
 
-@pytest.fixture(scope="session")
-def host_lock():
-    """Held for the whole session once a test needs a machine: one integration run at a time on this host,
-    because machines share the host's network (ports 80, 443, ...). TLJH_TEST_NO_HOST_LOCK=1 skips it."""
-    if os.geteuid() != 0:
-        pytest.fail(NOT_ROOT, pytrace=False)
-    with machine_lib.host_lock(f"pytest {' '.join(sys.argv[1:])[:100]}"):
-        machine_lib.destroy_orphans()  # left by a test run that was killed with SIGKILL
-        yield
+@pytest.fixture(scope="session", autouse=True)
+def _collect_garbage(_require_root):
+    """Machines and networks left by a test run that was killed with SIGKILL (other runs' live machines are
+    left alone: each machine has its own network, so any number of runs share this host)."""
+    machine_lib.destroy_orphans()
 
 
 @pytest.fixture
-def boot_machine(request, os_name, host_lock):
+def boot_machine(os_name):
     """Factory fixture: boot_machine(os_name=..., memory_max=..., name=...) -> Machine."""
     machines = []
 
@@ -98,12 +98,8 @@ def boot_machine(request, os_name, host_lock):
 
     yield boot
 
-    failed = getattr(request.node, "rep_call", None)
-    failed = failed is not None and failed.failed
     errors = []
     for m in machines:
-        if failed:
-            _dump_diagnostics(m)
         try:
             m.destroy()
         except Exception as e:  # noqa: BLE001 - report every teardown problem, after trying all
@@ -118,10 +114,9 @@ def machine(boot_machine):
     return boot_machine()
 
 
-def _dump_diagnostics(m):
-    """On failure, show the guest's recent journal and failed units (appears in pytest's captured output)."""
+def _diagnostics(m):
     try:
-        r = m.run("systemctl --no-pager --failed; journalctl -b --no-pager -n 150", check=False, timeout=30)
-        print(f"==== {m.name} ({m.os_name}): failed units and journal tail ====\n{r.stdout}{r.stderr}")
+        r = m.run("systemctl --no-pager --failed; journalctl -b --no-pager -n 200", check=False, timeout=30)
+        return r.stdout + r.stderr
     except Exception as e:  # noqa: BLE001 - the machine may be gone
-        print(f"==== {m.name}: could not collect diagnostics: {e}")
+        return f"could not collect diagnostics: {e}"

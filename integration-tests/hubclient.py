@@ -6,27 +6,52 @@ browser's requests would.
 
 import asyncio
 import json
+import socket
 import time
 import uuid
 
 import aiohttp
+from aiohttp.abc import AbstractResolver
 
 
 class HubError(Exception):
     pass
 
 
-class HubClient:
-    """One logged-in person. Use as ``async with HubClient(url) as hub: await hub.login(...)``."""
+class _StaticResolver(AbstractResolver):
+    """Names given in advance resolve to their address; other names through the usual resolver."""
 
-    def __init__(self, base_url="http://127.0.0.1/"):
+    def __init__(self, hosts):
+        self.hosts = hosts
+        self.fallback = aiohttp.ThreadedResolver()
+
+    async def resolve(self, host, port=0, family=socket.AF_INET):
+        if host in self.hosts:
+            return [{"hostname": host, "host": self.hosts[host], "port": port, "family": socket.AF_INET,
+                     "proto": 0, "flags": socket.AI_NUMERICHOST}]
+        return await self.fallback.resolve(host, port, family)
+
+    async def close(self):
+        await self.fallback.close()
+
+
+class HubClient:
+    """One logged-in person. Use as ``async with HubClient(machine.url()) as hub: await hub.login(...)``."""
+
+    def __init__(self, base_url, *, resolve=None, ssl=True):
+        """resolve: {name: IP address} consulted before DNS (like curl --resolve), for a hub reached by a
+        domain name no DNS server knows; ssl: an ssl.SSLContext trusting the hub's certificate (default:
+        the system's trust store)."""
         self.base_url = base_url.rstrip("/") + "/"
+        self.resolve = dict(resolve or {})
+        self.ssl = ssl
         self.session = None
         self.token = None
         self.username = None
 
     async def __aenter__(self):
-        self.session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+        connector = aiohttp.TCPConnector(resolver=_StaticResolver(self.resolve), ssl=self.ssl)
+        self.session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True), connector=connector)
         return self
 
     async def __aexit__(self, *exc):

@@ -10,7 +10,7 @@ A library (``Machine.boot(...)`` for pytest fixtures) and a command for people::
     python3 integration-tests/machine.py shell NAME          # root shell inside (works from any terminal)
     python3 integration-tests/machine.py run NAME -- CMD...  # run a command inside
     python3 integration-tests/machine.py destroy NAME|all    # tear down
-    python3 integration-tests/machine.py gc                  # tear down machines of killed test runs
+    python3 integration-tests/machine.py gc                  # tear down machines (and networks) of killed runs
 
 Root is required. Python 3.10+ standard library only. The recipe (and why each step is needed) is in
 TEST-MACHINES.md: debootstrap images cached as zstd tarballs, one fresh unpacked copy per machine, booted with
@@ -294,74 +294,172 @@ def _rmdir_tree(path):
     return True
 
 
-# ---------------------------------------------------------------- host lock
+# ---------------------------------------------------------------- network
 
-HOST_LOCK = Path("/run/tljh-integration-tests.lock")
+# Every machine gets a network namespace of its own, joined to the host by a veth pair:
+#   host side  tljh-h<N>  NET_PREFIX.<N>.1/30      guest side  eth0  NET_PREFIX.<N>.2/30 (default route via .1)
+# so machines never share ports and tests reach a guest's services at machine.address. Outbound traffic is
+# masqueraded by one nftables table shared by all machines; it exists (and ip_forward is on) while at least
+# one machine network exists, and the last teardown removes it and restores ip_forward.
+NET_PREFIX = os.environ.get("TLJH_TEST_NET_PREFIX", "10.231")  # a /16 this host does not use
+NET_LOCK = STATE_DIR / "network.lock"
+NFT_TABLE = "tljh-test"
+IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
+IP_FORWARD_SAVED = STATE_DIR / "ip_forward.saved"
+NETNS_DIR = Path("/run/netns")
+NET_INDEXES = range(1, 255)
 
 
-_lock = {"depth": 0, "file": None}
-_LOCK_ENV = "TLJH_TEST_HOST_LOCK_HELD_BY"
+def _netns_name(index):
+    return f"tljh-test-{index}"
 
 
-class host_lock:
-    """Context manager: one user of the host's shared network at a time (machines share ports 80, 443, ...).
+def _host_if(index):
+    return f"tljh-h{index}"
 
-    Every Machine.boot() (unless detached) holds it until destroy(); test sessions and `machine.py try` hold
-    it throughout. Re-entrant within a process, and child processes of the holder (e.g. a test starting a
-    script that boots a machine) share it. Released when the holder exits, however it exits.
-    TLJH_TEST_NO_HOST_LOCK=1 disables it.
-    """
 
-    def __init__(self, what="integration tests"):
-        self.what = what
-        self.counted = False
+def _guest_address(index):
+    return f"{NET_PREFIX}.{index}.2"
+
+
+def _host_address(index):
+    return f"{NET_PREFIX}.{index}.1"
+
+
+class _network_lock:
+    """Serialises allocating, creating and removing machine networks (and the shared NAT table) across
+    processes. Held for milliseconds, never across a boot."""
 
     def __enter__(self):
-        if os.environ.get("TLJH_TEST_NO_HOST_LOCK"):
-            return self
-        holder = os.environ.get(_LOCK_ENV)
-        if _lock["depth"] == 0 and holder and holder.isdigit() and _is_ancestor(int(holder)):
-            return self  # our parent process holds it for us
-        if _lock["depth"] == 0:
-            f = open(HOST_LOCK, "a+")
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                f.seek(0)
-                log(f"waiting for the host lock {HOST_LOCK} (held by: {f.read().strip() or '?'})")
-                fcntl.flock(f, fcntl.LOCK_EX)
-            f.seek(0)
-            f.truncate()
-            f.write(f"{self.what}, pid {os.getpid()}, since {time.strftime('%H:%M:%S')}\n")
-            f.flush()
-            _lock["file"] = f
-            os.environ[_LOCK_ENV] = str(os.getpid())
-        _lock["depth"] += 1
-        self.counted = True
+        STATE_DIR.mkdir(parents=True, exist_ok=True)
+        self.f = open(NET_LOCK, "a")
+        fcntl.flock(self.f, fcntl.LOCK_EX)
         return self
 
     def __exit__(self, *exc):
-        self.release()
+        self.f.close()
         return False
 
-    def release(self):
-        if not self.counted:
-            return
-        self.counted = False
-        _lock["depth"] -= 1
-        if _lock["depth"] == 0:
-            _lock["file"].close()  # closing releases the flock
-            _lock["file"] = None
-            os.environ.pop(_LOCK_ENV, None)
+
+def _ip(*args, check=True):
+    r = subprocess.run(["ip", *args], capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise MachineError(f"ip {' '.join(args)}: {r.stderr.strip()}")
+    return r
 
 
-def _is_ancestor(pid):
-    p = os.getppid()
-    while p and p > 1:
-        if p == pid:
-            return True
-        p = _ppid(p)
-    return False
+def _state_indexes():
+    """Network indexes claimed in machines' state files."""
+    used = set()
+    for f in STATE_DIR.glob("*.json") if STATE_DIR.exists() else []:
+        try:
+            index = json.loads(f.read_text()).get("net")
+        except (OSError, ValueError):
+            continue
+        if index:
+            used.add(index)
+    return used
+
+
+def _existing_indexes():
+    found = set()
+    for p in list(NETNS_DIR.glob("tljh-test-*")) + list(Path("/sys/class/net").glob("tljh-h*")):
+        suffix = p.name.removeprefix("tljh-test-").removeprefix("tljh-h")
+        if suffix.isdigit():
+            found.add(int(suffix))
+    return found
+
+
+def _nameservers(path):
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return []
+    return [line.split()[1] for line in text.splitlines() if line.startswith("nameserver") and len(line.split()) > 1]
+
+
+def _resolv_conf_option():
+    """How nspawn gives the guest DNS: the host's resolv.conf, unless it points at a resolver on the host's
+    loopback (systemd-resolved's 127.0.0.53, a local dnsmasq), which the guest's own loopback does not have;
+    then systemd-resolved's list of upstream servers."""
+    def usable(path):
+        servers = _nameservers(path)
+        return servers and not all(s.startswith("127.") or s == "::1" for s in servers)
+    if usable("/etc/resolv.conf"):
+        return "--resolv-conf=replace-host"
+    if usable("/run/systemd/resolve/resolv.conf"):
+        return "--resolv-conf=replace-uplink"
+    log("warning: the host's DNS servers are all on its loopback, which machines cannot reach;"
+        " name resolution inside machines will fail")
+    return "--resolv-conf=replace-host"
+
+
+def _ensure_nat():
+    """Forwarding and masquerading for every machine network (idempotent; call under _network_lock)."""
+    if IP_FORWARD.read_text().strip() != "1":
+        if not IP_FORWARD_SAVED.exists():
+            IP_FORWARD_SAVED.write_text(IP_FORWARD.read_text())
+        IP_FORWARD.write_text("1\n")
+    if subprocess.run(["nft", "list", "table", "ip", NFT_TABLE], capture_output=True).returncode == 0:
+        return
+    net = f"{NET_PREFIX}.0.0/16"
+    rules = f"""
+table ip {NFT_TABLE} {{
+    chain postrouting {{
+        type nat hook postrouting priority srcnat; policy accept;
+        ip saddr {net} ip daddr != {net} masquerade
+    }}
+    chain forward {{
+        type filter hook forward priority filter; policy accept;
+        # machines are separate servers: none reaches another's network
+        ip saddr {net} ip daddr {net} drop
+    }}
+}}
+"""
+    r = subprocess.run(["nft", "-f", "-"], input=rules, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise MachineError(f"could not add the nftables table {NFT_TABLE}: {r.stderr.strip()}")
+
+
+def _drop_nat_if_unused(keep=()):
+    """Remove the NAT table and restore ip_forward once no machine network is left (under _network_lock)."""
+    if _existing_indexes() - set(keep):
+        return
+    subprocess.run(["nft", "delete", "table", "ip", NFT_TABLE], capture_output=True)
+    if IP_FORWARD_SAVED.exists():
+        IP_FORWARD.write_text(IP_FORWARD_SAVED.read_text())
+        IP_FORWARD_SAVED.unlink()
+
+
+def _remove_network(index):
+    """Delete a machine network's netns and veth pair (idempotent; call under _network_lock). Returns problems."""
+    ns = _netns_name(index)
+    if (NETNS_DIR / ns).exists():
+        _ip("netns", "delete", ns, check=False)
+    if Path("/sys/class/net", _host_if(index)).exists():
+        _ip("link", "delete", _host_if(index), check=False)
+    problems = []
+    deadline = time.monotonic() + 5
+    while (NETNS_DIR / ns).exists() or Path("/sys/class/net", _host_if(index)).exists():
+        if time.monotonic() > deadline:
+            problems.append(f"network {index} ({ns}, {_host_if(index)}) could not be removed")
+            break
+        time.sleep(0.05)
+    return problems
+
+
+def gc_networks():
+    """Remove machine networks no machine's state file claims (left by a run killed mid-boot), then the
+    NAT table if nothing uses it. Returns the indexes removed."""
+    removed = []
+    with _network_lock():
+        for index in sorted(_existing_indexes() - _state_indexes()):
+            log(f"removing network {index} ({_netns_name(index)}): no machine owns it")
+            _remove_network(index)
+            removed.append(index)
+        _drop_nat_if_unused()
+    return removed
+
 
 
 # ---------------------------------------------------------------- machines
@@ -430,7 +528,50 @@ class Machine:
         self.memory_max = None
         self._destroyed = False
         self._fixed_pid1 = None
+        self.net: int | None = None  # index of this machine's network (see "network" above)
         self.owner = None  # (pid, start time) of the process that booted it and tears it down; None = detached
+
+    # ---- network
+
+    @property
+    def address(self):
+        """The guest's IPv4 address, reachable from the host (services inside listening on all addresses)."""
+        return _guest_address(self.net) if self.net else None
+
+    @property
+    def host_address(self):
+        """The host's address as the guest sees it (its default gateway)."""
+        return _host_address(self.net) if self.net else None
+
+    @property
+    def netns(self):
+        """Name of the machine's network namespace, for `ip -n NETNS ...` or `ip netns exec NETNS ...`."""
+        return _netns_name(self.net) if self.net else None
+
+    def url(self, path="/", *, port=None, scheme="http"):
+        """URL of path on this machine as the host reaches it, e.g. m.url("/hub/login") -> http://10.231.3.2/hub/login."""
+        netloc = self.address if port is None else f"{self.address}:{port}"
+        return f"{scheme}://{netloc}/{path.lstrip('/')}"
+
+    def _setup_network(self):
+        """Claim a free network index (recorded in the state file before anything exists, so a killed run's
+        leftovers are found by gc) and create the netns, veth pair, addresses, route and NAT."""
+        with _network_lock():
+            free = sorted(set(NET_INDEXES) - _state_indexes() - _existing_indexes())
+            if not free:
+                raise MachineError(f"all {len(NET_INDEXES)} machine networks are in use (`machine.py list`, `gc`)")
+            self.net = free[0]
+            self._save_state()
+            ns, host_if = self.netns, _host_if(self.net)
+            _ip("netns", "add", ns)
+            _ip("link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", ns)
+            _ip("addr", "add", f"{self.host_address}/30", "dev", host_if)
+            _ip("link", "set", host_if, "up")
+            _ip("-n", ns, "addr", "add", f"{self.address}/30", "dev", "eth0")
+            _ip("-n", ns, "link", "set", "eth0", "up")
+            _ip("-n", ns, "link", "set", "lo", "up")
+            _ip("-n", ns, "route", "add", "default", "via", self.host_address)
+            _ensure_nat()
 
     # ---- lifecycle
 
@@ -453,8 +594,8 @@ class Machine:
             m.owner = [os.getpid(), _proc_start_time(os.getpid())]
             _install_handlers()
             _live[name] = m
-            m._host_lock = host_lock(f"machine {name}").__enter__()
         try:
+            m._setup_network()
             m._make_root()
             t1 = time.monotonic()
             m._start()
@@ -465,8 +606,8 @@ class Machine:
             m.destroy()
             raise
         t3 = time.monotonic()
-        log(f"{name} ({os_name}) is up in {t3 - t0:.1f} s (root {t1 - t0:.1f} s, boot {t2 - t1:.1f} s,"
-            f" CA {t3 - t2:.1f} s)")
+        log(f"{name} ({os_name}) is up at {m.address} in {t3 - t0:.1f} s (root {t1 - t0:.1f} s,"
+            f" boot {t2 - t1:.1f} s, CA {t3 - t2:.1f} s)")
         return m
 
     def _make_root(self):
@@ -509,7 +650,8 @@ class Machine:
         nspawn = [
             "systemd-nspawn", "--boot", f"--directory={self.root}", f"--machine={self.name}",
             "--register=no", "--keep-unit", "--console=read-only", "--link-journal=no",
-            "--resolv-conf=replace-host", "--kill-signal=SIGRTMIN+3",
+            f"--network-namespace-path={NETNS_DIR / self.netns}", _resolv_conf_option(),
+            "--kill-signal=SIGRTMIN+3",
         ]
         wrapper = WRAPPER.format(
             cgroup_files=" ".join(shlex.quote(f"{d}/cgroup.procs") for d in self.cgroups.values()),
@@ -535,7 +677,7 @@ class Machine:
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps({
             "name": self.name, "os": self.os_name, "machine_dir": str(self.machine_dir), "cgroups": self.cgroups,
-            "wrapper_pid": self.wrapper_pid, "memory_max": self.memory_max, "owner": self.owner,
+            "wrapper_pid": self.wrapper_pid, "memory_max": self.memory_max, "owner": self.owner, "net": self.net,
             "wrapper_start": _proc_start_time(self.wrapper_pid) if self.wrapper_pid else None,
         }, indent=1))
         os.rename(tmp, self.state_file)
@@ -555,6 +697,7 @@ class Machine:
         m.cgroups = st.get("cgroups") or {}
         m.memory_max = st.get("memory_max")
         m.owner = st.get("owner")
+        m.net = st.get("net")
         wp = st.get("wrapper_pid")
         if wp and _proc_start_time(wp) == st.get("wrapper_start"):
             m.wrapper_pid = wp
@@ -787,6 +930,10 @@ class Machine:
             except subprocess.TimeoutExpired:
                 pass
         problems = []
+        if self.net:
+            with _network_lock():
+                problems += _remove_network(self.net)
+                _drop_nat_if_unused()
         for c, d in self.cgroups.items():
             for _ in range(50):
                 if _rmdir_tree(d):
@@ -816,8 +963,6 @@ class Machine:
             pass
         self._destroyed = True
         _live.pop(self.name, None)
-        if getattr(self, "_host_lock", None):
-            self._host_lock.release()
         log(f"{self.name} destroyed in {time.monotonic() - t0:.1f} s")
         if problems:
             raise MachineError("; ".join(problems))
@@ -909,16 +1054,21 @@ def _children(pid):
 
 def destroy_orphans():
     """Destroy machines whose owning process died without tearing them down (e.g. kill -9 of a test run).
-    Machines booted with detach=True (`machine.py boot`) are left alone. Returns the names destroyed."""
+    Machines booted with detach=True (`machine.py boot`) are left alone; so are other processes' machines.
+    Then removes networks no machine owns. Returns the names destroyed."""
     gone = []
-    for m in list_machines():
-        if m.owner and _proc_start_time(m.owner[0]) != m.owner[1] and m.name not in _live:
-            log(f"destroying {m.name}: the process that booted it ({m.owner[0]}) is gone")
-            try:
-                m.destroy()
-                gone.append(m.name)
-            except MachineError as e:
-                log(f"could not clean up {m.name}: {e}")
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    with open(STATE_DIR / "gc.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent sessions start by collecting garbage: one at a time
+        for m in list_machines():
+            if m.owner and _proc_start_time(m.owner[0]) != m.owner[1] and m.name not in _live:
+                log(f"destroying {m.name}: the process that booted it ({m.owner[0]}) is gone")
+                try:
+                    m.destroy()
+                    gone.append(m.name)
+                except MachineError as e:
+                    log(f"could not clean up {m.name}: {e}")
+        gc_networks()
     return gone
 
 
@@ -937,23 +1087,7 @@ def list_machines():
 
 # ---------------------------------------------------------------- CLI
 
-def _port_in_use(port):
-    import socket
-    with socket.socket() as s:
-        s.settimeout(1)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
 def _cli_try(args):
-    with host_lock(f"machine.py try {args.os}"):
-        for port in (80, 443):
-            if _port_in_use(port):
-                raise MachineError(f"port {port} is already in use on this host (another machine running a hub?);"
-                                   " machines share the host's network")
-        _cli_try_locked(args)
-
-
-def _cli_try_locked(args):
     m = Machine.boot(args.os, memory_max=args.memory_max, name=args.name)
     with m:
         extra = []
@@ -968,7 +1102,7 @@ def _cli_try_locked(args):
         except MachineCommandError as e:
             log(f"bootstrap FAILED after {time.monotonic() - t0:.0f} s:\n{e}")
         print(f"\nMachine {m.name} ({m.os_name}) is running.\n"
-              f"  hub:    http://127.0.0.1/\n"
+              f"  hub:    {m.url()}   (from this host; from elsewhere: ssh -L 8080:{m.address}:80 THIS-HOST)\n"
               f"  shell:  sudo python3 {Path(__file__).resolve()} shell {m.name}\n"
               f"     or:  sudo {m.shell_command()}\n"
               f"Press Ctrl-C to tear it down.", flush=True)
@@ -1016,6 +1150,7 @@ def main(argv=None):
         elif args.cmd == "boot":
             m = Machine.boot(args.os, memory_max=args.memory_max, name=args.name, detach=True)
             print(f"{m.name} is running ({m.os_name}, rootfs {m.root}).\n"
+                  f"  address: {m.address}  (e.g. {m.url()} once a hub is installed)\n"
                   f"  shell:   sudo python3 {Path(__file__).resolve()} shell {m.name}\n"
                   f"     or:   sudo {m.shell_command()}\n"
                   f"  destroy: sudo python3 {Path(__file__).resolve()} destroy {m.name}")
@@ -1025,7 +1160,7 @@ def main(argv=None):
             for m in list_machines():
                 state = "running" if m._guest_pid1() else "stopped"
                 owner = f"owner pid {m.owner[0]}" if m.owner else "detached"
-                print(f"{m.name}\t{m.os_name}\t{state}\t{owner}\t{m.root}")
+                print(f"{m.name}\t{m.os_name}\t{m.address}\t{state}\t{owner}\t{m.root}")
         elif args.cmd == "shell":
             m = Machine.attach(args.name)
             os.execvp("sh", ["sh", "-c", m.shell_command()])

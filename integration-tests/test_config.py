@@ -43,7 +43,7 @@ def test_set_admin_and_reload(hub):
     tljh_config(hub, "reload", "hub")
 
     async def scenario():
-        async with HubClient() as dave:
+        async with HubClient(hub.url()) as dave:
             await dave.login("dave", "dave-password-1")
             async with dave.session.get(dave.url("hub/admin")) as r:
                 assert r.status == 200
@@ -66,20 +66,20 @@ print(round((time.process_time() - c) / (time.time() - t), 2))
 """
 
 
-async def create_users(*names):
-    async with HubClient() as admin:
+async def create_users(hub, *names):
+    async with HubClient(hub.url()) as admin:
         await admin.login("admin", ADMIN_PASSWORD)
         await admin.create_users(*names)
 
 
 def test_memory_limit_below_what_a_server_needs_is_explained(hub):
-    asyncio.run(create_users("erin", "frank", "gina", "hank"))
+    asyncio.run(create_users(hub, "erin", "frank", "gina", "hank"))
     result = tljh_config(hub, "set", "limits.memory", "40M")
     assert "warning: a JupyterLab server needs about 150 MB" in result.stderr
     tljh_config(hub, "reload", "hub")
 
     async def scenario():
-        async with HubClient() as erin:
+        async with HubClient(hub.url()) as erin:
             await erin.login("erin", "erin-password-1")
             with pytest.raises(HubError):
                 await erin.start_server()
@@ -99,7 +99,7 @@ def test_memory_and_cpu_limits_are_enforced(hub):
     tljh_config(hub, "reload", "hub")
 
     async def scenario():
-        async with HubClient() as erin:
+        async with HubClient(hub.url()) as erin:
             await erin.login("erin", "erin-password-1")
             await erin.start_server()
             try:
@@ -127,7 +127,7 @@ def test_dummy_auth_then_back_to_firstuse(hub):
     tljh_config(hub, "reload", "hub")
 
     async def login(name, password):
-        async with HubClient() as person:
+        async with HubClient(hub.url()) as person:
             await person.login(name, password)
 
     asyncio.run(login("frank", "anything"))
@@ -146,7 +146,7 @@ def test_idle_culler_stops_idle_servers_only(hub):
     tljh_config(hub, "reload", "hub")
 
     async def scenario():
-        async with HubClient() as idle, HubClient() as busy:
+        async with HubClient(hub.url()) as idle, HubClient(hub.url()) as busy:
             await idle.login("gina", "gina-password-1")
             await busy.login("hank", "hank-password-1")
             await idle.start_server()
@@ -180,11 +180,11 @@ def test_base_url(hub):
     tljh_config(hub, "set", "base_url", "/jhub/")
     tljh_config(hub, "reload", "hub")
     try:
-        assert status("http://127.0.0.1/jhub/hub/login") == 200
-        assert status("http://127.0.0.1/hub/login") == 404
+        assert status(hub.url("/jhub/hub/login")) == 200
+        assert status(hub.url("/hub/login")) == 404
 
         async def scenario():
-            async with HubClient("http://127.0.0.1/jhub/") as admin:
+            async with HubClient(hub.url("/jhub/")) as admin:
                 await admin.login("admin", ADMIN_PASSWORD)
                 await admin.check_one_plus_one()
 
@@ -192,7 +192,7 @@ def test_base_url(hub):
     finally:
         tljh_config(hub, "unset", "base_url")
         tljh_config(hub, "reload", "hub")
-    assert status("http://127.0.0.1/hub/login") == 200
+    assert status(hub.url("/hub/login")) == 200
 
 
 @pytest.mark.parametrize(
@@ -212,7 +212,7 @@ def test_bad_input_refused_file_unchanged(hub, args, expected):
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert expected.lower() in result.stderr.lower()
     assert config_bytes(hub) == before
-    assert status("http://127.0.0.1/hub/login") == 200
+    assert status(hub.url("/hub/login")) == 200
 
 
 def test_malformed_yaml_is_reported_and_never_overwritten(hub):
@@ -226,7 +226,7 @@ def test_malformed_yaml_is_reported_and_never_overwritten(hub):
             line = result.stderr.strip()
             assert "config.yaml" in line and "line" in line, line
             assert config_bytes(hub) == broken
-        assert status("http://127.0.0.1/hub/login") == 200
+        assert status(hub.url("/hub/login")) == 200
     finally:
         hub.run(f"cat > /opt/tljh/config/config.yaml <<'EOF'\n{original}EOF")
 
@@ -240,7 +240,7 @@ def test_reload_that_would_not_start_keeps_hub_serving(hub):
     finally:
         hub.run("rm /opt/tljh/config/jupyterhub_config.d/broken.py")
     tljh_config(hub, "reload", "hub")
-    assert status("http://127.0.0.1/hub/login") == 200
+    assert status(hub.url("/hub/login")) == 200
 
 
 def test_concurrent_add_item_loses_nothing(hub):

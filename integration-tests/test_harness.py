@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from machine import STATE_DIR, Machine, MachineCommandError, destroy_orphans
+from machine import NFT_TABLE, STATE_DIR, Machine, MachineCommandError, _network_lock, destroy_orphans
 
-pytestmark = pytest.mark.usefixtures("host_lock")
 HERE = Path(__file__).resolve().parent
 OS_RELEASE = {
     "debian-12": ("debian", "12"),
@@ -109,7 +108,7 @@ def _start_http_server(machine, token, *, enable=False):
         Description=harness test web server
         [Service]
         WorkingDirectory=/srv/www
-        ExecStart=/usr/bin/python3 -m http.server 18080 --bind 127.0.0.1
+        ExecStart=/usr/bin/python3 -m http.server 18080
         [Install]
         WantedBy=multi-user.target
     """)
@@ -122,15 +121,40 @@ def test_service_reachable_from_host(machine):
     machine.run("mkdir -p /srv/www && echo $TOKEN > /srv/www/token.txt", env={"TOKEN": token})
     machine.run(
         "systemd-run --unit=harness-transient-http -p WorkingDirectory=/srv/www"
-        " python3 -m http.server 18080 --bind 127.0.0.1"
+        " python3 -m http.server 18080"
     )
-    assert http_get("http://127.0.0.1:18080/token.txt").strip() == token
+    assert http_get(machine.url("/token.txt", port=18080)).strip() == token
+
+
+def test_machines_have_separate_networks(boot_machine):
+    """Two machines at once, each with a server on the same port: the host reaches each at its own address,
+    and neither machine reaches the other (they are separate servers)."""
+    a, b = boot_machine(), boot_machine()
+    assert a.address != b.address
+    tokens = {}
+    for m in (a, b):
+        tokens[m.name] = os.urandom(8).hex()
+        m.run(f"mkdir -p /srv/www && echo {tokens[m.name]} > /srv/www/token.txt")
+        m.run("systemd-run --unit=harness-http -p WorkingDirectory=/srv/www python3 -m http.server 18080")
+    for m in (a, b):
+        assert http_get(m.url("/token.txt", port=18080)).strip() == tokens[m.name]
+        assert m.run("ip -4 -o addr show dev eth0").stdout.split()[3] == f"{m.address}/30"
+    r = a.run(f"curl -s --max-time 3 {b.url('/token.txt', port=18080)}", check=False)
+    assert r.returncode != 0 and tokens[b.name] not in r.stdout
+
+
+def test_internet_and_dns_from_inside(machine):
+    """Outbound through the host's NAT, names resolved, HTTPS trusted (with the host's CA when it has one)."""
+    assert machine.run("getent hosts pypi.org", check=False).returncode == 0
+    r = machine.run("curl -sS -o /dev/null -w '%{http_code}' --max-time 30 https://pypi.org/simple/six/", check=False)
+    assert r.stdout == "200", r.stdout + r.stderr
+    assert machine.run("ip route show default").stdout.split()[2] == machine.host_address
 
 
 def test_reboot_brings_enabled_service_back(machine):
     token = os.urandom(8).hex()
     _start_http_server(machine, token, enable=True)
-    assert http_get("http://127.0.0.1:18080/token.txt").strip() == token
+    assert http_get(machine.url("/token.txt", port=18080)).strip() == token
     machine.run("touch /run/gone-after-reboot /var/tmp/kept-after-reboot")
     old_pid1 = machine._guest_pid1()
 
@@ -142,7 +166,7 @@ def test_reboot_brings_enabled_service_back(machine):
     assert machine.run("test -e /run/gone-after-reboot", check=False).returncode == 1
     machine.run("test -e /var/tmp/kept-after-reboot")
     machine.run("systemctl is-active harness-http")
-    assert http_get("http://127.0.0.1:18080/token.txt").strip() == token
+    assert http_get(machine.url("/token.txt", port=18080)).strip() == token
     # resource control still enforced after the reboot
     _assert_memory_max_kills(machine)
 
@@ -220,6 +244,15 @@ def _leftovers(info):
         except (ProcessLookupError, FileNotFoundError):
             pass
     left += [f"cgroup {d}" for d in info["cgroups"] if os.path.exists(d)]
+    if os.path.exists(f"/run/netns/{info['netns']}"):
+        left.append(f"netns {info['netns']}")
+    if os.path.exists(f"/sys/class/net/{info['host_if']}"):
+        left.append(f"interface {info['host_if']}")
+    with _network_lock():  # other runs may be booting machines: look at a consistent moment
+        networks = [json.loads(f.read_text()).get("net") for f in STATE_DIR.glob("*.json")]
+        nat = subprocess.run(["nft", "list", "table", "ip", NFT_TABLE], capture_output=True).returncode == 0
+    if nat and not any(networks):
+        left.append(f"nftables table {NFT_TABLE} with no machine left")
     mdir = info["machine_dir"]
     left += [f"mount {line.split()[1]}" for line in Path("/proc/mounts").read_text().splitlines()
              if line.split()[1].startswith(mdir)]
@@ -233,7 +266,7 @@ def _leftovers(info):
 def _info(m):
     return {
         "name": m.name, "machine_dir": str(m.machine_dir), "cgroups": list(m.cgroups.values()),
-        "pids": [m.wrapper_pid, m._nspawn_pid(), m._guest_pid1()],
+        "pids": [m.wrapper_pid, m._nspawn_pid(), m._guest_pid1()], "netns": m.netns, "host_if": f"tljh-h{m.net}",
     }
 
 
@@ -244,6 +277,7 @@ def test_teardown_leaves_nothing(os_name):
         info = _info(m)
         assert all(info["pids"]) and all(os.path.isdir(d) for d in info["cgroups"])
         assert info["cgroups"], "no per-machine cgroups were created"
+        assert os.path.exists(f"/run/netns/{info['netns']}") and os.path.exists(f"/sys/class/net/{info['host_if']}")
     assert _leftovers(info) == []
     m.destroy()  # twice is fine
     with pytest.raises(Exception):
@@ -269,7 +303,8 @@ def test_teardown_on_signal(os_name, sig):
         from machine import Machine
         m = Machine.boot({os_name!r})
         print(json.dumps({{"name": m.name, "machine_dir": str(m.machine_dir), "cgroups": list(m.cgroups.values()),
-                          "pids": [m.wrapper_pid, m._nspawn_pid(), m._guest_pid1()]}}), flush=True)
+                          "pids": [m.wrapper_pid, m._nspawn_pid(), m._guest_pid1()], "netns": m.netns,
+                          "host_if": f"tljh-h{{m.net}}"}}), flush=True)
         time.sleep(600)
     """)
     p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)

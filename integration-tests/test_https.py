@@ -5,6 +5,7 @@ server resolving the test domain to this machine. The admin only uses tljh-confi
 """
 
 import asyncio
+import ssl
 import subprocess
 import time
 
@@ -84,7 +85,10 @@ def https_get(m, host, cafile, path="/hub/login"):
 
 def test_acme_certificate_and_websocket_survives(hub):
     async def scenario():
-        async with HubClient() as admin:
+        # Trusts pebble's issuing root once it is known (below); hub.test is this machine, as for a browser
+        # whose DNS points the domain at the server.
+        trust = ssl.create_default_context()
+        async with HubClient(hub.url(), resolve={"hub.test": hub.address}, ssl=trust) as admin:
             await admin.login("admin", ADMIN_PASSWORD)
             await admin.start_server()
             kernel = await admin.open_kernel()
@@ -115,8 +119,9 @@ def test_acme_certificate_and_websocket_survives(hub):
             # The websocket opened over plain HTTP before the change is still the same live kernel.
             assert await kernel.execute("z * 14") == "42"
             await kernel.close()
-            # Plain HTTP now redirects to https://hub.test: stop the server through the hub's own port.
-            admin.base_url = "http://127.0.0.1:15001/"
+            # Plain HTTP now redirects to https://hub.test: carry on there, as the browser would.
+            trust.load_verify_locations(cadata=hub.run(f"cat {PEBBLE_DIR}/issuer-root.pem").stdout)
+            admin.base_url = "https://hub.test/"
             await admin.stop_server()
 
     asyncio.run(scenario())
@@ -213,9 +218,9 @@ def test_firewalled_domain_is_explained_after_the_ca_tried(hub):
     certificate and, when the CA could not connect, says so in one line naming the firewall; HTTP and the
     other domain's certificate keep serving."""
     before = hub.run("cat /opt/tljh/config/config.yaml").stdout
-    # pebble resolves blocked.test to an address that no packet reaches (this host's network is the machine's).
+    # pebble resolves blocked.test to an address that no packet reaches: a route in the machine's own network.
     hub.run(f"""curl -sf -X POST -d '{{"host":"blocked.test.","addresses":["{UNREACHABLE}"]}}' http://127.0.0.1:8055/add-a""")
-    subprocess.run(["ip", "route", "replace", "unreachable", f"{UNREACHABLE}/32"], check=True)
+    subprocess.run(["ip", "-n", hub.netns, "route", "replace", "unreachable", f"{UNREACHABLE}/32"], check=True)
     try:
         hub.run("tljh-config unset https.tls")
         hub.run("tljh-config add-item https.letsencrypt.domains blocked.test")
@@ -235,7 +240,7 @@ def test_firewalled_domain_is_explained_after_the_ca_tried(hub):
         assert status.returncode == 1, status.stdout
         assert "  no certificate for blocked.test: the CA could not connect" in status.stdout, status.stdout
     finally:
-        subprocess.run(["ip", "route", "del", "unreachable", f"{UNREACHABLE}/32"], check=False)
+        subprocess.run(["ip", "-n", hub.netns, "route", "del", "unreachable", f"{UNREACHABLE}/32"], check=False)
         hub.run(f"cat > /opt/tljh/config/config.yaml <<'EOF'\n{before}EOF")
         hub.run("tljh-config reload proxy")
 

@@ -30,7 +30,7 @@ def run(coro):
 def test_login_page_answers(hub):
     import urllib.request
 
-    with urllib.request.urlopen("http://127.0.0.1/hub/login", timeout=10) as r:
+    with urllib.request.urlopen(hub.url("/hub/login"), timeout=10) as r:
         assert r.status == 200
         assert b"<form" in r.read()
 
@@ -59,7 +59,7 @@ def test_status_reports_everything_up(hub):
 
 def test_admin_runs_code_through_caddy(hub):
     async def scenario():
-        async with HubClient() as admin:
+        async with HubClient(hub.url()) as admin:
             await admin.login("admin", ADMIN_PASSWORD)
             seconds = await admin.start_server()
             assert await admin.lab_page() == 200
@@ -74,7 +74,7 @@ def test_admin_runs_code_through_caddy(hub):
 
 def test_wrong_password_is_refused(hub):
     async def scenario():
-        async with HubClient() as someone:
+        async with HubClient(hub.url()) as someone:
             with pytest.raises(Exception, match="login as admin failed: 403"):
                 await someone.login("admin", "not-the-password")
 
@@ -97,7 +97,7 @@ def test_second_spawn_keeps_first_users_kernel(hub):
             count[0] += 1
 
     async def scenario():
-        async with HubClient() as admin, HubClient() as bob:
+        async with HubClient(hub.url()) as admin, HubClient(hub.url()) as bob:
             await admin.login("admin", ADMIN_PASSWORD)
             await admin.start_server()
             kernel = await admin.open_kernel()
@@ -167,7 +167,7 @@ def test_noop_upgrade_keeps_servers_and_websockets(hub):
     websockets and every managed file alone, and is quick."""
 
     async def scenario():
-        async with HubClient() as admin:
+        async with HubClient(hub.url()) as admin:
             await admin.login("admin", ADMIN_PASSWORD)
             await admin.start_server()
             kernel = await admin.open_kernel()
@@ -203,7 +203,7 @@ def test_hub_and_proxy_come_back_after_reboot(hub):
         deadline = time.monotonic() + 60
         while True:
             try:
-                async with HubClient() as admin:
+                async with HubClient(hub.url()) as admin:
                     await admin.login("admin", ADMIN_PASSWORD)
                     await admin.check_one_plus_one()
                     return

@@ -55,13 +55,13 @@ def test_plugin_effects_are_in_place(machine):
     assert machine.run("/opt/tljh/hub/bin/python -c 'import tomli_w'").returncode == 0
     assert machine.run("command -v tree").returncode == 0
     assert "every: 61" in machine.run("cat /opt/tljh/config/config.yaml").stdout
-    with urllib.request.urlopen("http://127.0.0.1/hub/login", timeout=10) as r:
+    with urllib.request.urlopen(machine.url("/hub/login"), timeout=10) as r:
         assert "tljh-test-plugin was here" in r.read().decode()
 
 
 def test_new_user_hook_gets_the_unix_name(machine):
     async def scenario():
-        async with HubClient() as carol:
+        async with HubClient(machine.url()) as carol:
             await carol.login("carol", PASSWORD)  # carol is an admin (--admin carol): she exists
             await carol.start_server()
             kernel = await carol.open_kernel()
@@ -99,10 +99,10 @@ def test_conda_plugin_is_refused_clearly(machine):
     machine.run("/opt/tljh/hub/bin/tljh uninstall --yes")
 
 
-def poll_progress_page(pages, stop):
+def poll_progress_page(url, pages, stop):
     while not stop.is_set():
         try:
-            with urllib.request.urlopen("http://127.0.0.1/", timeout=2) as r:
+            with urllib.request.urlopen(url, timeout=2) as r:
                 pages.append(r.read().decode())
         except OSError:
             pass
@@ -111,7 +111,7 @@ def poll_progress_page(pages, stop):
 
 def test_reinstall_with_progress_page_sees_kept_home(machine):
     pages, stop = [], threading.Event()
-    poller = threading.Thread(target=poll_progress_page, args=(pages, stop))
+    poller = threading.Thread(target=poll_progress_page, args=(machine.url(), pages, stop))
     poller.start()
     try:
         result = machine.install_tljh("--admin", "carol:carol-secret-pw", "--show-progress-page", check=False)
@@ -127,7 +127,7 @@ def test_reinstall_with_progress_page_sees_kept_home(machine):
         assert "carol-secret-pw" not in page and "Traceback" not in page and "uv pip" not in page
 
     async def scenario():
-        async with HubClient() as carol:
+        async with HubClient(machine.url()) as carol:
             await carol.login("carol", "carol-secret-pw")
             await carol.start_server()
             kernel = await carol.open_kernel()

@@ -30,9 +30,9 @@ def server(os_name):
         yield m
 
 
-def login(name, password):
+def login(server, name, password):
     async def scenario():
-        async with HubClient() as person:
+        async with HubClient(server.url()) as person:
             await person.login(name, password)
             return person.token
 
@@ -49,10 +49,10 @@ def test_install_page(server):
 
 
 def test_first_login_page(server):
-    login(ADMIN, "alice-chose-this")
+    login(server, ADMIN, "alice-chose-this")
     # The admin's first spawn creates their Unix account; then the page's sudo check works for it.
     async def spawn():
-        async with HubClient() as alice:
+        async with HubClient(server.url()) as alice:
             await alice.login(ADMIN, "alice-chose-this")
             await alice.start_server()
             await alice.stop_server()
@@ -65,15 +65,15 @@ def test_first_login_page(server):
 
 def test_add_users_page(server):
     with pytest.raises(HubError, match="403"):
-        login("bob", "bob-chose-this")  # not added yet: refused, as the page says
+        login(server, "bob", "bob-chose-this")  # not added yet: refused, as the page says
     for where, command in commands("tutorial/add-users.md", prefix="sudo tljh-config"):
         if "create_users" in command:
             continue  # the workshop variant, tried below
         result = run_as_admin_on_server(server, concrete(command).removeprefix("sudo "))
         assert result.returncode == 0, (where, command, result.stdout, result.stderr)
-    login("bob", "bob-chose-this")
-    login("carol", "carol-chose-this")
-    assert login("bob", "bob-chose-this")  # his password now
+    login(server, "bob", "bob-chose-this")
+    login(server, "carol", "carol-chose-this")
+    assert login(server, "bob", "bob-chose-this")  # his password now
 
 
 
@@ -82,10 +82,10 @@ def test_workshop_section(server):
     server.run("tljh-config unset users.allowed")
     server.run("tljh-config reload")
     with pytest.raises(HubError, match="403"):
-        login("stranger", "stranger-pw-1")
+        login(server, "stranger", "stranger-pw-1")
     workshop = [c for _, c in commands("tutorial/add-users.md", prefix="sudo tljh-config") if "create_users" in c]
     assert workshop and workshop[0].startswith("sudo tljh-config set")
     for command in (workshop[0], "sudo tljh-config reload"):
         result = run_as_admin_on_server(server, command.removeprefix("sudo "))
         assert result.returncode == 0, (command, result.stdout, result.stderr)
-    login("stranger", "stranger-pw-1")
+    login(server, "stranger", "stranger-pw-1")

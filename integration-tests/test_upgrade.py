@@ -36,8 +36,8 @@ def run(coro):
     return asyncio.run(coro)
 
 
-async def admin_runs_one_plus_one():
-    async with HubClient() as admin:
+async def admin_runs_one_plus_one(machine):
+    async with HubClient(machine.url()) as admin:
         await admin.login(ADMIN, ADMIN_PASSWORD)
         await admin.check_one_plus_one()
 
@@ -65,10 +65,10 @@ def test_upgrade_from_an_older_version_keeps_everything(machine):
     assert old.returncode == 0, f"installing {OLD_COMMIT} failed:\n{old.stdout}\n{old.stderr}"
 
     async def use_the_old_hub():
-        async with HubClient() as admin:
+        async with HubClient(machine.url()) as admin:
             await admin.login(ADMIN, ADMIN_PASSWORD)
             await admin.create_users("dave")
-        async with HubClient() as dave:
+        async with HubClient(machine.url()) as dave:
             await dave.login("dave", DAVE_PASSWORD)
             await dave.start_server()
             kernel = await dave.open_kernel()
@@ -108,11 +108,11 @@ def test_upgrade_from_an_older_version_keeps_everything(machine):
     assert hub_version == user_version
 
     async def use_the_new_hub():
-        async with HubClient() as admin:
+        async with HubClient(machine.url()) as admin:
             await admin.login(ADMIN, ADMIN_PASSWORD)  # the FirstUse password set before the upgrade
             names = sorted(u["name"] for u in await admin.api("GET", "hub/api/users"))
             assert names == ["admin", "dave"]
-        async with HubClient() as dave:
+        async with HubClient(machine.url()) as dave:
             await dave.login("dave", DAVE_PASSWORD)
             await dave.start_server()
             kernel = await dave.open_kernel()
@@ -154,10 +154,10 @@ def test_system_python_change_rebuilds_venvs_with_their_packages(machine):
         assert machine.run(f"test -e {prefix}.previous", check=False).returncode != 0
     machine.run(f"/opt/tljh/user/bin/python -c 'import {ADMIN_MODULE}, six'")  # the admin's and the plugin's
     machine.run("/opt/tljh/hub/bin/python -c 'import tljh_test_plugin'")
-    with urllib.request.urlopen("http://127.0.0.1/hub/login", timeout=10) as r:
+    with urllib.request.urlopen(machine.url("/hub/login"), timeout=10) as r:
         assert "tljh-test-plugin was here" in r.read().decode()
 
-    run(admin_runs_one_plus_one())
+    run(admin_runs_one_plus_one(machine))
 
 
 KILL_UNIT = "tljh-install-killed"
@@ -203,7 +203,7 @@ def test_killed_install_completes_on_rerun_and_reruns_converge(machine):
     completed = machine.install_tljh("--admin", f"{ADMIN}:{ADMIN_PASSWORD}", check=False)
     assert completed.returncode == 0, f"rerun after kills at {chosen!r} failed:\n{completed.stdout}\n{completed.stderr}"
 
-    run(admin_runs_one_plus_one())
+    run(admin_runs_one_plus_one(machine))
 
     sums = []
     for _ in range(3):
