@@ -2,8 +2,10 @@
 
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -62,14 +64,36 @@ def test_version_needs_value(bootstrap):
         bootstrap.split_args(["--version"])
 
 
-def test_refuses_non_root_before_touching_anything(tmp_path):
+NOBODY = 65534
+
+
+@pytest.fixture
+def shared_dir():
+    """A directory every user can enter. pytest's tmp_path lies under a root-only directory, and so may the
+    checkout (a clone in root's home): an unprivileged process reaches only what is copied here."""
+    path = Path(tempfile.mkdtemp(prefix="tljh-test-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path)
+
+
+def test_refuses_non_root_before_touching_anything(shared_dir):
+    """As an ordinary user, bootstrap refuses before creating anything, even where that user could write."""
+    script = shared_dir / "bootstrap.py"
+    shutil.copyfile(BOOTSTRAP, script)
+    script.chmod(0o644)
+    writable = shared_dir / "writable"
+    writable.mkdir()
     if os.geteuid() == 0:
-        cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, str(BOOTSTRAP), "--admin", "a"]
+        os.chown(writable, NOBODY, NOBODY)
+        # the system's python3, as `curl ... | sudo python3 -` uses (a venv's interpreter may live in root's home)
+        python = shutil.which("python3", path=os.defpath) or sys.executable
+        cmd = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", python, str(script), "--admin", "a"]
     else:
-        cmd = [sys.executable, str(BOOTSTRAP), "--admin", "a"]
-    prefix = tmp_path / "tljh"
+        cmd = [sys.executable, str(script), "--admin", "a"]
+    prefix = writable / "tljh"
     result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TLJH_INSTALL_PREFIX": str(prefix)})
-    assert result.returncode == 1
+    assert result.returncode == 1, result.stderr
     assert result.stderr.strip().splitlines() == [
         "bootstrap: error: must run as root. Run: curl -L <url>/bootstrap.py | sudo python3 - --admin <name>"
     ]
