@@ -1,17 +1,25 @@
 """Install or upgrade The Littlest JupyterHub on this server.
 
-Run as:
+Run from a clone of this project's repository (it installs that clone):
 
-    curl -L <url>/bootstrap.py | sudo python3 - --admin alice
+    sudo python3 bootstrap/bootstrap.py --admin alice:PASSWORD
+
+or, once releases are published on PyPI, piped from curl (it installs the latest release):
+
+    curl -L <url>/bootstrap.py | sudo python3 - --admin alice:PASSWORD
 
 It checks the server, makes the hub venv at /opt/tljh/hub, installs the installer package into it and
 hands over to ``tljh.installer`` with the remaining flags. Rerunning it upgrades in place.
+
+Refusals print TLJH's own first line on standard output where TLJH's bootstrap prints one (scripts and
+docs quote those lines), and this project's one-line explanation on standard error; the exit status is 1.
 
 Only the standard library is used, and the syntax stays parseable by old Pythons so that an unsupported
 server gets a clear message instead of a SyntaxError.
 """
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,36 +29,50 @@ MIN_PYTHON = (3, 10)
 MIN_MEMORY_MB = 768
 MIN_FREE_DISK_GB = 2.0
 MIN_FREE_DISK_UPGRADE_GB = 0.5
-SUPPORTED = {"debian": (12,), "ubuntu": (22, 4)}
+# The oldest release of each supported distribution, as its os-release VERSION_ID spells it.
+SUPPORTED = {"debian": "12", "ubuntu": "22.04"}
 SUPPORTED_TEXT = "Debian 12 or 13, Ubuntu 22.04 or 24.04 (or newer releases of both)"
 
 INSTALL_PREFIX = os.environ.get("TLJH_INSTALL_PREFIX", "/opt/tljh")
 HUB_PREFIX = os.path.join(INSTALL_PREFIX, "hub")
 HUB_PYTHON = os.path.join(HUB_PREFIX, "bin", "python")
 HUB_MOVED_ASIDE = HUB_PREFIX + ".previous"  # same as tljh.user_env.moved_aside(HUB_PREFIX)
+# The documented test for "booted with systemd" (sd_booted(3)); TLJH looks for the systemctl program instead,
+# which a container can have without running systemd.
+SYSTEMD_RUN_DIR = "/run/systemd/system"
 
 USAGE = """\
-usage: curl -L <url>/bootstrap.py | sudo python3 - [options]
+usage: sudo python3 bootstrap/bootstrap.py [options]            (in a clone of the repository)
+       curl -L <url>/bootstrap.py | sudo python3 - [options]    (a release published on PyPI)
 
-Install The Littlest JupyterHub, or upgrade it in place when it is already installed.
+Install The Littlest JupyterHub, or upgrade it in place when it is already installed. Run from a clone,
+it installs that clone; piped from curl, it installs the latest release from PyPI.
 
 options:
   --admin NAME[:PASSWORD]      make NAME a hub admin (repeatable); PASSWORD sets their first-use password
   --plugin SPEC                install a plugin from a pip spec (repeatable)
   --user-requirements-txt-url URL
                                install this requirements.txt into the user environment
-  --version VERSION            install this release instead of the latest
+  --version VERSION            install this release from PyPI (instead of the latest, or of the clone)
   --show-progress-page         serve a progress page on port 80 while installing
   -h, --help                   show this help
 
 environment:
-  TLJH_BOOTSTRAP_PIP_SPEC      what to install as the installer (a checkout path, wheel or git URL)
+  TLJH_BOOTSTRAP_PIP_SPEC      what to install as the installer instead (a checkout path, wheel or git URL)
   TLJH_BOOTSTRAP_DEV=yes       install it editable (development)
 """
 
 
 class BootstrapError(Exception):
-    pass
+    """A refusal: the message is this project's one-line explanation (printed on standard error).
+
+    ``tljh_line`` is the line TLJH's bootstrap prints on standard output in the same situation, printed
+    first so that scripts and docs written against TLJH keep matching.
+    """
+
+    def __init__(self, message, tljh_line=None):
+        Exception.__init__(self, message)
+        self.tljh_line = tljh_line
 
 
 # --- checks: run before anything is changed -------------------------------------------------------
@@ -84,15 +106,17 @@ def check_os(info):
     name = info.get("PRETTY_NAME") or "{} {}".format(distro, version_text).strip() or "unknown"
     if distro not in SUPPORTED:
         raise BootstrapError(
-            "unsupported operating system: {}. Supported: {}.".format(name, SUPPORTED_TEXT)
+            "unsupported operating system: {}. Supported: {}.".format(name, SUPPORTED_TEXT),
+            tljh_line="The Littlest JupyterHub currently supports Ubuntu or Debian Linux only",
         )
     if not version_text and distro == "debian":
         return  # testing/unstable carry no VERSION_ID; they are newer than any release
-    if parse_version(version_text) < SUPPORTED[distro]:
+    if parse_version(version_text) < parse_version(SUPPORTED[distro]):
         raise BootstrapError(
             "unsupported version: {}. Supported: {}. Upgrade the OS or start from a newer image.".format(
                 name, SUPPORTED_TEXT
-            )
+            ),
+            tljh_line="The Littlest JupyterHub requires {} {} or higher".format(distro.capitalize(), SUPPORTED[distro]),
         )
 
 
@@ -104,11 +128,11 @@ def check_root():
 
 
 def check_systemd():
-    # The documented test for "booted with systemd" (sd_booted(3)).
-    if not os.path.isdir("/run/systemd/system"):
+    if not os.path.isdir(SYSTEMD_RUN_DIR):
         raise BootstrapError(
             "systemd is not running as PID 1 on this machine (a container without systemd?). "
-            "Install on a server or VM booted with systemd."
+            "Install on a server or VM booted with systemd.",
+            tljh_line="Systemd is required to run TLJH",
         )
 
 
@@ -117,7 +141,10 @@ def check_python():
         raise BootstrapError(
             "python3 is {}.{}; {}.{} or newer is required. Supported: {}.".format(
                 sys.version_info[0], sys.version_info[1], MIN_PYTHON[0], MIN_PYTHON[1], SUPPORTED_TEXT
-            )
+            ),
+            tljh_line="bootstrap.py must be run with at least Python {}.{}, found {}".format(
+                MIN_PYTHON[0], MIN_PYTHON[1], sys.version
+            ),
         )
 
 
@@ -148,6 +175,82 @@ def check_resources(upgrading):
                 free_gb, INSTALL_PREFIX, needed
             )
         )
+
+
+# --- what to install ----------------------------------------------------------------------------------
+
+INDEX_URL = "https://pypi.org/simple"
+# uv's own index settings: when the admin set any of them, uv (not this script) knows where it will look.
+UV_INDEX_SETTINGS = ("UV_DEFAULT_INDEX", "UV_INDEX_URL", "UV_INDEX", "UV_EXTRA_INDEX_URL", "UV_FIND_LINKS",
+                     "UV_CONFIG_FILE")
+UV_CONFIG_FILES = ("/etc/uv/uv.toml", "~/.config/uv/uv.toml")
+
+
+def source_checkout(script):
+    """The source tree of this project that ``script`` (this bootstrap.py) sits in, or None.
+
+    A tree counts when bootstrap.py is its ``bootstrap/bootstrap.py``, its pyproject.toml names this project
+    and its ``tljh`` package is there: a bootstrap.py copied elsewhere, or piped from curl (``<stdin>``),
+    does not install whatever directory happens to surround it.
+    """
+    if not script or not os.path.isfile(script):
+        return None
+    script = os.path.realpath(script)
+    here = os.path.dirname(script)
+    if os.path.basename(script) != "bootstrap.py" or os.path.basename(here) != "bootstrap":
+        return None
+    root = os.path.dirname(here)
+    if not os.path.isfile(os.path.join(root, "tljh", "__init__.py")):
+        return None
+    try:
+        with open(os.path.join(root, "pyproject.toml")) as f:
+            pyproject = f.read()
+    except (OSError, UnicodeDecodeError):
+        return None
+    project = re.search(r"^\[project\]\s*$(.*?)(?=^\[|\Z)", pyproject, re.M | re.S)
+    name = project and re.search(r"""^name\s*=\s*["']([^"']+)["']""", project.group(1), re.M)
+    if not name or name.group(1) != DIST_NAME:
+        return None
+    return root
+
+
+def choose_installer(environ, version, checkout):
+    """(pip spec, where it comes from, whether it comes from the package index)."""
+    spec = environ.get("TLJH_BOOTSTRAP_PIP_SPEC")
+    if spec:
+        return spec, "TLJH_BOOTSTRAP_PIP_SPEC", False
+    if version:
+        return "{}=={}".format(DIST_NAME, version), "release {} from PyPI".format(version), True
+    if checkout:
+        return checkout, "the clone this bootstrap.py runs from; TLJH_BOOTSTRAP_PIP_SPEC overrides", False
+    return DIST_NAME, "the latest release on PyPI", True
+
+
+def check_published(environ, timeout=20):
+    """Refuse, before changing anything, to ask PyPI for a project it does not have.
+
+    Only a definite "no such project" refuses: a network problem, or an index the admin configured for uv,
+    is left to uv, which reports it in its own words.
+    """
+    import urllib.error
+    import urllib.request
+
+    if any(environ.get(name) for name in UV_INDEX_SETTINGS):
+        return
+    if any(os.path.exists(os.path.expanduser(path)) for path in UV_CONFIG_FILES):
+        return
+    url = "{}/{}/".format(INDEX_URL, DIST_NAME)
+    try:
+        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout).close()
+    except urllib.error.HTTPError as e:
+        if e.code == 404:
+            raise BootstrapError(
+                "{} is not published on PyPI yet: clone the repository and run "
+                "`sudo python3 bootstrap/bootstrap.py --admin NAME:PASSWORD` in the clone, "
+                "or set TLJH_BOOTSTRAP_PIP_SPEC to a checkout path, wheel or git URL.".format(DIST_NAME)
+            )
+    except (OSError, ValueError):
+        pass
 
 
 # --- actions ----------------------------------------------------------------------------------------
@@ -338,22 +441,30 @@ def split_args(argv):
     return show_progress, version, rest
 
 
-def main(argv):
+def refuse(error):
+    if error.tljh_line:
+        print(error.tljh_line, flush=True)
+    print("bootstrap: error: {}".format(error), file=sys.stderr, flush=True)
+    return 1
+
+
+def main(argv, script=None):
     try:
         show_progress, version, installer_args = split_args(argv)
+        # Root first (TLJH has no such check; a non-root run needs only that one line), then TLJH's order,
+        # so that e.g. an old release in a container without systemd gets TLJH's first line (the OS's).
         check_root()
-        check_systemd()
         check_os(read_os_release())
         check_python()
+        check_systemd()
         upgrading = os.path.isdir(HUB_PREFIX)
         check_resources(upgrading)
+        pip_spec, origin, from_index = choose_installer(os.environ, version, source_checkout(script))
+        if from_index:
+            check_published(os.environ)
     except BootstrapError as e:
-        print("bootstrap: error: {}".format(e), file=sys.stderr)
-        return 1
+        return refuse(e)
 
-    pip_spec = os.environ.get("TLJH_BOOTSTRAP_PIP_SPEC") or (
-        "{}=={}".format(DIST_NAME, version) if version else DIST_NAME
-    )
     editable = os.environ.get("TLJH_BOOTSTRAP_DEV", "no") == "yes"
 
     progress = None
@@ -364,13 +475,12 @@ def main(argv):
         ensure_apt_packages(pip_spec)
         if ensure_hub_venv():
             say("Created the hub environment at {}".format(HUB_PREFIX))
-        say("Installing the installer from {}".format(pip_spec))
+        say("Installing the installer from {} ({}){}".format(pip_spec, origin, ", editable" if editable else ""))
         install_installer(pip_spec, editable)
     except BootstrapError as e:
         if progress:
             progress.terminate()
-        print("bootstrap: error: {}".format(e), file=sys.stderr)
-        return 1
+        return refuse(e)
 
     cmd = [HUB_PYTHON, "-m", "tljh.installer"] + installer_args
     if not progress:
@@ -385,4 +495,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    # Piped from curl, __file__ is "<stdin>": not a checkout.
+    sys.exit(main(sys.argv[1:], script=globals().get("__file__")))

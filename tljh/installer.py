@@ -598,11 +598,23 @@ def _stop_progress_page():
     except (ProcessLookupError, ValueError):
         return
     for _ in range(50):
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
+        if not _process_running(int(pid)):
+            # TLJH's installer prints this exact line on standard output; scripts and docs wait for it.
+            print("Progress page server stopped successfully.", flush=True)
             return
         time.sleep(0.1)
+    log.warning("the progress page server (pid %s) did not stop within 5 s", pid)
+
+
+def _process_running(pid):
+    """Whether ``pid`` still runs. An exited child of bootstrap stays a zombie until bootstrap (busy waiting
+    for this installer) reaps it, and signal 0 still reaches a zombie: read its state instead."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
 
 
 def _setup_logging():
