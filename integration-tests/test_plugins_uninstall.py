@@ -119,6 +119,8 @@ def test_reinstall_with_progress_page_sees_kept_home(machine):
         stop.set()
         poller.join()
     assert result.returncode == 0, result.stdout + result.stderr
+    # TLJH's installer prints this line when it stops the page; scripts wait for it (issue 17).
+    assert "Progress page server stopped successfully." in result.stdout.splitlines()
     progress = [p for p in pages if "Installing JupyterHub" in p]
     assert progress, "the progress page never answered on port 80 during the install"
     assert any("Setting up the user environment" in p for p in progress)

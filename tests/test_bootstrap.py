@@ -29,6 +29,9 @@ def test_supported_os(bootstrap, distro, version):
     bootstrap.check_os({"ID": distro, "VERSION_ID": version})
 
 
+OTHER_OS = "The Littlest JupyterHub currently supports Ubuntu or Debian Linux only"
+
+
 @pytest.mark.parametrize(
     "info, message, tljh_line",
     [
@@ -37,8 +40,8 @@ def test_supported_os(bootstrap, distro, version):
         ({"ID": "ubuntu", "VERSION_ID": "20.04"},
          "unsupported version: ubuntu 20.04", "The Littlest JupyterHub requires Ubuntu 22.04 or higher"),
         ({"ID": "fedora", "VERSION_ID": "40"},
-         "unsupported operating system: fedora 40", "The Littlest JupyterHub currently supports Ubuntu or Debian Linux only"),
-        ({}, "unsupported operating system: unknown", "The Littlest JupyterHub currently supports Ubuntu or Debian Linux only"),
+         "unsupported operating system: fedora 40", OTHER_OS),
+        ({}, "unsupported operating system: unknown", OTHER_OS),
     ],
 )
 def test_unsupported_os(bootstrap, info, message, tljh_line):

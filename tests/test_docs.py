@@ -326,7 +326,11 @@ def test_documented_tljh_config_commands_are_accepted(tmp_path, monkeypatch, pag
 def test_documented_bootstrap_flags_exist():
     bootstrap = tljh_reference.load_bootstrap()
     installer_flags = parser_flags(tljh_reference.installer_parser())
-    for where, command in doc_commands("curl -L") + doc_commands("sudo TLJH_BOOTSTRAP_PIP_SPEC"):
+    documented = [(where, command) for prefix in ("curl -L", "sudo TLJH_BOOTSTRAP_PIP_SPEC", "git clone",
+                                                  "sudo python3 bootstrap/bootstrap.py", "cd tljh")
+                  for where, command in doc_commands(prefix) if "bootstrap" in command]
+    assert len(documented) >= 5
+    for where, command in documented:
         for flag in re.findall(r"\s(--[a-z-]+)", command):
             assert flag in bootstrap.USAGE or flag in installer_flags, f"{where}: unknown flag {flag}"
 

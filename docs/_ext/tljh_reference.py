@@ -365,14 +365,24 @@ def render_install_flags():
         "Bootstrap handles `--version`, `--show-progress-page` and `--help` itself. Every other flag is "
         "passed unchanged to the installer, described next.",
         "",
-        "Checks bootstrap makes before it changes anything (each one stops it with a one-line message):",
+        "Checks bootstrap makes before it changes anything, in this order (each one stops it with a one-line "
+        "message on standard error and exit status 1; where TLJH's bootstrap refuses too, TLJH's own line "
+        "comes first on standard output):",
         "",
-        "- it runs as root, on a machine booted with systemd;",
+        "- it runs as root;",
         f"- the operating system is {md_escape(bootstrap.SUPPORTED_TEXT)};",
         f"- the system `python3` is {'.'.join(map(str, bootstrap.MIN_PYTHON))} or newer;",
+        "- the machine was booted with systemd;",
         f"- the machine has at least {bootstrap.MIN_MEMORY_MB} MB of memory;",
         f"- the disk holding `{DEFAULT_PREFIX}` has {bootstrap.MIN_FREE_DISK_GB:g} GB free "
-        f"({bootstrap.MIN_FREE_DISK_UPGRADE_GB:g} GB for an upgrade).",
+        f"({bootstrap.MIN_FREE_DISK_UPGRADE_GB:g} GB for an upgrade);",
+        "- when it would install from PyPI (piped from curl, or `--version`), that PyPI has the project "
+        "(skipped when uv is configured with another index).",
+        "",
+        "What it installs as the installer: `TLJH_BOOTSTRAP_PIP_SPEC` when set; else with `--version`, that "
+        "release from PyPI; else, when `bootstrap.py` is the `bootstrap/bootstrap.py` of a source tree of this "
+        "project (its `pyproject.toml` names the project and its `tljh` package is there), that tree; else the "
+        "latest release from PyPI. It prints which, and why.",
         "",
         "## Installer",
         "",
