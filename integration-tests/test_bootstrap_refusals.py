@@ -58,6 +58,7 @@ def test_refuses_without_systemd(fresh):
          "The Littlest JupyterHub currently supports Ubuntu or Debian Linux only",
          "bootstrap: error: unsupported operating system: Fedora Linux 41. Supported: Debian 12 or 13"),
     ],
+    ids=["debian-11", "ubuntu-20.04", "fedora-41"],
 )
 @pytest.mark.parametrize("systemd", [True, False], ids=["systemd", "no-systemd"])
 def test_refuses_unsupported_os(fresh, os_release, tljh_line, expected, systemd):

@@ -6,6 +6,7 @@ import asyncio
 import os
 import subprocess
 import tempfile
+import time
 
 import pytest
 from hubclient import HubClient
@@ -55,8 +56,10 @@ def cloned(os_name):
 @pytest.fixture(scope="module")
 def installed(cloned):
     # Machine.run passes no TLJH_* variable; sudo would drop one anyway.
+    started = time.monotonic()
     result = cloned.run(readme_install_command(), check=False, timeout=1800)
     assert result.returncode == 0, result.stdout + result.stderr
+    print(f"clone + install took {time.monotonic() - started:.1f} s")
     return cloned, result
 
 
@@ -75,8 +78,10 @@ def test_installed_copy_does_not_depend_on_the_clone(installed):
 
 
 def test_admin_logs_in_and_runs_code(installed):
+    machine, _ = installed
+
     async def scenario():
-        async with HubClient() as alice:
+        async with HubClient(machine.url()) as alice:
             await alice.login("alice", PASSWORD)
             await alice.start_server()
             kernel = await alice.open_kernel()
