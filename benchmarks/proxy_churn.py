@@ -29,9 +29,10 @@ from pathlib import Path
 
 import aiohttp
 
-from tljh import caddy_config, proxy_service
-from tljh.caddy_admin import CaddyAdmin
-from tljh.caddy_proxy import CaddyProxy
+from tljh.proxy import caddy_config
+from tljh.proxy import edge as proxy_service
+from tljh.proxy.caddy_admin import CaddyAdmin
+from tljh.proxy.caddy_proxy import CaddyProxy
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 from caddy_testing import CADDY, free_port  # noqa: E402

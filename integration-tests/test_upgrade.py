@@ -18,7 +18,7 @@ from hubclient import HubClient
 from installed import MANAGED_FILES
 from machine import REPO_ROOT
 
-from tljh.installer import STEPS
+from tljh.install.installer import STEPS
 
 # An older version of this project, installed first and then upgraded: before the router/edge split
 # into "routes only choose the upstream" (62fdc8c), so the upgrade changes the proxy's configuration too.

@@ -291,7 +291,8 @@ def test_curl_form_refuses_before_changing_anything(bootstrap, as_root_on, index
 
 def test_bootstrap_and_installer_agree_on_shared_names(bootstrap):
     """bootstrap.py cannot import tljh: the names both sides rely on are kept equal by this test."""
-    from tljh import paths, user_env
+    from tljh.system import paths
+    from tljh.system import venvs as user_env
 
     assert bootstrap.HUB_PREFIX == paths.HUB_ENV_PREFIX
     assert bootstrap.HUB_MOVED_ASIDE == user_env.moved_aside(paths.HUB_ENV_PREFIX)

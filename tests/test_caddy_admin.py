@@ -10,8 +10,8 @@ import threading
 
 import pytest
 
-from tljh import caddy_admin
-from tljh.caddy_admin import AsyncCaddyAdmin, CaddyAdmin, CaddyAdminError
+from tljh.proxy import caddy_admin
+from tljh.proxy.caddy_admin import AsyncCaddyAdmin, CaddyAdmin, CaddyAdminError
 
 
 class FlakyAdminSocket:

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from tljh import caddy_config as cc
+from tljh.proxy import caddy_config as cc
 
 HUB = "http://127.0.0.1:15001"
 
@@ -277,7 +277,7 @@ def test_edge_https_incomplete(https, message):
 
 
 def test_https_preflight():
-    from tljh.proxy_service import https_preflight
+    from tljh.proxy.edge import https_preflight
 
     config = {"https": {"enabled": True, "letsencrypt": {"domains": ["ok.test", "nat.test", "missing.test"]}}}
     dns = {"ok.test": {"10.0.0.5"}, "nat.test": {"203.0.113.9"}}

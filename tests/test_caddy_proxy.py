@@ -24,9 +24,10 @@ from aiohttp import web
 
 from caddy_testing import CADDY, free_port
 
-from tljh import caddy_config, proxy_service
-from tljh.caddy_admin import AsyncCaddyAdmin, CaddyAdmin, CaddyAdminError, CaddyConfigChanged, CaddyNotRunning
-from tljh.caddy_proxy import CaddyProxy
+from tljh.proxy import caddy_config
+from tljh.proxy import edge as proxy_service
+from tljh.proxy.caddy_admin import AsyncCaddyAdmin, CaddyAdmin, CaddyAdminError, CaddyConfigChanged, CaddyNotRunning
+from tljh.proxy.caddy_proxy import CaddyProxy
 
 pytestmark = pytest.mark.asyncio
 
@@ -627,7 +628,7 @@ async def test_real_jupyterhub_uses_caddy_proxy(env, client):
     workdir = env.workdir / "hub"
     workdir.mkdir()
     (workdir / "jupyterhub_config.py").write_text(f"""
-c.JupyterHub.proxy_class = "tljh.caddy_proxy.CaddyProxy"
+c.JupyterHub.proxy_class = "tljh.proxy.caddy_proxy.CaddyProxy"
 c.CaddyProxy.admin_socket = {str(env.router_admin)!r}
 c.CaddyProxy.http_socket = {str(env.router_http)!r}
 c.JupyterHub.bind_url = {env.edge_url!r}
@@ -766,7 +767,7 @@ async def test_https_acme_certificate_from_local_ca(env, pebble, tmp_path):
     assert status == 200
     assert ("DNS", "hub.test") in cert["subjectAltName"]
     # certificates live in the edge's storage (root-only state); admins can see them
-    from tljh.certificates import managed_certificates
+    from tljh.proxy.certificates import managed_certificates
 
     [cert] = managed_certificates(str(env.workdir / "edge-storage"))
     assert cert.domains == ["hub.test"]

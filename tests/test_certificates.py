@@ -5,7 +5,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tljh.certificates import managed_certificates, read_certificate
+from tljh.proxy.certificates import managed_certificates, read_certificate
 
 
 def make_cert(path, domains, issuer="Test CA", days=90):
@@ -60,7 +60,7 @@ CADDY_LOG = "\n".join([
 
 
 def test_acme_problems_are_read_from_caddys_log():
-    from tljh.certificates import acme_problems
+    from tljh.proxy.certificates import acme_problems
 
     problems = acme_problems(CADDY_LOG)
     assert problems == {
@@ -71,7 +71,7 @@ def test_acme_problems_are_read_from_caddys_log():
 
 
 def test_missing_certificate_lines_name_the_fix():
-    from tljh.certificates import explain_missing
+    from tljh.proxy.certificates import explain_missing
 
     line = explain_missing("blocked.example.org", ("connection", "Timeout during connect"), 30)
     assert line.startswith("no certificate for blocked.example.org: the CA could not connect to "
@@ -89,7 +89,7 @@ def test_missing_certificate_lines_name_the_fix():
 
 
 def test_covers_exact_and_wildcard(tmp_path):
-    from tljh.certificates import covers
+    from tljh.proxy.certificates import covers
 
     make_cert(tmp_path / "w.crt", ["*.example.org", "example.org"])
     info = read_certificate(str(tmp_path / "w.crt"))
@@ -98,8 +98,8 @@ def test_covers_exact_and_wildcard(tmp_path):
 
 
 def test_missing_certificates_waits_then_explains(tmp_path):
-    from tljh.certificates import from_der
-    from tljh.proxy_service import missing_certificates
+    from tljh.proxy.certificates import from_der
+    from tljh.proxy.edge import missing_certificates
 
     cert = make_cert(tmp_path / "h.crt", ["hub.example.org"])
     served = {"hub.example.org": from_der(cert.public_bytes(serialization.Encoding.DER))}

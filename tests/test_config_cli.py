@@ -7,9 +7,9 @@ import types
 
 import pytest
 
-from tljh import config as cli
-from tljh import schema
-from tljh.config_file import load_config
+from tljh.cli import tljh_config as cli
+from tljh.settings import schema
+from tljh.settings.config_file import load_config
 
 INITIAL = (
     "# Hub config, edited by hand\n"
@@ -523,7 +523,7 @@ def test_reload_proxy(capsys, cfg, monkeypatch):
         https_preflight=lambda config: [],
         missing_certificates=lambda config, since, timeout: [],
     )
-    monkeypatch.setitem(sys.modules, "tljh.proxy_service", fake_module)
+    monkeypatch.setitem(sys.modules, "tljh.proxy.edge", fake_module)
     code, out, _ = run(capsys, cfg, "reload", "proxy")
     assert code == 0 and "proxy reloaded" in out
     assert seen == [schema.effective_config(raw(cfg))]
@@ -547,7 +547,7 @@ def test_reload_proxy_says_preflight_problems_first(capsys, cfg, monkeypatch):
         https_preflight=lambda config: ["hub.example.org does not resolve (no such name)"],
         missing_certificates=lambda config, since, timeout: [],
     )
-    monkeypatch.setitem(sys.modules, "tljh.proxy_service", fake_module)
+    monkeypatch.setitem(sys.modules, "tljh.proxy.edge", fake_module)
     code, out, err = run(capsys, cfg, "reload", "proxy")
     assert code == 0 and "proxy reloaded" in out
     assert err == "warning: hub.example.org does not resolve (no such name)\n"
@@ -566,7 +566,7 @@ def test_reload_proxy_says_why_a_certificate_is_missing(capsys, cfg, monkeypatch
         https_preflight=lambda config: [],
         missing_certificates=missing_certificates,
     )
-    monkeypatch.setitem(sys.modules, "tljh.proxy_service", fake_module)
+    monkeypatch.setitem(sys.modules, "tljh.proxy.edge", fake_module)
     code, out, err = run(capsys, cfg, "reload", "proxy", "--timeout", "7")
     assert code == 0  # the proxy did reload; HTTP serves and Caddy keeps asking the CA
     assert "HTTPS certificates still missing" in out
@@ -575,7 +575,7 @@ def test_reload_proxy_says_why_a_certificate_is_missing(capsys, cfg, monkeypatch
 
 
 def test_path_constants_reexported_for_plugins():
-    from tljh import paths
+    from tljh.system import paths
     from tljh.config import CONFIG_DIR, CONFIG_FILE, HUB_ENV_PREFIX, INSTALL_PREFIX, STATE_DIR, USER_ENV_PREFIX
 
     assert (INSTALL_PREFIX, HUB_ENV_PREFIX, USER_ENV_PREFIX, STATE_DIR, CONFIG_DIR, CONFIG_FILE) == (

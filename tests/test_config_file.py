@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from tljh import config_file
-from tljh.config_file import ConfigFileError
+from tljh.settings import config_file
+from tljh.settings.config_file import ConfigFileError
 
 
 def test_missing_and_empty_file_are_empty_config(tmp_path):

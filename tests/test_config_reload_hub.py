@@ -12,7 +12,7 @@ import types
 
 import pytest
 
-from tljh import config as cli
+from tljh.cli import tljh_config as cli
 
 
 def free_port():
@@ -51,8 +51,8 @@ class HubUnit:
             textwrap.dedent(f"""
             import sys
             sys.path.insert(0, {str(tmp_path)!r})
-            from tljh import configurer
-            from tljh.config_file import load_config
+            from tljh.hub import configurer
+            from tljh.settings.config_file import load_config
 
             c = get_config()
             c.JupyterHub.proxy_class = "memproxy.MemProxy"

@@ -6,8 +6,9 @@ import sys
 import pytest
 from traitlets.config import Config
 
-from tljh import configurer, schema
-from tljh.configurer import apply_config
+from tljh.hub import configurer
+from tljh.settings import schema
+from tljh.hub.configurer import apply_config
 
 
 def applied(config):
@@ -266,7 +267,7 @@ def test_every_trait_set_exists_on_the_hubs_classes():
     from jupyterhub.auth import Authenticator
     from oauthenticator.github import GitHubOAuthenticator
 
-    from tljh.spawner import UserCreatingSpawner
+    from tljh.hub.spawner import UserCreatingSpawner
 
     c = applied(
         {

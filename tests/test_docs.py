@@ -31,7 +31,9 @@ sys.path.insert(0, str(DOCS / "_ext"))
 import doc_commands as doc_commands_module  # noqa: E402
 import tljh_reference  # noqa: E402
 
-from tljh import installer, paths, schema  # noqa: E402
+from tljh.install import installer  # noqa: E402
+from tljh.settings import schema  # noqa: E402
+from tljh.system import paths  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -343,8 +345,8 @@ def test_documented_settings_reach_real_traits():
     from jupyterhub.auth import Authenticator
     from traitlets.config import Config
 
-    from tljh import configurer
-    from tljh.spawner import UserCreatingSpawner
+    from tljh.hub import configurer
+    from tljh.hub.spawner import UserCreatingSpawner
 
     config = {
         "base_url": "/jhub/",

@@ -8,7 +8,7 @@ import alembic.command
 import pytest
 from jupyterhub import orm
 
-from tljh import hub_database
+from tljh.install import hub_database
 
 
 def alembic_downgrade(db_file, revision):

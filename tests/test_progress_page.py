@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from tljh import installer
+from tljh.install import installer
 
 
 def test_stopping_the_progress_page_prints_tljhs_line(monkeypatch, capsys):

@@ -6,7 +6,7 @@ import re
 import jsonschema
 import pytest
 
-from tljh import schema
+from tljh.settings import schema
 
 # TLJH's documented keys and defaults (DESIGN.md "Compatibility contract").
 CONTRACT_DEFAULTS = {

@@ -1,6 +1,6 @@
 import pytest
 
-from tljh.user import unix_username
+from tljh.system.users import unix_username
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from tljh import user_env
+from tljh.system import venvs as user_env
 
 
 def add_dist(prefix, name, version, direct_url=None, python="python3.11"):

@@ -7,14 +7,15 @@ Order matters and is part of the contract: our defaults, then config.yaml, then 
 import os
 from glob import glob
 
-from tljh import configurer, paths
-from tljh.config_file import load_config
+from tljh.hub import configurer
+from tljh.settings.config_file import load_config
+from tljh.system import paths
 from tljh.plugins import get_plugin_manager
 
 c = get_config()  # noqa: F821 - provided by traitlets when JupyterHub loads this file
 
-c.JupyterHub.spawner_class = "tljh.spawner.UserCreatingSpawner"
-c.JupyterHub.proxy_class = "tljh.caddy_proxy.CaddyProxy"
+c.JupyterHub.spawner_class = "tljh.hub.spawner.UserCreatingSpawner"
+c.JupyterHub.proxy_class = "tljh.proxy.caddy_proxy.CaddyProxy"
 # Users' servers are systemd units: they keep running while the hub restarts or upgrades.
 c.JupyterHub.cleanup_servers = False
 c.JupyterHub.hub_bind_url = f"http://{paths.HUB_HOST}:{paths.HUB_PORT}"

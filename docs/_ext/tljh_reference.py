@@ -6,10 +6,10 @@ A page listed in ``GENERATED`` holds a marker line (a MyST comment)::
 
 When Sphinx reads that page, the marker is replaced by Markdown produced from the code:
 
-- ``configuration``: ``tljh.schema.render_reference()`` (every config.yaml key, type, default);
-- ``tljh-config``: the argparse parser of ``tljh-config`` (``tljh.config.build_parser()``);
+- ``configuration``: ``tljh.settings.schema.render_reference()`` (every config.yaml key, type, default);
+- ``tljh-config``: the argparse parser of ``tljh-config`` (``tljh.cli.tljh_config.build_parser()``);
 - ``install-flags``: bootstrap's ``USAGE`` text and the installer's argparse parser and steps;
-- ``files``: ``tljh.paths``, the installer's unit and sudoers constants, the unit files themselves.
+- ``files``: ``tljh.system.paths``, the installer's unit and sudoers constants, the unit files themselves.
 
 Nothing is copied by hand, so the reference cannot drift from the code. When the code the reference
 needs is missing (a module, a function), the build stops with an error that says what is missing,
@@ -53,10 +53,10 @@ def _import(module_name, needed_for):
 
 
 def _check_prefix():
-    paths = _import("tljh.paths", "the files reference")
+    paths = _import("tljh.system.paths", "the files reference")
     if paths.INSTALL_PREFIX != DEFAULT_PREFIX:
         _fail(
-            f"tljh.paths.INSTALL_PREFIX is {paths.INSTALL_PREFIX!r}, not {DEFAULT_PREFIX!r}",
+            f"tljh.system.paths.INSTALL_PREFIX is {paths.INSTALL_PREFIX!r}, not {DEFAULT_PREFIX!r}",
             "Unset TLJH_INSTALL_PREFIX before importing tljh in the docs build",
         )
     return paths
@@ -208,12 +208,12 @@ def _usage(parser):
 
 
 def render_configuration():
-    schema = _import("tljh.schema", "the configuration reference")
+    schema = _import("tljh.settings.schema", "the configuration reference")
     if not callable(getattr(schema, "render_reference", None)):
-        _fail("tljh.schema has no render_reference()", "The configuration reference is generated from it")
+        _fail("tljh.settings.schema has no render_reference()", "The configuration reference is generated from it")
     text = schema.render_reference()
     if not isinstance(text, str) or "|" not in text:
-        _fail("tljh.schema.render_reference() returned no reference table", "It must return MyST Markdown")
+        _fail("tljh.settings.schema.render_reference() returned no reference table", "It must return MyST Markdown")
     return escape_raw_html(shift_headings(text, 1))
 
 
@@ -238,8 +238,8 @@ def module_parser(module_name, names=("build_parser",)):
 
 # The commands' parsers: each module's build_parser() returns the parser its main() uses.
 CLI_PARSERS = {
-    "tljh-config": ("tljh.config", ("build_parser",)),
-    "tljh": ("tljh.cli", ("build_parser",)),
+    "tljh-config": ("tljh.cli.tljh_config", ("build_parser",)),
+    "tljh": ("tljh.cli.tljh", ("build_parser",)),
 }
 
 
@@ -329,22 +329,22 @@ def bootstrap_options(usage):
 
 
 def installer_parser():
-    """The installer's parser (tljh.installer.build_parser())."""
-    installer = _import("tljh.installer", "the installer flags reference")
+    """The installer's parser (tljh.install.installer.build_parser())."""
+    installer = _import("tljh.install.installer", "the installer flags reference")
     if not callable(getattr(installer, "build_parser", None)):
-        _fail("tljh.installer has no build_parser()", "The installer reference needs it")
+        _fail("tljh.install.installer has no build_parser()", "The installer reference needs it")
     return installer.build_parser()
 
 
 def render_install_flags():
     bootstrap = load_bootstrap()
-    installer = _import("tljh.installer", "the installer reference")
+    installer = _import("tljh.install.installer", "the installer reference")
     parser = installer_parser()
     options = bootstrap_options(bootstrap.USAGE)
     lines = [
         "# Bootstrap and installer flags",
         "",
-        "Generated from `bootstrap/bootstrap.py` (its `USAGE` text) and from `tljh.installer` "
+        "Generated from `bootstrap/bootstrap.py` (its `USAGE` text) and from `tljh.install.installer` "
         "(its argument parser and its list of steps).",
         "",
         "## Bootstrap",
@@ -392,7 +392,7 @@ def render_install_flags():
         _usage(parser),
         "```",
         "",
-        *arguments_table(parser, "tljh.installer"),
+        *arguments_table(parser, "tljh.install.installer"),
         "## Installer steps",
         "",
         "The installer runs these steps in this order, printing each with its duration. Every step "
@@ -402,14 +402,14 @@ def render_install_flags():
     ]
     steps = getattr(installer, "STEPS", None)
     if not steps:
-        _fail("tljh.installer.STEPS is missing or empty", "The list of installer steps is generated from it")
+        _fail("tljh.install.installer.STEPS is missing or empty", "The list of installer steps is generated from it")
     for index, (name, func) in enumerate(steps, 1):
         lines.append(f"{index}. {md_escape(name)} (`{func.__name__}`)")
     lines.append("")
     return "\n".join(lines)
 
 
-# What each path is. Every constant of tljh.paths must be described here (and nothing else), so a
+# What each path is. Every constant of tljh.system.paths must be described here (and nothing else), so a
 # new path cannot appear without documentation.
 PATH_NOTES = {
     "INSTALL_PREFIX": ("directory", "0755", "Everything the installer manages lives under it."),
@@ -445,26 +445,29 @@ PATH_NOTES = {
         "0700",
         "The two Caddy processes' generated configs, certificates and ACME account.",
     ),
+    "LAST_GOOD_FILE": (
+        "file",
+        "0600",
+        "The last configuration the hub started with; `tljh-config reload` restores it when a new one fails.",
+    ),
     "HUB_HOST": ("address", "", "Where the hub listens; only the proxy connects to it."),
     "HUB_PORT": ("port", "", "The hub's port on `HUB_HOST`."),
 }
 
 # Paths held by constants of other modules: (module, constant, kind, mode, what).
 MODULE_PATHS = [
-    ("tljh.caddy_config", "EDGE_CONFIG_FILE", "file", "0600", "The edge proxy's config, generated from `config.yaml`."),
-    ("tljh.caddy_config", "ROUTER_CONFIG_FILE", "file", "0600",
+    ("tljh.proxy.caddy_config", "EDGE_CONFIG_FILE", "file", "0600", "The edge proxy's config, generated from `config.yaml`."),
+    ("tljh.proxy.caddy_config", "ROUTER_CONFIG_FILE", "file", "0600",
      "The router's first config; after that the router restores its own autosaved routes."),
-    ("tljh.caddy_config", "EDGE_DATA_DIR", "directory", "0700", "Certificates, ACME account keys and OCSP staples."),
-    ("tljh.caddy_config", "EDGE_ADMIN_SOCKET", "socket", "0600",
+    ("tljh.proxy.caddy_config", "EDGE_DATA_DIR", "directory", "0700", "Certificates, ACME account keys and OCSP staples."),
+    ("tljh.proxy.caddy_config", "EDGE_ADMIN_SOCKET", "socket", "0600",
      "The edge's admin API. Root only: whoever can reach it controls the proxy."),
-    ("tljh.caddy_config", "ROUTER_ADMIN_SOCKET", "socket", "0600",
+    ("tljh.proxy.caddy_config", "ROUTER_ADMIN_SOCKET", "socket", "0600",
      "The router's admin API; the hub adds and removes routes through it."),
-    ("tljh.caddy_config", "ROUTER_HTTP_SOCKET", "socket", "0600", "The router's only listener; its only client is the edge."),
-    ("tljh.config", "LAST_GOOD_FILE", "file", "0600",
-     "The last configuration the hub started with; `tljh-config reload` restores it when a new one fails."),
-    ("tljh.uninstall", "BACKUP_DIR", "directory", "",
+    ("tljh.proxy.caddy_config", "ROUTER_HTTP_SOCKET", "socket", "0600", "The router's only listener; its only client is the edge."),
+    ("tljh.install.uninstall", "BACKUP_DIR", "directory", "",
      "`tljh uninstall` saves config and state here first, as `tljh-<time>.tar.gz` (mode `0600`)."),
-    ("tljh.hub_database", "BACKUP_DIR", "directory", "0700",
+    ("tljh.install.hub_database", "BACKUP_DIR", "directory", "0700",
      "Before an upgrade changes the hub database's schema, the installer saves the database here as "
      "`jupyterhub.sqlite.<date>-<time>` (mode `0600`) and prints the path."),
 ]
@@ -472,9 +475,9 @@ MODULE_PATHS = [
 # Paths written as literals in the code: (shown as, strings the source must contain, source, kind, mode, what).
 # The source is checked at every build, so the build fails when the code changes and this page does not.
 LITERAL_PATHS = [
-    ("/usr/bin/tljh-config", ['"/usr/bin"', '"tljh-config"'], "tljh/installer.py", "symlink", "",
+    ("/usr/bin/tljh-config", ['"/usr/bin"', '"tljh-config"'], "tljh/install/installer.py", "symlink", "",
      "The `tljh-config` command (a link into the hub environment)."),
-    ("/usr/bin/tljh", ['"/usr/bin"', '"tljh"'], "tljh/installer.py", "symlink", "",
+    ("/usr/bin/tljh", ['"/usr/bin"', '"tljh"'], "tljh/install/installer.py", "symlink", "",
      "The `tljh` command (a link into the hub environment)."),
     ("/opt/tljh/state/jupyterhub.sqlite", ['"jupyterhub.sqlite"', "STATE_DIR"], "tljh/jupyterhub_config.py", "file", "0600",
      "The hub database."),
@@ -482,12 +485,12 @@ LITERAL_PATHS = [
      "0600", "The hub's cookie secret."),
     ("/opt/tljh/state/passwords.dbm", ['"passwords.dbm"'], "tljh/jupyterhub_config.py", "file", "0600",
      "FirstUseAuthenticator's password hashes (bcrypt)."),
-    ("/opt/tljh/state/*.fingerprint", ['.fingerprint"', "STATE_DIR"], "tljh/installer.py", "file", "0600",
+    ("/opt/tljh/state/*.fingerprint", ['.fingerprint"', "STATE_DIR"], "tljh/install/installer.py", "file", "0600",
      "What the hub, each proxy, the edge's config and the hub database check last ran with. A rerun of the "
      "installer restarts or rechecks only what differs; deleting them makes the next rerun restart everything."),
-    ("/var/cache/tljh/uv", ['"/var/cache/tljh/uv"'], "tljh/user_env.py", "directory", "",
+    ("/var/cache/tljh/uv", ['"/var/cache/tljh/uv"'], "tljh/system/venvs.py", "directory", "",
      "uv's package cache: reinstalls and upgrades reuse downloaded packages."),
-    ("/opt/tljh/hub.previous, /opt/tljh/user.previous", ['".previous"'], "tljh/user_env.py", "directory", "",
+    ("/opt/tljh/hub.previous, /opt/tljh/user.previous", ['".previous"'], "tljh/system/venvs.py", "directory", "",
      "Only while an environment that no longer runs with the system's Python (after an OS upgrade) is rebuilt: "
      "the old one, which its packages are reinstalled from. Deleted when the rebuild is complete; a rerun of an "
      "interrupted rebuild resumes from it."),
@@ -504,24 +507,24 @@ def _module_constants(module):
 
 def render_files():
     paths = _check_prefix()
-    installer = _import("tljh.installer", "the files reference")
-    user = _import("tljh.user", "the files reference")
-    systemd = _import("tljh.systemd", "the files reference")
+    installer = _import("tljh.install.installer", "the files reference")
+    user = _import("tljh.system.users", "the files reference")
+    systemd = _import("tljh.system.systemd", "the files reference")
 
     constants = _module_constants(paths)
     undocumented = sorted(set(constants) - set(PATH_NOTES))
     stale = sorted(set(PATH_NOTES) - set(constants))
     if undocumented or stale:
         _fail(
-            f"tljh.paths and docs/_ext/tljh_reference.py PATH_NOTES disagree "
-            f"(undocumented: {undocumented}, no longer in tljh.paths: {stale})",
-            "Describe every tljh.paths constant in PATH_NOTES",
+            f"tljh.system.paths and docs/_ext/tljh_reference.py PATH_NOTES disagree "
+            f"(undocumented: {undocumented}, no longer in tljh.system.paths: {stale})",
+            "Describe every tljh.system.paths constant in PATH_NOTES",
         )
     lines = [
         "# Files, units and services",
         "",
-        "What the installer creates on the server. Generated from `tljh.paths`, `tljh.caddy_config`, "
-        "`tljh.installer` and the unit files the installer writes; modes are the ones the installer sets.",
+        "What the installer creates on the server. Generated from `tljh.system.paths`, `tljh.proxy.caddy_config`, "
+        "`tljh.install.installer` and the unit files the installer writes; modes are the ones the installer sets.",
         "",
         "## Paths",
         "",
@@ -534,7 +537,7 @@ def render_files():
 
     for name, value in constants.items():
         kind, mode, note = PATH_NOTES[name]
-        lines.append(row(value, kind, mode, note, f"tljh.paths.{name}"))
+        lines.append(row(value, kind, mode, note, f"tljh.system.paths.{name}"))
     for module_name, name, kind, mode, note in MODULE_PATHS:
         value = getattr(_import(module_name, "the files reference"), name, None)
         if not isinstance(value, str):
@@ -549,10 +552,10 @@ def render_files():
         lines.append(row(shown, kind, mode, note, source))
     sudoers = getattr(installer, "SUDOERS_FILE", None)
     if not sudoers:
-        _fail("tljh.installer.SUDOERS_FILE is missing", "The files reference documents the sudoers drop-in")
+        _fail("tljh.install.installer.SUDOERS_FILE is missing", "The files reference documents the sudoers drop-in")
     lines += [
         row(sudoers, "file", "0440", f"Passwordless sudo for `{user.ADMINS_GROUP}`, checked with `visudo -c` "
-            "before it is put in place.", "tljh.installer.SUDOERS_FILE"),
+            "before it is put in place.", "tljh.install.installer.SUDOERS_FILE"),
         "",
         "## Unix users and groups",
         "",
@@ -585,7 +588,7 @@ def render_files():
     for const, what in units:
         unit = getattr(installer, const, None)
         if not unit:
-            _fail(f"tljh.installer.{const} is missing", "The files reference lists the installer's units")
+            _fail(f"tljh.install.installer.{const} is missing", "The files reference lists the installer's units")
         lines.append(f"| {code(unit)} | {what} |")
     lines += [
         "| `jupyter-<name>.service` | Each user's server, started by the hub as a transient unit "

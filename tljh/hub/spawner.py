@@ -6,14 +6,14 @@ import time
 from systemdspawner import SystemdSpawner
 from traitlets import Dict, Float, List, Unicode
 
-from . import user
-from .plugins import get_plugin_manager
+from tljh.plugins import get_plugin_manager
+from tljh.system import users as user
 
 
 class UserCreatingSpawner(SystemdSpawner):
     """Run each user's server as a systemd unit under their own Unix account, created on first spawn.
 
-    The account is ``jupyter-<name>`` (see :func:`tljh.user.unix_username`), with a private home,
+    The account is ``jupyter-<name>`` (see :func:`tljh.system.users.unix_username`), with a private home,
     member of ``jupyterhub-users``; hub admins are also put in ``jupyterhub-admins`` (passwordless sudo)
     and non-admins taken out of it, so a change of admin status applies at the next spawn.
     """

@@ -14,8 +14,10 @@ import os
 import re
 import tempfile
 
-from tljh import caddy_config, paths
-from tljh.caddy_admin import CaddyAdmin, CaddyAdminError, CaddyNotRunning
+from tljh.system import paths
+
+from . import caddy_config
+from .caddy_admin import CaddyAdmin, CaddyAdminError, CaddyNotRunning
 
 
 class ProxyReloadError(Exception):
@@ -122,7 +124,7 @@ def reload_proxy(config, admin_socket=caddy_config.EDGE_ADMIN_SOCKET, path=caddy
 
 
 # ---------------------------------------------------------------- HTTPS pre-flight
-# (what certificates the edge holds: tljh.certificates)
+# (what certificates the edge holds: tljh.proxy.certificates)
 
 
 def _port_owner(port):
@@ -192,7 +194,7 @@ def served_certificate(domain, port, host="127.0.0.1", timeout=3):
     import socket
     import ssl
 
-    from tljh import certificates
+    from . import certificates
 
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
@@ -207,7 +209,7 @@ def served_certificate(domain, port, host="127.0.0.1", timeout=3):
 
 
 def _caddy_log_since(since):
-    from tljh import systemd
+    from tljh.system import systemd
 
     return systemd.journal_since("caddy.service", since)
 
@@ -221,7 +223,7 @@ def missing_certificates(config, since, timeout, served=served_certificate, log_
     """
     import time
 
-    from tljh import certificates
+    from . import certificates
 
     https = config.get("https") or {}
     if not https.get("enabled") or (https.get("tls") or {}).get("cert"):

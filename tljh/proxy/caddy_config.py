@@ -6,7 +6,7 @@ Two Caddy processes serve the hub:
   reverse-proxies every request to the router over a root-only unix socket,
   opening a fresh connection per request (upstream keep-alive disabled);
 - the ROUTER (``caddy-router.service``) holds the route table JupyterHub manages
-  through :class:`tljh.caddy_proxy.CaddyProxy`.
+  through :class:`tljh.proxy.caddy_proxy.CaddyProxy`.
 
 Every Caddy config change reloads the whole process config and closes that
 process's idle client keep-alive connections.  The router's only client is the
@@ -14,13 +14,13 @@ edge, which never keeps a connection idle, so spawns (router changes) are
 invisible to browsers; the edge changes only on ``tljh-config reload proxy``.
 
 Nothing here talks to Caddy: these functions turn our settings into dicts
-(unit-tested by comparing dicts); :mod:`tljh.caddy_admin` sends them.
+(unit-tested by comparing dicts); :mod:`tljh.proxy.caddy_admin` sends them.
 """
 
 import os
 from urllib.parse import unquote, urlparse
 
-from tljh import paths
+from tljh.system import paths
 
 # Where the processes listen. Both directories are systemd RuntimeDirectory= (0700, root).
 EDGE_ADMIN_SOCKET = "/run/tljh-edge/admin.sock"

@@ -10,7 +10,7 @@ import sqlite3
 import tempfile
 import time
 
-from . import paths
+from tljh.system import paths
 
 BACKUP_DIR = os.path.join(paths.STATE_DIR, "backups")
 

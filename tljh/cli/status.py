@@ -5,9 +5,11 @@ import time
 import urllib.error
 import urllib.request
 
-from . import caddy_config, certificates, config_file, paths, schema, systemd
-from .caddy_admin import CaddyAdmin, CaddyAdminError
-from .installer import EDGE_UNIT, HUB_UNIT, ROUTER_UNIT
+from tljh.install.installer import EDGE_UNIT, HUB_UNIT, ROUTER_UNIT
+from tljh.proxy import caddy_config, certificates
+from tljh.proxy.caddy_admin import CaddyAdmin, CaddyAdminError
+from tljh.settings import config_file, schema
+from tljh.system import paths, systemd
 
 
 def hub_version(base_url):
@@ -69,7 +71,7 @@ def report():
         lines.append(f"https: enabled on port {https['port']}; " + (f"{len(certs)} certificate(s)" if certs else "no certificate yet"))
         lines += [f"  {c.describe()}" for c in certs]
         # ACME domains the edge serves no certificate for, with the CA's last word on each (a day of log).
-        from . import proxy_service
+        from tljh.proxy import edge as proxy_service
 
         missing = proxy_service.missing_certificates(config, since=time.time() - 86400, timeout=0)
         lines += [f"  {line}" for line in missing]

@@ -13,7 +13,9 @@ import subprocess
 import tarfile
 import time
 
-from . import paths, systemd, user
+from tljh.system import paths, systemd
+from tljh.system import users as user
+
 from .installer import EDGE_UNIT, HUB_UNIT, ROUTER_UNIT, SUDOERS_FILE
 
 BACKUP_DIR = "/var/backups"

@@ -37,7 +37,7 @@ def main(argv=None):
         print("\n".join(lines))
         return 0 if healthy else 1
     if args.verb == "uninstall":
-        from .uninstall import uninstall
+        from tljh.install.uninstall import uninstall
 
         if not args.yes:
             what = "everything, including users' homes" if args.purge else "the hub (users' homes are kept)"

@@ -1,10 +1,10 @@
 """JupyterHub's proxy API on top of Caddy (the router process).
 
-Enable with ``c.JupyterHub.proxy_class = "tljh.caddy_proxy.CaddyProxy"``.
+Enable with ``c.JupyterHub.proxy_class = "tljh.proxy.caddy_proxy.CaddyProxy"``.
 
-systemd runs two Caddy processes (see :mod:`tljh.caddy_config`); this class
+systemd runs two Caddy processes (see :mod:`tljh.proxy.caddy_config`); this class
 edits the ROUTER's route table through its root-only admin socket.  The route
-table logic (format, ordering, metadata) lives in :mod:`tljh.caddy_config`;
+table logic (format, ordering, metadata) lives in :mod:`tljh.proxy.caddy_config`;
 this class holds the policy: one change at a time, guarded by Caddy's Etag,
 no reload when nothing changes, the hub catch-all and error pages always in
 place.
@@ -16,8 +16,8 @@ import random
 from jupyterhub.proxy import Proxy
 from traitlets import Bool, Integer, Unicode, default
 
-from tljh import caddy_config
-from tljh.caddy_admin import AsyncCaddyAdmin, CaddyAdminError, CaddyConfigChanged, CaddyNotRunning
+from . import caddy_config
+from .caddy_admin import AsyncCaddyAdmin, CaddyAdminError, CaddyConfigChanged, CaddyNotRunning
 
 
 class CaddyProxy(Proxy):

@@ -14,6 +14,8 @@ CONFIG_DIR = os.path.join(INSTALL_PREFIX, "config")
 CONFIG_FILE = os.path.join(CONFIG_DIR, "config.yaml")
 JUPYTERHUB_CONFIG_D = os.path.join(CONFIG_DIR, "jupyterhub_config.d")
 INSTALLER_LOG = os.path.join(INSTALL_PREFIX, "installer.log")
+# Copy of the last configuration the hub started with (root, 0600). Restored when a reload fails.
+LAST_GOOD_FILE = os.path.join(STATE_DIR, "config.last-good.yaml")
 
 # Caddy: certificates, ACME account and the generated configs are state (root-only).
 CADDY_STATE_DIR = os.path.join(STATE_DIR, "caddy")

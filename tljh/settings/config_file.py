@@ -21,6 +21,8 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.tokens import CommentToken
 
+from tljh.system.paths import CONFIG_FILE, LAST_GOOD_FILE
+
 
 class ConfigFileError(Exception):
     """config.yaml cannot be read. str() is one line: '<path>: line N: <problem>'."""
@@ -200,3 +202,8 @@ def update_document(path, mutate) -> tuple[str, str]:
         if new != old:
             write_atomic(path, new)
         return old, new
+
+
+def record_last_good(config_path=CONFIG_FILE, last_good=None):
+    """Remember config_path as the configuration the hub started fine with (root-only copy)."""
+    write_atomic(last_good or LAST_GOOD_FILE, read_text(config_path), mode=0o600)

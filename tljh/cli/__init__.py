@@ -1,0 +1,1 @@
+"""The command-line programs: tljh-config and tljh (status, uninstall)."""

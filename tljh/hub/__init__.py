@@ -1,0 +1,1 @@
+"""What the hub process loads: the configurer (config.yaml -> traitlets), the spawner, the start preflight."""

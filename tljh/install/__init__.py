@@ -1,0 +1,1 @@
+"""Installing, upgrading and removing the hub: the installer steps, the hub database, uninstall."""

