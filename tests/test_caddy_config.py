@@ -29,9 +29,18 @@ EDGE_PROXY = {
     "load_balancing": {"try_duration": "10s", "try_interval": "20ms", "retry_match": [
         {"method": ["GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE"]}]},
     "request_buffers": 65536,
+    "headers": {"request": {"set": {"X-Forwarded-For": ["{tljh.client_ip}"]}}},
     "flush_interval": -1,
     "stream_close_delay": "24h",
     "transport": {"protocol": "http", "dial_timeout": "5s", "keep_alive": {"enabled": False}},
+}
+
+CLIENT_IP = {
+    "handler": "map",
+    "source": "{http.request.remote.host}",
+    "destinations": ["{tljh.client_ip}"],
+    "mappings": [{"input": "::1", "outputs": ["127.0.0.1"]}],
+    "defaults": ["{http.request.remote.host}"],
 }
 
 
@@ -182,7 +191,7 @@ def test_edge_http_default():
                 "servers": {
                     "tljh_http": {
                         "listen": [":80"],
-                        "routes": [{"handle": [EDGE_PROXY]}],
+                        "routes": [{"handle": [CLIENT_IP, EDGE_PROXY]}],
                         "read_header_timeout": "30s",
                         "idle_timeout": "5m",
                         "automatic_https": {"disable": True},
@@ -201,7 +210,7 @@ def test_edge_http_address_port_and_paths():
     assert c["storage"]["root"] == "/d"
     server = c["apps"]["http"]["servers"]["tljh_http"]
     assert server["listen"] == ["[::1]:8080"]
-    assert server["routes"][0]["handle"][0]["upstreams"] == [{"dial": "unix//r.sock"}]
+    assert server["routes"][0]["handle"][1]["upstreams"] == [{"dial": "unix//r.sock"}]
 
 
 @pytest.mark.parametrize("port", [0, 70000, "80", True])
@@ -219,7 +228,7 @@ def test_edge_https_manual_cert():
     ]
     assert servers["tljh_https"] == {
         "listen": [":443"],
-        "routes": [{"handle": [EDGE_PROXY]}],
+        "routes": [{"handle": [CLIENT_IP, EDGE_PROXY]}],
         "tls_connection_policies": [{"certificate_selection": {"any_tag": ["tljh_manual"]}}],
         "protocols": ["h1", "h2"],
         "read_header_timeout": "30s",

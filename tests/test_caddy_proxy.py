@@ -325,6 +325,28 @@ async def test_catch_all_and_forwarded_headers(env, client):
     assert (await who(client, env.edge_url + "/no/such/route"))[1]["who"] == "hub"
 
 
+class DualStackEnv(Env):
+    def edge_settings(self):
+        return {"http": {"address": "", "port": self.edge_port}}  # every address, ::1 included
+
+
+async def test_loopback_clients_reach_the_hub_as_one_address(client):
+    """JupyterHub binds the login form's xsrf token to the client address: a script on the server that GETs the
+    form over ::1 and POSTs it over 127.0.0.1 (a new connection to "localhost") must look like one client."""
+    workdir = Path(tempfile.mkdtemp(prefix="tljh-caddy-", dir="/tmp"))
+    e = DualStackEnv(workdir)
+    try:
+        await e.start()
+        seen = {}
+        for host in ("127.0.0.1", "[::1]"):
+            _, body = await who(client, f"http://{host}:{e.edge_port}/hub/login", headers={"X-Forwarded-For": "6.6.6.6"})
+            seen[host] = body["headers"]["X-Forwarded-For"]
+        assert seen == {"127.0.0.1": "127.0.0.1", "[::1]": "127.0.0.1"}
+    finally:
+        await e.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 async def test_router_trusts_edge_forwarded_proto(env):
     # what the edge would send when it terminated TLS
     conn = aiohttp.UnixConnector(path=str(env.router_http))

@@ -315,6 +315,23 @@ def _listen_address(address, port):
     return f"{address}:{port}"
 
 
+# The client address the hub sees (X-Forwarded-For). JupyterHub binds the login form's xsrf token to it: a
+# client on this server that fetched the form over ::1 and posts it on a new connection over 127.0.0.1 (a
+# script resolving "localhost" to both) was refused. Both are this machine: loopback clients are one address.
+CLIENT_IP = "{tljh.client_ip}"
+
+
+def client_ip_handler():
+    """Sets CLIENT_IP from the connection's address: IPv6 loopback becomes 127.0.0.1, the rest is unchanged."""
+    return {
+        "handler": "map",
+        "source": "{http.request.remote.host}",
+        "destinations": [CLIENT_IP],
+        "mappings": [{"input": "::1", "outputs": ["127.0.0.1"]}],
+        "defaults": ["{http.request.remote.host}"],
+    }
+
+
 def edge_proxy_handler(router_socket=ROUTER_HTTP_SOCKET, stream_close_delay=DEFAULT_STREAM_CLOSE_DELAY):
     """Forward everything to the router, one fresh unix-socket connection per request.
 
@@ -336,6 +353,8 @@ def edge_proxy_handler(router_socket=ROUTER_HTTP_SOCKET, stream_close_delay=DEFA
             "retry_match": [{"method": EDGE_RETRY_METHODS}],
         },
         "request_buffers": EDGE_REQUEST_BUFFER,
+        # Replaces what Caddy would send (the connection's address; a client's own header is never trusted).
+        "headers": {"request": {"set": {"X-Forwarded-For": [CLIENT_IP]}}},
         "flush_interval": -1,
         "stream_close_delay": stream_close_delay,
         "transport": {
@@ -460,7 +479,7 @@ def edge_config(config, *, admin_socket=EDGE_ADMIN_SOCKET, router_socket=ROUTER_
     servers = {
         EDGE_HTTP_SERVER: {
             "listen": [_listen_address(_get(config, "http.address", ""), http_port)],
-            "routes": [redirect_to_https_route(https_port) if https else {"handle": [proxy]}],
+            "routes": [redirect_to_https_route(https_port) if https else {"handle": [client_ip_handler(), proxy]}],
             **server_common,
         }
     }
@@ -474,7 +493,7 @@ def edge_config(config, *, admin_socket=EDGE_ADMIN_SOCKET, router_socket=ROUTER_
         tls, policies = tls_app(config)
         servers[EDGE_HTTPS_SERVER] = {
             "listen": [_listen_address(_get(config, "https.address", ""), https_port)],
-            "routes": [{"handle": [proxy]}],
+            "routes": [{"handle": [client_ip_handler(), proxy]}],
             "tls_connection_policies": policies,
             # h3 would need UDP open in firewalls; h1/h2 are predictable.
             "protocols": ["h1", "h2"],
