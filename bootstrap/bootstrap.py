@@ -325,6 +325,9 @@ def ensure_hub_venv():
     return True
 
 
+UV_CACHE_DIR = "/var/cache/tljh/uv"
+HUB_LOCK = os.path.join(HUB_PREFIX, ".lock")
+
 # Kept out of the hub env like tljh.user_env.EXCLUDED (see there why): a second off every hub start.
 EXCLUDED = ["rfc3987-syntax"]
 
@@ -344,14 +347,22 @@ def install_installer(pip_spec, editable):
     env = dict(os.environ)
     # Trust the system CA store like apt and curl do (servers behind TLS-inspecting proxies).
     env.setdefault("UV_SYSTEM_CERTS", "1")
-    env.setdefault("UV_CACHE_DIR", "/var/cache/tljh/uv")
+    env.setdefault("UV_CACHE_DIR", UV_CACHE_DIR)
     env.pop("VIRTUAL_ENV", None)
+    if env["UV_CACHE_DIR"] == UV_CACHE_DIR:
+        # uv makes its lock files world-writable (0666); in a root-only cache nobody else can reach them.
+        os.makedirs(UV_CACHE_DIR, mode=0o700, exist_ok=True)
+        os.chmod(UV_CACHE_DIR, 0o700)
     try:
         run(cmd, "installing {}".format(pip_spec), env=env)
     finally:
         overrides.close()
     # A hub env made before the exclusion still holds them.
     run([uv, "pip", "uninstall", "--python", HUB_PYTHON] + EXCLUDED, "removing excluded packages", env=env)
+    # uv leaves <venv>/.lock mode 0666 (whoever runs uv next may lock it); it keeps the mode of an existing
+    # lock, so one chmod keeps every user from writing into the hub environment (tljh.system.venvs does the same).
+    if os.path.exists(HUB_LOCK):
+        os.chmod(HUB_LOCK, 0o644)
 
 
 # --- progress page ----------------------------------------------------------------------------------

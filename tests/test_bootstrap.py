@@ -297,3 +297,5 @@ def test_bootstrap_and_installer_agree_on_shared_names(bootstrap):
     assert bootstrap.HUB_PREFIX == paths.HUB_ENV_PREFIX
     assert bootstrap.HUB_MOVED_ASIDE == user_env.moved_aside(paths.HUB_ENV_PREFIX)
     assert bootstrap.EXCLUDED == user_env.EXCLUDED
+    assert bootstrap.UV_CACHE_DIR == paths.UV_CACHE_DIR
+    assert bootstrap.HUB_LOCK == user_env.lock_file(paths.HUB_ENV_PREFIX)

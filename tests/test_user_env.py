@@ -93,3 +93,37 @@ def test_interrupted_rebuild_resumes_from_the_moved_venv(old_venv, monkeypatch):
     restored, _ = user_env.rebuild_from(prefix, create=False)
     assert "pyfiglet==1.0.2" in restored and installs
     assert not os.path.exists(user_env.moved_aside(prefix))
+
+
+def tiny_wheel(directory):
+    """A one-module wheel, built by hand (no build backend, no network)."""
+    import base64
+    import hashlib
+    import zipfile
+
+    files = {"tinymod.py": b"VALUE = 1\n",
+             "tinymod-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: tinymod\nVersion: 1.0\n",
+             "tinymod-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    record = "".join(
+        f"{name},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},{len(data)}\n"
+        for name, data in files.items()) + "tinymod-1.0.dist-info/RECORD,,\n"
+    path = os.path.join(directory, "tinymod-1.0-py3-none-any.whl")
+    with zipfile.ZipFile(path, "w") as wheel:
+        for name, data in files.items():
+            wheel.writestr(name, data)
+        wheel.writestr("tinymod-1.0.dist-info/RECORD", record)
+    return path
+
+
+def test_uv_leaves_no_world_writable_lock_in_the_environment(tmp_path, monkeypatch):
+    """uv creates <venv>/.lock with mode 0666 (on purpose, ignoring umask): in a shared environment that lets
+    every user write a file in it. pip_install leaves it 0644."""
+    monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "cache"))
+    prefix = str(tmp_path / "env")
+    user_env.create_venv(prefix)
+    user_env.pip_install(prefix, [tiny_wheel(str(tmp_path))])
+    assert "tinymod" in user_env.installed_packages(prefix)
+    assert oct(os.stat(user_env.lock_file(prefix)).st_mode & 0o777) == "0o644"
+    world_writable = [os.path.join(d, n) for d, dirs, names in os.walk(prefix) for n in dirs + names
+                      if not os.path.islink(os.path.join(d, n)) and os.stat(os.path.join(d, n)).st_mode & 0o002]
+    assert world_writable == []

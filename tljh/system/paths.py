@@ -23,3 +23,12 @@ CADDY_STATE_DIR = os.path.join(STATE_DIR, "caddy")
 # Where the hub listens; only the proxy talks to it.
 HUB_HOST = "127.0.0.1"
 HUB_PORT = 15001
+
+# Conda packages plugins ask for (tljh_extra_user_conda_packages) that are not PyPI projects: a prefix of their
+# own, installed with py-rattler; their programs are linked into the user environment's bin/.
+CONDA_PREFIX = os.path.join(INSTALL_PREFIX, "conda")
+# What the last installer run could not install of those (root-only); `tljh status` reports it.
+CONDA_REQUESTS_STATE = os.path.join(STATE_DIR, "conda-requests.json")
+# uv's and rattler's download caches: root-only (both make world-writable lock files inside).
+UV_CACHE_DIR = "/var/cache/tljh/uv"
+RATTLER_CACHE_DIR = "/var/cache/tljh/rattler"

@@ -1,5 +1,6 @@
 """Python environments built with uv: the hub venv and the shared user environment."""
 
+import contextlib
 import glob
 import json
 import os
@@ -10,7 +11,7 @@ import sys
 import tempfile
 from importlib import metadata
 
-from .paths import HUB_ENV_PREFIX
+from .paths import HUB_ENV_PREFIX, UV_CACHE_DIR
 
 UV = os.path.join(HUB_ENV_PREFIX, "bin", "uv")
 
@@ -33,14 +34,19 @@ def uv_env():
     env = dict(os.environ)
     # Trust the system CA store, so servers behind a TLS-inspecting proxy work like apt and curl do.
     env.setdefault("UV_SYSTEM_CERTS", "1")
-    env.setdefault("UV_CACHE_DIR", "/var/cache/tljh/uv")
+    env.setdefault("UV_CACHE_DIR", UV_CACHE_DIR)
     env.pop("VIRTUAL_ENV", None)
     return env
 
 
 def run_uv(*args):
     """Run uv; raise with uv's own error message (its last lines) when it fails."""
-    result = subprocess.run([uv_binary(), *args], env=uv_env(), capture_output=True, text=True)
+    env = uv_env()
+    if env["UV_CACHE_DIR"] == UV_CACHE_DIR:
+        # uv makes the lock files in its cache world-writable (0666): keep the whole cache root-only.
+        os.makedirs(UV_CACHE_DIR, mode=0o700, exist_ok=True)
+        os.chmod(UV_CACHE_DIR, 0o700)
+    result = subprocess.run([uv_binary(), *args], env=env, capture_output=True, text=True)
     if result.returncode != 0:
         tail = "\n".join(result.stderr.strip().splitlines()[-15:])
         raise RuntimeError(f"uv {' '.join(args[:2])} failed:\n{tail}")
@@ -149,9 +155,22 @@ def rebuild_from(prefix, *, create=True):
     return [r for r in wanted if r not in failed], failed
 
 
+def lock_file(prefix):
+    """uv's lock for the venv at ``prefix``."""
+    return os.path.join(prefix, ".lock")
+
+
+def _close_lock(prefix):
+    # uv creates <venv>/.lock with mode 0666 on purpose (any user who runs uv next may take it) and keeps the
+    # mode of a lock that exists: in a shared environment only root writes, so one chmod after uv suffices.
+    with contextlib.suppress(FileNotFoundError):
+        os.chmod(lock_file(prefix), 0o644)
+
+
 def create_venv(prefix):
     """(Re)create the venv at ``prefix`` with the system python3, keeping nothing from a broken one."""
     run_uv("venv", "--clear", "--python", "/usr/bin/python3", prefix)
+    _close_lock(prefix)
 
 
 def pip_install(prefix, requirements, upgrade_packages=(), requirements_files=()):
@@ -173,4 +192,5 @@ def pip_install(prefix, requirements, upgrade_packages=(), requirements_files=()
     present = [name for name in EXCLUDED if name in installed_packages(prefix)]
     if present:
         run_uv("pip", "uninstall", "--python", python_of(prefix), *present)
+    _close_lock(prefix)
     return result
