@@ -118,7 +118,7 @@ python_env() {
         "$VENV/bin/python" -m pip install -q uv || return 1
     fi
     VIRTUAL_ENV="$PWD/$VENV" "$VENV/bin/uv" pip install --quiet --native-tls --python "$VENV/bin/python" \
-        -e . -r dev-requirements.txt || return 1
+        -e '.[conda]' -r dev-requirements.txt || return 1
     "$VENV/bin/python" --version
 }
 

@@ -153,6 +153,31 @@ class HubClient:
         return Kernel(ws)
 
 
+    async def run_in_terminal(self, command, timeout=30):
+        """Type ``command`` into a new JupyterLab terminal (the user's shell, as in a browser); returns what it
+        printed up to the end marker."""
+        name = (await self.api("POST", f"user/{self.username}/api/terminals", expect=(200, 201)))["name"]
+        ws_url = self.url(f"user/{self.username}/terminals/websocket/{name}").replace("http", "ws", 1)
+        marker = uuid.uuid4().hex
+        output = ""
+        async with self.session.ws_connect(ws_url, headers=self._auth(), heartbeat=None) as ws:
+            # The marker is printed by the shell (split in the typed line, so the echo does not match).
+            await ws.send_json(["stdin", f"{command}; echo {marker[:8]}''{marker[8:]}\r"])
+            deadline = time.monotonic() + timeout
+            while marker not in output:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise HubError(f"terminal: no end of {command!r} after {timeout} s: {output[-500:]!r}")
+                msg = await ws.receive(timeout=remaining)
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    raise HubError(f"terminal closed: {msg}")
+                kind, *data = json.loads(msg.data)
+                if kind == "stdout":
+                    output += data[0]
+        await self.api("DELETE", f"user/{self.username}/api/terminals/{name}", expect=(204,))
+        return output.split(marker)[0]
+
+
 class Kernel:
     def __init__(self, ws):
         self.ws = ws

@@ -101,6 +101,7 @@ SET_CASES = [
     ("https.letsencrypt.staging", "yes", True),
     ("https.acme.directory", "https://127.0.0.1:14000/dir", "https://127.0.0.1:14000/dir"),
     ("https.acme.trusted_roots", "/etc/pebble/ca.pem", ["/etc/pebble/ca.pem"]),
+    ("conda.channel_alias", "https://conda-mirror.example.org/", "https://conda-mirror.example.org/"),
 ]
 
 
@@ -119,6 +120,12 @@ def test_set_every_key(capsys, cfg, key, value, stored):
     assert cfg.read_text().startswith("# Hub config, edited by hand\n")
     if key != "users.admin":
         assert "- alice  # the teacher" in cfg.read_text()
+
+
+def test_installer_keys_say_how_to_apply(capsys, cfg):
+    code, out, err = run(capsys, cfg, "set", "conda.channel_alias", "https://conda-mirror.example.org/")
+    assert code == 0
+    assert "Run `sudo /opt/tljh/hub/bin/python -m tljh.installer` to apply." in out + err
 
 
 def test_set_covers_every_documented_key():
@@ -200,6 +207,7 @@ REFUSALS = [
     (("set", "auth.SystemdSpawner.mem_limit", "1G"), "unknown key auth.SystemdSpawner"),
     (("set", "users.extra_user_groups.Bad Group", "alice"), "is not a Unix group name"),
     (("set", "https.acme.directory", "ftp://x"), "expected an http(s):// URL"),
+    (("set", "conda.channel_alias", "conda-forge"), "expected an http(s):// or file:// URL"),
     (("set", "https.address", "everywhere"), "https.address: expected an IP address"),
     (("set", "https.letsencrypt.email", "admin"), "expected an email address"),
     (("add-item", "https.letsencrypt.domains", "not a domain"), "https.letsencrypt.domains[0]: expected a domain name"),

@@ -40,6 +40,7 @@ CONTRACT_DEFAULTS = {
     "auth.FirstUseAuthenticator.create_users": False,
     "https.acme.directory": "",
     "https.acme.trusted_roots": [],
+    "conda.channel_alias": "https://conda.anaconda.org/",
 }
 
 

@@ -18,15 +18,23 @@ hookimpl = pluggy.HookimplMarker("tljh")
 
 @hookspec
 def tljh_extra_user_conda_packages():
-    """Return a list of conda packages for the user environment.
+    """Return a list of conda package specs for the user environment.
 
-    There is no conda here: the installer stops with an error naming the plugin if any are returned.
+    The user environment is a venv, not a conda environment. A package whose conda-forge build is a PyPI
+    project (a short list, e.g. ``tqdm``) is installed from PyPI into the user environment; any other package
+    is installed from the channels below (plus conda-forge) into its own prefix, /opt/tljh/conda, and its
+    programs are linked into the user environment's bin/. If that fails (a channel cannot be reached), the
+    rest of the install completes, the installer warns, and ``tljh status`` lists the packages.
     """
 
 
 @hookspec
 def tljh_extra_user_conda_channels():
-    """Return a list of conda channels for the user environment (refused like conda packages)."""
+    """Return a list of conda channels (names such as ``bioconda``, or URLs) for the conda packages above.
+
+    Names resolve under ``conda.channel_alias`` (https://conda.anaconda.org/ by default); conda-forge is
+    always searched after them, as TLJH does.
+    """
 
 
 @hookspec

@@ -452,10 +452,31 @@ PATH_NOTES = {
     ),
     "HUB_HOST": ("address", "", "Where the hub listens; only the proxy connects to it."),
     "HUB_PORT": ("port", "", "The hub's port on `HUB_HOST`."),
+    "CONDA_PREFIX": (
+        "directory",
+        "0755",
+        "Conda packages plugins ask for that are not PyPI projects, installed with py-rattler; their programs "
+        "are linked into the user environment's `bin/`. Only there while a plugin asks; writable by root only.",
+    ),
+    "CONDA_REQUESTS_STATE": (
+        "file",
+        "0600",
+        "Which requested conda packages the last installer run could not install, and why (`tljh status`).",
+    ),
+    "UV_CACHE_DIR": (
+        "directory",
+        "0700",
+        "uv's package cache: reinstalls and upgrades reuse downloaded packages. Root only (uv makes its lock "
+        "files 0666).",
+    ),
+    "RATTLER_CACHE_DIR": ("directory", "0700", "py-rattler's repodata and package cache (root only)."),
 }
 
 # Paths held by constants of other modules: (module, constant, kind, mode, what).
 MODULE_PATHS = [
+    ("tljh.install.installer", "PROFILE_SCRIPT", "file", "0644",
+     "Puts the user environment's `bin/` first on PATH in login shells inside users' servers (JupyterLab "
+     "terminals; Debian's `/etc/profile` resets PATH)."),
     ("tljh.proxy.caddy_config", "EDGE_CONFIG_FILE", "file", "0600", "The edge proxy's config, generated from `config.yaml`."),
     ("tljh.proxy.caddy_config", "ROUTER_CONFIG_FILE", "file", "0600",
      "The router's first config; after that the router restores its own autosaved routes."),
@@ -488,8 +509,6 @@ LITERAL_PATHS = [
     ("/opt/tljh/state/*.fingerprint", ['.fingerprint"', "STATE_DIR"], "tljh/install/installer.py", "file", "0600",
      "What the hub, each proxy, the edge's config and the hub database check last ran with. A rerun of the "
      "installer restarts or rechecks only what differs; deleting them makes the next rerun restart everything."),
-    ("/var/cache/tljh/uv", ['"/var/cache/tljh/uv"'], "tljh/system/venvs.py", "directory", "",
-     "uv's package cache: reinstalls and upgrades reuse downloaded packages."),
     ("/opt/tljh/hub.previous, /opt/tljh/user.previous", ['".previous"'], "tljh/system/venvs.py", "directory", "",
      "Only while an environment that no longer runs with the system's Python (after an OS upgrade) is rebuilt: "
      "the old one, which its packages are reinstalled from. Deleted when the rebuild is complete; a rerun of an "

@@ -5,6 +5,7 @@ import time
 import urllib.error
 import urllib.request
 
+from tljh.install import conda_requests
 from tljh.install.installer import EDGE_UNIT, HUB_UNIT, ROUTER_UNIT
 from tljh.proxy import caddy_config, certificates
 from tljh.proxy.caddy_admin import CaddyAdmin, CaddyAdminError
@@ -59,6 +60,11 @@ def report():
     routes = router_routes()
     lines.append("routes: " + ("router not answering" if routes is None else f"{len(routes)} in the router"))
     healthy &= routes is not None
+
+    line, conda_ok = conda_requests.status_line()
+    if line:
+        lines.append(line)
+    healthy &= conda_ok
 
     https = config["https"]
     if not https["enabled"]:

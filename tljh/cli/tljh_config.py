@@ -667,6 +667,8 @@ def _reload_hint(key):
         info = schema.lookup_key(key)
     except ConfigError:
         return "sudo tljh-config reload"
+    if info.reload == "installer":
+        return f"sudo {HUB_ENV_PREFIX}/bin/python -m tljh.installer"
     return "sudo tljh-config reload proxy" if info.reload == "proxy" else "sudo tljh-config reload"
 
 

@@ -22,6 +22,7 @@ import urllib.request
 from importlib import metadata, resources
 
 import tljh
+from tljh.install import conda_requests
 from tljh.plugins import collect_list, get_plugin_manager
 from tljh.system import paths, systemd
 from tljh.system import users as user
@@ -34,6 +35,9 @@ EDGE_UNIT = "caddy.service"
 ROUTER_UNIT = "caddy-router.service"
 
 SUDOERS_FILE = "/etc/sudoers.d/jupyterhub-admins"
+# JupyterLab terminals are login shells, and Debian's /etc/profile sets PATH anew (Ubuntu's, which TLJH knew,
+# does not): without this, `python`, `pip` and plugins' conda programs are "command not found" in a terminal.
+PROFILE_SCRIPT = "/etc/profile.d/tljh-user-environment.sh"
 SUDOERS = """\
 # Managed by the TLJH installer: rerunning it rewrites this file.
 # Hub admins get passwordless sudo, and keep their PATH with `sudo -E` so that
@@ -104,6 +108,8 @@ class Context:
         self.args = args
         self.pm = None
         self.changed = set()
+        self.conda = None  # conda_requests.Plan: the plugins' conda requests
+        self.warnings = []  # printed once, after the summary
 
 
 # --- steps --------------------------------------------------------------------------------------
@@ -138,23 +144,9 @@ def install_plugins(ctx):
     return f"installed {', '.join(ctx.args.plugin)}"
 
 
-def refuse_conda_hooks(ctx):
-    requests = []
-    for hook, what in (
-        (ctx.pm.hook.tljh_extra_user_conda_packages, "conda packages"),
-        (ctx.pm.hook.tljh_extra_user_conda_channels, "conda channels"),
-    ):
-        for impl in hook.get_hookimpls():
-            asked = impl.function()
-            if asked:
-                requests.append(f"plugin '{impl.plugin_name}' asks for {what}: {', '.join(asked)}")
-    if requests:
-        raise InstallError(
-            "; ".join(requests) + ". This distribution has no conda: the user environment is a Python venv. "
-            "Ask the plugin's author for pip packages (tljh_extra_user_pip_packages) or apt packages "
-            "(tljh_extra_apt_packages)."
-        )
-    return "no conda requests"
+def plan_conda_requests(ctx):
+    ctx.conda = conda_requests.plan(*conda_requests.collect(ctx.pm))
+    return ctx.conda.describe()
 
 
 def install_apt_packages(ctx):
@@ -181,10 +173,12 @@ def install_hub_extras(ctx):
     return f"installed {', '.join(packages)}"
 
 
-def user_env_requirements(pm):
+def user_env_requirements(pm, conda_plan=None):
     hub_version = metadata.version("jupyterhub")
     # The user env's jupyterhub (jupyterhub-singleuser) must speak the hub's protocol version.
-    return [*USER_ENV_PACKAGES, f"jupyterhub=={hub_version}", *collect_list(pm.hook.tljh_extra_user_pip_packages())]
+    plugin_packages = collect_list(pm.hook.tljh_extra_user_pip_packages())
+    conda_packages = conda_plan.pip_requirements if conda_plan else []
+    return [*USER_ENV_PACKAGES, f"jupyterhub=={hub_version}", *plugin_packages, *conda_packages]
 
 
 def build_user_env(ctx):
@@ -203,7 +197,7 @@ def build_user_env(ctx):
         try:
             result = user_env.pip_install(
                 paths.USER_ENV_PREFIX,
-                user_env_requirements(ctx.pm),
+                user_env_requirements(ctx.pm, ctx.conda),
                 upgrade_packages=["jupyterhub"],
                 requirements_files=requirements_files,
             )
@@ -262,6 +256,25 @@ def ensure_groups_and_sudoers(ctx):
     if sudoers_changed:
         parts.append(f"wrote {SUDOERS_FILE}")
     return "; ".join(parts) or "already in place"
+
+
+def install_profile_script(ctx):
+    bin_dir = os.path.join(paths.USER_ENV_PREFIX, "bin")
+    content = (
+        "# Managed by the TLJH installer: rerunning it rewrites this file.\n"
+        "# In a user's server (JupyterLab terminals are login shells) keep the user environment first on PATH.\n"
+        'if [ -n "$JUPYTERHUB_USER" ]; then\n'
+        f'    case ":$PATH:" in *":{bin_dir}:"*) ;; *) PATH="{bin_dir}:$PATH"; export PATH ;; esac\n'
+        "fi\n"
+    )
+    if _read_bytes(PROFILE_SCRIPT) == content.encode():
+        return "already in place"
+    tmp = PROFILE_SCRIPT + ".tmp"
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), "w") as f:
+        f.write(content)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, PROFILE_SCRIPT)
+    return f"wrote {PROFILE_SCRIPT}"
 
 
 def ensure_config(ctx):
@@ -405,6 +418,22 @@ def wait_for_hub(ctx):
     return f"answering on port {port}"
 
 
+def install_conda_packages(ctx):
+    if not ctx.conda.conda and not os.path.exists(paths.CONDA_PREFIX):
+        conda_requests.record([])
+        return "none requested by plugins" + (" (PyPI packages are in the user environment)" if ctx.conda.pypi else "")
+    from tljh.settings import config_file, schema
+
+    alias = schema.effective_config(config_file.load_config(paths.CONFIG_FILE))["conda"]["channel_alias"]
+    installed, missing = conda_requests.install(ctx.conda, alias)
+    if missing:
+        ctx.warnings.append(conda_requests.warning(missing))
+    parts = [f"installed {', '.join(installed)} into {paths.CONDA_PREFIX}"] if installed else []
+    if missing:
+        parts.append(f"NOT installed: {', '.join(m['package'] for m in missing)} (see the warning below)")
+    return "; ".join(parts) or f"removed {paths.CONDA_PREFIX}: no plugin asks for conda packages"
+
+
 def run_post_install_hooks(ctx):
     ctx.pm.hook.tljh_post_install()
     return None
@@ -414,11 +443,12 @@ STEPS = [
     ("Preparing directories", prepare_directories),
     ("Restoring hub packages after a Python change", restore_hub_packages),
     ("Installing plugins", install_plugins),
-    ("Checking plugin requests", refuse_conda_hooks),
+    ("Checking plugin requests", plan_conda_requests),
     ("Installing apt packages for plugins", install_apt_packages),
     ("Installing hub packages for plugins", install_hub_extras),
     ("Setting up the user environment", build_user_env),
     ("Setting up groups and admin sudo", ensure_groups_and_sudoers),
+    ("Putting the user environment on terminals' PATH", install_profile_script),
     ("Writing configuration", ensure_config),
     ("Installing the tljh-config and tljh commands", install_cli),
     ("Installing systemd units", install_units),
@@ -426,6 +456,7 @@ STEPS = [
     ("Upgrading the hub database", upgrade_hub_database),
     ("Starting JupyterHub", start_hub),
     ("Waiting for JupyterHub to answer", wait_for_hub),
+    ("Installing conda packages for plugins", install_conda_packages),
     ("Running plugins' post-install hooks", run_post_install_hooks),
 ]
 
@@ -678,6 +709,9 @@ def main(argv=None):
             print(f"Run the same command again to retry; details in {paths.INSTALLER_LOG}.", file=sys.stderr)
             return 1
     print(f"\nDone in {time.monotonic() - started:.1f} s. JupyterHub is running: open {_public_url()} in a browser.")
+    for warning in ctx.warnings:
+        log.warning("%s", warning)
+        print(warning, file=sys.stderr, flush=True)
     return 0
 
 

@@ -16,7 +16,7 @@ import time
 from tljh.system import paths, systemd
 from tljh.system import users as user
 
-from .installer import EDGE_UNIT, HUB_UNIT, ROUTER_UNIT, SUDOERS_FILE
+from .installer import EDGE_UNIT, HUB_UNIT, PROFILE_SCRIPT, ROUTER_UNIT, SUDOERS_FILE
 
 BACKUP_DIR = "/var/backups"
 LINKS = ["/usr/bin/tljh-config", "/usr/bin/tljh"]
@@ -65,12 +65,12 @@ def uninstall(purge=False, say=print):
     if not purge:
         say(f"saved config and state to {backup()}")
 
-    for path in LINKS + [SUDOERS_FILE]:
+    for path in LINKS + [SUDOERS_FILE, PROFILE_SCRIPT]:
         if os.path.lexists(path):
             os.remove(path)
     for path in (paths.INSTALL_PREFIX, CACHE_DIR):
         shutil.rmtree(path, ignore_errors=True)
-    say(f"removed {paths.INSTALL_PREFIX}, {CACHE_DIR}, {SUDOERS_FILE} and {', '.join(LINKS)}")
+    say(f"removed {paths.INSTALL_PREFIX}, {CACHE_DIR}, {SUDOERS_FILE}, {PROFILE_SCRIPT} and {', '.join(LINKS)}")
 
     if purge:
         accounts = hub_accounts()

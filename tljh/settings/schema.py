@@ -12,7 +12,8 @@ below implements them:
   and be ``config=True``, and the value is validated by the trait itself.
 - ``x-tljh-ip-address``: an IP address, or empty for all addresses.
 - ``x-tljh-ignored``: a section kept for compatibility with TLJH and ignored (with a warning).
-- ``x-tljh-reload``: which component applies the key (``hub`` or ``proxy``); documentation and CLI hints.
+- ``x-tljh-reload``: which component applies the key (``hub``, ``proxy`` or ``installer``); documentation and
+  CLI hints.
 
 Nothing here mutates module-level data: every public function returns fresh objects.
 """
@@ -348,6 +349,28 @@ def _build_schema() -> dict:
                 },
             },
             "https": _https_section(),
+            "conda": {
+                "type": "object",
+                "additionalProperties": False,
+                "x-tljh-reload": "installer",
+                "description": (
+                    "Where conda packages that plugins ask for (tljh_extra_user_conda_packages) come from. "
+                    "See the plugins how-to for what happens to such requests."
+                ),
+                "properties": {
+                    "channel_alias": {
+                        "type": "string",
+                        "default": "https://conda.anaconda.org/",
+                        "pattern": "^(https?|file)://",
+                        "x-tljh-expect": "an http(s):// or file:// URL",
+                        "description": (
+                            "URL under which channel names resolve, as conda's channel_alias: with the default, "
+                            "plugin channel bioconda is https://conda.anaconda.org/bioconda. Point it at a mirror "
+                            "when the public channels are not reachable."
+                        ),
+                    }
+                },
+            },
             "traefik_api": {
                 "type": "object",
                 "x-tljh-ignored": "traefik_api.* is ignored: this hub uses Caddy, not traefik",
@@ -1183,6 +1206,12 @@ def render_reference(include_authenticator_traits: bool = False) -> str:
                 lines.append("")
             if sub.get("x-tljh-reload") == "proxy":
                 lines.append("Applied with `sudo tljh-config reload proxy`.")
+                lines.append("")
+            if sub.get("x-tljh-reload") == "installer":
+                lines.append(
+                    "Applied by the next installer run: `sudo /opt/tljh/hub/bin/python -m tljh.installer` "
+                    "(or the bootstrap command again)."
+                )
                 lines.append("")
             section(sub, key + ".", depth + 1)
             if key == "auth":
