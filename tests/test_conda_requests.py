@@ -170,6 +170,7 @@ def test_never_replaces_a_program_the_user_environment_has(prefix, channel_url):
     own = prefix / "user" / "bin" / "csvtk"
     own.write_text("#!/bin/sh\necho mine\n")
     answer = child(prefix, ["csvtk"], channel_url)
+    assert answer["installed"] == []
     assert "would replace" in answer["failed"]["csvtk"]
     assert own.read_text() == "#!/bin/sh\necho mine\n"
 

@@ -266,11 +266,11 @@ def install(plan_, channel_alias=DEFAULT_CHANNEL_ALIAS, *, timeout=1800):
         lines = child.stdout.strip().splitlines()
         answer = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else None
         if answer is None:
-            error = "py-rattler did not run: " + ((child.stderr.strip().splitlines() or ["no output"])[-1])[:300]
+            error = "py-rattler failed: " + ((child.stderr.strip().splitlines() or ["no output"])[-1])[:300]
     except subprocess.TimeoutExpired:
         error = f"installing took longer than {timeout} s"
     except (OSError, RuntimeError, ValueError) as e:
-        error = f"py-rattler did not run: {e}"
+        error = f"py-rattler could not be started: {e}"
     plugins = {r.spec: r.plugin for r in plan_.conda}
     if answer is None:
         items = [{"package": r.spec, "plugin": r.plugin, "reason": error} for r in plan_.conda]
@@ -397,6 +397,7 @@ def child_main():
                             "join the user environment: ask for its PyPI package with tljh_extra_user_pip_packages)")
         elif set(names) & set(clashes):
             spec = next(s for s in request["specs"] if conda_name(s) == name)
+            installed.discard(name)
             failed[spec] = f"installed, but {', '.join(sorted(set(names) & set(clashes)))} would replace the user environment's own"
     answer = {"installed": sorted(installed), "programs": every, "failed": failed}
     print(json.dumps(answer), flush=True)
