@@ -24,11 +24,11 @@ from hubclient import HubClient  # noqa: E402
 from machine import Machine  # noqa: E402
 
 
-def wait_login(timeout=120):
+def wait_login(m, timeout=120):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen("http://127.0.0.1/hub/login", timeout=5) as r:
+            with urllib.request.urlopen(m.url("/hub/login"), timeout=5) as r:
                 if r.status == 200:
                     return
         except OSError:
@@ -37,9 +37,9 @@ def wait_login(timeout=120):
     raise RuntimeError("login page never answered")
 
 
-async def spawn_latencies(n):
+async def spawn_latencies(m, n):
     times = []
-    async with HubClient() as admin:
+    async with HubClient(m.url()) as admin:
         await admin.login("admin", "benchmark-password")
         for _ in range(n):
             started = time.monotonic()
@@ -66,14 +66,14 @@ def main():
         if result.returncode != 0:
             print(result.stdout, result.stderr)
             raise SystemExit("install failed")
-        wait_login()
+        wait_login(m)
         install = time.monotonic() - started
         print(f"cold install, bootstrap start -> login page 200: {install:.1f} s")
         for line in result.stdout.splitlines():
             if line.startswith(("==>", "    done")):
                 print("   ", line.strip())
 
-        times = asyncio.run(spawn_latencies(args.spawns))
+        times = asyncio.run(spawn_latencies(m, args.spawns))
         times.sort()
         p95 = times[max(0, int(round(0.95 * len(times))) - 1)]
         print(
