@@ -6,12 +6,14 @@
 #   sudo ./test.sh --unit           unit tests only
 #   sudo ./test.sh --integration    integration tests only (combine with --matrix or --os OS)
 #   sudo ./test.sh --os ubuntu-24.04 ...   integration suite on the given OS(es) (repeatable)
+#   sudo ./test.sh --workers 1      integration tests one at a time (default: $TLJH_TEST_WORKERS, or 4)
 #   sudo ./test.sh -- -k harness -x       everything after the options (or after --) goes to every pytest run
 #
 # It installs the host packages it needs (apt-get), creates .venv-test with the host's python3, installs this
 # package (editable) and dev-requirements.txt into it with uv, builds or reuses the cached OS images
-# (/var/tmp/tljh-test-images), and runs pytest. Exit status is non-zero if any stage fails; "no tests
-# collected" (pytest exit code 5) is a failure too.
+# (/var/tmp/tljh-test-images), and runs pytest; integration tests run in several machines at once
+# (pytest-xdist). Exit status is non-zero if any stage fails; "no tests collected" (pytest exit code 5) is a
+# failure too. Ctrl-C or SIGTERM stops the run and tears its machines down.
 # The whole script is one { ... } block: bash parses it completely before running it, so editing this
 # file during a run (a long integration run, say) cannot break that run.
 {
@@ -22,6 +24,8 @@ ALL_OSES=(debian-12 debian-13 ubuntu-22.04 ubuntu-24.04)
 DEFAULT_OS=debian-12
 HOST_PACKAGES=(systemd-container debootstrap zstd git python3 python3-venv ca-certificates pebble openssl iproute2 nftables)
 VENV=.venv-test
+# 4 workers on a 2-core host: see docs/howto/test-machine.md for the measurement
+WORKERS=${TLJH_TEST_WORKERS:-4}
 
 run_unit=1
 run_integration=1
@@ -34,13 +38,19 @@ while [ $# -gt 0 ]; do
         --integration) run_unit=0 ;;
         --os) shift; IFS=, read -r -a more <<<"${1:?--os needs an OS name}"; oses+=("${more[@]}") ;;
         --os=*) IFS=, read -r -a more <<<"${1#--os=}"; oses+=("${more[@]}") ;;
-        -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --workers) shift; WORKERS=${1:?--workers needs a number} ;;
+        --workers=*) WORKERS=${1#--workers=} ;;
+        -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         --) shift; pytest_args+=("$@"); break ;;
         *) pytest_args+=("$1") ;;
     esac
     shift
 done
 [ ${#oses[@]} -gt 0 ] || oses=("$DEFAULT_OS")
+if ! [[ "$WORKERS" =~ ^[1-9][0-9]*$ ]]; then
+    echo "test.sh: --workers / TLJH_TEST_WORKERS must be a positive number, not '$WORKERS'" >&2
+    exit 2
+fi
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "test.sh: must run as root (it installs packages and boots systemd-nspawn machines): sudo ./test.sh" >&2
@@ -122,16 +132,44 @@ python_env() {
     "$VENV/bin/python" --version
 }
 
+pytest_pid=
 pytest_run() {
-    # -ra: list every test that did not pass; --durations: where the time goes
-    "$VENV/bin/python" -m pytest -ra --durations=10 "$@"
+    # -ra: list every test that did not pass; --durations: where the time goes.
+    # In the background, so that a SIGTERM to this script is handled at once (bash runs traps only between
+    # foreground commands) and passed on to pytest, which then tears its machines down.
+    "$VENV/bin/python" -m pytest -ra --durations=10 "$@" &
+    pytest_pid=$!
+    wait "$pytest_pid"
+    local rc=$?
+    pytest_pid=
+    return $rc
+}
+
+integration_run() {
+    local os=$1; shift
+    local parallel=()
+    # -v: with workers, the per-file progress lines are gone; one line per test says what finished where
+    [ "$WORKERS" -gt 1 ] && parallel=(-n "$WORKERS" --dist loadgroup -v)
+    pytest_run integration-tests/ --os "$os" "${parallel[@]}" "$@"
+}
+
+# Stop the running pytest (the controller and its xdist workers, by pid) like Ctrl-C, and wait while they
+# tear their machines down; then remove what a worker killed too early may have left.
+stop_pytest() {
+    [ -n "$pytest_pid" ] && kill -0 "$pytest_pid" 2>/dev/null || return 0
+    echo "test.sh: stopping pytest (pid $pytest_pid) and its workers; their machines are being torn down"
+    kill -TERM "$pytest_pid" $(ps -o pid= --ppid "$pytest_pid") 2>/dev/null
+    wait "$pytest_pid"
+    "$VENV/bin/python" integration-tests/machine.py gc
 }
 
 T_START=$(now)
 current_stage=
 interrupted() {
+    trap '' INT TERM  # a second Ctrl-C must not cut the teardown short
     echo
     echo "test.sh: interrupted"
+    stop_pytest
     if [ -n "$current_stage" ]; then
         stage_names+=("$current_stage")
         stage_results+=("INTERRUPTED")
@@ -153,7 +191,7 @@ fi
 if [ $run_integration -eq 1 ]; then
     for os in "${oses[@]}"; do
         if stage "image $os" "$VENV/bin/python" integration-tests/machine.py build "$os"; then
-            stage "integration $os" pytest_run integration-tests/ --os "$os" "${pytest_args[@]}"
+            stage "integration $os ($WORKERS workers)" integration_run "$os" "${pytest_args[@]}"
         fi
     done
 fi

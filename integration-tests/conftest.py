@@ -11,9 +11,14 @@ Fixtures:
     machine        a fresh booted machine of the OS under test, destroyed after the test
 
 Root is required: without it every integration test FAILS (never skips) with a clear message.
+
+Parallel runs (pytest-xdist, ``-n 4 --dist loadgroup`` as test.sh does): every machine has its own network, so
+workers never wait on each other. Tests that share a module-scoped machine form one xdist group (one worker
+runs them in order; xdist starts the groups with the most tests first); other tests go to any free worker.
 """
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -51,6 +56,46 @@ def selected_oses(config):
     return oses
 
 
+def pytest_configure(config):
+    # In every pytest process (the xdist controller and each worker): Ctrl-C, SIGTERM and SIGHUP end the run
+    # like Ctrl-C, which tears fixtures (and so machines) down. A process started in the background by a
+    # script inherits SIGINT ignored; this undoes that. Repeats are ignored so that teardown can finish.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
+
+
+def _interrupt(signum, _frame):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _tearing_down)
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _tearing_down(signum, _frame):
+    print(f"signal {signum}: already tearing down test machines; kill -9 to abandon them (`machine.py gc` cleans up)",
+          file=sys.stderr, flush=True)
+
+
+def _shared_machine_group(item):
+    """The xdist group of a test that uses a fixture broader than one test (a module's machine), else None."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:  # pytest internals changed: keep each module together, always correct
+        return item.module.__name__
+    if not any(defs and defs[-1].scope in ("class", "module", "package") for defs in info.name2fixturedefs.values()):
+        return None
+    os_param = getattr(getattr(item, "callspec", None), "params", {}).get("os_name", "")
+    # no "]" in a group name: xdist would take the "@group" suffix for part of a parameter id and ignore it
+    return f"{item.module.__name__}-{os_param}"
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(config, items):
+    """Tests sharing a machine form one group for `--dist loadgroup` (xdist then starts the largest groups first)."""
+    for item in items:
+        group = _shared_machine_group(item)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
 def pytest_generate_tests(metafunc):
     if "os_name" in metafunc.fixturenames:
         oses = selected_oses(metafunc.config)
@@ -74,8 +119,8 @@ def pytest_runtest_makereport(item, call):
     if rep.failed and rep.when in ("setup", "call"):
         # Every machine this process has running (the test's own and module-scoped ones): what the guest saw.
         for m in list(machine_lib._live.values()):
-            rep.sections.append((f"machine {m.name} ({m.os_name}, {m.address}): failed units, journal tail",
-                                 _diagnostics(m)))
+            rep.sections.append((f"machine {m.name} ({m.os_name}, {m.address}): network, failed units, journal",
+                                 m.diagnostics()))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -112,11 +157,3 @@ def boot_machine(os_name):
 def machine(boot_machine):
     """A fresh machine of the OS under test (booted per test, destroyed after)."""
     return boot_machine()
-
-
-def _diagnostics(m):
-    try:
-        r = m.run("systemctl --no-pager --failed; journalctl -b --no-pager -n 200", check=False, timeout=30)
-        return r.stdout + r.stderr
-    except Exception as e:  # noqa: BLE001 - the machine may be gone
-        return f"could not collect diagnostics: {e}"

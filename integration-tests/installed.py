@@ -20,5 +20,5 @@ def installed_machine(os_name, *bootstrap_args, memory_max=None):
         started = time.monotonic()
         result = m.install_tljh(*bootstrap_args, check=False)
         m.install_seconds = time.monotonic() - started
-        assert result.returncode == 0, f"bootstrap failed:\n{result.stdout}\n{result.stderr}"
+        assert result.returncode == 0, f"bootstrap failed:\n{result.stdout}\n{result.stderr}\n{m.diagnostics()}"
         yield m

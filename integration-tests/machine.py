@@ -794,6 +794,18 @@ class Machine:
 
     # ---- commands
 
+    def diagnostics(self):
+        """What to look at when a test fails: the guest's network and DNS, failed units, the journal's tail."""
+        script = ("ip -br addr; ip route; cat /etc/resolv.conf; getent hosts pypi.org || echo 'DNS: pypi.org does not"
+                  " resolve'; systemctl --no-pager --failed; journalctl -b --no-pager -n 200")
+        nat = subprocess.run(["nft", "list", "table", "ip", NFT_TABLE], capture_output=True).returncode == 0
+        try:
+            r = self.run(script, check=False, timeout=60)
+            out = r.stdout + r.stderr
+        except Exception as e:  # noqa: BLE001 - the machine may be gone
+            out = f"could not run commands inside: {e}\n"
+        return f"host: NAT table {NFT_TABLE} {'present' if nat else 'MISSING'}\n{out}"
+
     def nsenter_prefix(self):
         pid1 = self._guest_pid1()
         if not pid1:
@@ -889,8 +901,13 @@ class Machine:
 
     # ---- teardown
 
-    def destroy(self, timeout=30):
-        """Stop the machine and remove everything it left (processes, cgroups, rootfs, state). Idempotent."""
+    def destroy(self, timeout=5):
+        """Stop the machine and remove everything it left (processes, cgroups, rootfs, state). Idempotent.
+
+        The guest gets `timeout` seconds to power off (about 2 s with a hub running) before everything left is
+        killed: a throw-away machine needs no clean shutdown, and a run interrupted during a boot (the guest
+        ignores the power-off request until it is up) must finish tearing down before pytest-xdist kills its
+        worker (10 s)."""
         if self._destroyed:
             return
         t0 = time.monotonic()

@@ -36,6 +36,42 @@ def http_get(url, timeout=30):
             time.sleep(0.2)
 
 
+# Records, in each xdist worker, the node ids its collection ends with (what the worker reports to the
+# scheduler), then runs nothing.
+NODE_IDS_PLUGIN = """
+import os, pytest
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items):
+    with open(os.path.join(os.environ["NODE_IDS_DIR"], str(os.getpid())), "w") as f:
+        f.writelines(f"{item.module.__name__}\\t{item.nodeid}\\n" for item in items)
+    items[:] = []
+"""
+
+
+def test_tests_sharing_a_machine_run_in_one_worker(os_name, tmp_path):
+    """Parallel runs (`-n N --dist loadgroup`): the node ids workers report put every test of a module with a
+    module-scoped machine into that module's group, and no other test into a group. (Nothing fails when this
+    breaks: the tests are spread over workers, each booting its own copy of the module's machine.)"""
+    from xdist.scheduler.loadgroup import LoadGroupScheduling
+
+    (tmp_path / "node_ids_plugin.py").write_text(NODE_IDS_PLUGIN)
+    out = tmp_path / "out"
+    out.mkdir()
+    r = subprocess.run([sys.executable, "-m", "pytest", str(HERE), "--os", os_name, "-q", "-p", "no:cacheprovider",
+                        "-p", "node_ids_plugin", "-n", "2", "--dist", "loadgroup"],
+                       capture_output=True, text=True, cwd=HERE.parent,
+                       env={**os.environ, "PYTHONPATH": str(tmp_path), "NODE_IDS_DIR": str(out)})
+    reports = [f.read_text() for f in out.iterdir()]
+    assert len(reports) == 2, r.stdout + r.stderr
+    groups = {}
+    for line in reports[0].splitlines():
+        module, nodeid = line.split("\t")
+        groups.setdefault(module, set()).add(LoadGroupScheduling._split_scope(None, nodeid))
+    assert groups["test_install"] == {f"test_install-{os_name}"}, groups["test_install"]
+    assert groups["test_config"] == {f"test_config-{os_name}"}, groups["test_config"]
+    assert len(groups["test_harness"]) == len(reports[0].split("test_harness.py::")) - 1  # one scope per test
+
+
 def test_boot(machine, os_name):
     assert machine.run("systemctl is-system-running", check=False).stdout.strip() in ("running", "degraded")
     assert machine.run("cat /proc/1/comm").stdout.strip() == "systemd"
@@ -217,13 +253,15 @@ print(time.process_time(), quota, stat["nr_throttled"])
 def test_cpu_quota_and_tasks_max(machine):
     machine.run("cat > /root/burn.py", input=CPU_BURN)
     free, free_quota, _ = machine.run("systemd-run --quiet --wait --pipe python3 /root/burn.py").stdout.split()
+    # 5 %, not more: on a host busy with other machines the burner may get little more than that share, and
+    # it is throttled only when it wants more than its quota
     capped, quota, throttled = machine.run(
-        "systemd-run --quiet --wait --pipe -p CPUQuota=20% python3 /root/burn.py").stdout.split()
-    print(f"CPU seconds in 2 s wall: unlimited {free}, CPUQuota=20% {capped} (throttled {throttled} times)")
+        "systemd-run --quiet --wait --pipe -p CPUQuota=5% python3 /root/burn.py").stdout.split()
+    print(f"CPU seconds in 2 s wall: unlimited {free}, CPUQuota=5% {capped} (throttled {throttled} times)")
     assert free_quota == "-1"
-    assert quota == "20000"  # 20 % of the 100 ms period
-    assert int(throttled) > 0
-    assert float(capped) < 0.8, f"CPUQuota=20% not enforced: {capped} CPU s in 2 s"
+    assert quota == "5000"  # 5 % of the 100 ms period
+    assert int(throttled) > 0, f"never throttled: the unlimited burner got {free} CPU s in 2 s"
+    assert float(capped) < 0.3, f"CPUQuota=5% not enforced: {capped} CPU s in 2 s"
 
     threads = "import threading, time\nfor i in range(30): threading.Thread(target=time.sleep, args=(2,)).start()\nprint('ok')"
     machine.run("cat > /root/threads.py", input=threads)
@@ -318,5 +356,6 @@ def test_teardown_on_signal(os_name, sig):
     assert p.returncode != 0
     if sig == signal.SIGKILL:
         assert _leftovers(info) != []
-        assert info["name"] in destroy_orphans()
+        # another test session starting now (parallel runs) may collect it first; either way it must go
+        assert info["name"] in destroy_orphans() or not (STATE_DIR / f"{info['name']}.json").exists()
     assert _leftovers(info) == []
