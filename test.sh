@@ -22,7 +22,7 @@ set -uo pipefail
 cd "$(dirname "$(readlink -f "$0")")" || exit 1
 ALL_OSES=(debian-12 debian-13 ubuntu-22.04 ubuntu-24.04)
 DEFAULT_OS=debian-12
-HOST_PACKAGES=(systemd-container debootstrap zstd git python3 python3-venv ca-certificates pebble openssl iproute2 nftables)
+HOST_PACKAGES=(systemd-container debootstrap zstd git python3 python3-venv ca-certificates pebble openssl iproute2 nftables chromium)
 VENV=.venv-test
 # 4 workers on a 2-core host: see docs/howto/test-machine.md for the measurement
 WORKERS=${TLJH_TEST_WORKERS:-4}

@@ -102,6 +102,8 @@ SET_CASES = [
     ("https.acme.directory", "https://127.0.0.1:14000/dir", "https://127.0.0.1:14000/dir"),
     ("https.acme.trusted_roots", "/etc/pebble/ca.pem", ["/etc/pebble/ca.pem"]),
     ("conda.channel_alias", "https://conda-mirror.example.org/", "https://conda-mirror.example.org/"),
+    ("allow_named_servers", "true", True),
+    ("named_server_limit_per_user", "3", 3),
 ]
 
 
@@ -131,8 +133,8 @@ def test_installer_keys_say_how_to_apply(capsys, cfg):
 def test_set_covers_every_documented_key():
     covered = {k for k, _, _ in SET_CASES}
     for key in schema.all_keys():
-        if key.startswith("traefik_api") or key == "auth.<Class>.<trait>":
-            continue
+        if key.startswith("traefik_api") or key == "auth.<Class>.<trait>" or key == "profiles":
+            continue  # profiles: a list of mappings, written in config.yaml (see test_set_profiles_points_to_the_file)
         key = key.replace("<group>", "research")
         assert key in covered, key
 
@@ -611,3 +613,11 @@ def test_reload_hub_reminds_about_proxy_settings(capsys, cfg, fake):
     assert "run `sudo tljh-config reload proxy` to apply them" in out
     code, out, _ = run(capsys, cfg, "reload")
     assert "reload proxy" not in out
+
+
+def test_set_profiles_points_to_the_file(capsys, cfg):
+    """profiles is a list of mappings: tljh-config refuses a scalar, leaving the file as it was."""
+    before = cfg.read_text()
+    code, out, err = run(capsys, cfg, "set", "profiles", "python")
+    assert code == 2 and "profiles[0]: expected a mapping" in err
+    assert cfg.read_text() == before

@@ -41,6 +41,9 @@ CONTRACT_DEFAULTS = {
     "https.acme.directory": "",
     "https.acme.trusted_roots": [],
     "conda.channel_alias": "https://conda.anaconda.org/",
+    "profiles": [],
+    "allow_named_servers": False,
+    "named_server_limit_per_user": 0,
 }
 
 

@@ -57,6 +57,7 @@ def apply_config(config: dict, c, log=None) -> None:
     _apply_users(config, c)
     _apply_limits(config, c)
     _apply_user_environment(config, c)
+    _apply_profiles(config, c)
     _apply_services(config, c)
 
 
@@ -124,6 +125,12 @@ def _apply_limits(config, c):
 def _apply_user_environment(config, c):
     app = config["user_environment"]["default_app"]
     c.Spawner.default_url = {"jupyterlab": "/lab", "classic": "/tree"}[app]
+
+
+def _apply_profiles(config, c):
+    c.UserCreatingSpawner.profiles = config["profiles"]  # made explicit by the effective config
+    c.JupyterHub.allow_named_servers = config["allow_named_servers"]
+    c.JupyterHub.named_server_limit_per_user = config["named_server_limit_per_user"]
 
 
 def culler_command(cull: dict) -> list[str]:

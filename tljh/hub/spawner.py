@@ -4,8 +4,9 @@ import asyncio
 import time
 
 from systemdspawner import SystemdSpawner
-from traitlets import Dict, Float, List, Unicode
+from traitlets import Dict, Float, List, Unicode, default
 
+from tljh.hub import profiles
 from tljh.plugins import get_plugin_manager
 from tljh.system import users as user
 
@@ -29,6 +30,41 @@ class UserCreatingSpawner(SystemdSpawner):
         Membership is added at spawn time.
         """,
     )
+
+    profiles = List(
+        Dict(),
+        config=True,
+        help="""
+        Server profiles offered at /hub/spawn, in KubeSpawner's profile_list format, every implicit value
+        explicit (tljh.settings.profiles.effective_profiles).
+
+        Set from ``profiles`` in config.yaml. Empty: no picker, servers start with the hub-wide settings.
+        When set, the spawner's ``options_form``, ``options_from_form`` and ``apply_user_options`` default to
+        the picker and the checks of tljh.hub.profiles.
+        """,
+    )
+
+    user_environment = Unicode(
+        "default",
+        config=True,
+        help="""
+        The environment a server runs from: ``default`` (/opt/tljh/user) or a name under ``environments``.
+
+        A profile sets it through ``spawner_override.user_environment``.
+        """,
+    )
+
+    @default("options_form")
+    def _options_form_default(self):
+        return profiles.options_form if self.profiles else ""
+
+    @default("options_from_form")
+    def _options_from_form_default(self):
+        return profiles.options_from_form if self.profiles else self._passthrough_options_from_form
+
+    @default("apply_user_options")
+    def _apply_user_options_default(self):
+        return profiles.apply_user_options
 
     ready_poll_interval = Float(
         0.05,
@@ -91,7 +127,8 @@ class UserCreatingSpawner(SystemdSpawner):
         system_username = user.unix_username(self.user.name)
         # systemdspawner reads the account name and unit name from these templates.
         self.username_template = system_username
-        self.unit_name = system_username
+        # Named servers need units of their own; ':' is valid in unit names and never in Unix names.
+        self.unit_name = f"{system_username}:{self.name}" if self.name else system_username
         if await user.ensure_user(system_username):
             self.log.info("Created Unix user %s for hub user %s", system_username, self.user.name)
             get_plugin_manager().hook.tljh_new_user_create(username=system_username)

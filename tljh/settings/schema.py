@@ -14,6 +14,10 @@ below implements them:
 - ``x-tljh-ignored``: a section kept for compatibility with TLJH and ignored (with a warning).
 - ``x-tljh-reload``: which component applies the key (``hub``, ``proxy`` or ``installer``); documentation and
   CLI hints.
+- ``x-tljh-list-allowed``: an unknown key below this mapping is told the allowed keys (profile overrides).
+
+``profiles`` has checks no JSON Schema keyword expresses (unique generated slugs, known environments):
+tljh.settings.profiles.check_profiles, called by `validate_config`.
 
 Nothing here mutates module-level data: every public function returns fresh objects.
 """
@@ -29,7 +33,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import profiles
 from .config_file import to_plain
+from .environments import environment_names
 
 DEFAULT_AUTHENTICATOR = "firstuseauthenticator.FirstUseAuthenticator"
 
@@ -349,6 +355,19 @@ def _build_schema() -> dict:
                 },
             },
             "https": _https_section(),
+            "profiles": profiles.profiles_schema(),
+            "allow_named_servers": {
+                "type": "boolean",
+                "default": False,
+                "description": "Let users run several servers at once, each named and with its own profile "
+                "(JupyterHub's allow_named_servers).",
+            },
+            "named_server_limit_per_user": {
+                "type": "integer",
+                "minimum": 0,
+                "default": 0,
+                "description": "How many named servers a user may have; 0 means no limit.",
+            },
             "conda": {
                 "type": "object",
                 "additionalProperties": False,
@@ -847,6 +866,8 @@ def _message(error, schema: dict) -> Problem:
         extra = [k for k in error.instance if k not in parent] if isinstance(error.instance, dict) else []
         bad = extra[0] if extra else "?"
         full = f"{key}.{bad}" if key else bad
+        if node.get("x-tljh-list-allowed"):
+            return Problem(full, f"not allowed here; allowed keys: {', '.join(sorted(parent))}", unknown_key=True)
         return Problem(full, f"unknown key{did_you_mean(bad, parent)}", unknown_key=True)
     if v == "type":
         return Problem(
@@ -921,6 +942,7 @@ def validate_config(config: dict) -> list[Problem]:
     # an unknown auth.<name> is better explained by "unknown key ... did you mean" than by its type
     problems = [p for p in problems if p.key not in unknown_sections]
     problems.extend(Problem("", p.message, p.severity, p.unknown_key) for p in auth_problems)
+    problems.extend(Problem(k, m) for k, m in profiles.check_profiles(config, environment_names(config)))
     for name, node in schema["properties"].items():
         if node.get("x-tljh-ignored") and name in config:
             problems.append(Problem(name, node["x-tljh-ignored"], "warning"))
@@ -965,7 +987,9 @@ def effective_config(config: dict | None) -> dict:
 
     Returns a new plain dict; `config` is not modified. Ignored sections (traefik_api) are dropped.
     """
-    return _fill_defaults(_build_schema(), to_plain(config or {}))
+    result = _fill_defaults(_build_schema(), to_plain(config or {}))
+    result["profiles"] = profiles.effective_profiles(result.get("profiles"))
+    return result
 
 
 def defaults() -> dict:
