@@ -100,30 +100,50 @@ class HubClient:
         """As an admin: add hub users (FirstUse only lets in users that exist, like TLJH's default)."""
         await self.api("POST", "hub/api/users", expect=(201, 409), json={"usernames": list(names)})
 
-    async def start_server(self, timeout=60):
-        """Start the user's default server and wait until it is ready; returns seconds taken."""
+    def server_path(self, name=""):
+        """The user's server URL path: user/<name>/ or user/<name>/<server>/ for a named server."""
+        return f"user/{self.username}/{name + '/' if name else ''}"
+
+    def _server_api(self, name=""):
+        return f"hub/api/users/{self.username}/{'servers/' + name if name else 'server'}"
+
+    async def start_server(self, timeout=60, *, name="", user_options=None):
+        """Start the user's default (or named) server, with user_options if given (a profile's choices), and
+        wait until it is ready; returns seconds taken."""
         started = time.monotonic()
-        await self.api("POST", f"hub/api/users/{self.username}/server", expect=(201, 202, 400))
+        kwargs = {} if user_options is None else {"json": user_options}
+        await self.api("POST", self._server_api(name), expect=(201, 202) if user_options else (201, 202, 400),
+                       **kwargs)
         while time.monotonic() - started < timeout:
             model = await self.api("GET", f"hub/api/users/{self.username}")
-            server = model.get("servers", {}).get("")
+            server = model.get("servers", {}).get(name)
             if server and server.get("ready"):
                 # Ready in the hub's eyes; also wait until the proxy serves it.
-                async with self.session.get(self.url(f"user/{self.username}/api/status"), headers=self._auth()) as r:
+                async with self.session.get(self.url(self.server_path(name) + "api/status"),
+                                            headers=self._auth()) as r:
                     if r.status == 200:
                         return time.monotonic() - started
             await asyncio.sleep(0.1)
-        raise HubError(f"server of {self.username} not ready after {timeout} s")
+        raise HubError(f"server {name!r} of {self.username} not ready after {timeout} s")
 
-    async def stop_server(self, timeout=60):
-        await self.api("DELETE", f"hub/api/users/{self.username}/server", expect=(202, 204))
+    async def stop_server(self, timeout=60, *, name=""):
+        await self.api("DELETE", self._server_api(name), expect=(202, 204))
         started = time.monotonic()
         while time.monotonic() - started < timeout:
             model = await self.api("GET", f"hub/api/users/{self.username}")
-            if not model.get("servers"):
+            if name not in model.get("servers", {}):
                 return
             await asyncio.sleep(0.2)
-        raise HubError(f"server of {self.username} did not stop after {timeout} s")
+        raise HubError(f"server {name!r} of {self.username} did not stop after {timeout} s")
+
+    async def run_code(self, code, *, name=""):
+        """Run code in a new kernel of the (running) server and return what it printed or returned."""
+        model = await self.api("POST", self.server_path(name) + "api/kernels", expect=(201,), json={"name": "python3"})
+        kernel = await self.open_kernel(model["id"], name=name)
+        try:
+            return await kernel.execute(code)
+        finally:
+            await kernel.close()
 
     async def lab_page(self):
         """GET /user/<name>/lab like a browser (token auth), returning the status code."""
@@ -145,10 +165,10 @@ class HubClient:
         model = await self.api("POST", f"user/{self.username}/api/kernels", expect=(201,), json={"name": "python3"})
         return model["id"]
 
-    async def open_kernel(self, kernel_id=None):
+    async def open_kernel(self, kernel_id=None, *, name=""):
         """A kernel websocket, as JupyterLab opens it. Returns a Kernel."""
         kernel_id = kernel_id or await self.start_kernel()
-        ws_url = self.url(f"user/{self.username}/api/kernels/{kernel_id}/channels").replace("http", "ws", 1)
+        ws_url = self.url(self.server_path(name) + f"api/kernels/{kernel_id}/channels").replace("http", "ws", 1)
         ws = await self.session.ws_connect(ws_url, headers=self._auth(), heartbeat=None)
         return Kernel(ws)
 

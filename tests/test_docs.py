@@ -106,6 +106,8 @@ def test_docs_build_has_every_section(built):
         "howto/authentication",
         "howto/users-admins",
         "howto/resource-limits",
+        "howto/profiles",
+        "howto/zero-to-jupyterhub",
         "howto/idle-culler",
         "howto/install-packages",
         "howto/share-data",

@@ -81,7 +81,7 @@ def _override_node() -> dict:
         "additionalProperties": False,
         "x-tljh-list-allowed": True,
         "properties": override_schemas(),
-        "description": "Settings this choice changes for the server it starts (see the override keys).",
+        "description": "What this profile or choice changes for the server it starts (see the override keys).",
     }
 
 
@@ -158,10 +158,12 @@ def _profile_schema() -> dict:
                         "display_name": {"type": "string", "description": "The option's label."},
                         "choices": {
                             "type": "object",
+                            "description": "The choices offered, by key (the value the form and the REST API send).",
                             "propertyNames": {"pattern": NAME_PATTERN, "x-tljh-expect": NAME_EXPECT},
                             "additionalProperties": _choice_schema(),
                         },
-                        "unlisted_choice": _unlisted_schema(),
+                        "unlisted_choice": {**_unlisted_schema(),
+                                            "description": "A choice where the user types the value (\"Other\")."},
                     },
                 },
                 "description": "Further choices inside the profile, e.g. memory sizes.",

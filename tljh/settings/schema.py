@@ -1252,9 +1252,51 @@ def render_reference(include_authenticator_traits: bool = False) -> str:
                 lines.append("")
 
     section(schema, "", 1)
+    lines.extend(_profile_keys(schema["properties"]["profiles"]))
     if include_authenticator_traits:
         lines.append(render_authenticator_reference())
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def _profile_keys(node: dict) -> list[str]:
+    """The keys inside one entry of `profiles` (KubeSpawner's profile_list), as rows under their paths."""
+    rows = []
+
+    def walk(node, path):
+        for name, sub in node.get("properties", {}).items():
+            if name == "kubespawner_override":
+                continue  # the same as spawner_override, said in its description
+            key = f"{path}.{name}"
+            if name == "spawner_override":
+                rows.append((key, {"type": "mapping", "description": sub["description"]}))
+                continue
+            rows.append((key, sub))
+            if "properties" in sub:
+                walk(sub, key)
+            elif isinstance(sub.get("additionalProperties"), dict):
+                inner = "<option>" if name == "profile_options" else "<choice>"
+                walk(sub["additionalProperties"], f"{key}.{inner}")
+
+    walk(node["items"], "profiles[]")
+    out = ["### Keys of a profile", "",
+           "Each entry of `profiles` (KubeSpawner's `profile_list` format; see the how-to on profiles):", "",
+           "| Key | Type | Description |", "|-----|------|-------------|"]
+    kinds = {"profile_options": "mapping of options", "choices": "mapping of choices", "unlisted_choice": "mapping"}
+    for key, sub in rows:
+        kind = kinds.get(key.rsplit(".", 1)[-1], _fmt_type(sub))
+        out.append(f"| `{key}` | {kind} | {_cell(sub.get('description', ''))} |")
+    out += ["", "### Override keys", "",
+            "What `spawner_override` (or `kubespawner_override`) may set, in a profile, a choice or an unlisted "
+            "choice; other keys are refused with this list:", "",
+            "| Key | Type | Description |", "|-----|------|-------------|"]
+    for key, sub in node["items"]["properties"]["spawner_override"]["properties"].items():
+        kind = "mapping of strings" if key == "environment" else _fmt_type(sub)
+        out.append(f"| `{key}` | {kind} | {_cell(sub['description'])} |")
+    return out + [""]
 
 
 def render_authenticator_reference() -> str:

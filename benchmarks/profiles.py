@@ -1,0 +1,115 @@
+"""Profiles: how fast the picker is served, and what a profile adds to a spawn. Prints numbers; asserts nothing.
+
+    sudo .venv-test/bin/python benchmarks/profiles.py [--os debian-12] [--pages 100] [--spawns 10] [--rounds 2]
+
+1. Picker page: with 20 profiles configured (each with an option of two choices), a logged-in user GETs
+   /hub/spawn N times through the public port; median, p95, max, and the page size.
+2. Spawn with and without a profile, in one run on one machine: rounds of N spawns with no profiles configured,
+   then N spawns choosing a profile (same limits as the hub-wide ones, so the server started is the same), the
+   hub reloaded between blocks; "start requested -> JupyterLab served" medians of both sides and the difference.
+"""
+
+import argparse
+import asyncio
+import os
+import platform
+import statistics
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "integration-tests"))
+
+from hubclient import HubClient  # noqa: E402
+from installed import installed_machine  # noqa: E402
+
+PASSWORD = "benchmark-password"
+
+
+def profiles_yaml(n):
+    lines = ["profiles:"]
+    for i in range(n):
+        lines += [
+            f"  - display_name: Profile {i}",
+            f"    description: Profile number {i}, with a memory option of two sizes and a longer text as admins write.",
+            "    profile_options:",
+            "      memory:",
+            "        display_name: Memory",
+            "        choices:",
+            "          small: {display_name: 1 GB, description: Most notebooks., spawner_override: {mem_limit: 1G}}",
+            "          large: {display_name: 2 GB, description: Large data., spawner_override: {mem_limit: 2G}}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def set_profiles(m, text):
+    """Replace the profiles block of config.yaml (the benchmark's own; the file has nothing after it) and reload."""
+    m.run("sed -i '/^profiles:/,$d' /opt/tljh/config/config.yaml && cat >> /opt/tljh/config/config.yaml", input=text)
+    m.run(["tljh-config", "reload", "hub"])
+
+
+def percentile(values, q):
+    values = sorted(values)
+    return values[max(0, int(round(q * len(values))) - 1)]
+
+
+async def picker_times(m, n):
+    async with HubClient(m.url("/")) as client:
+        await client.login("admin", PASSWORD)
+        times, size = [], 0
+        for _ in range(n):
+            started = time.perf_counter()
+            async with client.session.get(client.url("hub/spawn")) as r:
+                body = await r.read()
+            times.append((time.perf_counter() - started) * 1000)
+            shown = body.count(b'name="profile"')
+            if r.status != 200 or shown != 20:
+                raise RuntimeError(f"picker answered {r.status} with {shown} profiles")
+            size = len(body)
+        return times, size
+
+
+async def spawn_times(m, n, user_options):
+    times = []
+    async with HubClient(m.url("/")) as client:
+        await client.login("admin", PASSWORD)
+        for _ in range(n):
+            started = time.monotonic()
+            await client.start_server(120, user_options=user_options)
+            if await client.lab_page() != 200:
+                raise RuntimeError("lab page did not answer 200")
+            times.append(time.monotonic() - started)
+            await client.stop_server()
+    return times
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--os", default="debian-12")
+    parser.add_argument("--pages", type=int, default=100)
+    parser.add_argument("--spawns", type=int, default=10, help="spawns per block")
+    parser.add_argument("--rounds", type=int, default=2, help="blocks of each side, alternating")
+    args = parser.parse_args()
+
+    print(f"machine: {os.cpu_count()} cores, {platform.machine()}, host {platform.platform()}; guest {args.os}")
+    with installed_machine(args.os, "--admin", f"admin:{PASSWORD}") as m:
+        m.run(["tljh-config", "set", "limits.memory", "1G"])
+        set_profiles(m, profiles_yaml(20))
+        times, size = asyncio.run(picker_times(m, args.pages))
+        print(f"picker page, 20 profiles, {len(times)} GETs of /hub/spawn: median {statistics.median(times):.1f} ms, "
+              f"p95 {percentile(times, 0.95):.1f} ms, max {max(times):.1f} ms, {size} bytes")
+
+        without, with_profile = [], []
+        for _ in range(args.rounds):
+            set_profiles(m, "profiles: []\n")
+            without += asyncio.run(spawn_times(m, args.spawns, None))
+            set_profiles(m, profiles_yaml(20))
+            with_profile += asyncio.run(spawn_times(m, args.spawns, {"profile": "profile-7", "memory": "small"}))
+        a, b = statistics.median(without), statistics.median(with_profile)
+        print(f"spawn -> JupyterLab served, {len(without)} spawns each: without profiles median {a:.3f} s "
+              f"(p95 {percentile(without, 0.95):.3f}), with a profile median {b:.3f} s "
+              f"(p95 {percentile(with_profile, 0.95):.3f}); difference {1000 * (b - a):+.0f} ms")
+
+
+if __name__ == "__main__":
+    main()
