@@ -198,6 +198,32 @@ def test_browser_picks_a_profile_and_runs_a_cell(hub):
     assert unit_property(hub, "jupyter-carol", "MemoryMax") == str(800 * 2**20)
 
 
+def test_keyboard_alone_on_a_phone_sized_screen(hub):
+    """Tab to the profiles, arrows to choose, type a size, Enter: the server starts with that size."""
+    with chromium(viewport=(375, 740)) as page:
+        page.goto(hub.url("/hub/login"))
+        page.fill("#username_input", "bob")
+        page.fill("#password_input", PASSWORD)
+        page.press("#password_input", "Enter")
+        page.wait_for_selector("#profile-item-python")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 375  # no sideways scrolling
+        for _ in range(20):
+            if page.evaluate("document.activeElement.name") == "profile":
+                break
+            page.keyboard.press("Tab")
+        assert page.evaluate("document.activeElement.value") == "python"
+        page.keyboard.press("ArrowDown")  # Data science
+        page.keyboard.press("Tab")  # its memory choices, on the preselected one (800 MB)
+        assert page.evaluate("document.activeElement.value") == "large"
+        page.keyboard.press("ArrowDown")  # Another size
+        page.keyboard.press("Tab")  # the text field it shows
+        page.keyboard.type("5")
+        screenshot(page, "profiles-picker-phone.png")
+        page.keyboard.press("Enter")
+        page.wait_for_url("**/user/bob/lab**", timeout=120_000)
+    assert unit_property(hub, "jupyter-bob", "MemoryMax") == str(500 * 2**20)
+
+
 def test_bad_profiles_are_refused_and_the_hub_keeps_serving(hub):
     """A profile with a key KubeSpawner has but this hub cannot honour: reload says which, in one line."""
     good = hub.run("cat /opt/tljh/config/config.yaml").stdout

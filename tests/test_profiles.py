@@ -328,3 +328,8 @@ def test_one_profile_without_options_starts_at_once():
     one = settings_profiles.effective_profiles([{"display_name": "Only"}])
     assert not profiles.needs_picker(one)
     assert profiles.needs_picker(effective())
+
+
+def test_picker_has_no_urls_of_its_own_so_any_base_url_works():
+    html = profiles.render_picker(profiles.visible(effective(), set(), True), {})
+    assert not re.search(r"(href|src|action)=|/hub/", html)
