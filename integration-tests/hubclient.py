@@ -145,9 +145,9 @@ class HubClient:
         finally:
             await kernel.close()
 
-    async def lab_page(self):
+    async def lab_page(self, *, name=""):
         """GET /user/<name>/lab like a browser (token auth), returning the status code."""
-        async with self.session.get(self.url(f"user/{self.username}/lab"), headers=self._auth()) as r:
+        async with self.session.get(self.url(self.server_path(name) + "lab"), headers=self._auth()) as r:
             await r.read()
             return r.status
 
