@@ -53,9 +53,12 @@ PROFILES = textwrap.dedent(
 @pytest.fixture(scope="module")
 def hub(os_name):
     with installed_machine(os_name, "--admin", f"admin:{PASSWORD}") as m:
-        for name in ("alice", "bob", "carol"):
+        # Each test has its own people, so tests do not depend on the order they run in (a test may leave its
+        # person's server running).
+        for name in ("alice", "bob", "carol", "dan", "erin"):
             m.run(["tljh-config", "add-item", "users.allowed", name])
-        m.run(["tljh-config", "add-item", "users.extra_user_groups.staff", "carol"])
+        for name in ("carol", "erin"):
+            m.run(["tljh-config", "add-item", "users.extra_user_groups.staff", name])
         m.run("cat >> /opt/tljh/config/config.yaml", input=PROFILES)
         m.run(["tljh-config", "set", "allow_named_servers", "true"])
         m.run(["tljh-config", "set", "named_server_limit_per_user", "2"])
@@ -108,14 +111,14 @@ def test_picker_shows_a_users_profiles_only(hub):
 )
 def test_api_refuses_bad_choices_with_the_reason(hub, options, status, reason):
     async def scenario():
-        bob = await logged_in(hub, "bob")
+        dan = await logged_in(hub, "dan")
         try:
-            async with bob.session.post(bob.url("hub/api/users/bob/server"), json=options, headers=bob._auth()) as r:
+            async with dan.session.post(dan.url("hub/api/users/dan/server"), json=options, headers=dan._auth()) as r:
                 body = await r.json()
-            model = await bob.api("GET", "hub/api/users/bob")
+            model = await dan.api("GET", "hub/api/users/dan")
             return r.status, body, model
         finally:
-            await bob.__aexit__(None, None, None)
+            await dan.__aexit__(None, None, None)
 
     got, body, model = asyncio.run(scenario())
     assert got == status and reason in body["message"], body
@@ -178,7 +181,7 @@ def test_named_server_runs_beside_the_default(hub):
 def test_browser_picks_a_profile_and_runs_a_cell(hub):
     with chromium() as page:
         page.goto(hub.url("/hub/login"))
-        page.fill("#username_input", "carol")
+        page.fill("#username_input", "erin")
         page.fill("#password_input", PASSWORD)
         page.click("#login_submit")
         page.wait_for_selector("#profile-item-teaching-team")
@@ -186,16 +189,16 @@ def test_browser_picks_a_profile_and_runs_a_cell(hub):
         page.click("label[for='profile-option-data-science--memory-large']")
         screenshot(page, "profiles-picker.png")
         page.click("#spawn_form button[type=submit]")
-        page.wait_for_url("**/user/carol/lab**", timeout=120_000)
+        page.wait_for_url("**/user/erin/lab**", timeout=120_000)
         page.wait_for_selector(".jp-Launcher", timeout=120_000)
         page.click(".jp-LauncherCard[data-category='Notebook']")
         page.click(".jp-Notebook .jp-CodeCell .cm-content")
         page.keyboard.type("import os; print(os.environ['COURSE'], 6 * 7)")
         page.keyboard.press("Shift+Enter")
-        output = page.wait_for_selector(".jp-OutputArea-output", timeout=60_000)
+        output = page.wait_for_selector(".jp-OutputArea-output", timeout=120_000)
         assert output.inner_text().strip() == "stats101 42"
         screenshot(page, "profiles-lab.png")
-    assert unit_property(hub, "jupyter-carol", "MemoryMax") == str(800 * 2**20)
+    assert unit_property(hub, "jupyter-erin", "MemoryMax") == str(800 * 2**20)
 
 
 def test_keyboard_alone_on_a_phone_sized_screen(hub):
