@@ -36,7 +36,7 @@ SUPPORTED_TEXT = "Debian 12 or 13, Ubuntu 22.04 or 24.04 (or newer releases of b
 INSTALL_PREFIX = os.environ.get("TLJH_INSTALL_PREFIX", "/opt/tljh")
 HUB_PREFIX = os.path.join(INSTALL_PREFIX, "hub")
 HUB_PYTHON = os.path.join(HUB_PREFIX, "bin", "python")
-HUB_MOVED_ASIDE = HUB_PREFIX + ".previous"  # same as tljh.user_env.moved_aside(HUB_PREFIX)
+HUB_MOVED_ASIDE = HUB_PREFIX + ".previous"  # same as tljh.system.venvs.moved_aside(HUB_PREFIX)
 # The documented test for "booted with systemd" (sd_booted(3)); TLJH looks for the systemctl program instead,
 # which a container can have without running systemd.
 SYSTEMD_RUN_DIR = "/run/systemd/system"
@@ -316,7 +316,7 @@ def ensure_hub_venv():
     if os.path.exists(HUB_PREFIX):
         say("The hub environment does not run with this system's Python any more: rebuilding it.")
         # The installer reinstalls the old venv's other packages (plugins) from there, then deletes it
-        # (tljh.user_env.rebuild_from). If an earlier rebuild was interrupted, the original is already there.
+        # (tljh.system.venvs.rebuild_from). If an earlier rebuild was interrupted, the original is already there.
         if not os.path.exists(HUB_MOVED_ASIDE):
             os.rename(HUB_PREFIX, HUB_MOVED_ASIDE)
     os.makedirs(INSTALL_PREFIX, exist_ok=True)
@@ -328,7 +328,7 @@ def ensure_hub_venv():
 UV_CACHE_DIR = "/var/cache/tljh/uv"
 HUB_LOCK = os.path.join(HUB_PREFIX, ".lock")
 
-# Kept out of the hub env like tljh.user_env.EXCLUDED (see there why): a second off every hub start.
+# Kept out of the hub env like tljh.system.venvs.EXCLUDED (see there why): a second off every hub start.
 EXCLUDED = ["rfc3987-syntax"]
 
 

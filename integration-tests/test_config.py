@@ -195,6 +195,36 @@ def test_base_url(hub):
     assert status(hub.url("/hub/login")) == 200
 
 
+def rerun_install(hub):
+    """The install command again, as an admin upgrading would run it."""
+    result = hub.install_tljh("--admin", f"admin:{ADMIN_PASSWORD}", check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def test_hand_written_base_url_without_slash(hub):
+    """Issue 11: `base_url: /jhub` written by hand (no trailing slash) is read as /jhub/ everywhere: the installer
+    (which used to stop with a traceback from the router config), reload, the hub and the proxy."""
+    hub.run("printf 'base_url: /jhub\\n' >> /opt/tljh/config/config.yaml")
+    try:
+        rerun_install(hub)
+        tljh_config(hub, "reload")
+        assert status(hub.url("/jhub/hub/login")) == 200
+        assert status(hub.url("/hub/login")) == 404
+
+        async def scenario():
+            async with HubClient(hub.url("/jhub/")) as admin:
+                await admin.login("admin", ADMIN_PASSWORD)
+                await admin.check_one_plus_one()
+
+        asyncio.run(scenario())
+        status_report = hub.run("tljh status", check=False)
+        assert status_report.returncode == 0, status_report.stdout  # the hub answers under /jhub/
+    finally:
+        tljh_config(hub, "unset", "base_url")
+        rerun_install(hub)
+    assert status(hub.url("/hub/login")) == 200
+
+
 @pytest.mark.parametrize(
     "args, expected",
     [

@@ -277,7 +277,6 @@ def test_edge_https_staging_and_custom_ca_ports():
     [
         ({"enabled": True}, "neither"),
         ({"enabled": True, "tls": {"cert": "/c.pem"}}, "together"),
-        ({"enabled": True, "letsencrypt": {"domains": ["a.org"]}}, "email"),
     ],
 )
 def test_edge_https_incomplete(https, message):

@@ -8,8 +8,8 @@ import types
 import pytest
 
 from tljh.cli import tljh_config as cli
-from tljh.settings import schema
-from tljh.settings.config_file import load_config
+from tljh.settings import reload, schema
+from tljh.settings.config_file import load_raw
 
 INITIAL = (
     "# Hub config, edited by hand\n"
@@ -41,7 +41,7 @@ def run(capsys, path, *args):
 
 
 def raw(path):
-    return load_config(path)
+    return load_raw(path)
 
 
 # ---------------------------------------------------------------------------- set: every key
@@ -239,7 +239,7 @@ def test_refusals_exit_2_one_line_file_unchanged(capsys, cfg, args, message):
     assert message in err, err
     assert cfg.read_bytes() == before
     assert os.stat(cfg).st_mtime_ns == mtime
-    assert sorted(os.listdir(cfg.parent)) in (["config.yaml"], [".config.yaml.lock", "config.yaml"])
+    assert sorted(os.listdir(cfg.parent)) in (["config.yaml"], ["config.yaml", "config.yaml.lock"])
 
 
 def run_catching_exit(capsys, path, *args):
@@ -270,7 +270,7 @@ MALFORMED = "users:\n  admin: [alice\nlimits:\n  cpu: 2\n"
 def test_malformed_file_refused_and_never_overwritten(capsys, tmp_path, monkeypatch, args):
     p = tmp_path / "config.yaml"
     p.write_text(MALFORMED)
-    monkeypatch.setattr(cli, "_systemctl", lambda *a: pytest.fail("systemctl must not run"))
+    monkeypatch.setattr(reload, "systemd", None)  # any systemctl or journalctl call would fail the test
     code, out, err = run_catching_exit(capsys, p, *args)
     assert code == 2
     assert err.count("\n") == 1, err
@@ -416,7 +416,7 @@ def test_twenty_concurrent_add_items_lose_nothing(tmp_path):
 
 
 class FakeSystem:
-    """systemctl / the hub's API / journalctl, as seen by `tljh-config reload`."""
+    """systemd (systemctl, journalctl) and the hub's API, as seen by `tljh-config reload`."""
 
     def __init__(self, good_configs=None):
         self.calls = []
@@ -433,6 +433,16 @@ class FakeSystem:
         self.calls.append(args)
         return types.SimpleNamespace(returncode=0, stdout="failed\n" if args[0] == "is-active" else "", stderr="")
 
+    # the part of tljh.system.systemd that reload uses
+    def restart(self, unit, check=True):
+        return self.systemctl("restart", unit)
+
+    def state(self, unit):
+        return self.systemctl("is-active", unit).stdout.strip()
+
+    def journal_since(self, unit, since, lines=None):
+        return "\n".join(self.journal)
+
     def answers(self, url):
         self.calls.append(("GET", url))
         if self.good_configs is not None:
@@ -443,20 +453,19 @@ class FakeSystem:
 @pytest.fixture
 def fake(monkeypatch, tmp_path):
     f = FakeSystem()
-    monkeypatch.setattr(cli, "_systemctl", f.systemctl)
-    monkeypatch.setattr(cli, "_hub_answers", f.answers)
-    monkeypatch.setattr(cli, "_journal", lambda since: list(f.journal))
-    monkeypatch.setattr(cli, "LAST_GOOD_FILE", str(tmp_path / "state" / "config.last-good.yaml"))
+    monkeypatch.setattr(reload, "systemd", f)
+    monkeypatch.setattr(reload, "_hub_answers", f.answers)
+    monkeypatch.setattr(reload, "LAST_GOOD_FILE", str(tmp_path / "state" / "config.last-good.yaml"))
     return f
 
 
 def test_reload_hub_success_records_last_good(capsys, cfg, fake):
     code, out, err = run(capsys, cfg, "reload")
     assert code == 0, err
-    assert ("restart", "jupyterhub") in fake.calls
+    assert ("restart", "jupyterhub.service") in fake.calls
     assert ("GET", "http://127.0.0.1:15001/hub/api") in fake.calls
     assert "hub reloaded" in out
-    last_good = cli.LAST_GOOD_FILE
+    last_good = reload.LAST_GOOD_FILE
     assert open(last_good).read() == INITIAL
     assert oct(os.stat(last_good).st_mode & 0o777) == "0o600"
 
@@ -479,7 +488,7 @@ def test_reload_hub_failure_restores_last_good(capsys, cfg, fake):
     assert code == 1
     assert "restored the last good configuration" in err
     assert "ValueError: bad thing in jupyterhub_config" in err
-    assert [c for c in fake.calls if c[0] == "restart"] == [("restart", "jupyterhub")] * 2
+    assert [c for c in fake.calls if c[0] == "restart"] == [("restart", "jupyterhub.service")] * 2
     assert cfg.read_text() == good
     assert (cfg.parent / "config.yaml.rejected").read_text() == bad
 
@@ -497,7 +506,6 @@ def test_reload_hub_times_out(capsys, cfg, fake, monkeypatch):
     monkeypatch.setattr(
         fake, "systemctl", lambda *a: types.SimpleNamespace(returncode=0, stdout="activating\n", stderr="")
     )
-    monkeypatch.setattr(cli, "_systemctl", fake.systemctl)
     code, _, err = run(capsys, cfg, "reload", "--timeout", "1")
     assert code == 3
     assert "no answer from http://127.0.0.1:15001/hub/api within 1 s" in err
@@ -533,7 +541,7 @@ def test_reload_proxy(capsys, cfg, monkeypatch):
         https_preflight=lambda config: [],
         missing_certificates=lambda config, since, timeout: [],
     )
-    monkeypatch.setitem(sys.modules, "tljh.proxy.edge", fake_module)
+    monkeypatch.setattr(cli, "_edge", lambda: fake_module)
     code, out, _ = run(capsys, cfg, "reload", "proxy")
     assert code == 0 and "proxy reloaded" in out
     assert seen == [schema.effective_config(raw(cfg))]
@@ -557,7 +565,7 @@ def test_reload_proxy_says_preflight_problems_first(capsys, cfg, monkeypatch):
         https_preflight=lambda config: ["hub.example.org does not resolve (no such name)"],
         missing_certificates=lambda config, since, timeout: [],
     )
-    monkeypatch.setitem(sys.modules, "tljh.proxy.edge", fake_module)
+    monkeypatch.setattr(cli, "_edge", lambda: fake_module)
     code, out, err = run(capsys, cfg, "reload", "proxy")
     assert code == 0 and "proxy reloaded" in out
     assert err == "warning: hub.example.org does not resolve (no such name)\n"
@@ -576,7 +584,7 @@ def test_reload_proxy_says_why_a_certificate_is_missing(capsys, cfg, monkeypatch
         https_preflight=lambda config: [],
         missing_certificates=missing_certificates,
     )
-    monkeypatch.setitem(sys.modules, "tljh.proxy.edge", fake_module)
+    monkeypatch.setattr(cli, "_edge", lambda: fake_module)
     code, out, err = run(capsys, cfg, "reload", "proxy", "--timeout", "7")
     assert code == 0  # the proxy did reload; HTTP serves and Caddy keeps asking the CA
     assert "HTTPS certificates still missing" in out
@@ -621,3 +629,39 @@ def test_set_profiles_points_to_the_file(capsys, cfg):
     code, out, err = run(capsys, cfg, "set", "profiles", "python")
     assert code == 2 and "profiles[0]: expected a mapping" in err
     assert cfg.read_text() == before
+
+# ---------------------------------------------------------------------------- cross-field rules
+
+LETSENCRYPT_WITHOUT_EMAIL = "https:\n  letsencrypt:\n    domains:\n      - hub.example.org\n"
+# What `tljh-config reload proxy` said about this file before the rule was the schema's (after its prefix
+# "proxy reload failed, the previous proxy configuration keeps serving: ").
+EMAIL_REQUIRED = "https.letsencrypt.email is required for Let's Encrypt certificates"
+
+
+def test_https_with_letsencrypt_domains_but_no_email_refused_by_set(capsys, tmp_path):
+    p = tmp_path / "config.yaml"
+    p.write_text(LETSENCRYPT_WITHOUT_EMAIL)
+    code, out, err = run(capsys, p, "set", "https.enabled", "true")
+    assert code == 2
+    assert err == f"error: {EMAIL_REQUIRED}\n"
+    assert p.read_text() == LETSENCRYPT_WITHOUT_EMAIL
+    # TLJH's documented order (enabled, email, domains) is accepted at every step
+    q = tmp_path / "tljh-order.yaml"
+    for args in (("set", "https.enabled", "true"), ("set", "https.letsencrypt.email", "a@example.org"),
+                 ("add-item", "https.letsencrypt.domains", "hub.example.org")):
+        assert run(capsys, q, *args)[0] == 0
+
+
+def test_reload_proxy_refuses_a_hand_written_file_without_email_before_touching_the_proxy(capsys, tmp_path,
+                                                                                           monkeypatch):
+    p = tmp_path / "config.yaml"
+    p.write_text("https:\n  enabled: true\n" + LETSENCRYPT_WITHOUT_EMAIL.split("\n", 1)[1])
+    untouched = types.SimpleNamespace(
+        ProxyReloadError=Exception,
+        **{name: lambda *a, **k: pytest.fail("the proxy must not be asked")
+           for name in ("https_preflight", "reload_proxy", "missing_certificates")},
+    )
+    monkeypatch.setattr(cli, "_edge", lambda: untouched)
+    code, _, err = run(capsys, p, "reload", "proxy")
+    assert code == 2
+    assert err == f"error: {EMAIL_REQUIRED}\n"

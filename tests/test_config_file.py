@@ -8,21 +8,22 @@ import time
 import pytest
 
 from tljh.settings import config_file
+from tljh.system import files
 from tljh.settings.config_file import ConfigFileError
 
 
 def test_missing_and_empty_file_are_empty_config(tmp_path):
-    assert config_file.load_config(tmp_path / "nope.yaml") == {}
+    assert config_file.load_raw(tmp_path / "nope.yaml") == {}
     (tmp_path / "empty.yaml").write_text("")
-    assert config_file.load_config(tmp_path / "empty.yaml") == {}
+    assert config_file.load_raw(tmp_path / "empty.yaml") == {}
     (tmp_path / "comments.yaml").write_text("# nothing yet\n")
-    assert config_file.load_config(tmp_path / "comments.yaml") == {}
+    assert config_file.load_raw(tmp_path / "comments.yaml") == {}
 
 
 def test_load_returns_plain_types(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("users:\n  admin: [a, b]\nlimits:\n  cpu: 1.5\nhttps:\n  enabled: true\n")
-    c = config_file.load_config(p)
+    c = config_file.load_raw(p)
     assert c == {"users": {"admin": ["a", "b"]}, "limits": {"cpu": 1.5}, "https": {"enabled": True}}
     assert type(c) is dict and type(c["users"]["admin"]) is list
 
@@ -42,7 +43,7 @@ def test_malformed_yaml_names_file_line_problem(tmp_path, text, line, problem):
     p = tmp_path / "config.yaml"
     p.write_text(text)
     with pytest.raises(ConfigFileError) as e:
-        config_file.load_config(p)
+        config_file.load_raw(p)
     msg = str(e.value)
     assert msg.startswith(f"{p}: line {line}: "), msg
     assert problem in msg
@@ -120,10 +121,29 @@ def test_atomic_write_mode_and_no_temp_files(tmp_path):
     p = tmp_path / "config.yaml"
     p.write_text("a: 1\n")
     os.chmod(p, 0o644)
-    config_file.write_atomic(p, "b: 2\n")
+    files.write_atomic(p, "b: 2\n")
     assert p.read_text() == "b: 2\n"
     assert stat.S_IMODE(os.stat(p).st_mode) == 0o600
     assert sorted(os.listdir(tmp_path)) == ["config.yaml"]
+
+
+def test_atomic_write_check_refuses_before_replacing(tmp_path):
+    """The sudoers drop-in is checked (visudo) as the complete temporary file, before it replaces the old one."""
+    p = tmp_path / "jupyterhub-admins"
+    p.write_text("old\n")
+    seen = []
+
+    def refuse(tmp):
+        seen.append(open(tmp).read())
+        raise ValueError("rejected")
+
+    with pytest.raises(ValueError):
+        files.write_atomic(p, "new\n", mode=0o440, check=refuse)
+    assert seen == ["new\n"]
+    assert p.read_text() == "old\n"
+    assert sorted(os.listdir(tmp_path)) == ["jupyterhub-admins"]
+    files.write_atomic(p, "new\n", mode=0o440, check=lambda tmp: None)
+    assert p.read_text() == "new\n" and stat.S_IMODE(os.stat(p).st_mode) == 0o440
 
 
 def test_atomic_write_failure_leaves_old_file(tmp_path, monkeypatch):
@@ -135,7 +155,7 @@ def test_atomic_write_failure_leaves_old_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "replace", boom)
     with pytest.raises(OSError):
-        config_file.write_atomic(p, "b: 2\n")
+        files.write_atomic(p, "b: 2\n")
     assert p.read_text() == "a: 1\n"
     assert sorted(os.listdir(tmp_path)) == ["config.yaml"]
 
@@ -167,3 +187,26 @@ def test_lock_is_exclusive(tmp_path):
     t.join()
     assert events == ["a-in", "a-out", "b-in"]
     assert os.path.exists(config_file.lock_path(p))
+
+
+def test_lock_is_tljhs(tmp_path):
+    """A TLJH tool holding TLJH's lock (filelock on config.yaml.lock) makes tljh-config's edits wait."""
+    import filelock
+
+    p = tmp_path / "config.yaml"
+    p.write_text("a: 1\n")
+    assert config_file.lock_path(p) == str(p) + ".lock"
+    events = []
+
+    def tljh_tool():
+        with filelock.FileLock(str(p) + ".lock"):
+            events.append("tljh-in")
+            time.sleep(0.3)
+            events.append("tljh-out")
+
+    t = threading.Thread(target=tljh_tool)
+    t.start()
+    time.sleep(0.1)
+    config_file.update_document(p, lambda doc: events.append("edit"))
+    t.join()
+    assert events == ["tljh-in", "tljh-out", "edit"]

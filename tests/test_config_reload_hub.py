@@ -13,6 +13,8 @@ import types
 import pytest
 
 from tljh.cli import tljh_config as cli
+from tljh.settings import reload
+from tljh.system import paths
 
 
 def free_port():
@@ -22,7 +24,7 @@ def free_port():
 
 
 class HubUnit:
-    """systemctl restart / is-active and journalctl for one local JupyterHub process."""
+    """systemd (restart, state, journal) for one local JupyterHub process: what reload asks of tljh.system.systemd."""
 
     def __init__(self, tmp_path, config_path, port):
         self.dir = tmp_path
@@ -52,14 +54,14 @@ class HubUnit:
             import sys
             sys.path.insert(0, {str(tmp_path)!r})
             from tljh.hub import configurer
-            from tljh.settings.config_file import load_config
+            from tljh.settings.config_file import load_raw
 
             c = get_config()
             c.JupyterHub.proxy_class = "memproxy.MemProxy"
             c.JupyterHub.hub_bind_url = "http://127.0.0.1:{port}"
             c.JupyterHub.db_url = "sqlite:///{tmp_path}/jupyterhub.sqlite"
             c.JupyterHub.cookie_secret_file = "{tmp_path}/cookie_secret"
-            config = load_config({str(config_path)!r})
+            config = load_raw({str(config_path)!r})
             # a plugin that breaks the hub for one particular setting (tljh_custom_jupyterhub_config raising)
             if config.get("limits", {{}}).get("cpu") == 3:
                 raise RuntimeError("plugin example refuses limits.cpu 3")
@@ -69,28 +71,27 @@ class HubUnit:
         """)
         )
 
-    def systemctl(self, verb, unit):
-        assert unit == "jupyterhub"
-        if verb == "restart":
-            self.stop()
-            self.restarts += 1
-            with open(self.log, "a") as log:
-                log.write(f"-- restart {self.restarts} --\n")
-                self.proc = subprocess.Popen(
-                    [sys.executable, "-m", "jupyterhub", "-f", str(self.dir / "jupyterhub_config.py")],
-                    cwd=self.dir,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            return types.SimpleNamespace(returncode=0, stdout="", stderr="")
-        if verb == "is-active":
-            state = "active" if self.proc and self.proc.poll() is None else "failed"
-            return types.SimpleNamespace(returncode=0, stdout=state + "\n", stderr="")
-        raise AssertionError(verb)
+    def restart(self, unit, check=True):
+        assert unit == "jupyterhub.service"
+        self.stop()
+        self.restarts += 1
+        with open(self.log, "a") as log:
+            log.write(f"-- restart {self.restarts} --\n")
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "jupyterhub", "-f", str(self.dir / "jupyterhub_config.py")],
+                cwd=self.dir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        return types.SimpleNamespace(returncode=0, stdout="", stderr="")
 
-    def journal(self, since):
+    def state(self, unit):
+        assert unit == "jupyterhub.service"
+        return "active" if self.proc and self.proc.poll() is None else "failed"
+
+    def journal_since(self, unit, since, lines=None):
         text = self.log.read_text()
-        return text.rsplit(f"-- restart {self.restarts} --\n", 1)[-1].splitlines()
+        return text.rsplit(f"-- restart {self.restarts} --\n", 1)[-1]
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
@@ -107,10 +108,9 @@ def hub(tmp_path, monkeypatch):
     config_path = tmp_path / "config.yaml"
     port = free_port()
     unit = HubUnit(tmp_path, config_path, port)
-    monkeypatch.setattr(cli, "_systemctl", unit.systemctl)
-    monkeypatch.setattr(cli, "_journal", unit.journal)
-    monkeypatch.setattr(cli, "HUB_PORT", port)
-    monkeypatch.setattr(cli, "LAST_GOOD_FILE", str(tmp_path / "state" / "config.last-good.yaml"))
+    monkeypatch.setattr(reload, "systemd", unit)
+    monkeypatch.setattr(paths, "HUB_PORT", port)
+    monkeypatch.setattr(reload, "LAST_GOOD_FILE", str(tmp_path / "state" / "config.last-good.yaml"))
     unit.config_path = config_path
     unit.port = port
     yield unit
@@ -130,7 +130,7 @@ def test_reload_with_a_real_hub_then_failed_reload_restores_last_good(capsys, hu
     assert code == 0, err + hub.log.read_text()[-3000:]
     assert f"http://127.0.0.1:{hub.port}/jhub/hub/api" in out
     good = hub.config_path.read_text()
-    assert open(cli.LAST_GOOD_FILE).read() == good
+    assert open(reload.LAST_GOOD_FILE).read() == good
 
     # valid for the schema, but the hub will not start (a plugin raises)
     assert tljh_config(capsys, hub, "set", "limits.cpu", "3")[0] == 0
@@ -142,7 +142,7 @@ def test_reload_with_a_real_hub_then_failed_reload_restores_last_good(capsys, hu
     assert hub.config_path.read_text() == good
     assert (hub.config_path.parent / "config.yaml.rejected").read_text() == bad
     assert hub.proc.poll() is None  # the hub runs again
-    assert cli._hub_answers(f"http://127.0.0.1:{hub.port}/jhub/hub/api")
+    assert reload._hub_answers(f"http://127.0.0.1:{hub.port}/jhub/hub/api")
     assert hub.restarts == 3
 
 

@@ -7,7 +7,7 @@ import pytest
 from traitlets.config import Config
 
 from tljh.hub import configurer
-from tljh.settings import schema
+from tljh.settings import authenticators, schema
 from tljh.hub.configurer import apply_config
 
 
@@ -125,7 +125,7 @@ def test_short_auth_names_load_in_jupyterhub(short):
 
     c = applied({"auth": {"type": short}})
     hub = JupyterHub(config=c)
-    assert hub.authenticator_class is schema.resolve_authenticator(short)
+    assert hub.authenticator_class is authenticators.resolve_authenticator(short)
 
 
 def test_firstuse_short_name_allows_all_without_allowed_users():
@@ -223,9 +223,9 @@ def test_load_config_fills_defaults(tmp_path):
 
 
 def test_authenticator_class_name():
-    assert configurer.authenticator_class_name("github") == "GitHubOAuthenticator"
-    assert configurer.authenticator_class_name("oauthenticator.github.GitHubOAuthenticator") == "GitHubOAuthenticator"
-    assert configurer.authenticator_class_name("mod:Cls") == "Cls"
+    assert authenticators.class_name_of("github") == "GitHubOAuthenticator"
+    assert authenticators.class_name_of("oauthenticator.github.GitHubOAuthenticator") == "GitHubOAuthenticator"
+    assert authenticators.class_name_of("mod:Cls") == "Cls"
 
 
 def test_invalid_values_stop_the_hub_with_one_clear_line():

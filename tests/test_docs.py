@@ -2,7 +2,7 @@
 
 - The site builds with ``sphinx -W`` (any warning, broken cross-reference or missing generated page fails).
 - Every config key and its current default (from tljh.schema), every tljh-config and tljh verb and flag
-  (from their argparse parsers), every bootstrap and installer flag, every path of tljh.paths and every
+  (from their argparse parsers), every bootstrap and installer flag, every path of tljh.system.paths and every
   unit the installer writes appear in the built reference.
 - The reference is generated, not copied: changing a default in the schema changes the page.
 - Every `tljh-config` command the pages tell admins to run is accepted by the real tljh-config.
@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
 sys.path.insert(0, str(DOCS / "_ext"))
 
+import config_reference  # noqa: E402
 import doc_commands as doc_commands_module  # noqa: E402
 import tljh_reference  # noqa: E402
 
@@ -268,15 +269,15 @@ def test_every_path_and_unit_is_in_the_reference(built):
     page = built["reference/files"]
     for name, value in vars(paths).items():
         if name.isupper() and isinstance(value, (str, int)):
-            assert str(value) in page, f"tljh.paths.{name} = {value} missing from the files reference"
-    for unit in (installer.HUB_UNIT, installer.EDGE_UNIT, installer.ROUTER_UNIT):
+            assert str(value) in page, f"tljh.system.paths.{name} = {value} missing from the files reference"
+    for unit in (paths.HUB_UNIT, paths.EDGE_UNIT, paths.ROUTER_UNIT):
         assert unit in page
         # the unit file's own lines are shown as they are installed
         template = (REPO / "tljh" / "systemd-units" / unit).read_text()
         exec_start = next(line for line in template.splitlines() if line.startswith("ExecStart="))
         exec_start = exec_start.replace("{install_prefix}", "/opt/tljh")
         assert exec_start.split("{")[0] in page
-    assert installer.SUDOERS_FILE in page
+    assert paths.SUDOERS_FILE in page
 
 
 # ------------------------------------------------------------------------------- commands in the pages
@@ -391,3 +392,31 @@ def test_reference_pages_are_only_markers():
         lines = [line for line in stub.read_text().splitlines() if line.strip()]
         assert all(line.startswith("%") for line in lines), f"{stub.name} holds text besides its marker"
         assert tljh_reference.MARKER.search(stub.read_text()), f"{stub.name} has no '% tljh-generated:' marker"
+
+
+# ------------------------------------------------------------------------------- configuration reference
+
+
+def test_reference_lists_every_key_with_default():
+    ref = config_reference.render_reference()
+    for key in schema.all_keys():
+        assert f"`{key}`" in ref, key
+    assert "| `limits.memory` | memory size | `none` |" in ref
+    assert "| `services.cull.timeout` | seconds | `600` |" in ref
+    assert "| `base_url` | string | `/` |" in ref
+    assert "a bare number such as `4096` means megabytes" in ref
+    assert "traefik_api" in ref
+
+
+def test_reference_matches_schema_descriptions():
+    """Drift check: every description in the schema appears in the rendered reference."""
+    ref = config_reference.render_reference()
+
+    def walk(node):
+        for sub in node.get("properties", {}).values():
+            if "description" in sub:
+                yield sub["description"]
+            yield from walk(sub)
+
+    for desc in walk(schema.get_schema()):
+        assert desc.replace("|", "\\|") in ref

@@ -9,6 +9,7 @@ import pytest
 from jupyterhub import orm
 
 from tljh.install import hub_database
+from tljh.system import paths
 
 
 def alembic_downgrade(db_file, revision):
@@ -24,7 +25,7 @@ def user_names(db_file):
 @pytest.fixture
 def old_database(tmp_path, monkeypatch):
     """A hub database with two users, stamped and shaped like the previous JupyterHub schema."""
-    monkeypatch.setattr(hub_database, "BACKUP_DIR", str(tmp_path / "backups"))
+    monkeypatch.setattr(paths, "HUB_DATABASE_BACKUP_DIR", str(tmp_path / "backups"))
     db_file = str(tmp_path / "jupyterhub.sqlite")
     session = orm.new_session_factory(f"sqlite:///{db_file}")()
     session.add_all([orm.User(name="alice"), orm.User(name="bob")])
@@ -48,7 +49,7 @@ def test_old_schema_is_backed_up_then_upgraded(old_database):
     assert old != head
     saved = hub_database.upgrade(db_file)
     assert hub_database.revisions(db_file) == (head, head)
-    assert os.path.dirname(saved) == hub_database.BACKUP_DIR
+    assert os.path.dirname(saved) == paths.HUB_DATABASE_BACKUP_DIR
     assert oct(os.stat(saved).st_mode & 0o777) == "0o600"
     assert hub_database.revisions(saved)[0] == old  # the backup is the database before the upgrade
     assert user_names(db_file) == user_names(saved) == ["alice", "bob"]

@@ -7,7 +7,6 @@ path constants and the editing functions from here.
 import sys
 
 from tljh.cli.tljh_config import (  # noqa: F401 - TLJH's public names
-    Refused,
     ReloadError,
     add_config_value,
     main,
@@ -17,6 +16,7 @@ from tljh.cli.tljh_config import (  # noqa: F401 - TLJH's public names
     show_config,
     unset_config_value,
 )
+from tljh.settings.errors import ConfigError as Refused  # noqa: F401 - this module's earlier name for it
 from tljh.system.paths import (  # noqa: F401 - TLJH's public names
     CONFIG_DIR,
     CONFIG_FILE,

@@ -8,7 +8,7 @@ import os
 from glob import glob
 
 from tljh.hub import configurer
-from tljh.settings.config_file import load_config
+from tljh.settings.config_file import load_raw
 from tljh.system import paths
 from tljh.plugins import get_plugin_manager
 
@@ -19,9 +19,9 @@ c.JupyterHub.proxy_class = "tljh.proxy.caddy_proxy.CaddyProxy"
 # Users' servers are systemd units: they keep running while the hub restarts or upgrades.
 c.JupyterHub.cleanup_servers = False
 c.JupyterHub.hub_bind_url = f"http://{paths.HUB_HOST}:{paths.HUB_PORT}"
-c.JupyterHub.db_url = "sqlite:///" + os.path.join(paths.STATE_DIR, "jupyterhub.sqlite")
-c.JupyterHub.cookie_secret_file = os.path.join(paths.STATE_DIR, "jupyterhub_cookie_secret")
-c.FirstUseAuthenticator.dbm_path = os.path.join(paths.STATE_DIR, "passwords.dbm")
+c.JupyterHub.db_url = "sqlite:///" + paths.HUB_DATABASE
+c.JupyterHub.cookie_secret_file = paths.COOKIE_SECRET_FILE
+c.FirstUseAuthenticator.dbm_path = paths.FIRSTUSE_PASSWORDS
 
 c.SystemdSpawner.extra_paths = [os.path.join(paths.USER_ENV_PREFIX, "bin")]
 c.SystemdSpawner.default_shell = "/bin/bash"
@@ -29,7 +29,7 @@ c.SystemdSpawner.isolate_tmp = True
 c.SystemdSpawner.isolate_devices = True
 c.Spawner.cmd = [os.path.join(paths.USER_ENV_PREFIX, "bin", "jupyterhub-singleuser")]
 
-configurer.apply_config(load_config(paths.CONFIG_FILE), c)
+configurer.apply_config(load_raw(paths.CONFIG_FILE), c)
 
 get_plugin_manager().hook.tljh_custom_jupyterhub_config(c=c)
 

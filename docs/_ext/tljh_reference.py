@@ -6,10 +6,11 @@ A page listed in ``GENERATED`` holds a marker line (a MyST comment)::
 
 When Sphinx reads that page, the marker is replaced by Markdown produced from the code:
 
-- ``configuration``: ``tljh.settings.schema.render_reference()`` (every config.yaml key, type, default);
+- ``configuration``: ``config_reference.render_reference()`` (every config.yaml key, type, default, from
+  ``tljh.settings.schema``);
 - ``tljh-config``: the argparse parser of ``tljh-config`` (``tljh.cli.tljh_config.build_parser()``);
 - ``install-flags``: bootstrap's ``USAGE`` text and the installer's argparse parser and steps;
-- ``files``: ``tljh.system.paths``, the installer's unit and sudoers constants, the unit files themselves.
+- ``files``: ``tljh.system.paths``, the installer's sudoers text, the unit files themselves.
 
 Nothing is copied by hand, so the reference cannot drift from the code. When the code the reference
 needs is missing (a module, a function), the build stops with an error that says what is missing,
@@ -24,7 +25,6 @@ import importlib.util
 import os
 import re
 import sys
-from importlib import resources
 from pathlib import Path
 
 from sphinx.errors import ExtensionError
@@ -208,12 +208,10 @@ def _usage(parser):
 
 
 def render_configuration():
-    schema = _import("tljh.settings.schema", "the configuration reference")
-    if not callable(getattr(schema, "render_reference", None)):
-        _fail("tljh.settings.schema has no render_reference()", "The configuration reference is generated from it")
-    text = schema.render_reference()
+    renderer = _import("config_reference", "the configuration reference")
+    text = renderer.render_reference()
     if not isinstance(text, str) or "|" not in text:
-        _fail("tljh.settings.schema.render_reference() returned no reference table", "It must return MyST Markdown")
+        _fail("config_reference.render_reference() returned no reference table", "It must return MyST Markdown")
     return escape_raw_html(shift_headings(text, 1))
 
 
@@ -450,8 +448,55 @@ PATH_NOTES = {
         "0600",
         "The last configuration the hub started with; `tljh-config reload` restores it when a new one fails.",
     ),
+    "HUB_DATABASE": ("file", "0600", "The hub database."),
+    "HUB_DATABASE_BACKUP_DIR": (
+        "directory",
+        "0700",
+        "Before an upgrade changes the hub database's schema, the installer saves the database here as "
+        "`jupyterhub.sqlite.<date>-<time>` (mode `0600`) and prints the path.",
+    ),
+    "COOKIE_SECRET_FILE": ("file", "0600", "The hub's cookie secret."),
+    "FIRSTUSE_PASSWORDS": ("file", "0600", "FirstUseAuthenticator's password hashes (bcrypt)."),
+    "HUB_FINGERPRINT": (
+        "file",
+        "0600",
+        "What the hub last started with (packages, this project's code, config, snippets). A rerun of the "
+        "installer restarts the hub only when it differs. Deleting the `*.fingerprint` files makes the next "
+        "rerun restart everything.",
+    ),
+    "HUB_DATABASE_FINGERPRINT": ("file", "0600", "The hub database's schema revision last checked."),
+    "EDGE_CONFIG_FINGERPRINT": ("file", "0600", "The edge configuration the edge proxy last loaded."),
+    "EDGE_UNIT_FINGERPRINT": ("file", "0600", "The Caddy version and unit file the edge proxy last started with."),
+    "ROUTER_UNIT_FINGERPRINT": ("file", "0600", "The Caddy version and unit file the router last started with."),
+    "OLD_PROXY_FINGERPRINT": ("file", "", "Written by earlier releases; the installer removes it."),
+    "EDGE_CONFIG_FILE": ("file", "0600", "The edge proxy's config, generated from `config.yaml`."),
+    "ROUTER_CONFIG_FILE": (
+        "file",
+        "0600",
+        "The router's first config; after that the router restores its own autosaved routes.",
+    ),
+    "EDGE_DATA_DIR": ("directory", "0700", "Certificates, ACME account keys and OCSP staples."),
+    "EDGE_ADMIN_SOCKET": ("socket", "0600", "The edge's admin API. Root only: whoever can reach it controls the proxy."),
+    "ROUTER_ADMIN_SOCKET": ("socket", "0600", "The router's admin API; the hub adds and removes routes through it."),
+    "ROUTER_HTTP_SOCKET": ("socket", "0600", "The router's only listener; its only client is the edge."),
     "HUB_HOST": ("address", "", "Where the hub listens; only the proxy connects to it."),
     "HUB_PORT": ("port", "", "The hub's port on `HUB_HOST`."),
+    "UNIT_DIR": ("directory", "", "Where the installer writes its systemd units (below)."),
+    "HUB_UNIT": ("unit", "", "JupyterHub (as root: it creates Unix accounts and starts users' servers)."),
+    "EDGE_UNIT": ("unit", "", "The edge Caddy: the public HTTP/HTTPS ports and TLS."),
+    "ROUTER_UNIT": ("unit", "", "The router Caddy: the route table the hub manages."),
+    "SUDOERS_FILE": ("file", "0440", "Passwordless sudo for the admins' group (below), checked with `visudo -c` "
+                     "before it is put in place."),
+    "COMMAND_DIR": ("directory", "", "Where the installer links the commands `tljh-config` and `tljh` (in the hub "
+                    "environment)."),
+    "CACHE_DIR": ("directory", "", "Caches; `tljh uninstall` removes it."),
+    "UV_CACHE_DIR": (
+        "directory",
+        "0700",
+        "uv's package cache: reinstalls and upgrades reuse downloaded packages. Root only (uv makes its lock "
+        "files 0666).",
+    ),
+    "RATTLER_CACHE_DIR": ("directory", "0700", "py-rattler's repodata and package cache (root only)."),
     "CONDA_PREFIX": (
         "directory",
         "0755",
@@ -463,52 +508,22 @@ PATH_NOTES = {
         "0600",
         "Which requested conda packages the last installer run could not install, and why (`tljh status`).",
     ),
-    "UV_CACHE_DIR": (
-        "directory",
-        "0700",
-        "uv's package cache: reinstalls and upgrades reuse downloaded packages. Root only (uv makes its lock "
-        "files 0666).",
+    "PROFILE_SCRIPT": (
+        "file",
+        "0644",
+        "Puts the user environment's `bin/` first on PATH in login shells inside users' servers (JupyterLab "
+        "terminals; Debian's `/etc/profile` resets PATH).",
     ),
-    "RATTLER_CACHE_DIR": ("directory", "0700", "py-rattler's repodata and package cache (root only)."),
+    "UNINSTALL_BACKUP_DIR": (
+        "directory",
+        "",
+        "`tljh uninstall` saves config and state here first, as `tljh-<time>.tar.gz` (mode `0600`).",
+    ),
 }
-
-# Paths held by constants of other modules: (module, constant, kind, mode, what).
-MODULE_PATHS = [
-    ("tljh.install.installer", "PROFILE_SCRIPT", "file", "0644",
-     "Puts the user environment's `bin/` first on PATH in login shells inside users' servers (JupyterLab "
-     "terminals; Debian's `/etc/profile` resets PATH)."),
-    ("tljh.proxy.caddy_config", "EDGE_CONFIG_FILE", "file", "0600", "The edge proxy's config, generated from `config.yaml`."),
-    ("tljh.proxy.caddy_config", "ROUTER_CONFIG_FILE", "file", "0600",
-     "The router's first config; after that the router restores its own autosaved routes."),
-    ("tljh.proxy.caddy_config", "EDGE_DATA_DIR", "directory", "0700", "Certificates, ACME account keys and OCSP staples."),
-    ("tljh.proxy.caddy_config", "EDGE_ADMIN_SOCKET", "socket", "0600",
-     "The edge's admin API. Root only: whoever can reach it controls the proxy."),
-    ("tljh.proxy.caddy_config", "ROUTER_ADMIN_SOCKET", "socket", "0600",
-     "The router's admin API; the hub adds and removes routes through it."),
-    ("tljh.proxy.caddy_config", "ROUTER_HTTP_SOCKET", "socket", "0600", "The router's only listener; its only client is the edge."),
-    ("tljh.install.uninstall", "BACKUP_DIR", "directory", "",
-     "`tljh uninstall` saves config and state here first, as `tljh-<time>.tar.gz` (mode `0600`)."),
-    ("tljh.install.hub_database", "BACKUP_DIR", "directory", "0700",
-     "Before an upgrade changes the hub database's schema, the installer saves the database here as "
-     "`jupyterhub.sqlite.<date>-<time>` (mode `0600`) and prints the path."),
-]
 
 # Paths written as literals in the code: (shown as, strings the source must contain, source, kind, mode, what).
 # The source is checked at every build, so the build fails when the code changes and this page does not.
 LITERAL_PATHS = [
-    ("/usr/bin/tljh-config", ['"/usr/bin"', '"tljh-config"'], "tljh/install/installer.py", "symlink", "",
-     "The `tljh-config` command (a link into the hub environment)."),
-    ("/usr/bin/tljh", ['"/usr/bin"', '"tljh"'], "tljh/install/installer.py", "symlink", "",
-     "The `tljh` command (a link into the hub environment)."),
-    ("/opt/tljh/state/jupyterhub.sqlite", ['"jupyterhub.sqlite"', "STATE_DIR"], "tljh/jupyterhub_config.py", "file", "0600",
-     "The hub database."),
-    ("/opt/tljh/state/jupyterhub_cookie_secret", ['"jupyterhub_cookie_secret"'], "tljh/jupyterhub_config.py", "file",
-     "0600", "The hub's cookie secret."),
-    ("/opt/tljh/state/passwords.dbm", ['"passwords.dbm"'], "tljh/jupyterhub_config.py", "file", "0600",
-     "FirstUseAuthenticator's password hashes (bcrypt)."),
-    ("/opt/tljh/state/*.fingerprint", ['.fingerprint"', "STATE_DIR"], "tljh/install/installer.py", "file", "0600",
-     "What the hub, each proxy, the edge's config and the hub database check last ran with. A rerun of the "
-     "installer restarts or rechecks only what differs; deleting them makes the next rerun restart everything."),
     ("/opt/tljh/hub.previous, /opt/tljh/user.previous", ['".previous"'], "tljh/system/venvs.py", "directory", "",
      "Only while an environment that no longer runs with the system's Python (after an OS upgrade) is rebuilt: "
      "the old one, which its packages are reinstalled from. Deleted when the rebuild is complete; a rerun of an "
@@ -527,7 +542,7 @@ def _module_constants(module):
 def render_files():
     paths = _check_prefix()
     installer = _import("tljh.install.installer", "the files reference")
-    user = _import("tljh.system.users", "the files reference")
+    users = _import("tljh.system.users", "the files reference")
     systemd = _import("tljh.system.systemd", "the files reference")
 
     constants = _module_constants(paths)
@@ -542,8 +557,9 @@ def render_files():
     lines = [
         "# Files, units and services",
         "",
-        "What the installer creates on the server. Generated from `tljh.system.paths`, `tljh.proxy.caddy_config`, "
-        "`tljh.install.installer` and the unit files the installer writes; modes are the ones the installer sets.",
+        "What the installer creates on the server. Generated from `tljh.system.paths` (every path, unit and "
+        "state file has its one definition there), the installer and the unit files it writes; modes are the "
+        "ones the installer sets.",
         "",
         "## Paths",
         "",
@@ -556,12 +572,11 @@ def render_files():
 
     for name, value in constants.items():
         kind, mode, note = PATH_NOTES[name]
-        lines.append(row(value, kind, mode, note, f"tljh.system.paths.{name}"))
-    for module_name, name, kind, mode, note in MODULE_PATHS:
-        value = getattr(_import(module_name, "the files reference"), name, None)
-        if not isinstance(value, str):
-            _fail(f"{module_name}.{name} no longer exists", "Update MODULE_PATHS in docs/_ext/tljh_reference.py")
-        lines.append(row(value, kind, mode, note, f"{module_name}.{name}"))
+        if kind != "unit":
+            lines.append(row(value, kind, mode, note, f"tljh.system.paths.{name}"))
+    for command in paths.COMMANDS:
+        lines.append(row(f"{paths.COMMAND_DIR}/{command}", "symlink", "",
+                         f"The `{command}` command (a link into the hub environment).", "tljh.system.paths.COMMANDS"))
     for shown, needles, source, kind, mode, note in LITERAL_PATHS:
         text = (REPO_ROOT / source).read_text()
         missing = [needle for needle in needles if needle not in text]
@@ -569,12 +584,7 @@ def render_files():
             _fail(f"{source} no longer contains {missing} (for {shown})",
                   "Update LITERAL_PATHS in docs/_ext/tljh_reference.py")
         lines.append(row(shown, kind, mode, note, source))
-    sudoers = getattr(installer, "SUDOERS_FILE", None)
-    if not sudoers:
-        _fail("tljh.install.installer.SUDOERS_FILE is missing", "The files reference documents the sudoers drop-in")
     lines += [
-        row(sudoers, "file", "0440", f"Passwordless sudo for `{user.ADMINS_GROUP}`, checked with `visudo -c` "
-            "before it is put in place.", "tljh.install.installer.SUDOERS_FILE"),
         "",
         "## Unix users and groups",
         "",
@@ -583,11 +593,11 @@ def render_files():
         "| `jupyter-<name>` | The Unix account of hub user `<name>`, created when their server first starts, "
         "with a private home (mode `0700`). Names that would be too long for `useradd` are shortened and "
         "end with a short hash. |",
-        f"| {code(user.USERS_GROUP)} | Every hub user's account is a member. |",
-        f"| {code(user.ADMINS_GROUP)} | Hub admins' accounts; members get passwordless `sudo`. A user who "
+        f"| {code(users.USERS_GROUP)} | Every hub user's account is a member. |",
+        f"| {code(users.ADMINS_GROUP)} | Hub admins' accounts; members get passwordless `sudo`. A user who "
         "stops being admin is taken out at their next server start. |",
         "",
-        f"The admin sudoers drop-in `{sudoers}`:",
+        f"The admin sudoers drop-in `{paths.SUDOERS_FILE}`:",
         "",
         "```text",
         installer.SUDOERS.rstrip(),
@@ -595,34 +605,28 @@ def render_files():
         "",
         "## systemd units",
         "",
-        f"Written to `{systemd.UNIT_DIR}` and enabled at boot. Rerunning the installer rewrites them: put "
+        f"Written to `{paths.UNIT_DIR}` and enabled at boot. Rerunning the installer rewrites them: put "
         "local changes in a drop-in (`systemctl edit <unit>`), which upgrades keep.",
         "",
         "| Unit | Runs |",
         "|---|---|",
     ]
-    units = [("HUB_UNIT", "JupyterHub (as root: it creates Unix accounts and starts users' servers)."),
-             ("EDGE_UNIT", "The edge Caddy: the public HTTP/HTTPS ports and TLS."),
-             ("ROUTER_UNIT", "The router Caddy: the route table the hub manages.")]
-    for const, what in units:
-        unit = getattr(installer, const, None)
-        if not unit:
-            _fail(f"tljh.install.installer.{const} is missing", "The files reference lists the installer's units")
-        lines.append(f"| {code(unit)} | {what} |")
+    units = [name for name, (kind, _, _) in PATH_NOTES.items() if kind == "unit"]
+    for const in units:
+        lines.append(f"| {code(getattr(paths, const))} | {PATH_NOTES[const][2]} |")
     lines += [
         "| `jupyter-<name>.service` | Each user's server, started by the hub as a transient unit "
         "(systemdspawner). It keeps running while the hub restarts. |",
         "",
     ]
-    for const, _what in units:
-        unit = getattr(installer, const)
+    for const in units:
+        unit = getattr(paths, const)
         try:
-            template = resources.files("tljh").joinpath("systemd-units", unit).read_text()
+            content = systemd.unit_content(
+                unit, DEFAULT_PREFIX, f"{DEFAULT_PREFIX}/hub/lib/python3.X/site-packages/tljh/jupyterhub_config.py"
+            )
         except FileNotFoundError:
             _fail(f"tljh/systemd-units/{unit} does not exist", f"The installer installs {unit}; add its unit file")
-        content = template.replace("{install_prefix}", DEFAULT_PREFIX).replace(
-            "{jupyterhub_config}", f"{DEFAULT_PREFIX}/hub/lib/python3.X/site-packages/tljh/jupyterhub_config.py"
-        )
         lines += [f"### `{unit}`", "", "```ini", content.rstrip(), "```", ""]
     return "\n".join(lines)
 

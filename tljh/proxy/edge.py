@@ -1,4 +1,4 @@
-"""The edge proxy's config on disk and in the running edge.
+"""The edge proxy on this server: its config on disk and in the running edge, and HTTPS diagnostics.
 
 - :func:`write_edge_config` writes edge.json (the installer calls it before the
   first start of caddy.service).
@@ -7,14 +7,16 @@
 - :func:`reload_proxy` applies config.yaml to the running edge
   (``tljh-config reload proxy``): Caddy rolls back a config it cannot load, so on
   any failure the previous config keeps serving and edge.json is unchanged.
+- :func:`https_preflight` and :func:`missing_certificates`: what keeps (or kept) the
+  CA from issuing a certificate, said in one line each.
 """
 
 import json
 import os
 import re
-import tempfile
 
-from tljh.system import paths
+from tljh.system import files, paths, systemd
+from tljh.system.paths import EDGE_ADMIN_SOCKET, EDGE_CONFIG_FILE, ROUTER_CONFIG_FILE
 
 from . import caddy_config
 from .caddy_admin import CaddyAdmin, CaddyAdminError, CaddyNotRunning
@@ -29,11 +31,14 @@ class ProxyNotRunningError(ProxyReloadError):
 
 
 _DOMAIN = re.compile(r"^(?=.{1,253}$)(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))*$", re.I)
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 def check_edge_settings(config):
-    """Problems Caddy would only report later (or less clearly); raises ProxyReloadError."""
+    """Problems Caddy would only report later (or less clearly); raises ProxyReloadError.
+
+    Values are checked by the schema already (config.yaml is valid); these are facts of this machine (files)
+    and what Let's Encrypt accepts beyond the schema's syntax.
+    """
     https = config.get("https") or {}
     if not https.get("enabled"):
         return
@@ -49,9 +54,6 @@ def check_edge_settings(config):
         for domain in le.get("domains") or []:
             if not isinstance(domain, str) or not _DOMAIN.match(domain):
                 raise ProxyReloadError(f"https.letsencrypt.domains: {domain!r} is not a valid domain name")
-        email = le.get("email")
-        if email and not _EMAIL.match(email):
-            raise ProxyReloadError(f"https.letsencrypt.email: {email!r} is not a valid email address")
     acme = https.get("acme") or {}
     roots = acme.get("trusted_roots") or []
     for root in [roots] if isinstance(roots, str) else roots:
@@ -68,41 +70,22 @@ def build_edge_config(config, **kwargs):
         raise ProxyReloadError(str(e)) from e
 
 
-def _write_json(path, value):
-    """Atomically write a root-only (0600) JSON file; its directory is made 0700."""
-    directory = os.path.dirname(path)
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(value, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def write_edge_config(config, path=caddy_config.EDGE_CONFIG_FILE, **kwargs):
+def write_edge_config(config, path=EDGE_CONFIG_FILE, **kwargs):
     """Write edge.json for the TLJH config dict; returns the path."""
     caddy = build_edge_config(config, **kwargs)
     data_dir = caddy["storage"]["root"]
     os.makedirs(data_dir, mode=0o700, exist_ok=True)
-    return _write_json(path, caddy)
+    files.write_json(path, caddy)
+    return path
 
 
-def write_router_config(hub_url=None, base_url="/", path=caddy_config.ROUTER_CONFIG_FILE, **kwargs):
-    """Write the router's first config (skeleton only: hub catch-all, error pages)."""
-    if hub_url is None:
-        hub_url = f"http://{paths.HUB_HOST}:{paths.HUB_PORT}"
-    return _write_json(path, caddy_config.router_config(hub_url, base_url, (), **kwargs))
+def write_router_config(hub_url, base_url, path=ROUTER_CONFIG_FILE, **kwargs):
+    """Write the router's first config (skeleton only: hub catch-all, error pages); returns the path."""
+    files.write_json(path, caddy_config.router_config(hub_url, base_url, (), **kwargs))
+    return path
 
 
-def reload_proxy(config, admin_socket=caddy_config.EDGE_ADMIN_SOCKET, path=caddy_config.EDGE_CONFIG_FILE,
-                 **kwargs):
+def reload_proxy(config, admin_socket=EDGE_ADMIN_SOCKET, path=EDGE_CONFIG_FILE, **kwargs):
     """Apply the TLJH config dict to the running edge, then save it as edge.json.
 
     Raises ProxyReloadError (ProxyNotRunningError if the edge is down) with a
@@ -120,7 +103,7 @@ def reload_proxy(config, admin_socket=caddy_config.EDGE_ADMIN_SOCKET, path=caddy
         ) from e
     except CaddyAdminError as e:
         raise ProxyReloadError(f"Caddy refused the new config, previous config kept: {e}") from e
-    _write_json(path, caddy)
+    files.write_json(path, caddy)
 
 
 # ---------------------------------------------------------------- HTTPS pre-flight
@@ -194,7 +177,7 @@ def served_certificate(domain, port, host="127.0.0.1", timeout=3):
     import socket
     import ssl
 
-    from . import certificates
+    from . import certificates  # imported when needed: cryptography is slow to import
 
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
@@ -209,9 +192,7 @@ def served_certificate(domain, port, host="127.0.0.1", timeout=3):
 
 
 def _caddy_log_since(since):
-    from tljh.system import systemd
-
-    return systemd.journal_since("caddy.service", since)
+    return systemd.journal_since(paths.EDGE_UNIT, since)
 
 
 def missing_certificates(config, since, timeout, served=served_certificate, log_since=_caddy_log_since, poll=0.5):

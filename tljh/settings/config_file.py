@@ -1,27 +1,27 @@
 """Reading and writing config.yaml safely.
 
 - Round trip with ruamel.yaml: the admin's comments, key order and quoting survive every edit.
-- Writes are atomic: a temporary file in the same directory (mode 0600), fsync, rename, fsync of the
-  directory. A crash leaves either the old file or the new one, never half of one.
-- Every read-modify-write happens under an exclusive fcntl lock on a lock file next to config.yaml,
-  so concurrent `tljh-config` calls never lose an update.
+- Writes are atomic (tljh.system.files.write_atomic): a crash leaves either the old file or the new one,
+  never half of one.
+- Every read-modify-write happens under an exclusive lock on ``config.yaml.lock`` next to it, taken with
+  filelock as TLJH does: concurrent `tljh-config` calls, and TLJH tools that hold TLJH's lock, never lose
+  an update.
 - A malformed file is reported with its path, line and problem, and is never overwritten.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import io
 import os
-import tempfile
 
+import filelock
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.tokens import CommentToken
 
-from tljh.system.paths import CONFIG_FILE, LAST_GOOD_FILE
+from tljh.system.files import write_atomic
 
 
 class ConfigFileError(Exception):
@@ -102,7 +102,7 @@ def to_plain(value):
     return value
 
 
-def load_config(path) -> dict:
+def load_raw(path) -> dict:
     """config.yaml as a plain dict ({} if missing). Raises ConfigFileError naming file, line and problem."""
     return to_plain(load_document(path))
 
@@ -145,46 +145,17 @@ def dump_document(doc) -> str:
 
 
 def lock_path(path) -> str:
-    directory, name = os.path.split(os.path.abspath(path))
-    return os.path.join(directory, f".{name}.lock")
+    """TLJH's lock file name: ``<path>.lock``."""
+    return os.path.abspath(path) + ".lock"
 
 
 @contextlib.contextmanager
 def locked(path):
-    """Hold the exclusive lock that serializes every read-modify-write of `path`."""
+    """Hold the exclusive lock that serializes every read-modify-write of `path` (root-only lock file)."""
     lpath = lock_path(path)
     os.makedirs(os.path.dirname(lpath), mode=0o700, exist_ok=True)
-    fd = os.open(lpath, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with filelock.FileLock(lpath, mode=0o600):
         yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
-
-
-def write_atomic(path, text: str, mode: int = 0o600) -> None:
-    """Replace `path` with `text`: temp file in the same directory, fsync, rename, fsync the directory."""
-    path = os.path.abspath(path)
-    directory = os.path.dirname(path)
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    dfd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 def update_document(path, mutate) -> tuple[str, str]:
@@ -203,7 +174,3 @@ def update_document(path, mutate) -> tuple[str, str]:
             write_atomic(path, new)
         return old, new
 
-
-def record_last_good(config_path=CONFIG_FILE, last_good=None):
-    """Remember config_path as the configuration the hub started fine with (root-only copy)."""
-    write_atomic(last_good or LAST_GOOD_FILE, read_text(config_path), mode=0o600)

@@ -1,4 +1,7 @@
-"""The one schema of config.yaml: validation, defaults, value parsing and the docs reference.
+"""The one schema of config.yaml: validation (cross-field rules included), defaults and key lookup.
+
+Values are read from the command line by tljh.settings.values, authenticators resolved by
+tljh.settings.authenticators; the docs reference is rendered from this schema by docs/_ext/config_reference.py.
 
 `get_schema()` returns a JSON Schema (draft 2020-12) validated with the `jsonschema` library. A few extension
 keywords (all starting with ``x-tljh-``) carry what JSON Schema cannot say by itself; the validator
@@ -15,6 +18,8 @@ below implements them:
 - ``x-tljh-reload``: which component applies the key (``hub``, ``proxy`` or ``installer``); documentation and
   CLI hints.
 - ``x-tljh-list-allowed``: an unknown key below this mapping is told the allowed keys (profile overrides).
+- ``x-tljh-expect``: what a valid value looks like, for messages.
+- ``x-tljh-message``: the whole message of a cross-field rule (JSON Schema ``if``/``then``) when it fails.
 
 ``profiles`` has checks no JSON Schema keyword expresses (unique generated slugs, known environments):
 tljh.settings.profiles.check_profiles, called by `validate_config`.
@@ -25,40 +30,20 @@ Nothing here mutates module-level data: every public function returns fresh obje
 from __future__ import annotations
 
 import copy
-import difflib
 import functools
-import importlib
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import profiles
+from . import authenticators, profiles
+from .authenticators import DEFAULT_AUTHENTICATOR
 from .config_file import to_plain
 from .environments import environment_names
-
-DEFAULT_AUTHENTICATOR = "firstuseauthenticator.FirstUseAuthenticator"
-
-# Authenticators installed with the hub: (short name for auth.type, class name, docs URL).
-BUNDLED_AUTHENTICATORS = [
-    ("firstuse", "FirstUseAuthenticator", "https://github.com/jupyterhub/firstuseauthenticator"),
-    ("dummy", "DummyAuthenticator", "https://jupyterhub.readthedocs.io/en/stable/reference/api/auth.html"),
-    ("pam", "PAMAuthenticator", "https://jupyterhub.readthedocs.io/en/stable/reference/api/auth.html"),
-    ("native", "NativeAuthenticator", "https://native-authenticator.readthedocs.io"),
-    ("github", "GitHubOAuthenticator", "https://oauthenticator.readthedocs.io"),
-    ("google", "GoogleOAuthenticator", "https://oauthenticator.readthedocs.io"),
-    ("generic-oauth", "GenericOAuthenticator", "https://oauthenticator.readthedocs.io"),
-    ("ldap", "LDAPAuthenticator", "https://github.com/jupyterhub/ldapauthenticator"),
-    ("tmp", "TmpAuthenticator", "https://github.com/jupyterhub/tmpauthenticator"),
-]
-# Base classes whose traits may be set too (auth.Authenticator.*, auth.OAuthenticator.*, ...).
-BASE_AUTHENTICATORS = {
-    "Authenticator": "jupyterhub.auth:Authenticator",
-    "LocalAuthenticator": "jupyterhub.auth:LocalAuthenticator",
-    "OAuthenticator": "oauthenticator.oauth2:OAuthenticator",
-}
+from .errors import ConfigError, UnknownKeyError, ValueParseError, did_you_mean
+from .values import describe_duration, describe_memory, normalize_base_url, normalize_memory
 
 MASK = "********"
+LETSENCRYPT_EMAIL_REQUIRED = "https.letsencrypt.email is required for Let's Encrypt certificates"
 _SECRET_NAME = re.compile(r"(^|_)(secret|password|passwd|token|api_key|apikey)$", re.IGNORECASE)
 
 _IDENT = "^(?!type$)[A-Za-z_][A-Za-z0-9_]*$"  # auth.<Class>: any identifier except "type"
@@ -157,6 +142,27 @@ def _https_section() -> dict:
                     },
                 },
             },
+        },
+        # Cross-field rule: an ACME account at Let's Encrypt needs a contact email (another CA, in
+        # https.acme.directory, may not). Only when HTTPS is on, with domains and no own certificate: the
+        # order TLJH's docs set these keys in (enabled, email, domains) is accepted at every step.
+        "if": {
+            "properties": {
+                "enabled": {"const": True},
+                "letsencrypt": {"properties": {"domains": {"minItems": 1}}, "required": ["domains"]},
+                "tls": {"properties": {"cert": {"maxLength": 0}, "key": {"maxLength": 0}}},
+                "acme": {"properties": {"directory": {"maxLength": 0}}},
+            },
+            "required": ["enabled", "letsencrypt"],
+        },
+        "then": {
+            "properties": {
+                "letsencrypt": {
+                    "required": ["email"],
+                    "properties": {"email": {"minLength": 1, "x-tljh-message": LETSENCRYPT_EMAIL_REQUIRED}},
+                    "x-tljh-message": LETSENCRYPT_EMAIL_REQUIRED,
+                }
+            }
         },
     }
 
@@ -411,365 +417,6 @@ def get_schema() -> dict:
 
 
 # --------------------------------------------------------------------------------------------
-# Errors
-
-
-class ConfigError(Exception):
-    """A refusal: the message is one line meant for the admin."""
-
-
-class UnknownKeyError(ConfigError):
-    pass
-
-
-class ValueParseError(ConfigError):
-    pass
-
-
-def did_you_mean(word: str, candidates) -> str:
-    """' (did you mean X?)' or ''."""
-    matches = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
-    if not matches:
-        lowered = {c.lower(): c for c in candidates}
-        if word.lower() in lowered:
-            matches = [lowered[word.lower()]]
-    return f" (did you mean {matches[0]}?)" if matches else ""
-
-
-# --------------------------------------------------------------------------------------------
-# Person-friendly values
-
-_MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:([KMGT])(?:I?B)?)?\s*$", re.IGNORECASE)
-_MEMORY_UNITS = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
-_DURATION_RE = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$", re.IGNORECASE)
-_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def _num_str(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else repr(float(x))
-
-
-def normalize_memory(value) -> str | None:
-    """'4g' -> '4G', '4096' / 4096 -> '4096M' (a bare number means megabytes), None -> None.
-
-    Raises ValueParseError for anything else. Units are binary, like JupyterHub's: 1G = 1024M.
-    """
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise ValueParseError(f"expected a memory size like 4G or 512M, got {value!r}")
-    if isinstance(value, (int, float)):
-        number, unit = float(value), "M"
-    else:
-        m = _MEMORY_RE.match(str(value))
-        if not m:
-            raise ValueParseError(f"expected a memory size like 4G, 512M or 4096 (megabytes), got {value!r}")
-        number, unit = float(m.group(1)), (m.group(2) or "M").upper()
-    if number <= 0:
-        raise ValueParseError("memory limit must be more than 0 (use none for no limit)")
-    return f"{_num_str(number)}{unit}"
-
-
-def memory_to_bytes(value) -> int | None:
-    """A memory size as config.yaml holds it -> bytes (None stays None)."""
-    norm = normalize_memory(value)
-    if norm is None:
-        return None
-    return int(float(norm[:-1]) * _MEMORY_UNITS[norm[-1]])
-
-
-def describe_memory(value) -> str:
-    norm = normalize_memory(value)
-    if norm is None:
-        return "no limit"
-    nbytes = memory_to_bytes(norm)
-    if nbytes >= 1024**3:
-        return f"{nbytes / 1024**3:.1f} GiB"
-    return f"{nbytes / 1024**2:.0f} MiB"
-
-
-def parse_duration(value) -> int:
-    if isinstance(value, bool):
-        raise ValueParseError(f"expected seconds (or 10m, 1h), got {value!r}")
-    if isinstance(value, int):
-        return value
-    m = _DURATION_RE.match(str(value))
-    if not m:
-        raise ValueParseError(f"expected a whole number of seconds (or 90s, 10m, 1h, 1d), got {value!r}")
-    return int(m.group(1)) * _DURATION_UNITS[m.group(2).lower()]
-
-
-def describe_duration(seconds: int) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds and seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
-
-
-_TRUE = {"true", "yes", "on", "1", "y"}
-_FALSE = {"false", "no", "off", "0", "n"}
-_NONE = {"none", "null", "~"}
-
-
-def parse_bool(raw: str) -> bool:
-    low = raw.strip().lower()
-    if low in _TRUE:
-        return True
-    if low in _FALSE:
-        return False
-    raise ValueParseError(f"expected true or false (or yes/no), got {raw!r}")
-
-
-def _unquote(raw: str) -> str | None:
-    if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\"":
-        return raw[1:-1]
-    return None
-
-
-def _parse_list(raw: str) -> list:
-    text = raw.strip()
-    if text.startswith("["):
-        try:
-            value = json.loads(text)
-        except ValueError:
-            from ruamel.yaml import YAML
-
-            try:
-                value = YAML(typ="safe", pure=True).load(text)
-            except Exception as e:  # noqa: BLE001 - any YAML problem is the admin's input
-                raise ValueParseError(f"expected a list like [a, b], got {raw!r} ({e.__class__.__name__})") from None
-        if not isinstance(value, list):
-            raise ValueParseError(f"expected a list like [a, b], got {raw!r}")
-        return value
-    if text == "":
-        return []
-    return [part.strip() for part in text.split(",") if part.strip()]
-
-
-def _type_words(types) -> str:
-    words = {
-        "string": "a string",
-        "integer": "a whole number",
-        "number": "a number",
-        "boolean": "true or false",
-        "array": "a list",
-        "object": "a mapping",
-        "null": "none",
-    }
-    if isinstance(types, str):
-        types = [types]
-    return " or ".join(words.get(t, t) for t in types)
-
-
-def parse_scalar(node: dict, raw: str):
-    """Parse a command-line string into a value of the type `node` (a schema leaf) declares."""
-    literal = _unquote(raw)
-    types = node.get("type", "string")
-    types = [types] if isinstance(types, str) else list(types)
-    if raw.strip().lower() in _NONE and literal is None:
-        if "null" in types:
-            return None
-        raise ValueParseError("cannot be none (use `tljh-config unset` to go back to the default)")
-    if node.get("x-tljh-memory"):
-        return normalize_memory(literal if literal is not None else raw)
-    if node.get("x-tljh-duration"):
-        return parse_duration(raw)
-    if "array" in types:
-        items = node.get("items", {"type": "string"})
-        return [parse_scalar(items, str(v)) if not isinstance(v, (int, float, bool)) else v for v in _parse_list(raw)]
-    if literal is not None and "string" in types:
-        return literal
-    if "boolean" in types:
-        return parse_bool(raw)
-    if "integer" in types:
-        try:
-            return int(raw.strip())
-        except ValueError:
-            raise ValueParseError(f"expected a whole number, got {raw!r}") from None
-    if "number" in types:
-        try:
-            number = float(raw.strip())
-        except ValueError:
-            raise ValueParseError(f"expected a number, got {raw!r}") from None
-        return int(number) if number.is_integer() and "." not in raw else number
-    return raw
-
-
-# --------------------------------------------------------------------------------------------
-# Authenticators and their traits
-
-
-@functools.lru_cache(maxsize=None)
-def _authenticator_entry_points() -> dict:
-    """{entry-point name: 'module:Class'} for the jupyterhub.authenticators group."""
-    from importlib.metadata import entry_points
-
-    return {ep.name: ep.value for ep in entry_points(group="jupyterhub.authenticators")}
-
-
-def _known_class_paths() -> dict:
-    """{class name: 'module:Class'} for every installed authenticator and the base classes."""
-    paths = dict(BASE_AUTHENTICATORS)
-    for value in _authenticator_entry_points().values():
-        paths.setdefault(value.split(":")[-1], value)
-    return paths
-
-
-def _split(path: str):
-    if ":" in path:
-        module, name = path.split(":", 1)
-    else:
-        module, _, name = path.rpartition(".")
-    return module, None, name
-
-
-@functools.lru_cache(maxsize=None)
-def resolve_authenticator(name: str):
-    """auth.type value -> Authenticator subclass. Raises ConfigError (one line) when it would not load."""
-    from jupyterhub.auth import Authenticator
-
-    eps = _authenticator_entry_points()
-    if name in eps:
-        path = eps[name]
-    elif "." in name or ":" in name:
-        path = name
-    else:
-        raise ConfigError(
-            f"unknown authenticator {name!r}{did_you_mean(name, eps)}; use a short name "
-            f"({', '.join(n for n, _, _ in BUNDLED_AUTHENTICATORS)}) or a dotted class name"
-        )
-    module, _, cls_name = _split(path)
-    if not module:
-        raise ConfigError(f"{name!r} is not a module.Class name")
-    try:
-        mod = importlib.import_module(module)
-    except Exception as e:  # noqa: BLE001 - report any import failure as a refusal
-        raise ConfigError(f"cannot import authenticator module {module!r}: {e.__class__.__name__}: {e}") from None
-    cls = getattr(mod, cls_name, None)
-    if cls is None:
-        names = [n for n in dir(mod) if n.endswith("Authenticator")]
-        raise ConfigError(f"module {module!r} has no class {cls_name!r}{did_you_mean(cls_name, names)}")
-    if not (isinstance(cls, type) and issubclass(cls, Authenticator)):
-        raise ConfigError(f"{name!r} is not a JupyterHub Authenticator class")
-    return cls
-
-
-def authenticator_class_names() -> list[str]:
-    return sorted(_known_class_paths())
-
-
-def _class_for_section(class_name: str, auth_type: str | None):
-    """The class configured by auth.<class_name>; ConfigError if it is not a known authenticator."""
-    if auth_type:
-        try:
-            cls = resolve_authenticator(auth_type)
-        except ConfigError:
-            cls = None
-        if cls is not None:
-            for klass in cls.__mro__:
-                if klass.__name__ == class_name:
-                    return klass
-    paths = _known_class_paths()
-    if class_name not in paths:
-        raise UnknownKeyError(
-            f"unknown key auth.{class_name}{did_you_mean(class_name, ['type', *paths])}: "
-            "auth.<Class> must name an authenticator class"
-        )
-    module, _, name = _split(paths[class_name])
-    try:
-        return getattr(importlib.import_module(module), name)
-    except Exception as e:  # noqa: BLE001
-        raise ConfigError(f"cannot import {paths[class_name]}: {e.__class__.__name__}: {e}") from None
-
-
-def config_traits(cls) -> dict:
-    return cls.class_traits(config=True)
-
-
-def _trait_or_error(cls, class_name: str, trait_name: str):
-    traits = config_traits(cls)
-    if trait_name not in traits:
-        all_traits = cls.class_traits()
-        if trait_name in all_traits:
-            raise UnknownKeyError(f"auth.{class_name}.{trait_name} is not configurable (not a config=True trait)")
-        raise UnknownKeyError(
-            f"unknown key auth.{class_name}.{trait_name}{did_you_mean(trait_name, traits)}: "
-            f"{class_name} has no such setting"
-        )
-    return traits[trait_name]
-
-
-def _validation_dummy(cls):
-    """An instance good enough for trait validation, without running the class's __init__."""
-    obj = cls.__new__(cls)
-    obj._cross_validation_lock = True  # type checks only; no cross-validators with side effects
-    return obj
-
-
-def check_trait_value(cls, class_name: str, trait_name: str, value):
-    """Validate `value` with the real trait. Returns nothing; raises ConfigError (one line)."""
-    from traitlets import TraitError
-
-    trait = _trait_or_error(cls, class_name, trait_name)
-    if value is None:
-        return  # None means "not set": the class default applies (TLJH does the same)
-    try:
-        trait._validate(_validation_dummy(cls), _to_trait_input(trait, value))
-    except TraitError as e:
-        first = " ".join(str(e).split())
-        raise ConfigError(
-            f"auth.{class_name}.{trait_name}: expected {trait.info()}, got {value!r} ({first[:200]})"
-        ) from None
-
-
-def _to_trait_input(trait, value):
-    from traitlets import Set, Tuple
-
-    if isinstance(trait, (Set, Tuple)) and isinstance(value, list):
-        return set(value) if isinstance(trait, Set) else tuple(value)
-    return value
-
-
-def parse_trait_value(cls, class_name: str, trait_name: str, raw: str):
-    """Parse a command-line string for auth.<Class>.<trait> by the trait's type."""
-    from traitlets import Bool, CFloat, CInt, Container, Dict, Float, Integer, Unicode
-
-    trait = _trait_or_error(cls, class_name, trait_name)
-    literal = _unquote(raw)
-    if literal is not None:
-        return literal
-    if raw.strip().lower() in _NONE:
-        return None
-    if isinstance(trait, Bool):
-        return parse_bool(raw)
-    if isinstance(trait, (Integer, CInt)):
-        return parse_scalar({"type": "integer"}, raw)
-    if isinstance(trait, (Float, CFloat)):
-        return parse_scalar({"type": "number"}, raw)
-    if isinstance(trait, Container):
-        return _parse_list(raw)
-    if isinstance(trait, Dict):
-        from ruamel.yaml import YAML
-
-        try:
-            value = YAML(typ="safe", pure=True).load(raw)
-        except Exception:  # noqa: BLE001
-            value = None
-        if not isinstance(value, dict):
-            raise ValueParseError(f"expected a mapping like {{key: value}}, got {raw!r}")
-        return value
-    if isinstance(trait, Unicode):
-        return raw
-    # Union, Any, Callable ...: read it as YAML so numbers and booleans get their type.
-    from ruamel.yaml import YAML
-
-    try:
-        return YAML(typ="safe", pure=True).load(raw)
-    except Exception:  # noqa: BLE001
-        return raw
-
-
-# --------------------------------------------------------------------------------------------
 # Validation
 
 
@@ -794,7 +441,7 @@ def _ext_ip_address(validator, enabled, instance, schema):
 def _ext_authenticator_class(validator, enabled, instance, schema):
     if enabled and isinstance(instance, str):
         try:
-            resolve_authenticator(instance)
+            authenticators.resolve_authenticator(instance)
         except ConfigError as e:
             yield _validation_error(str(e))
 
@@ -831,6 +478,21 @@ class Problem:
         return f"{self.key}: {self.message}" if self.key else self.message
 
 
+def _type_words(types) -> str:
+    words = {
+        "string": "a string",
+        "integer": "a whole number",
+        "number": "a number",
+        "boolean": "true or false",
+        "array": "a list",
+        "object": "a mapping",
+        "null": "none",
+    }
+    if isinstance(types, str):
+        types = [types]
+    return " or ".join(words.get(t, t) for t in types)
+
+
 def _key_of(path) -> str:
     key = ""
     for p in path:
@@ -861,6 +523,8 @@ def _message(error, schema: dict) -> Problem:
     key = _key_of(path)
     node = _node_at(schema, path)
     v = error.validator
+    if error.schema.get("x-tljh-message"):  # a cross-field rule says what is wrong as a whole
+        return Problem("", error.schema["x-tljh-message"])
     if v == "additionalProperties":
         parent = node.get("properties", {})
         extra = [k for k in error.instance if k not in parent] if isinstance(error.instance, dict) else []
@@ -908,7 +572,7 @@ def _validate_auth(config: dict) -> list[Problem]:
         if class_name == "type":
             continue
         try:
-            cls = _class_for_section(str(class_name), auth_type)
+            cls = authenticators.class_for_section(str(class_name), auth_type)
         except ConfigError as e:
             problems.append(Problem(f"auth.{class_name}", str(e), unknown_key=isinstance(e, UnknownKeyError)))
             continue
@@ -916,7 +580,7 @@ def _validate_auth(config: dict) -> list[Problem]:
             continue  # reported by the schema ("expected a mapping")
         for trait_name, value in section.items():
             try:
-                check_trait_value(cls, class_name, str(trait_name), value)
+                authenticators.check_trait_value(cls, class_name, str(trait_name), value)
             except ConfigError as e:
                 problems.append(Problem("", str(e), unknown_key=isinstance(e, UnknownKeyError)))
     return problems
@@ -983,17 +647,17 @@ def _fill_defaults(node: dict, value):
 
 
 def effective_config(config: dict | None) -> dict:
-    """The configuration the hub runs with: `config` (raw, from config.yaml) with every default filled in.
+    """The configuration the hub runs with: `config` (raw, from config.yaml) with every default filled in and
+    values in the one form every consumer reads (``base_url`` starts and ends with "/").
 
     Returns a new plain dict; `config` is not modified. Ignored sections (traefik_api) are dropped.
+    To read config.yaml, use tljh.settings.effective.load_settings(), which adds the derived values.
     """
     result = _fill_defaults(_build_schema(), to_plain(config or {}))
     result["profiles"] = profiles.effective_profiles(result.get("profiles"))
+    if isinstance(result.get("base_url"), str):
+        result["base_url"] = normalize_base_url(result["base_url"])
     return result
-
-
-def defaults() -> dict:
-    return effective_config({})
 
 
 # --------------------------------------------------------------------------------------------
@@ -1016,7 +680,7 @@ class KeyInfo:
         if self.kind == "trait":
             from traitlets import Container
 
-            return isinstance(config_traits(self.auth_class)[self.parts[-1]], Container)
+            return isinstance(authenticators.config_traits(self.auth_class)[self.parts[-1]], Container)
         types = self.node.get("type")
         return types == "array" or (isinstance(types, list) and "array" in types)
 
@@ -1037,12 +701,12 @@ def lookup_key(key: str, auth_type: str | None = None) -> KeyInfo:
             return KeyInfo(key, parts, node.get("properties", {}).get(part, {}), "ignored", reload=reload)
         props = node.get("properties", {})
         if i == 1 and parts[0] == "auth" and part != "type":
-            cls = _class_for_section(part, auth_type)
+            cls = authenticators.class_for_section(part, auth_type)
             if len(parts) == 2:
                 return KeyInfo(key, parts, {"type": "object"}, "section", reload=reload)
             if len(parts) > 3:
                 raise UnknownKeyError(f"unknown key {key}: authenticator settings are auth.<Class>.<trait>")
-            _trait_or_error(cls, part, parts[2])
+            authenticators.trait_or_error(cls, part, parts[2])
             named = props.get(part, {}).get("properties", {}).get(parts[2], {})
             return KeyInfo(key, parts, named, "trait", auth_class=cls, reload=reload)
         if part in props:
@@ -1127,7 +791,7 @@ def describe_value(key: str, value) -> str:
         return f"{key} = {value} ({describe_duration(value)})" if value >= 60 else f"{key} = {value} (seconds)"
     if key == "auth.type" and isinstance(value, str):
         try:
-            cls = resolve_authenticator(value)
+            cls = authenticators.resolve_authenticator(value)
             full = f"{cls.__module__}.{cls.__name__}"
             return f"{key} = {value}" + (f" ({full})" if full != value else "")
         except ConfigError:
@@ -1141,186 +805,3 @@ def describe_value(key: str, value) -> str:
     if isinstance(value, str) and is_secret_name(key.rsplit(".", 1)[-1]) and value:
         return f"{key} = {MASK}"
     return f"{key} = {value}"
-
-
-# --------------------------------------------------------------------------------------------
-# Docs reference
-
-
-def _fmt_default(node: dict) -> str:
-    if "default" not in node:
-        return ""
-    d = node["default"]
-    if d is None:
-        return "`none`"
-    if isinstance(d, bool):
-        return "`true`" if d else "`false`"
-    if d == "":
-        return '`""`'
-    return f"`{json.dumps(d)}`" if not isinstance(d, str) else f"`{d}`"
-
-
-def _fmt_type(node: dict) -> str:
-    if node.get("x-tljh-memory"):
-        return "memory size"
-    if node.get("x-tljh-duration"):
-        return "seconds"
-    if "enum" in node:
-        return " \\| ".join(f"`{e}`" for e in node["enum"])
-    t = node.get("type", "")
-    if isinstance(t, list):
-        return " or ".join("none" if x == "null" else x for x in t)
-    if t == "array":
-        return f"list of {node.get('items', {}).get('type', 'string')}"
-    if t == "object" and isinstance(node.get("additionalProperties"), dict):
-        return "mapping of lists"
-    return t
-
-
-def render_reference(include_authenticator_traits: bool = False) -> str:
-    """A Markdown (MyST) reference of every config.yaml key, generated from the schema."""
-    schema = _build_schema()
-    lines = [
-        "# Configuration reference",
-        "",
-        "Generated from `tljh/schema.py`; every key is set with `sudo tljh-config set KEY VALUE`",
-        "and applied with `sudo tljh-config reload` (hub) or `sudo tljh-config reload proxy` (http, https).",
-        "",
-        "Values are read the way a person means them: memory sizes `4G`, `512M` (binary units, "
-        "`1G` = `1024M`; a bare number such as `4096` means megabytes); durations in seconds or "
-        "`90s`, `10m`, `1h`, `1d`; booleans `true`/`false`/`yes`/`no`; lists `a,b` or `[a, b]`; "
-        "`none` clears a value that may be empty.",
-        "",
-    ]
-
-    def section(node, prefix, depth):
-        rows = []
-        subsections = []
-        for name, sub in node.get("properties", {}).items():
-            key = f"{prefix}{name}"
-            if sub.get("type") == "object" and "properties" in sub and not sub.get("x-tljh-authenticator-traits"):
-                subsections.append((key, sub))
-            elif sub.get("x-tljh-authenticator-traits"):
-                for t, tnode in sub.get("properties", {}).items():
-                    rows.append((f"{key}.{t}", tnode))
-            elif sub.get("type") == "object" and isinstance(sub.get("additionalProperties"), dict):
-                rows.append(
-                    (
-                        f"{key}.<group>",
-                        {**sub, "type": "array", "items": sub["additionalProperties"]["items"], "default": []},
-                    )
-                )
-            else:
-                rows.append((key, sub))
-        if rows:
-            lines.append("| Key | Type | Default | Description |")
-            lines.append("|-----|------|---------|-------------|")
-            for key, sub in rows:
-                desc = sub.get("description", "").replace("|", "\\|")
-                lines.append(f"| `{key}` | {_fmt_type(sub)} | {_fmt_default(sub)} | {desc} |")
-            lines.append("")
-        for key, sub in subsections:
-            lines.append(f"{'#' * min(depth + 1, 6)} `{key}`")
-            lines.append("")
-            if sub.get("description"):
-                lines.append(sub["description"])
-                lines.append("")
-            if sub.get("x-tljh-ignored"):
-                lines.append(f"Ignored: {sub['x-tljh-ignored']}.")
-                lines.append("")
-            if sub.get("x-tljh-reload") == "proxy":
-                lines.append("Applied with `sudo tljh-config reload proxy`.")
-                lines.append("")
-            if sub.get("x-tljh-reload") == "installer":
-                lines.append(
-                    "Applied by the next installer run: `sudo /opt/tljh/hub/bin/python -m tljh.installer` "
-                    "(or the bootstrap command again)."
-                )
-                lines.append("")
-            section(sub, key + ".", depth + 1)
-            if key == "auth":
-                lines.append(
-                    "`auth.<Class>.<trait>` sets any configurable trait of an authenticator class "
-                    "(`c.<Class>.<trait>` in JupyterHub); the trait must exist and the value is checked "
-                    "by the trait itself. Bundled authenticators:"
-                )
-                lines.append("")
-                lines.append("| `auth.type` short name | Class (`auth.<Class>.*`) | Documentation |")
-                lines.append("|---|---|---|")
-                for short, cls, url in BUNDLED_AUTHENTICATORS:
-                    lines.append(f"| `{short}` | `{cls}` | {url} |")
-                lines.append("")
-
-    section(schema, "", 1)
-    lines.extend(_profile_keys(schema["properties"]["profiles"]))
-    if include_authenticator_traits:
-        lines.append(render_authenticator_reference())
-    return "\n".join(lines).rstrip() + "\n"
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|")
-
-
-def _profile_keys(node: dict) -> list[str]:
-    """The keys inside one entry of `profiles` (KubeSpawner's profile_list), as rows under their paths."""
-    rows = []
-
-    def walk(node, path):
-        for name, sub in node.get("properties", {}).items():
-            if name == "kubespawner_override":
-                continue  # the same as spawner_override, said in its description
-            key = f"{path}.{name}"
-            if name == "spawner_override":
-                rows.append((key, {"type": "mapping", "description": sub["description"]}))
-                continue
-            rows.append((key, sub))
-            if "properties" in sub:
-                walk(sub, key)
-            elif isinstance(sub.get("additionalProperties"), dict):
-                inner = "<option>" if name == "profile_options" else "<choice>"
-                walk(sub["additionalProperties"], f"{key}.{inner}")
-
-    walk(node["items"], "profiles[]")
-    out = ["### Keys of a profile", "",
-           "Each entry of `profiles` (KubeSpawner's `profile_list` format; see the how-to on profiles):", "",
-           "| Key | Type | Description |", "|-----|------|-------------|"]
-    kinds = {"profile_options": "mapping of options", "choices": "mapping of choices", "unlisted_choice": "mapping"}
-    for key, sub in rows:
-        kind = kinds.get(key.rsplit(".", 1)[-1], _fmt_type(sub))
-        out.append(f"| `{key}` | {kind} | {_cell(sub.get('description', ''))} |")
-    out += ["", "### Override keys", "",
-            "What `spawner_override` (or `kubespawner_override`) may set, in a profile, a choice or an unlisted "
-            "choice; other keys are refused with this list:", "",
-            "| Key | Type | Description |", "|-----|------|-------------|"]
-    for key, sub in node["items"]["properties"]["spawner_override"]["properties"].items():
-        kind = "mapping of strings" if key == "environment" else _fmt_type(sub)
-        out.append(f"| `{key}` | {kind} | {_cell(sub['description'])} |")
-    return out + [""]
-
-
-def render_authenticator_reference() -> str:
-    """Markdown tables of the configurable traits of each bundled authenticator (imports them)."""
-    lines = ["## Authenticator settings", ""]
-    eps = _authenticator_entry_points()
-    for short, cls_name, _url in BUNDLED_AUTHENTICATORS:
-        cls = resolve_authenticator(short) if short in eps else None
-        if cls is None:
-            continue
-        lines.append(f"### `auth.{cls_name}`")
-        lines.append("")
-        lines.append("| Trait | Type | Default | Help |")
-        lines.append("|---|---|---|---|")
-        for name, trait in sorted(config_traits(cls).items()):
-            if name not in cls.__dict__ and not any(
-                name in k.__dict__
-                for k in cls.__mro__
-                if k.__name__ not in ("Authenticator", "LocalAuthenticator")
-                and k.__module__.split(".")[0] != "traitlets"
-            ):
-                continue
-            help_line = " ".join((trait.help or "").split())[:160].replace("|", "\\|")
-            default = trait.default_value_repr() if hasattr(trait, "default_value_repr") else ""
-            lines.append(f"| `{name}` | {trait.__class__.__name__} | `{default}` | {help_line} |")
-        lines.append("")
-    return "\n".join(lines)

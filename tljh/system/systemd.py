@@ -1,30 +1,32 @@
-"""systemd primitives for the installer: unit files and systemctl."""
+"""systemd primitives: the one wrapper around systemctl and journalctl, and the units the installer writes.
+
+Everything in tljh that asks systemd something or tells it to do something comes through here.
+"""
+
+from __future__ import annotations
 
 import os
 import subprocess
+from importlib import resources
 
-UNIT_DIR = "/etc/systemd/system"
+from . import files
+from .paths import INSTALL_PREFIX, UNIT_DIR
+
+# A systemctl call that takes longer than this is stuck (a unit's own start/stop timeouts are shorter).
+SYSTEMCTL_TIMEOUT = 120
 
 
-def write_unit(name, content, unit_dir=UNIT_DIR):
-    """Install unit file ``name`` atomically. Returns True if its content changed."""
-    path = os.path.join(unit_dir, name)
+def systemctl(*args, check=True, timeout=SYSTEMCTL_TIMEOUT):
+    """Run ``systemctl ARGS``; a CompletedProcess (text). ``check``: raise CalledProcessError on failure.
+
+    With ``check=False`` it never raises: a missing or stuck systemctl is returned as exit status 127.
+    """
     try:
-        with open(path) as f:
-            if f.read() == content:
-                return False
-    except FileNotFoundError:
-        pass
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(content)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-    return True
-
-
-def systemctl(*args, check=True):
-    return subprocess.run(["systemctl", *args], check=check, capture_output=True, text=True)
+        return subprocess.run(["systemctl", *args], check=check, capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        if check:
+            raise
+        return subprocess.CompletedProcess(["systemctl", *args], 127, "", str(e))
 
 
 def daemon_reload():
@@ -33,6 +35,11 @@ def daemon_reload():
 
 def enable(unit):
     systemctl("enable", unit)
+
+
+def disable(unit):
+    """Disable ``unit`` if it is enabled; never raises."""
+    return systemctl("disable", unit, check=False)
 
 
 def needs_daemon_reload(unit):
@@ -44,16 +51,38 @@ def is_active(unit):
     return systemctl("is-active", "--quiet", unit, check=False).returncode == 0
 
 
-def restart(unit):
-    systemctl("restart", unit)
+def state(unit):
+    """systemd's word for the unit's state: active, activating, failed, inactive, ... ('' if unknown)."""
+    return systemctl("is-active", unit, check=False).stdout.strip()
 
 
-def start(unit):
-    systemctl("start", unit)
+def restart(unit, check=True):
+    return systemctl("restart", unit, check=check)
 
 
-def stop(unit):
-    systemctl("stop", unit)
+def stop(unit, check=True):
+    return systemctl("stop", unit, check=check)
+
+
+def list_units(pattern):
+    """Names of the service units matching ``pattern`` (loaded, in any state)."""
+    result = systemctl(
+        "list-units", "--type=service", "--all", "--plain", "--no-legend", "--no-pager", pattern, check=False
+    )
+    return [line.split()[0] for line in result.stdout.splitlines() if line.strip()]
+
+
+async def properties(unit, *names):
+    """{name: value} of systemd properties of ``unit``, without blocking the event loop (for the hub)."""
+    import asyncio  # only the hub process needs it
+
+    proc = await asyncio.create_subprocess_exec(
+        "systemctl", "show", "--property=" + ",".join(names), unit,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )
+    out, _ = await proc.communicate()
+    values = dict(line.partition("=")[::2] for line in out.decode().splitlines() if "=" in line)
+    return {name: values.get(name, "") for name in names}
 
 
 def _journal(unit, *selection, timeout=None):
@@ -71,9 +100,29 @@ def journal_tail(unit, lines=20):
     return _journal(unit, "--lines", str(lines)).strip()
 
 
-def journal_since(unit, since):
-    """What ``unit`` logged since ``since`` (a time.time()); empty if the journal cannot be read."""
+def journal_since(unit, since, lines=None):
+    """What ``unit`` logged since ``since`` (a time.time()), the last ``lines`` of it if given; empty if the
+    journal cannot be read."""
+    selection = ["--since", f"@{int(since)}"] + (["--lines", str(lines)] if lines else [])
     try:
-        return _journal(unit, "--since", f"@{int(since)}", timeout=15)
+        return _journal(unit, *selection, timeout=15)
     except (OSError, subprocess.SubprocessError):
         return ""
+
+
+def unit_content(unit, prefix=INSTALL_PREFIX, jupyterhub_config=None):
+    """The unit file the installer writes for ``unit``: tljh/systemd-units/<unit> with the install prefix and
+    the path of the hub's configuration file filled in."""
+    template = resources.files("tljh").joinpath("systemd-units", unit).read_text()
+    if jupyterhub_config is None:
+        jupyterhub_config = str(resources.files("tljh").joinpath("jupyterhub_config.py"))
+    return template.replace("{install_prefix}", prefix).replace("{jupyterhub_config}", jupyterhub_config)
+
+
+def write_unit(name, content, unit_dir=UNIT_DIR):
+    """Install unit file ``name`` atomically. Returns True if its content changed."""
+    path = os.path.join(unit_dir, name)
+    if files.read_bytes(path) == content.encode():
+        return False
+    files.write_atomic(path, content, mode=0o644)
+    return True
