@@ -23,6 +23,7 @@ LAYERS = {
     "hub": 3,
     "install": 4,
     "cli": 5,
+    "loadtest": 5,  # the `tljh loadtest` verb: a client of the installed hub, beside the CLI
     "jupyterhub_config": 6,
     **{face: 7 for face in FACES},
 }

@@ -519,6 +519,13 @@ PATH_NOTES = {
         "",
         "`tljh uninstall` saves config and state here first, as `tljh-<time>.tar.gz` (mode `0600`).",
     ),
+    "USER_SERVER_UNITS": (
+        "unit pattern",
+        "",
+        "Each user's server, started by the hub as a transient unit (systemdspawner), named after the Unix "
+        "account. It keeps running while the hub restarts; `tljh status` and `tljh loadtest` measure "
+        "servers' memory and CPU by these units.",
+    ),
 }
 
 # Paths written as literals in the code: (shown as, strings the source must contain, source, kind, mode, what).
@@ -572,7 +579,7 @@ def render_files():
 
     for name, value in constants.items():
         kind, mode, note = PATH_NOTES[name]
-        if kind != "unit":
+        if kind not in ("unit", "unit pattern"):
             lines.append(row(value, kind, mode, note, f"tljh.system.paths.{name}"))
     for command in paths.COMMANDS:
         lines.append(row(f"{paths.COMMAND_DIR}/{command}", "symlink", "",
@@ -615,8 +622,7 @@ def render_files():
     for const in units:
         lines.append(f"| {code(getattr(paths, const))} | {PATH_NOTES[const][2]} |")
     lines += [
-        "| `jupyter-<name>.service` | Each user's server, started by the hub as a transient unit "
-        "(systemdspawner). It keeps running while the hub restarts. |",
+        f"| {code(paths.USER_SERVER_UNITS)} | {PATH_NOTES['USER_SERVER_UNITS'][2]} |",
         "",
     ]
     for const in units:

@@ -22,6 +22,17 @@ def build_parser():
         help="show whether the hub and proxy run, the config's state and the served certificates",
         description="Exit code 0 when the config is valid and the hub, the router and the edge proxy all answer.",
     )
+    loadtest = verbs.add_parser(
+        "loadtest",
+        help="simulated people log in, start servers, run code and stop, all at once or spread out; report the numbers",
+        description="Simulated people use this hub the way a class does (login form, profile picker, JupyterLab, "
+        "a kernel over its websocket, stop), and the hub's latencies, memory and CPU are reported, with a JSON "
+        "report and a PNG timeline. For test hubs: it refuses a hub with real users unless --allow-real-users. "
+        "Exit code 0 when every person got through every phase.",
+    )
+    from tljh.loadtest.run import add_arguments
+
+    add_arguments(loadtest)
     return parser
 
 
@@ -36,6 +47,10 @@ def main(argv=None):
         lines, healthy = report()
         print("\n".join(lines))
         return 0 if healthy else 1
+    if args.verb == "loadtest":
+        from tljh.loadtest.run import main as loadtest
+
+        return loadtest(args)
     if args.verb == "uninstall":
         from tljh.install.uninstall import uninstall
 

@@ -61,6 +61,11 @@ UNIT_DIR = "/etc/systemd/system"
 HUB_UNIT = "jupyterhub.service"
 EDGE_UNIT = "caddy.service"
 ROUTER_UNIT = "caddy-router.service"
+# The proxy's units: their memory and CPU are the proxy's (`tljh status`, `tljh loadtest`).
+PROXY_UNITS = (EDGE_UNIT, ROUTER_UNIT)
+# Users' servers run as units named after their Unix account (jupyter-<name>, tljh.system.users;
+# named servers "jupyter-<name>:<server>"): what `tljh status` and `tljh loadtest` count as servers.
+USER_SERVER_UNITS = "jupyter-*.service"
 
 SUDOERS_FILE = "/etc/sudoers.d/jupyterhub-admins"
 # JupyterLab terminals are login shells, and Debian's /etc/profile sets PATH anew (Ubuntu's, which TLJH knew,

@@ -92,3 +92,9 @@ async def remove_user_group(username, group):
         return False
     await _run("gpasswd", "--delete", username, group)
     return True
+
+
+async def remove_user(username):
+    """Delete a Unix account and its home (`tljh loadtest` removes the accounts of its simulated people)."""
+    if user_exists(username):
+        await _run("userdel", "--remove", username)

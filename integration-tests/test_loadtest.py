@@ -1,0 +1,99 @@
+"""Issue 18: `tljh loadtest` on an installed test hub, run inside the machine as its admin would run it.
+
+A few simulated people (small N: the tool's behaviour, not the hub's speed): they get through every phase and
+the report says so; when the hub cannot start servers the tool fails and says why; it refuses a hub where real
+people would feel the load. One machine, installed once; tests run in file order.
+"""
+
+import asyncio
+import json
+
+import pytest
+from hubclient import HubClient
+from installed import installed_machine
+
+USERS = 3
+REPORT = "/root/loadtest.json"
+# The hub's own timeouts are timing: on a test host at load 30-60 a single server start has taken 35 s and
+# one of three at once over JupyterHub's 60 s. These tests are about the tool, so the test hub waits longer.
+PATIENT_HUB = """
+c.Spawner.start_timeout = 900
+c.Spawner.http_timeout = 900
+"""
+
+
+@pytest.fixture(scope="module")
+def hub(os_name):
+    with installed_machine(os_name, "--admin", "admin:admin-password-1") as m:
+        m.run("tljh-config set auth.type dummy")
+        m.run(["bash", "-c", "mkdir -p /opt/tljh/config/jupyterhub_config.d && "
+               f"cat > /opt/tljh/config/jupyterhub_config.d/patient.py <<'EOF'\n{PATIENT_HUB}EOF"])
+        m.run("tljh-config reload hub")
+        yield m
+
+
+def loadtest(hub, *flags):
+    hub.run(["rm", "-f", REPORT])
+    return hub.run(["tljh", "loadtest", "--users", str(USERS), "--session", "3", "--json", REPORT, "--png", "none",
+                    *flags], check=False, timeout=1800)
+
+
+def read_report(hub):
+    return json.loads(hub.run(["cat", REPORT]).stdout)
+
+
+def simulated_accounts(hub):
+    return [line for line in hub.run("getent passwd").stdout.splitlines() if line.startswith("jupyter-loadtest-")]
+
+
+def test_a_small_class_gets_through_and_is_measured(hub):
+    run = loadtest(hub, "--single", "1")
+    assert run.returncode == 0, f"{run.stdout}\n{run.stderr}"
+    report = read_report(hub)
+    phases = report["results"]["phases"]
+    for name in ("login", "spawn", "kernel", "code", "stop"):
+        assert (phases[name]["ok"], phases[name]["failed"]) == (USERS, 0), (name, phases[name])
+    assert phases["execute"]["count"] >= USERS  # every person ran code over the kernel's websocket
+    assert report["results"]["single"]["spawn_median"] is not None
+    assert report["results"]["all_running"] is not None
+    # Measured from the units' cgroups: the hub's and the servers' memory, servers counted while they ran.
+    assert report["results"]["load"]["hub"]["memory_peak"] > 0
+    assert report["results"]["load"]["hub"]["rss_peak"] > 0
+    assert report["results"]["per_server_memory"]["servers"] >= USERS
+    for line in ("phase", "spawn", "all servers running", "memory: hub", "per server"):
+        assert line in run.stdout, run.stdout
+    # The simulated people are gone afterwards: hub users and Unix accounts.
+    assert simulated_accounts(hub) == []
+    assert "loadtest-" not in hub.run("ls /home").stdout
+
+
+def test_fails_and_says_why_when_the_hub_cannot_start_servers(hub):
+    # The user environment's packages unreadable (a broken environment): every server exits as it starts.
+    lib = "/opt/tljh/user/lib"
+    mode = hub.run(["stat", "-c", "%a", lib]).stdout.strip()
+    hub.run(["chmod", "0700", lib])
+    try:
+        run = loadtest(hub, "--single", "0")
+    finally:
+        hub.run(["chmod", mode, lib])
+    assert run.returncode == 1, f"{run.stdout}\n{run.stderr}"
+    phases = read_report(hub)["results"]["phases"]
+    assert (phases["login"]["ok"], phases["spawn"]["ok"], phases["spawn"]["failed"]) == (USERS, 0, USERS)
+    assert sum(phases["spawn"]["errors"].values()) == USERS
+    assert phases["kernel"]["attempted"] == phases["code"]["attempted"] == 0
+    assert "spawn failed for " in run.stdout, run.stdout
+    assert simulated_accounts(hub) == []
+
+
+def test_refuses_a_hub_with_real_people(hub):
+    async def bob_logs_in():
+        async with HubClient(hub.url()) as bob:
+            await bob.login("bob", "bob-password-1")
+
+    asyncio.run(bob_logs_in())
+    run = loadtest(hub)
+    assert run.returncode == 2, f"{run.stdout}\n{run.stderr}"
+    assert "bob" in run.stderr and "--allow-real-users" in run.stderr, run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1, run.stderr
+    assert hub.run(["test", "-e", REPORT], check=False).returncode != 0
+    assert simulated_accounts(hub) == []

@@ -1,0 +1,176 @@
+"""From what the simulated people and the sampler recorded to numbers: per-phase counts and latencies, time
+until every server ran beside the CPU floor, memory and CPU over time, memory per running server."""
+
+from __future__ import annotations
+
+import math
+
+from .client import PHASES
+
+MiB = 2**20
+
+
+def percentile(values, q):
+    """Nearest-rank percentile (q in 0..100) of ``values``; None when empty."""
+    values = sorted(v for v in values if v is not None)
+    if not values:
+        return None
+    return values[max(0, math.ceil(q / 100 * len(values)) - 1)]
+
+
+def latency(values):
+    values = [v for v in values if v is not None]
+    return {"count": len(values), "p50": percentile(values, 50), "p95": percentile(values, 95),
+            "max": max(values) if values else None}
+
+
+def phase_summary(users):
+    """{phase: {ok, attempted, failed, p50, p95, max, errors: {message: count}}} plus the spawn's two parts."""
+    summary = {}
+    for name in PHASES:
+        phases = [u["phases"][name] for u in users]
+        attempted = [p for p in phases if p["ok"] is not None]
+        ok = [p for p in attempted if p["ok"]]
+        errors = {}
+        for p in attempted:
+            if not p["ok"]:
+                errors[p["error"]] = errors.get(p["error"], 0) + 1
+        summary[name] = {"ok": len(ok), "attempted": len(attempted), "failed": len(attempted) - len(ok),
+                         **latency([p["seconds"] for p in ok]), "errors": errors}
+    summary["queued"] = latency([u["queued"] for u in users if u["phases"]["spawn"]["ok"]])
+    summary["start"] = latency([u["start"] for u in users if u["phases"]["spawn"]["ok"]])
+    summary["execute"] = latency([x for u in users for x in u["executions"]])
+    return summary
+
+
+def rates(samples, key):
+    """[(t, cores)] for a cumulative CPU series ``samples[i][key]["cpu"]``."""
+    out = []
+    for a, b in zip(samples, samples[1:]):
+        ca, cb = a[key]["cpu"], b[key]["cpu"]
+        if ca is None or cb is None or b["t"] <= a["t"]:
+            continue
+        out.append((b["t"], max(0.0, (cb - ca) / (b["t"] - a["t"]))))
+    return out
+
+
+def resources(samples, window=None):
+    """Peak and mean of memory and CPU per component over ``samples`` (optionally only t within window)."""
+    if window:
+        samples = [s for s in samples if window[0] <= s["t"] <= window[1]]
+    out = {}
+    for key in ("hub", "proxy", "servers", "machine", "generator"):
+        mem_key = "rss" if key == "generator" else "memory"
+        memory = [s[key][mem_key] for s in samples if s[key].get(mem_key) is not None]
+        cpu = [c for _, c in rates(samples, key)]
+        out[key] = {"memory_peak": max(memory) if memory else None,
+                    "cpu_peak": max(cpu) if cpu else None,
+                    "cpu_mean": sum(cpu) / len(cpu) if cpu else None}
+    rss = [s["hub"]["rss"] for s in samples if s["hub"].get("rss")]
+    out["hub"]["rss_peak"] = max(rss) if rss else None
+    return out
+
+
+def per_server_memory(samples, peaks):
+    """Memory per running server (with its kernel): the median of each server's highest working set, and
+    all servers' total at the sample with the most running."""
+    values = sorted(peaks.values())
+    busy = [s for s in samples if s["servers"]["running"] and s["servers"]["memory"] is not None]
+    if not values or not busy:
+        return None
+    peak = max(busy, key=lambda s: (s["servers"]["running"], s["servers"]["memory"]))
+    return {"servers": len(values), "median": percentile(values, 50), "p95": percentile(values, 95),
+            "max": values[-1], "t": peak["t"], "running": peak["servers"]["running"],
+            "memory": peak["servers"]["memory"]}
+
+
+def all_running(users):
+    """Seconds from the first login to the moment the last server was served (None if some never ran)."""
+    starts = [u["phases"]["login"]["started"] for u in users if u["phases"]["login"]["started"] is not None]
+    ready = [u["ready_at"] for u in users]
+    if not starts or any(r is None for r in ready):
+        return None
+    return max(ready) - min(starts)
+
+
+def mib(value):
+    return "-" if value is None else f"{value / MiB:.0f} MiB"
+
+
+def sec(value):
+    return "-" if value is None else (f"{value:.2f}" if value < 10 else f"{value:.1f}")
+
+
+def cores(value):
+    return "-" if value is None else f"{value:.2f}"
+
+
+def text(report):
+    """The report as the lines `tljh loadtest` prints."""
+    p, r = report["parameters"], report["results"]
+    lines = [
+        f"tljh loadtest: {p['users']} users, ramp {p['ramp']:g} s, sessions {p['session']:g} s, "
+        f"profiles: {', '.join(p['profiles']) or 'none'} (via {p['via']}); hub {p['url']}",
+        f"machine: {report['machine']['cpus']:g} CPUs, {report['machine']['memory_total'] / 2**30:.1f} GiB; "
+        f"uptime at start: {report['machine']['uptime_before']}",
+    ]
+    solo = r.get("single")
+    if solo:
+        lines.append(
+            f"single user, {solo['spawns']} spawns in this run: spawn median {sec(solo['spawn_median'])} s; "
+            f"CPU per start {sec(solo['cpu_per_start'])} s (server {sec(solo['cpu_server'])}, "
+            f"hub + proxy {sec(solo['cpu_hub_proxy'])}), per kernel start {sec(solo['cpu_per_kernel'])} s"
+        )
+    lines.append(f"{'phase':<10}{'ok':>9}  {'p50 s':>7}{'p95 s':>7}{'max s':>7}")
+    for name in PHASES:
+        s = r["phases"][name]
+        lines.append(f"{name:<10}{s['ok']:>4}/{p['users']:<4}  {sec(s['p50']):>7}{sec(s['p95']):>7}{sec(s['max']):>7}")
+        if name == "spawn":
+            for part, label in (("queued", "  queued"), ("start", "  start")):
+                q = r["phases"][part]
+                if q["count"]:
+                    lines.append(f"{label:<10}{'':>9}  {sec(q['p50']):>7}{sec(q['p95']):>7}{sec(q['max']):>7}")
+        if name == "code":
+            x = r["phases"]["execute"]
+            lines.append(f"{'  each run':<10}{x['count']:>9}  {sec(x['p50']):>7}{sec(x['p95']):>7}{sec(x['max']):>7}")
+    for name in PHASES:
+        for message, count in r["phases"][name]["errors"].items():
+            lines.append(f"  {name} failed for {count}: {message}")
+    floor = r.get("cpu_floor")
+    lines.append(
+        f"all servers running: {sec(r['all_running'])} s after the first login"
+        + (f"; CPU floor for {p['users']} starts on {report['machine']['cpus']:g} CPUs: {sec(floor)} s "
+           f"(ratio {r['all_running'] / floor:.2f})" if floor and r["all_running"] else "")
+    )
+    idle, load = r["idle"], r["load"]
+    per = r.get("per_server_memory")
+    lines.append(
+        f"memory: hub {mib(idle['hub']['memory_peak'])} idle, {mib(load['hub']['memory_peak'])} peak "
+        f"(process RSS {mib(load['hub']['rss_peak'])}); proxy {mib(idle['proxy']['memory_peak'])} idle, "
+        f"{mib(load['proxy']['memory_peak'])} peak; hub + proxy idle {mib(_add(idle['hub']['memory_peak'], idle['proxy']['memory_peak']))}"
+    )
+    if per:
+        lines.append(
+            f"per server (with its kernel, at its peak): median {mib(per['median'])}, p95 {mib(per['p95'])}; "
+            f"all servers {mib(per['memory'])} with {per['running']} running; "
+            f"machine peak {mib(load['machine']['memory_peak'])} of {mib(report['machine']['memory_total'])}"
+        )
+    lines.append(
+        "CPU (cores, peak/mean): " + "; ".join(
+            f"{k} {cores(load[k]['cpu_peak'])}/{cores(load[k]['cpu_mean'])}"
+            for k in ("hub", "proxy", "servers", "machine", "generator"))
+    )
+    hub = r.get("hub_log", {})
+    metrics = r.get("hub_metrics", {})
+    lines.append(
+        f"hub: {hub.get('errors', '?')} error lines in its log"
+        + (f", event loop stalled up to {sec(hub['max_stall'])} s" if hub.get("max_stall") else "")
+        + (f"; event-loop intervals > 1 s: {metrics['event_loop_over_1s']}" if "event_loop_over_1s" in metrics else "")
+    )
+    for line in hub.get("first_errors", [])[:5]:
+        lines.append(f"  {line[:200]}")
+    return lines
+
+
+def _add(a, b):
+    return None if a is None or b is None else a + b
