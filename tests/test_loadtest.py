@@ -9,6 +9,7 @@ from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestServer
 
 from tljh.loadtest import plot, report, run
+from tljh.loadtest import sampler as sampler_module
 from tljh.loadtest.client import PHASES, Profile, SimulatedUser
 from tljh.loadtest.sampler import Sampler, ServerCpu
 from tljh.system.cgroups import MachineUsage, Usage
@@ -279,7 +280,7 @@ def test_all_running_needs_every_server():
 
 
 def sample(t, running, memory, cpu):
-    return {"t": t, "hub": {"memory": 100 * MiB, "cpu": cpu, "rss": 120 * MiB},
+    return {"t": t, "hub": {"memory": 100 * MiB, "cpu": cpu, "rss": 120 * MiB, "files": 40 + 10 * running},
             "proxy": {"memory": 20 * MiB, "cpu": cpu / 10},
             "servers": {"running": running, "memory": memory, "cpu": cpu * 2},
             "machine": {"memory": 500 * MiB + memory, "cpu": cpu * 4, "memory_total": 4096 * MiB},
@@ -292,6 +293,7 @@ def test_rates_and_resources():
     load = report.resources(samples, (1, 2))
     assert load["hub"]["cpu_peak"] == 1.0 and load["hub"]["rss_peak"] == 120 * MiB
     assert load["machine"]["memory_peak"] == 750 * MiB
+    assert load["hub"]["files_peak"] == 60
     per = report.per_server_memory(samples, {"jupyter-a.service": 120 * MiB, "jupyter-b.service": 130 * MiB})
     assert (per["median"], per["max"], per["running"], per["memory"]) == (120 * MiB, 130 * MiB, 2, 250 * MiB)
 
@@ -308,7 +310,7 @@ def full_report(users, samples):
             "idle": report.resources(samples, (0, 0)), "load": report.resources(samples, (0, 2)),
             "per_server_memory": report.per_server_memory(samples, {"u": 128 * MiB}),
             "hub_log": {"errors": 1, "first_errors": ["[E 12:00 JupyterHub] boom"], "max_stall": 1.5},
-            "hub_metrics": {"event_loop_over_1s": 2.0}, "windows": {"idle": [0, 0], "load": [0, 2]},
+            "hub_metrics": {"event_loop_over_1s": 2.0}, "hub_files_limit": 1024, "windows": {"idle": [0, 0], "load": [0, 2]},
         },
         "users": users, "samples": samples,
     }
@@ -325,6 +327,7 @@ def test_text_report_says_what_matters():
     assert "median 128 MiB" in lines
     assert "1 error lines in its log" in lines and "[E 12:00 JupyterHub] boom" in lines
     assert "load average: 0.1 0.2 0.3" in lines
+    assert "open files peak 50 of its limit 1024" in lines
 
 
 def test_timeline_png_is_drawn(tmp_path):
@@ -419,6 +422,20 @@ def test_sampler_keeps_servers_cpu_across_restarts_and_peaks(monkeypatch):
     cg.servers["jupyter-a.service"] = Usage(60 * MiB, 0.5)  # stopped and started again: a new cgroup
     assert sampler.sample(1.0)["servers"]["cpu"] == 1.5
     assert sampler.server_peaks == {"jupyter-a.service": 100 * MiB}
+
+
+def test_open_files_and_their_limit_from_proc(tmp_path):
+    (tmp_path / "7" / "fd").mkdir(parents=True)
+    for n in range(3):
+        (tmp_path / "7" / "fd" / str(n)).touch()
+    (tmp_path / "7" / "limits").write_text(
+        "Limit                     Soft Limit           Hard Limit           Units\n"
+        "Max processes             95698                95698                processes\n"
+        "Max open files            1024                 524288               files\n")
+    assert sampler_module.open_files(7, proc=str(tmp_path)) == 3
+    assert sampler_module.open_files_limit(7, proc=str(tmp_path)) == 1024
+    assert sampler_module.open_files(8, proc=str(tmp_path)) is None
+    assert sampler_module.open_files_limit(8, proc=str(tmp_path)) is None
 
 
 def test_server_cpu_banks_a_restarted_unit():

@@ -68,6 +68,8 @@ def resources(samples, window=None):
                     "cpu_mean": sum(cpu) / len(cpu) if cpu else None}
     rss = [s["hub"]["rss"] for s in samples if s["hub"].get("rss")]
     out["hub"]["rss_peak"] = max(rss) if rss else None
+    files = [s["hub"]["files"] for s in samples if s["hub"].get("files")]
+    out["hub"]["files_peak"] = max(files) if files else None
     return out
 
 
@@ -162,8 +164,10 @@ def text(report):
     )
     hub = r.get("hub_log", {})
     metrics = r.get("hub_metrics", {})
+    files, limit = load["hub"].get("files_peak"), r.get("hub_files_limit")
     lines.append(
         f"hub: {hub.get('errors', '?')} error lines in its log"
+        + (f"; open files peak {files}" + (f" of its limit {limit}" if limit else "") if files else "")
         + (f", event loop stalled up to {sec(hub['max_stall'])} s" if hub.get("max_stall") else "")
         + (f"; event-loop intervals > 1 s: {metrics['event_loop_over_1s']}" if "event_loop_over_1s" in metrics else "")
     )

@@ -364,6 +364,7 @@ async def execute(args):
         "idle": reporting.resources(samples, (0, idle_end)),
         "load": reporting.resources(samples, (load_start, load_end + 2 * args.interval)),
         "per_server_memory": reporting.per_server_memory(samples, sampler.server_peaks),
+        "hub_files_limit": sampler.hub_files_limit,
         "hub_log": hub_log(since),
         "hub_metrics": ({"event_loop_over_1s": over_after - over_before}
                         if over_before is not None and over_after is not None else {}),

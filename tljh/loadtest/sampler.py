@@ -34,6 +34,27 @@ def rss(pid, proc="/proc"):
     return None
 
 
+def open_files(pid, proc="/proc"):
+    """How many files and sockets a process holds open (None when it is gone)."""
+    try:
+        return len(os.listdir(os.path.join(proc, str(pid), "fd")))
+    except OSError:
+        return None
+
+
+def open_files_limit(pid, proc="/proc"):
+    """The process's soft limit on open files (what it hits first), None when unknown."""
+    try:
+        with open(os.path.join(proc, str(pid), "limits")) as f:
+            for line in f:
+                if line.startswith("Max open files"):
+                    soft = line.split()[3]
+                    return None if soft == "unlimited" else int(soft)
+    except (OSError, IndexError, ValueError):
+        return None
+    return None
+
+
 class ServerCpu:
     """Total CPU seconds of every server unit seen, kept across stops and restarts of a unit."""
 
@@ -66,6 +87,8 @@ class Sampler:
         self.server_peaks = {}
         self._hub_pid = None
         self._t0 = None
+        # The hub's open-files limit: every browser connection and every request to a server holds one.
+        self.hub_files_limit = None
 
     def sample(self, t):
         cg = self.cgroups
@@ -78,10 +101,13 @@ class Sampler:
         machine = cg.machine()
         if self._hub_pid is None or not os.path.exists(f"/proc/{self._hub_pid}"):
             self._hub_pid = main_pid(self.hub_unit)
+            if self._hub_pid:
+                self.hub_files_limit = open_files_limit(self._hub_pid)
         me = resource.getrusage(resource.RUSAGE_SELF)
         return {
             "t": round(t, 3),
-            "hub": {"memory": hub.memory, "cpu": hub.cpu, "rss": rss(self._hub_pid) if self._hub_pid else None},
+            "hub": {"memory": hub.memory, "cpu": hub.cpu, "rss": rss(self._hub_pid) if self._hub_pid else None,
+                    "files": open_files(self._hub_pid) if self._hub_pid else None},
             "proxy": {"memory": _sum(p.memory for p in proxies), "cpu": _sum(p.cpu for p in proxies)},
             "servers": {
                 "running": len(servers),
