@@ -243,16 +243,22 @@ def _clean_rootfs(root: Path):
 def _own_cgroup(controller):
     key = "name=systemd" if controller == "systemd" else controller
     for line in Path("/proc/self/cgroup").read_text().splitlines():
-        _, ctrls, path = line.split(":", 2)
-        if key in ctrls.split(","):
+        hierarchy, ctrls, path = line.split(":", 2)
+        if key in ctrls.split(",") or (controller == "unified" and hierarchy == "0"):
             return path
     return "/"
 
 
 def _cgroup_dirs(name):
-    """Per-machine cgroup directories, nested below this process's own cgroup in each hierarchy."""
+    """Per-machine cgroup directories, nested below this process's own cgroup in each hierarchy.
+
+    Also in the cgroup2 ("unified") hierarchy: nspawn puts the guest's units in ``payload/`` below its own
+    cgroup there, so machines started from the same cgroup shared ``payload/system.slice/<unit>``: a running
+    unit in one machine kept a stopped unit of the same name loaded in another ("already loaded" at its next
+    start).
+    """
     dirs = {}
-    for c in CGROUP_CONTROLLERS:
+    for c in [*CGROUP_CONTROLLERS, "unified"]:
         mount = Path("/sys/fs/cgroup") / c
         if not (mount / "cgroup.procs").exists():
             continue

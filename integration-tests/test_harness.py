@@ -179,6 +179,17 @@ def test_machines_have_separate_networks(boot_machine):
     assert r.returncode != 0 and tokens[b.name] not in r.stdout
 
 
+def test_units_have_cgroups_in_their_own_machine(machine):
+    """A machine's units live in its own cgroup2 directory. nspawn puts them in payload/ below its own cgroup;
+    machines started from the same cgroup shared payload/system.slice/<unit>, and a running unit in one machine
+    kept a stopped unit of the same name loaded in another ("already loaded" at its next start)."""
+    machine.run("systemd-run --unit=harness-probe sleep 300")
+    try:
+        assert os.path.isdir(os.path.join(machine.cgroups["unified"], "payload/system.slice/harness-probe.service"))
+    finally:
+        machine.run("systemctl stop harness-probe")
+
+
 def test_internet_and_dns_from_inside(machine):
     """Outbound through the host's NAT, names resolved, HTTPS trusted (with the host's CA when it has one)."""
     assert machine.run("getent hosts pypi.org", check=False).returncode == 0
