@@ -1,7 +1,7 @@
 """Issue 6: upgrades in place — from an older version of this project, across a system Python change,
 and after the installer was killed mid-way. Each test boots its own fresh machine (root, systemd-nspawn).
 
-The no-op upgrade (servers and websockets kept, files unchanged, <= 15 s) is in test_install.py, where a
+The no-op upgrade (servers and websockets kept, files unchanged) is in test_install.py, where a
 hub is already installed.
 """
 
