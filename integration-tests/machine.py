@@ -400,6 +400,19 @@ def _resolv_conf_option():
     return "--resolv-conf=replace-host"
 
 
+INOTIFY_INSTANCES = Path("/proc/sys/fs/inotify/max_user_instances")
+INOTIFY_INSTANCES_NEEDED = 1024
+
+
+def _ensure_inotify_room():
+    """Every guest's systemd, journald and logind take inotify instances from root's host-wide budget
+    (128 by default): with a dozen machines booting at once, guests stopped with "Failed to create inotify
+    object: Too many open files" and never reached running. Raised, never lowered, and left raised (it is
+    a ceiling, not a reservation)."""
+    if int(INOTIFY_INSTANCES.read_text()) < INOTIFY_INSTANCES_NEEDED:
+        INOTIFY_INSTANCES.write_text(f"{INOTIFY_INSTANCES_NEEDED}\n")
+
+
 def _ensure_nat():
     """Forwarding and masquerading for every machine network (idempotent; call under _network_lock)."""
     if IP_FORWARD.read_text().strip() != "1":
@@ -578,6 +591,7 @@ class Machine:
             _ip("-n", ns, "link", "set", "lo", "up")
             _ip("-n", ns, "route", "add", "default", "via", self.host_address)
             _ensure_nat()
+            _ensure_inotify_room()
 
     # ---- lifecycle
 
