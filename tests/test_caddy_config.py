@@ -1,226 +1,106 @@
-"""Caddy JSON built by tljh.caddy_config: pure functions, compared as dicts."""
-
-import re
+"""Caddy JSON built by tljh.proxy.caddy_config: pure functions, compared as dicts. That Caddy accepts and
+serves them is checked in tests/test_caddy_proxy.py."""
 
 import pytest
 
 from tljh.proxy import caddy_config as cc
+from tljh.proxy import route_table
 
 HUB = "http://127.0.0.1:15001"
+HUB_DIAL = "127.0.0.1:15001"
+TRANSPORT = {"protocol": "http", "dial_timeout": "5s", "keep_alive": {"max_idle_conns_per_host": 1024}}
 
 
-def proxy_handler(dial, delay="24h", idle=1024):
-    return {
-        "handler": "reverse_proxy",
-        "upstreams": [{"dial": dial}],
-        "flush_interval": -1,
-        "stream_close_delay": delay,
-        "transport": {
-            "protocol": "http",
-            "dial_timeout": "5s",
-            "keep_alive": {"max_idle_conns_per_host": idle},
-        },
-    }
+def rp(dial, **extra):
+    return {"handler": "reverse_proxy", "upstreams": [{"dial": dial}], "stream_close_delay": "24h",
+            "transport": TRANSPORT, **extra}
 
 
-EDGE_PROXY = {
-    "handler": "reverse_proxy",
-    "upstreams": [{"dial": "unix//run/tljh-router/http.sock"}],
-    "load_balancing": {"try_duration": "10s", "try_interval": "20ms", "retry_match": [
-        {"method": ["GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE"]}]},
-    "request_buffers": 65536,
-    "headers": {"request": {"set": {"X-Forwarded-For": ["{tljh.client_ip}"]}}},
-    "flush_interval": -1,
-    "stream_close_delay": "24h",
-    "transport": {"protocol": "http", "dial_timeout": "5s", "keep_alive": {"enabled": False}},
-}
-
-CLIENT_IP = {
-    "handler": "map",
-    "source": "{http.request.remote.host}",
-    "destinations": ["{tljh.client_ip}"],
-    "mappings": [{"input": "::1", "outputs": ["127.0.0.1"]}],
-    "defaults": ["{http.request.remote.host}"],
-}
+WAIT = {"load_balancing": {"try_duration": "10s", "try_interval": "100ms"}}
 
 
-def test_route():
-    data = {"user": "alice", "server_name": ""}
-    assert cc.route("/user/alice/", "http://127.0.0.1:40001", data) == {
-        "group": "tljh_routes",
-        "match": [{"path_regexp": {"pattern": "^/user/alice(?:/|$)"}}],
-        "handle": [
-            {
-                "handler": "vars",
-                "tljh_route": {
-                    "routespec": "/user/alice/",
-                    "target": "http://127.0.0.1:40001",
-                    "data": data,
-                },
-                "tljh_upstream": "127.0.0.1:40001",
-            },
-        ],
-    }
-
-
-def test_route_target_path_and_ipv6():
-    r = cc.route("/services/x/", "http://[::1]:9000/prefix/", {})
-    assert r["handle"][0]["tljh_upstream"] == "[::1]:9000"
-    assert r["handle"][1:] == [{"handler": "rewrite", "uri": "/prefix{http.request.uri}"}]
-
-
-def test_proxy_route_options():
-    assert cc.proxy_route(stream_close_delay="1h", max_idle_conns_per_host=7) == {
-        "@id": "tljh_proxy",
-        "handle": [proxy_handler("{http.vars.tljh_upstream}", delay="1h", idle=7)],
-        "terminal": True,
-    }
-
-
-def test_root_route_has_no_matcher():
-    r = cc.route("/", HUB, {"hub": True})
-    assert "match" not in r
-    assert cc.route_info(r) == {"routespec": "/", "target": HUB, "data": {"hub": True}}
-
-
-@pytest.mark.parametrize(
-    "routespec, matches, rejects",
-    [
-        ("/user/alice/", ["/user/alice", "/user/alice/", "/user/alice/lab/x"],
-         ["/user/alicex", "/user/Alice/", "/user/ALICE", "/user/bob/alice/"]),
-        ("/user/Alice/", ["/user/Alice/tree"], ["/user/alice/tree"]),
-        # Caddy matches the unescaped path: unescape the routespec too
-        ("/user/a%20b/", ["/user/a b/x"], ["/user/a%20b/x", "/user/ab/"]),
-        # regex metacharacters are literal
-        ("/user/a.b+c/", ["/user/a.b+c/"], ["/user/aXb+c/", "/user/a.bbc/"]),
-    ],
-)
-def test_path_pattern(routespec, matches, rejects):
-    # Go's RE2 and Python's re agree on this subset (anchors, literals, (?:...|$)).
-    pattern = re.compile(cc.path_pattern(routespec))
-    for path in matches:
-        assert pattern.match(path), path
-    for path in rejects:
-        assert not pattern.match(path), path
-
-
-@pytest.mark.parametrize("routespec", ["example.com/user/x/", "user/x/"])
-def test_host_routespec_refused(routespec):
-    with pytest.raises(cc.CaddyConfigError, match="host-based"):
-        cc.route(routespec, HUB, {})
-
-
-@pytest.mark.parametrize("target", ["https://127.0.0.1:1/", "unix:///x", "http://", "http://h:1/?q=1"])
-def test_bad_targets_refused(target):
-    with pytest.raises(cc.CaddyConfigError):
-        cc.route("/x/", target, {})
-
-
-def test_router_routes_sorted_catch_all_last():
-    routes = [cc.route(spec, "http://127.0.0.1:1", {}) for spec in
-              ["/", "/user/alice/", "/user/alice/foo/", "/hub/", "/user/b/"]]
-    out = cc.router_routes(HUB, routes)
-    specs = [cc.route_info(r)["routespec"] for r in out[:-2]]
-    assert specs == ["/user/alice/foo/", "/user/alice/", "/user/b/", "/hub/", "/"]
-    assert out[-2:] == [
-        {"@id": "tljh_hub_catch_all", "group": "tljh_routes",
-         "handle": [{"handler": "vars", "tljh_upstream": "127.0.0.1:15001"}]},
-        {"@id": "tljh_proxy", "handle": [proxy_handler("{http.vars.tljh_upstream}")], "terminal": True},
+def test_reverse_proxy_options():
+    assert cc.reverse_proxy("unix//x.sock") == rp("unix//x.sock")
+    assert cc.reverse_proxy(HUB_DIAL, wait=True) == rp(HUB_DIAL, **WAIT)
+    assert cc.reverse_proxy(HUB_DIAL, status_code=503)["handle_response"] == [
+        {"routes": [{"handle": [{"handler": "copy_response", "status_code": 503}]}]}
     ]
-    assert cc.is_catch_all(out[-2])
-    assert cc.has_skeleton_tail(out)
-    assert cc.has_skeleton_tail(out, HUB)
-    assert not cc.has_skeleton_tail(out, "http://127.0.0.1:1")
-    assert not cc.has_skeleton_tail(out[:-1])
-    assert not cc.has_skeleton_tail([])
 
 
-def test_sort_uses_unescaped_length():
-    # %20 is one character on the wire Caddy matches: "/user/a%20bc/" unescapes shorter
-    keys = sorted(["/user/a%20b/", "/user/abcd/"], key=cc.route_sort_key)
-    assert keys == ["/user/abcd/", "/user/a%20b/"]
+def test_table_route():
+    route = cc.table_route("/run/tljh/routes", 3, HUB_DIAL)
+    assert route["match"] == [{"file": {"root": "/run/tljh/routes", "try_files": route_table.candidates(3),
+                                        "try_policy": "first_exist"}}]
+    tcp, unix = route["handle"][0]["routes"]
+    # "@tcp=<address>" entries: the address comes from the entry's name; the hub's waits while it restarts
+    assert tcp["match"] == [{"vars_regexp": {"{http.matchers.file.relative}": {
+        "name": "tcp", "pattern": "/@tcp=([^/]+)$"}}}]
+    hub, other = tcp["handle"][0]["routes"]
+    assert hub == {"match": [{"vars": {"{http.regexp.tcp.1}": [HUB_DIAL]}}],
+                   "handle": [rp(HUB_DIAL, **WAIT)], "terminal": True}
+    assert other == {"handle": [rp("{http.regexp.tcp.1}")]}
+    # "@" entries: the socket is the link next to it
+    assert unix == {"handle": [rp("unix/{http.matchers.file.absolute}.sock")]}
+    assert route["terminal"] is True
 
 
-def test_router_config():
-    r = cc.route("/user/a/", "http://127.0.0.1:2", {})
-    assert cc.router_config(HUB, "/jh/", [r], admin_socket="/s/admin.sock", http_socket="/s/http.sock") == {
-        "admin": {"listen": "unix//s/admin.sock|0600", "config": {"persist": True}},
-        "apps": {
-            "http": {
-                "servers": {
-                    "router": {
-                        "listen": ["unix//s/http.sock|0600"],
-                        "trusted_proxies_unix": True,
-                        "automatic_https": {"disable": True},
-                        "routes": [r, cc.catch_all_route(HUB), cc.proxy_route()],
-                        "errors": {
-                            "routes": [
-                                {
-                                    "handle": [
-                                        {"handler": "rewrite", "method": "GET",
-                                         "uri": "/jh/hub/error/{http.error.status_code}"},
-                                        proxy_handler("127.0.0.1:15001"),
-                                    ]
-                                }
-                            ]
-                        },
-                    }
-                }
-            }
-        },
+def test_error_routes():
+    hub_down, server_down = cc.error_routes(HUB_DIAL, "/jh/")
+    assert hub_down["match"] == [{"vars": {"{http.reverse_proxy.upstream.hostport}": [HUB_DIAL]}}]
+    assert hub_down["handle"][0]["status_code"] == 503
+    assert "JupyterHub is restarting" in hub_down["handle"][0]["body"]
+    assert server_down["handle"] == [
+        {"handler": "rewrite", "method": "GET", "uri": "/jh/hub/error/503"},
+        rp(HUB_DIAL, handle_response=[{"routes": [{"handle": [{"handler": "copy_response", "status_code": 503}]}]}]),
+    ]
+
+
+def test_proxy_config_http():
+    c = cc.proxy_config({}, hub_url=HUB, base_url="/")
+    assert c["admin"] == {"listen": "fd/3", "config": {"persist": False}}
+    assert c["storage"] == {"module": "file_system", "root": "/var/lib/tljh-proxy"}
+    assert set(c["apps"]) == {"http"}
+    server = c["apps"]["http"]["servers"]["tljh_http"]
+    assert server == {
+        "listen": [":80"],
+        "routes": [cc.table_route("/run/tljh/routes", 3, HUB_DIAL), {"handle": [rp(HUB_DIAL, **WAIT)]}],
+        "read_header_timeout": "30s",
+        "idle_timeout": "5m",
+        "automatic_https": {"disable": True},
+        "errors": {"routes": cc.error_routes(HUB_DIAL, "/")},
     }
 
 
-def test_router_config_defaults_and_bad_base_url():
-    c = cc.router_config(HUB, "/")
-    assert c["admin"]["listen"] == "unix//run/tljh-router/admin.sock|0600"
-    assert c["apps"]["http"]["servers"]["router"]["listen"] == ["unix//run/tljh-router/http.sock|0600"]
-    assert c["apps"]["http"]["servers"]["router"]["routes"] == [cc.catch_all_route(HUB), cc.proxy_route()]
-    with pytest.raises(cc.CaddyConfigError):
-        cc.router_config(HUB, "jh")
-
-
-def test_edge_http_default():
-    assert cc.edge_config({}) == {
-        "admin": {"listen": "unix//run/tljh-edge/admin.sock|0600", "config": {"persist": False}},
-        "storage": {"module": "file_system", "root": "/opt/tljh/state/caddy/data"},
-        "apps": {
-            "http": {
-                "http_port": 80,
-                "https_port": 443,
-                "servers": {
-                    "tljh_http": {
-                        "listen": [":80"],
-                        "routes": [{"handle": [CLIENT_IP, EDGE_PROXY]}],
-                        "read_header_timeout": "30s",
-                        "idle_timeout": "5m",
-                        "automatic_https": {"disable": True},
-                        "errors": {"routes": [cc.router_down_route()]},
-                    }
-                },
-            }
-        },
-    }
-
-
-def test_edge_http_address_port_and_paths():
-    c = cc.edge_config({"http": {"address": "::1", "port": 8080}}, admin_socket="/a.sock",
-                       router_socket="/r.sock", data_dir="/d")
+def test_proxy_config_paths_depth_and_base_url():
+    c = cc.proxy_config({"http": {"address": "::1", "port": 8080}}, hub_url="http://127.0.0.1:9", base_url="/a/b/",
+                        routes_dir="/r", admin_listen="unix//a.sock|0600", data_dir="/d")
     assert c["admin"]["listen"] == "unix//a.sock|0600"
     assert c["storage"]["root"] == "/d"
     server = c["apps"]["http"]["servers"]["tljh_http"]
     assert server["listen"] == ["[::1]:8080"]
-    assert server["routes"][0]["handle"][1]["upstreams"] == [{"dial": "unix//r.sock"}]
+    assert server["routes"][0] == cc.table_route("/r", 5, "127.0.0.1:9")
+    assert cc.proxy_config({}, hub_url=HUB, base_url="/", depth=7)["apps"]["http"]["servers"]["tljh_http"][
+        "routes"][0]["match"][0]["file"]["try_files"] == route_table.candidates(7)
 
 
 @pytest.mark.parametrize("port", [0, 70000, "80", True])
-def test_edge_bad_port(port):
+def test_bad_port(port):
     with pytest.raises(cc.CaddyConfigError, match="port"):
-        cc.edge_config({"http": {"port": port}})
+        cc.proxy_config({"http": {"port": port}}, hub_url=HUB, base_url="/")
 
 
-def test_edge_https_manual_cert():
-    c = cc.edge_config({"https": {"enabled": True, "tls": {"cert": "/c.pem", "key": "/k.pem"}}})
+@pytest.mark.parametrize("kwargs, message", [
+    ({"hub_url": HUB, "base_url": "jh"}, "base_url"),
+    ({"hub_url": "http+unix://%2Fhub.sock", "base_url": "/"}, "over TCP"),
+])
+def test_bad_hub_or_base_url(kwargs, message):
+    with pytest.raises((cc.CaddyConfigError, route_table.RouteError), match=message):
+        cc.proxy_config({}, **kwargs)
+
+
+def test_https_manual_cert_is_inlined():
+    c = cc.proxy_config({"https": {"enabled": True, "tls": {"cert": "/c.pem", "key": "/k.pem"}}}, hub_url=HUB,
+                        base_url="/", manual_pem=("CERT PEM", "KEY PEM"))
     servers = c["apps"]["http"]["servers"]
     assert servers["tljh_http"]["routes"] == [
         {"handle": [{"handler": "static_response", "status_code": 308,
@@ -228,22 +108,26 @@ def test_edge_https_manual_cert():
     ]
     assert servers["tljh_https"] == {
         "listen": [":443"],
-        "routes": [{"handle": [CLIENT_IP, EDGE_PROXY]}],
+        "routes": cc.proxy_routes("/run/tljh/routes", 3, HUB_DIAL),
         "tls_connection_policies": [{"certificate_selection": {"any_tag": ["tljh_manual"]}}],
         "protocols": ["h1", "h2"],
         "read_header_timeout": "30s",
         "idle_timeout": "5m",
         "automatic_https": {"disable": True},
-        "errors": {"routes": [cc.router_down_route()]},
+        "errors": {"routes": cc.error_routes(HUB_DIAL, "/")},
     }
+    # the proxy never reads the admin's files: their content is in its config
     assert c["apps"]["tls"] == {
-        "certificates": {"load_files": [{"certificate": "/c.pem", "key": "/k.pem", "tags": ["tljh_manual"]}]}
+        "certificates": {"load_pem": [{"certificate": "CERT PEM", "key": "KEY PEM", "tags": ["tljh_manual"]}]}
     }
+    with pytest.raises(cc.CaddyConfigError, match="not read"):
+        cc.proxy_config({"https": {"enabled": True, "tls": {"cert": "/c.pem", "key": "/k.pem"}}}, hub_url=HUB,
+                        base_url="/")
 
 
-def test_edge_https_letsencrypt():
-    c = cc.edge_config({"https": {"enabled": True, "letsencrypt": {
-        "email": "a@example.org", "domains": ["hub.example.org"]}}})
+def test_https_letsencrypt():
+    c = cc.proxy_config({"https": {"enabled": True, "letsencrypt": {
+        "email": "a@example.org", "domains": ["hub.example.org"]}}}, hub_url=HUB, base_url="/")
     assert c["apps"]["tls"] == {
         "certificates": {"automate": ["hub.example.org"]},
         "automation": {"policies": [{
@@ -255,20 +139,23 @@ def test_edge_https_letsencrypt():
     assert c["apps"]["http"]["servers"]["tljh_https"]["tls_connection_policies"] == [{}]
 
 
-def test_edge_https_staging_and_custom_ca_ports():
+def test_https_staging_and_custom_ca_ports():
     config = {
         "http": {"port": 5002},
         "https": {"enabled": True, "port": 5001,
                   "letsencrypt": {"email": "a@b.org", "domains": ["x.test"], "staging": True}},
     }
-    issuer = cc.edge_config(config)["apps"]["tls"]["automation"]["policies"][0]["issuers"][0]
-    assert issuer["ca"] == "https://acme-staging-v02.api.letsencrypt.org/directory"
-    assert issuer["challenges"] == {"http": {"alternate_port": 5002}, "tls-alpn": {"alternate_port": 5001}}
+
+    def issuer():
+        return cc.proxy_config(config, hub_url=HUB, base_url="/")["apps"]["tls"]["automation"]["policies"][0][
+            "issuers"][0]
+
+    assert issuer()["ca"] == "https://acme-staging-v02.api.letsencrypt.org/directory"
+    assert issuer()["challenges"] == {"http": {"alternate_port": 5002}, "tls-alpn": {"alternate_port": 5001}}
     config["https"]["acme"] = {"directory": "https://127.0.0.1:14000/dir", "trusted_roots": "/ca.pem"}
-    issuer = cc.edge_config(config)["apps"]["tls"]["automation"]["policies"][0]["issuers"][0]
-    assert issuer["ca"] == "https://127.0.0.1:14000/dir"
-    assert issuer["trusted_roots_pem_files"] == ["/ca.pem"]
-    redirect = cc.edge_config(config)["apps"]["http"]["servers"]["tljh_http"]["routes"][0]
+    assert issuer()["ca"] == "https://127.0.0.1:14000/dir"
+    assert issuer()["trusted_roots_pem_files"] == ["/ca.pem"]
+    redirect = cc.proxy_config(config, hub_url=HUB, base_url="/")["apps"]["http"]["servers"]["tljh_http"]["routes"][0]
     assert redirect["handle"][0]["headers"]["Location"] == ["https://{http.request.host}:5001{http.request.uri}"]
 
 
@@ -279,9 +166,9 @@ def test_edge_https_staging_and_custom_ca_ports():
         ({"enabled": True, "tls": {"cert": "/c.pem"}}, "together"),
     ],
 )
-def test_edge_https_incomplete(https, message):
+def test_https_incomplete(https, message):
     with pytest.raises(cc.CaddyConfigError, match=message):
-        cc.edge_config({"https": https})
+        cc.proxy_config({"https": https}, hub_url=HUB, base_url="/")
 
 
 def test_https_preflight():

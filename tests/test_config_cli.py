@@ -544,9 +544,9 @@ def test_reload_proxy(capsys, cfg, monkeypatch):
     monkeypatch.setattr(cli, "_edge", lambda: fake_module)
     code, out, _ = run(capsys, cfg, "reload", "proxy")
     assert code == 0 and "proxy reloaded" in out
-    assert seen == [schema.effective_config(raw(cfg))]
+    assert [settings.config for settings in seen] == [schema.effective_config(raw(cfg))]
 
-    def fail(config):
+    def fail(settings):
         raise ProxyReloadError("edge refused the config: bad port")
 
     fake_module.reload_proxy = fail
@@ -560,7 +560,7 @@ def test_reload_proxy(capsys, cfg, monkeypatch):
 
 def test_reload_proxy_says_preflight_problems_first(capsys, cfg, monkeypatch):
     fake_module = types.SimpleNamespace(
-        reload_proxy=lambda config: None,
+        reload_proxy=lambda settings: None,
         ProxyReloadError=Exception,
         https_preflight=lambda config: ["hub.example.org does not resolve (no such name)"],
         missing_certificates=lambda config, since, timeout: [],
@@ -579,7 +579,7 @@ def test_reload_proxy_says_why_a_certificate_is_missing(capsys, cfg, monkeypatch
         return ["no certificate for hub.example.org: the CA could not connect ..."]
 
     fake_module = types.SimpleNamespace(
-        reload_proxy=lambda config: None,
+        reload_proxy=lambda settings: None,
         ProxyReloadError=Exception,
         https_preflight=lambda config: [],
         missing_certificates=missing_certificates,

@@ -270,13 +270,14 @@ def test_every_path_and_unit_is_in_the_reference(built):
     for name, value in vars(paths).items():
         if name.isupper() and isinstance(value, (str, int)):
             assert str(value) in page, f"tljh.system.paths.{name} = {value} missing from the files reference"
-    for unit in (paths.HUB_UNIT, paths.EDGE_UNIT, paths.ROUTER_UNIT):
+    for unit in (paths.HUB_UNIT, paths.PROXY_UNIT, paths.PROXY_ADMIN_UNIT):
         assert unit in page
         # the unit file's own lines are shown as they are installed
         template = (REPO / "tljh" / "systemd-units" / unit).read_text()
-        exec_start = next(line for line in template.splitlines() if line.startswith("ExecStart="))
-        exec_start = exec_start.replace("{install_prefix}", "/opt/tljh")
-        assert exec_start.split("{")[0] in page
+        key = "ListenStream=" if unit.endswith(".socket") else "ExecStart="
+        line = next(line for line in template.splitlines() if line.startswith(key))
+        line = line.replace("{install_prefix}", "/opt/tljh").replace("{proxy_admin_socket}", paths.PROXY_ADMIN_SOCKET)
+        assert line.split("{")[0] in page
     assert paths.SUDOERS_FILE in page
 
 

@@ -426,7 +426,7 @@ PATH_NOTES = {
     "STATE_DIR": (
         "directory",
         "0700",
-        "Private state: the hub database, cookie secret, FirstUse passwords, Caddy's certificates and configs. "
+        "Private state: the hub database, cookie secret, FirstUse passwords, the proxy's generated config. "
         "The hub runs in this directory.",
     ),
     "CONFIG_DIR": ("directory", "0700", "Configuration, readable by root only."),
@@ -438,11 +438,7 @@ PATH_NOTES = {
         "`config.yaml` and plugins.",
     ),
     "INSTALLER_LOG": ("file", "0600", "The installer's log (every step, every command's output)."),
-    "CADDY_STATE_DIR": (
-        "directory",
-        "0700",
-        "The two Caddy processes' generated configs, certificates and ACME account.",
-    ),
+    "CADDY_STATE_DIR": ("directory", "0700", "The proxy's generated config."),
     "LAST_GOOD_FILE": (
         "file",
         "0600",
@@ -465,26 +461,38 @@ PATH_NOTES = {
         "rerun restart everything.",
     ),
     "HUB_DATABASE_FINGERPRINT": ("file", "0600", "The hub database's schema revision last checked."),
-    "EDGE_CONFIG_FINGERPRINT": ("file", "0600", "The edge configuration the edge proxy last loaded."),
-    "EDGE_UNIT_FINGERPRINT": ("file", "0600", "The Caddy version and unit file the edge proxy last started with."),
-    "ROUTER_UNIT_FINGERPRINT": ("file", "0600", "The Caddy version and unit file the router last started with."),
-    "OLD_PROXY_FINGERPRINT": ("file", "", "Written by earlier releases; the installer removes it."),
-    "EDGE_CONFIG_FILE": ("file", "0600", "The edge proxy's config, generated from `config.yaml`."),
-    "ROUTER_CONFIG_FILE": (
-        "file",
-        "0600",
-        "The router's first config; after that the router restores its own autosaved routes.",
-    ),
-    "EDGE_DATA_DIR": ("directory", "0700", "Certificates, ACME account keys and OCSP staples."),
-    "EDGE_ADMIN_SOCKET": ("socket", "0600", "The edge's admin API. Root only: whoever can reach it controls the proxy."),
-    "ROUTER_ADMIN_SOCKET": ("socket", "0600", "The router's admin API; the hub adds and removes routes through it."),
-    "ROUTER_HTTP_SOCKET": ("socket", "0600", "The router's only listener; its only client is the edge."),
+    "PROXY_CONFIG_FINGERPRINT": ("file", "0600", "The proxy configuration the proxy last loaded."),
+    "PROXY_UNIT_FINGERPRINT": ("file", "0600", "The Caddy version and unit files the proxy last started with."),
+    "PROXY_USER": ("user", "", "The system account the proxy runs as: no home, no login, no password; it "
+                   "cannot read the configuration, the state or anyone's home."),
+    "PROXY_GROUP": ("group", "", "The proxy's group: the only group that may read the route table and connect "
+                    "to users' servers."),
+    "PROXY_CONFIG_FILE": ("file", "0600", "The proxy's config, generated from `config.yaml` (a manual TLS "
+                          "certificate and key are copied into it). Root-only: systemd hands it to the proxy "
+                          "when it starts (`LoadCredential=`)."),
+    "PROXY_STATE_DIRECTORY": ("name", "", "The proxy's `StateDirectory=` (under `/var/lib`)."),
+    "PROXY_DATA_DIR": ("directory", "0700", "The proxy's own: certificates, ACME account keys and OCSP staples. "
+                       "Owned by the proxy's account; `tljh uninstall` saves it with config and state."),
+    "RUNTIME_DIR": ("directory", "0755", "Made at run time; a reboot empties it (and stops users' servers)."),
+    "ROUTES_DIR": ("directory", "2750", "The route table: the hub writes one entry per route (owner root, group "
+                   "of the proxy), the proxy looks each request up in it. Route changes never reload the proxy."),
+    "SERVERS_DIR": ("directory", "0711", "Users' servers listen on unix sockets in `<unix name>/` here (owner "
+                    "the user, group of the proxy, mode `2710`): only their owner and the proxy can connect."),
+    "PROXY_ADMIN_SOCKET": ("socket", "0600", "The proxy's admin API, made by systemd (root only) and handed to "
+                           "the proxy as a file descriptor: whoever can connect to it controls the proxy, and "
+                           "the proxy's own account cannot."),
+    "PROXY_ADMIN_LISTEN": ("address", "", "Where the proxy serves its admin API: the socket systemd hands it."),
+    "OLD_ROUTER_UNIT": ("removed unit", "", "Earlier releases' second Caddy process; the installer removes it with "
+                        "its state (`router.json`, `edge.json`, their autosaves) and moves certificates to "
+                        "the proxy's directory."),
+    "OLD_PROXY_DATA_DIR": ("directory", "", "Earlier releases' certificates; the installer moves them."),
     "HUB_HOST": ("address", "", "Where the hub listens; only the proxy connects to it."),
     "HUB_PORT": ("port", "", "The hub's port on `HUB_HOST`."),
     "UNIT_DIR": ("directory", "", "Where the installer writes its systemd units (below)."),
     "HUB_UNIT": ("unit", "", "JupyterHub (as root: it creates Unix accounts and starts users' servers)."),
-    "EDGE_UNIT": ("unit", "", "The edge Caddy: the public HTTP/HTTPS ports and TLS."),
-    "ROUTER_UNIT": ("unit", "", "The router Caddy: the route table the hub manages."),
+    "PROXY_UNIT": ("unit", "", "The proxy (Caddy, as `tljh-proxy`): public HTTP/HTTPS ports, TLS, and every "
+                   "request straight to a user's server, a service or the hub."),
+    "PROXY_ADMIN_UNIT": ("unit", "", "The proxy's admin socket (root only)."),
     "SUDOERS_FILE": ("file", "0440", "Passwordless sudo for the admins' group (below), checked with `visudo -c` "
                      "before it is put in place."),
     "COMMAND_DIR": ("directory", "", "Where the installer links the commands `tljh-config` and `tljh` (in the hub "
@@ -603,6 +611,8 @@ def render_files():
         f"| {code(users.USERS_GROUP)} | Every hub user's account is a member. |",
         f"| {code(users.ADMINS_GROUP)} | Hub admins' accounts; members get passwordless `sudo`. A user who "
         "stops being admin is taken out at their next server start. |",
+        f"| {code(paths.PROXY_USER)} | The proxy's system account and group (no home, no login): may bind "
+        "ports 80/443, read the route table and connect to users' servers; nothing else. |",
         "",
         f"The admin sudoers drop-in `{paths.SUDOERS_FILE}`:",
         "",

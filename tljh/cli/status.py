@@ -1,16 +1,17 @@
 """`tljh status`: is everything up, what is the config's state, which certificates are served."""
 
+import os
 import time
 
 import requests
 
 from tljh.install import conda_requests
-from tljh.proxy import caddy_config, certificates
-from tljh.proxy.caddy_admin import CaddyAdmin, CaddyAdminError
+from tljh.proxy import certificates
+from tljh.proxy.route_table import RouteTable, default_depth
 from tljh.settings.config_file import ConfigFileError
 from tljh.settings.effective import load_settings
 from tljh.system import paths, systemd
-from tljh.system.paths import EDGE_UNIT, HUB_UNIT, ROUTER_UNIT
+from tljh.system.paths import HUB_UNIT, PROXY_ADMIN_UNIT, PROXY_UNIT
 
 
 def hub_version(api_url):
@@ -22,12 +23,12 @@ def hub_version(api_url):
         return None
 
 
-def router_routes():
+def proxy_routes(base_url):
+    """The routes the hub gave the proxy (the route table), or None if there is no table yet."""
     try:
-        routes, _ = CaddyAdmin(paths.ROUTER_ADMIN_SOCKET).get("/config/apps/http/servers/router/routes")
-    except (CaddyAdminError, OSError):
+        return RouteTable(paths.ROUTES_DIR, default_depth(base_url)).routes() if os.path.isdir(paths.ROUTES_DIR) else None
+    except OSError:
         return None
-    return [r for r in (routes or []) if caddy_config.route_info(r)]
 
 
 def report():
@@ -45,7 +46,7 @@ def report():
     )
     healthy &= not settings.errors
 
-    for unit in (HUB_UNIT, ROUTER_UNIT, EDGE_UNIT):
+    for unit in (HUB_UNIT, PROXY_ADMIN_UNIT, PROXY_UNIT):
         active = systemd.is_active(unit)
         healthy &= active
         lines.append(f"{unit}: {'active' if active else 'NOT RUNNING (journalctl -u ' + unit + ')'}")
@@ -54,8 +55,9 @@ def report():
     healthy &= version is not None
     lines.append("hub: " + (f"JupyterHub {version} answering on {paths.HUB_HOST}:{paths.HUB_PORT}" if version else "not answering"))
 
-    routes = router_routes()
-    lines.append("routes: " + ("router not answering" if routes is None else f"{len(routes)} in the router"))
+    routes = proxy_routes(settings.base_url)
+    lines.append("routes: " + ("no route table yet (the hub writes it)" if routes is None
+                               else f"{len(routes)} in {paths.ROUTES_DIR}"))
     healthy &= routes is not None
 
     line, conda_ok = conda_requests.status_line()
@@ -70,10 +72,10 @@ def report():
         certs = []
         if https["tls"]["cert"]:
             certs.append(certificates.read_certificate(https["tls"]["cert"]))
-        certs += certificates.managed_certificates(paths.EDGE_DATA_DIR)
+        certs += certificates.managed_certificates(paths.PROXY_DATA_DIR)
         lines.append(f"https: enabled on port {https['port']}; " + (f"{len(certs)} certificate(s)" if certs else "no certificate yet"))
         lines += [f"  {c.describe()}" for c in certs]
-        # ACME domains the edge serves no certificate for, with the CA's last word on each (a day of log).
+        # ACME domains the proxy serves no certificate for, with the CA's last word on each (a day of log).
         from tljh.proxy import edge
 
         missing = edge.missing_certificates(config, since=time.time() - 86400, timeout=0)

@@ -20,7 +20,7 @@ def build_parser():
     verbs.add_parser(
         "status",
         help="show whether the hub and proxy run, the config's state and the served certificates",
-        description="Exit code 0 when the config is valid and the hub, the router and the edge proxy all answer.",
+        description="Exit code 0 when the config is valid and the hub and the proxy both answer.",
     )
     loadtest = verbs.add_parser(
         "loadtest",

@@ -10,13 +10,16 @@ from tljh.hub import profiles
 from tljh.plugins import get_plugin_manager
 from tljh.system import systemd, users
 
+from .server_sockets import UnixSocketServer, answers_http
 
-class UserCreatingSpawner(SystemdSpawner):
+
+class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
     """Run each user's server as a systemd unit under their own Unix account, created on first spawn.
 
     The account is ``jupyter-<name>`` (see :func:`tljh.system.users.unix_username`), with a private home,
     member of ``jupyterhub-users``; hub admins are also put in ``jupyterhub-admins`` (passwordless sudo)
     and non-admins taken out of it, so a change of admin status applies at the next spawn.
+    The server listens on a unix socket only its owner and the proxy can open (:mod:`.server_sockets`).
     """
 
     user_groups = Dict(
@@ -78,26 +81,11 @@ class UserCreatingSpawner(SystemdSpawner):
         """,
     )
 
-    async def _answers_http(self, ip, port, path):
-        try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(ip, port), 1)
-        except (OSError, asyncio.TimeoutError):
-            return False
-        try:
-            writer.write(f"GET {path} HTTP/1.0\r\nHost: {ip}:{port}\r\n\r\n".encode())
-            await writer.drain()
-            status = await asyncio.wait_for(reader.readline(), 5)
-            return status.startswith(b"HTTP/")
-        except (OSError, asyncio.TimeoutError):
-            return False
-        finally:
-            writer.close()
-
-    async def _wait_answering(self, ip, port):
+    async def _wait_answering(self):
         path = self.server.base_url + "api" if self.server else "/"
         deadline = time.monotonic() + self.http_timeout
         while time.monotonic() < deadline:
-            if await self._answers_http(ip, port, path):
+            if await answers_http(self.socket_path, path):
                 return
             if await self.poll() is not None:
                 raise RuntimeError(await self._why_it_stopped())
@@ -136,7 +124,6 @@ class UserCreatingSpawner(SystemdSpawner):
         for group, members in self.user_groups.items():
             if self.user.name in members:
                 await users.ensure_user_group(system_username, group)
-        started = await super().start()
-        if started:
-            await self._wait_answering(*started)
-        return started
+        url = await super().start()
+        await self._wait_answering()
+        return url

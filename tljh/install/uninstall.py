@@ -16,10 +16,11 @@ import time
 from tljh.system import paths, systemd, users
 from tljh.system.paths import (
     CACHE_DIR,
-    EDGE_UNIT,
     HUB_UNIT,
+    OLD_ROUTER_UNIT,
     PROFILE_SCRIPT,
-    ROUTER_UNIT,
+    PROXY_ADMIN_UNIT,
+    PROXY_UNIT,
     SUDOERS_FILE,
     UNINSTALL_BACKUP_DIR,
 )
@@ -37,20 +38,23 @@ def hub_accounts():
 
 
 def backup(now=None):
-    """Archive config and state to /var/backups/tljh-<time>.tar.gz (root-only). Returns its path."""
+    """Archive config and state (the proxy's certificates too) to /var/backups/tljh-<time>.tar.gz (root-only).
+    Returns its path."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
     os.makedirs(UNINSTALL_BACKUP_DIR, exist_ok=True)
     target = os.path.join(UNINSTALL_BACKUP_DIR, f"tljh-{stamp}.tar.gz")
     fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
-        for path in (paths.CONFIG_DIR, paths.STATE_DIR):
+        for path in (paths.CONFIG_DIR, paths.STATE_DIR, paths.PROXY_DATA_DIR):
             if os.path.exists(path):
                 tar.add(path, arcname=os.path.relpath(path, "/"))
     return target
 
 
 def uninstall(purge=False, say=print):
-    units = [HUB_UNIT, EDGE_UNIT, ROUTER_UNIT]
+    units = [HUB_UNIT, PROXY_UNIT, PROXY_ADMIN_UNIT]
+    if os.path.exists(os.path.join(paths.UNIT_DIR, OLD_ROUTER_UNIT)):  # installed by an earlier release
+        units.append(OLD_ROUTER_UNIT)
     servers = user_server_units()
     for unit in servers + units:
         systemd.stop(unit, check=False)
@@ -69,9 +73,15 @@ def uninstall(purge=False, say=print):
     for path in LINKS + [SUDOERS_FILE, PROFILE_SCRIPT]:
         if os.path.lexists(path):
             os.remove(path)
-    for path in (paths.INSTALL_PREFIX, CACHE_DIR):
+    for path in (paths.INSTALL_PREFIX, CACHE_DIR, paths.PROXY_DATA_DIR, paths.RUNTIME_DIR):
         shutil.rmtree(path, ignore_errors=True)
-    say(f"removed {paths.INSTALL_PREFIX}, {CACHE_DIR}, {SUDOERS_FILE}, {PROFILE_SCRIPT} and {', '.join(LINKS)}")
+    say(f"removed {paths.INSTALL_PREFIX}, {CACHE_DIR}, {paths.PROXY_DATA_DIR}, {paths.RUNTIME_DIR}, {SUDOERS_FILE}, "
+        f"{PROFILE_SCRIPT} and {', '.join(LINKS)}")
+    if users.user_exists(paths.PROXY_USER):
+        subprocess.run(["userdel", paths.PROXY_USER], capture_output=True)
+        if users.group_exists(paths.PROXY_GROUP):
+            subprocess.run(["groupdel", paths.PROXY_GROUP], capture_output=True)
+        say(f"removed the proxy's system account {paths.PROXY_USER}")
 
     if purge:
         accounts = hub_accounts()

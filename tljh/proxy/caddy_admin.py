@@ -1,22 +1,15 @@
-"""Clients for Caddy's admin API over a unix socket.
+"""A client for Caddy's admin API over a unix socket (standard library only).
 
-- :class:`AsyncCaddyAdmin` for the hub (aiohttp, which JupyterHub already
-  depends on): no blocking on the event loop.
-- :class:`CaddyAdmin` (standard library only) for the CLI and the installer.
+Only root uses it: `tljh-config reload proxy`, the installer and `tljh status`, through the socket
+systemd makes for the proxy (root-only). Route changes never go through it (tljh.proxy.route_table).
+Errors are :class:`CaddyAdminError` with Caddy's own one-line reason.
 
-Both raise :class:`CaddyAdminError` with Caddy's own one-line reason.  Writes can
-carry ``If-Match: <Etag>`` (from a GET of the same path): Caddy answers 412
-(:class:`CaddyConfigChanged`) if the config changed underneath.
-
-Every config change makes Caddy replace its admin server; a connection the old
-one accepted but had not read yet is closed without an answer. Such a request
-was never handled, so both clients send it again (``DISCONNECT_RETRIES`` times):
-under many concurrent route changes (a class starting together) this happens.
-Repeating is safe for every request made here: GETs, ``/load`` of a whole
-config, and writes guarded by an Etag (a repeat of an applied write gets 412).
+Every config change makes Caddy replace its admin server; a connection the old one accepted but had not
+read yet is closed without an answer. Such a request was never handled, so the client sends it again
+(``DISCONNECT_RETRIES`` times). Repeating is safe for every request made here: GETs and ``/load`` of a
+whole config.
 """
 
-import asyncio
 import errno
 import http.client
 import json
@@ -35,10 +28,6 @@ class CaddyAdminError(Exception):
         self.status = status
 
 
-class CaddyConfigChanged(CaddyAdminError):
-    """412: the config changed since the Etag was read; read it again and retry."""
-
-
 class CaddyNotRunning(CaddyAdminError):
     """Nothing answers on the admin socket."""
 
@@ -51,8 +40,7 @@ def _error_from_response(method, path, status, body):
         pass
     # Caddy's errors nest ("loading new config: ...: json: unknown field"): keep one line.
     reason = " ".join(str(reason).split()) or f"HTTP {status}"
-    cls = CaddyConfigChanged if status == 412 else CaddyAdminError
-    return cls(f"Caddy admin {method} {path}: {reason}", status=status)
+    return CaddyAdminError(f"Caddy admin {method} {path}: {reason}", status=status)
 
 
 def _disconnected(error):
@@ -76,72 +64,6 @@ def _decode(body):
     return json.loads(body) if body.strip() else None
 
 
-class AsyncCaddyAdmin:
-    """Async admin client for one Caddy process (used inside the hub)."""
-
-    def __init__(self, socket_path, timeout=DEFAULT_TIMEOUT):
-        self.socket_path = socket_path
-        self.timeout = timeout
-
-    async def request(self, method, path, body=None, etag=None):
-        """(status, headers, decoded JSON body); raises CaddyAdminError on errors.
-
-        One connection per request: a pooled keep-alive connection that Caddy
-        closed meanwhile would fail the next change.
-        """
-        import aiohttp
-
-        headers = {"Content-Type": "application/json"}
-        if etag:
-            headers["If-Match"] = etag
-        data = json.dumps(body) if body is not None else None
-        timeout = aiohttp.ClientTimeout(total=self.timeout)
-        for attempt in range(DISCONNECT_RETRIES + 1):
-            connector = aiohttp.UnixConnector(path=self.socket_path, force_close=True)
-            try:
-                async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-                    async with session.request(method, "http://localhost" + path, data=data,
-                                               headers=headers) as resp:
-                        text = await resp.text()
-                break
-            except aiohttp.ClientConnectorError as e:
-                raise CaddyNotRunning(
-                    f"Caddy admin socket {self.socket_path}: {e.os_error.strerror or e} (is the proxy running?)"
-                ) from e
-            except aiohttp.ClientError as e:
-                unanswered = isinstance(e, aiohttp.ServerDisconnectedError) or _disconnected(e)
-                if attempt == DISCONNECT_RETRIES or not unanswered:
-                    raise CaddyAdminError(f"Caddy admin socket {self.socket_path}: {e}") from e
-                await asyncio.sleep(_retry_delay(attempt))
-            except asyncio.TimeoutError as e:
-                raise CaddyAdminError(
-                    f"Caddy admin socket {self.socket_path}: no answer within {self.timeout}s"
-                ) from e
-        if resp.status >= 400:
-            raise _error_from_response(method, path, resp.status, text)
-        return resp.status, resp.headers, _decode(text)
-
-    async def get(self, path):
-        """(value, Etag) of the config at path, e.g. /config/apps/http/servers/router/routes."""
-        _, headers, value = await self.request("GET", path)
-        return value, headers.get("Etag")
-
-    async def load(self, config):
-        """Replace the whole config (Caddy rolls back if the new one fails)."""
-        await self.request("POST", "/load", config)
-
-    async def patch(self, path, value, etag=None):
-        """Replace the existing value at path."""
-        await self.request("PATCH", path, value, etag=etag)
-
-    async def put(self, path, value, etag=None):
-        """Create the value at path (insert at an array index)."""
-        await self.request("PUT", path, value, etag=etag)
-
-    async def delete(self, path, etag=None):
-        await self.request("DELETE", path, etag=etag)
-
-
 class _UnixHTTPConnection(http.client.HTTPConnection):
     def __init__(self, socket_path, timeout):
         super().__init__("localhost", timeout=timeout)
@@ -159,17 +81,15 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
 
 
 class CaddyAdmin:
-    """Blocking admin client (standard library only) for the CLI and installer."""
+    """Blocking admin client for one Caddy process."""
 
     def __init__(self, socket_path, timeout=DEFAULT_TIMEOUT):
         self.socket_path = socket_path
         self.timeout = timeout
 
-    def request(self, method, path, body=None, etag=None):
-        """(status, headers, decoded JSON body); raises CaddyAdminError on errors."""
+    def request(self, method, path, body=None):
+        """(status, decoded JSON body); raises CaddyAdminError on errors."""
         headers = {"Content-Type": "application/json", "Host": "localhost"}
-        if etag:
-            headers["If-Match"] = etag
         data = json.dumps(body).encode() if body is not None else None
         for attempt in range(DISCONNECT_RETRIES + 1):
             conn = _UnixHTTPConnection(self.socket_path, self.timeout)
@@ -190,23 +110,13 @@ class CaddyAdmin:
                 conn.close()
         if resp.status >= 400:
             raise _error_from_response(method, path, resp.status, text)
-        return resp.status, dict(resp.getheaders()), _decode(text)
+        return resp.status, _decode(text)
 
     def get(self, path):
-        _, headers, value = self.request("GET", path)
-        return value, headers.get("Etag")
+        return self.request("GET", path)[1]
 
     def load(self, config):
         self.request("POST", "/load", config)
-
-    def patch(self, path, value, etag=None):
-        self.request("PATCH", path, value, etag=etag)
-
-    def put(self, path, value, etag=None):
-        self.request("PUT", path, value, etag=etag)
-
-    def delete(self, path, etag=None):
-        self.request("DELETE", path, etag=etag)
 
     def is_running(self):
         try:

@@ -1,14 +1,14 @@
-"""The edge proxy on this server: its config on disk and in the running edge, and HTTPS diagnostics.
+"""The proxy on this server (caddy.service): its config on disk and in the running process, and HTTPS
+diagnostics.
 
-- :func:`write_edge_config` writes edge.json (the installer calls it before the
-  first start of caddy.service).
-- :func:`write_router_config` writes the router's first config (used by
-  caddy-router.service when it has no autosaved config yet).
-- :func:`reload_proxy` applies config.yaml to the running edge
-  (``tljh-config reload proxy``): Caddy rolls back a config it cannot load, so on
-  any failure the previous config keeps serving and edge.json is unchanged.
-- :func:`https_preflight` and :func:`missing_certificates`: what keeps (or kept) the
-  CA from issuing a certificate, said in one line each.
+- :func:`write_proxy_config` writes caddy.json (root-only; systemd hands it to the proxy when it starts).
+- :func:`reload_proxy` applies config.yaml to the running proxy (``tljh-config reload proxy``) through its
+  root-only admin socket: Caddy rolls back a config it cannot load, so on any failure the previous config
+  keeps serving and caddy.json is unchanged. Routes are not in this config (tljh.proxy.route_table).
+- :func:`https_preflight` and :func:`missing_certificates`: what keeps (or kept) the CA from issuing a
+  certificate, said in one line each.
+
+The settings come as :class:`tljh.settings.effective.Settings` (``.config``, ``.base_url``, ``.hub_url``).
 """
 
 import json
@@ -16,7 +16,7 @@ import os
 import re
 
 from tljh.system import files, paths, systemd
-from tljh.system.paths import EDGE_ADMIN_SOCKET, EDGE_CONFIG_FILE, ROUTER_CONFIG_FILE
+from tljh.system.paths import PROXY_ADMIN_SOCKET, PROXY_CONFIG_FILE
 
 from . import caddy_config
 from .caddy_admin import CaddyAdmin, CaddyAdminError, CaddyNotRunning
@@ -27,7 +27,7 @@ class ProxyReloadError(Exception):
 
 
 class ProxyNotRunningError(ProxyReloadError):
-    """The edge proxy does not answer on its admin socket."""
+    """The proxy does not answer on its admin socket."""
 
 
 _DOMAIN = re.compile(r"^(?=.{1,253}$)(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))*$", re.I)
@@ -61,45 +61,47 @@ def check_edge_settings(config):
             raise ProxyReloadError(f"https.acme.trusted_roots: {root} does not exist or is not a file")
 
 
-def build_edge_config(config, **kwargs):
-    """edge_config() with our errors turned into ProxyReloadError."""
+def _manual_pem(config):
+    """(certificate, key) PEM text of https.tls.cert/key, read here (root): the proxy cannot read them."""
+    tls = (config.get("https") or {}).get("tls") or {}
+    if not (config.get("https") or {}).get("enabled") or not (tls.get("cert") and tls.get("key")):
+        return None
+    try:
+        with open(tls["cert"]) as c, open(tls["key"]) as k:
+            return c.read(), k.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ProxyReloadError(f"https.tls: cannot read {e.filename}: {e.strerror or e}") from e
+
+
+def build_proxy_config(settings, **kwargs):
+    """caddy_config.proxy_config() for these settings, our errors turned into ProxyReloadError."""
+    config = settings.config
     check_edge_settings(config)
     try:
-        return caddy_config.edge_config(config, **kwargs)
+        return caddy_config.proxy_config(config, hub_url=settings.hub_url, base_url=settings.base_url,
+                                         manual_pem=_manual_pem(config), **kwargs)
     except caddy_config.CaddyConfigError as e:
         raise ProxyReloadError(str(e)) from e
 
 
-def write_edge_config(config, path=EDGE_CONFIG_FILE, **kwargs):
-    """Write edge.json for the TLJH config dict; returns the path."""
-    caddy = build_edge_config(config, **kwargs)
-    data_dir = caddy["storage"]["root"]
-    os.makedirs(data_dir, mode=0o700, exist_ok=True)
-    files.write_json(path, caddy)
+def write_proxy_config(settings, path=PROXY_CONFIG_FILE, **kwargs):
+    """Write caddy.json (0600, root) for these settings; returns the path."""
+    files.write_json(path, build_proxy_config(settings, **kwargs))
     return path
 
 
-def write_router_config(hub_url, base_url, path=ROUTER_CONFIG_FILE, **kwargs):
-    """Write the router's first config (skeleton only: hub catch-all, error pages); returns the path."""
-    files.write_json(path, caddy_config.router_config(hub_url, base_url, (), **kwargs))
-    return path
+def reload_proxy(settings, admin_socket=PROXY_ADMIN_SOCKET, path=PROXY_CONFIG_FILE, **kwargs):
+    """Apply the settings to the running proxy, then save them as caddy.json.
 
-
-def reload_proxy(config, admin_socket=EDGE_ADMIN_SOCKET, path=EDGE_CONFIG_FILE, **kwargs):
-    """Apply the TLJH config dict to the running edge, then save it as edge.json.
-
-    Raises ProxyReloadError (ProxyNotRunningError if the edge is down) with a
-    one-line reason; then the running edge and edge.json are unchanged.
-    Router routes are never touched.
+    Raises ProxyReloadError (ProxyNotRunningError if the proxy is down) with a one-line reason; then the
+    running proxy and caddy.json are unchanged. Open websockets are kept (Caddy's stream_close_delay).
     """
-    caddy = build_edge_config(config, admin_socket=admin_socket, **kwargs)
-    os.makedirs(caddy["storage"]["root"], mode=0o700, exist_ok=True)
-    admin = CaddyAdmin(admin_socket)
+    caddy = build_proxy_config(settings, **kwargs)
     try:
-        admin.load(caddy)
+        CaddyAdmin(admin_socket).load(caddy)
     except CaddyNotRunning as e:
         raise ProxyNotRunningError(
-            f"the edge proxy is not running ({e}); start it with: systemctl start caddy"
+            f"the proxy is not running ({e}); start it with: systemctl start {paths.PROXY_UNIT}"
         ) from e
     except CaddyAdminError as e:
         raise ProxyReloadError(f"Caddy refused the new config, previous config kept: {e}") from e
@@ -107,7 +109,7 @@ def reload_proxy(config, admin_socket=EDGE_ADMIN_SOCKET, path=EDGE_CONFIG_FILE, 
 
 
 # ---------------------------------------------------------------- HTTPS pre-flight
-# (what certificates the edge holds: tljh.proxy.certificates)
+# (what certificates the proxy holds: tljh.proxy.certificates)
 
 
 def _port_owner(port):
@@ -173,7 +175,7 @@ def https_preflight(config, resolve=None, port_owner=_port_owner, local_addresse
 
 
 def served_certificate(domain, port, host="127.0.0.1", timeout=3):
-    """The certificate the edge serves to a browser asking for ``domain`` (SNI); None if it serves none."""
+    """The certificate the proxy serves to a browser asking for ``domain`` (SNI); None if it serves none."""
     import socket
     import ssl
 
@@ -192,11 +194,11 @@ def served_certificate(domain, port, host="127.0.0.1", timeout=3):
 
 
 def _caddy_log_since(since):
-    return systemd.journal_since(paths.EDGE_UNIT, since)
+    return systemd.journal_since(paths.PROXY_UNIT, since)
 
 
 def missing_certificates(config, since, timeout, served=served_certificate, log_since=_caddy_log_since, poll=0.5):
-    """After a reload: wait up to ``timeout`` s until the edge serves a certificate for every ACME domain.
+    """After a reload: wait up to ``timeout`` s until the proxy serves a certificate for every ACME domain.
 
     Returns one line per domain still without one, with the CA's reason from Caddy's log (logged since
     ``since``, a time.time()): the CA is the only one that sees whether this server is reachable from

@@ -146,7 +146,7 @@ def _reload_hub(config_path, timeout, last_good, preflight):
 def reload_proxy(config_path=CONFIG_FILE, timeout=DEFAULT_TIMEOUT, *, edge, warn=warn):
     """Apply config.yaml to the running edge proxy through ``edge``; returns a message.
 
-    ``edge`` provides ``https_preflight(config) -> [problem]``, ``reload_proxy(config)`` (raises
+    ``edge`` provides ``https_preflight(config) -> [problem]``, ``reload_proxy(settings)`` (raises
     ``edge.ProxyReloadError``) and ``missing_certificates(config, since, timeout) -> [line]``.
     Problems that do not stop the reload (what could keep the CA from issuing) go to ``warn``.
     """
@@ -161,7 +161,7 @@ def reload_proxy(config_path=CONFIG_FILE, timeout=DEFAULT_TIMEOUT, *, edge, warn
         warn(problem)
     started = time.time()
     try:
-        edge.reload_proxy(settings.config)
+        edge.reload_proxy(settings)
     except edge.ProxyReloadError as e:
         raise ReloadError(f"proxy reload failed, the previous proxy configuration keeps serving: {e}") from None
     # The proxy is reloaded either way; a certificate the CA did not issue is said, with its reason.

@@ -28,23 +28,40 @@ LAST_GOOD_FILE = os.path.join(STATE_DIR, "config.last-good.yaml")
 # What the installer last (re)started or checked each part with; a rerun restarts only what differs.
 HUB_FINGERPRINT = os.path.join(STATE_DIR, "hub.fingerprint")
 HUB_DATABASE_FINGERPRINT = os.path.join(STATE_DIR, "hub-database.fingerprint")
-EDGE_CONFIG_FINGERPRINT = os.path.join(STATE_DIR, "edge-config.fingerprint")
-EDGE_UNIT_FINGERPRINT = os.path.join(STATE_DIR, "caddy.service.fingerprint")
-ROUTER_UNIT_FINGERPRINT = os.path.join(STATE_DIR, "caddy-router.service.fingerprint")
-# Earlier releases kept one fingerprint for both proxies; the installer removes it.
-OLD_PROXY_FINGERPRINT = os.path.join(STATE_DIR, "caddy.fingerprint")
+PROXY_CONFIG_FINGERPRINT = os.path.join(STATE_DIR, "proxy-config.fingerprint")
+PROXY_UNIT_FINGERPRINT = os.path.join(STATE_DIR, "caddy.service.fingerprint")
 
-# Caddy: certificates, ACME account and the generated configs are state (root-only).
+# The proxy: one Caddy process (caddy.service) running as its own system user, in its own group.
+PROXY_USER = "tljh-proxy"
+PROXY_GROUP = "tljh-proxy"
+# Its config, generated from config.yaml; root-only (it may hold a manual TLS key): systemd hands it over.
 CADDY_STATE_DIR = os.path.join(STATE_DIR, "caddy")
-EDGE_CONFIG_FILE = os.path.join(CADDY_STATE_DIR, "edge.json")
-ROUTER_CONFIG_FILE = os.path.join(CADDY_STATE_DIR, "router.json")
-# Certificates, ACME account keys and OCSP staples (Caddy's "storage").
-EDGE_DATA_DIR = os.path.join(CADDY_STATE_DIR, "data")
-# Where the proxies listen for their admin API and the router for the edge. Both directories are
-# systemd RuntimeDirectory= (0700, root); anyone who reaches an admin socket controls that proxy.
-EDGE_ADMIN_SOCKET = "/run/tljh-edge/admin.sock"
-ROUTER_ADMIN_SOCKET = "/run/tljh-router/admin.sock"
-ROUTER_HTTP_SOCKET = "/run/tljh-router/http.sock"
+PROXY_CONFIG_FILE = os.path.join(CADDY_STATE_DIR, "caddy.json")
+# Certificates, ACME account keys and OCSP staples (Caddy's "storage"): the proxy's own StateDirectory=.
+PROXY_STATE_DIRECTORY = "tljh-proxy"
+PROXY_DATA_DIR = os.path.join("/var/lib", PROXY_STATE_DIRECTORY)
+# Made at run time (tmpfs: a reboot empties it, as it stops users' servers).
+RUNTIME_DIR = "/run/tljh"
+# The route table: written by the hub (root), read by the proxy on every request (tljh.proxy.route_table).
+ROUTES_DIR = os.path.join(RUNTIME_DIR, "routes")
+# Users' servers listen on unix sockets in <SERVERS_DIR>/<unix name>/ (tljh.hub.server_sockets).
+SERVERS_DIR = os.path.join(RUNTIME_DIR, "servers")
+# The proxy's admin API: made by systemd (caddy-admin.socket, root-only) and handed to Caddy as its first
+# file descriptor; anyone who can connect to it controls the proxy.
+PROXY_ADMIN_SOCKET = os.path.join(RUNTIME_DIR, "proxy-admin.sock")
+PROXY_ADMIN_LISTEN = "fd/3"
+
+# Left by earlier releases, which ran two Caddy processes (an edge and a router); the installer removes them.
+OLD_ROUTER_UNIT = "caddy-router.service"
+OLD_PROXY_STATE = tuple(
+    os.path.join(CADDY_STATE_DIR, name)
+    for name in ("edge.json", "router.json", "edge-config", "router-config", "router-data")
+)
+OLD_PROXY_DATA_DIR = os.path.join(CADDY_STATE_DIR, "data")
+OLD_PROXY_FINGERPRINTS = tuple(
+    os.path.join(STATE_DIR, name)
+    for name in ("caddy.fingerprint", "caddy-router.service.fingerprint", "edge-config.fingerprint")
+)
 
 # Where the hub listens; only the proxy talks to it.
 HUB_HOST = "127.0.0.1"
@@ -59,10 +76,10 @@ CONDA_REQUESTS_STATE = os.path.join(STATE_DIR, "conda-requests.json")
 # systemd units the installer writes (from tljh/systemd-units/) and enables.
 UNIT_DIR = "/etc/systemd/system"
 HUB_UNIT = "jupyterhub.service"
-EDGE_UNIT = "caddy.service"
-ROUTER_UNIT = "caddy-router.service"
+PROXY_UNIT = "caddy.service"
+PROXY_ADMIN_UNIT = "caddy-admin.socket"
 # The proxy's units: their memory and CPU are the proxy's (`tljh status`, `tljh loadtest`).
-PROXY_UNITS = (EDGE_UNIT, ROUTER_UNIT)
+PROXY_UNITS = (PROXY_UNIT,)
 # Users' servers run as units named after their Unix account (jupyter-<name>, tljh.system.users;
 # named servers "jupyter-<name>:<server>"): what `tljh status` and `tljh loadtest` count as servers.
 USER_SERVER_UNITS = "jupyter-*.service"

@@ -9,7 +9,7 @@ import os
 import subprocess
 from importlib import resources
 
-from . import files
+from . import files, paths
 from .paths import INSTALL_PREFIX, UNIT_DIR
 
 # A systemctl call that takes longer than this is stuck (a unit's own start/stop timeouts are shorter).
@@ -111,12 +111,27 @@ def journal_since(unit, since, lines=None):
 
 
 def unit_content(unit, prefix=INSTALL_PREFIX, jupyterhub_config=None):
-    """The unit file the installer writes for ``unit``: tljh/systemd-units/<unit> with the install prefix and
-    the path of the hub's configuration file filled in."""
+    """The unit file the installer writes for ``unit``: tljh/systemd-units/<unit> with the install prefix, the
+    path of the hub's configuration file and the proxy's facts (tljh.system.paths) filled in."""
     template = resources.files("tljh").joinpath("systemd-units", unit).read_text()
     if jupyterhub_config is None:
         jupyterhub_config = str(resources.files("tljh").joinpath("jupyterhub_config.py"))
-    return template.replace("{install_prefix}", prefix).replace("{jupyterhub_config}", jupyterhub_config)
+    facts = {
+        "{install_prefix}": prefix,
+        "{jupyterhub_config}": jupyterhub_config,
+        # the proxy's config file moves with the prefix, like the rest of the state
+        "{proxy_config_file}": paths.PROXY_CONFIG_FILE.replace(paths.INSTALL_PREFIX, prefix, 1),
+        "{proxy_user}": paths.PROXY_USER,
+        "{proxy_group}": paths.PROXY_GROUP,
+        "{proxy_state_directory}": paths.PROXY_STATE_DIRECTORY,
+        "{proxy_data_dir}": paths.PROXY_DATA_DIR,
+        "{proxy_admin_socket}": paths.PROXY_ADMIN_SOCKET,
+        "{proxy_unit}": paths.PROXY_UNIT,
+        "{proxy_admin_unit}": paths.PROXY_ADMIN_UNIT,
+    }
+    for placeholder, value in facts.items():
+        template = template.replace(placeholder, value)
+    return template
 
 
 def write_unit(name, content, unit_dir=UNIT_DIR):

@@ -58,6 +58,18 @@ def ensure_group(group):
     return True
 
 
+def ensure_system_user(name):
+    """Create system account ``name`` in its own group: no home, no login shell, no password.
+
+    For services (the proxy). Returns True if it was created."""
+    if user_exists(name):
+        return False
+    ensure_group(name)
+    subprocess.run(["useradd", "--system", "--gid", name, "--no-create-home", "--home-dir", "/nonexistent",
+                    "--shell", "/usr/sbin/nologin", name], check=True, capture_output=True)
+    return True
+
+
 async def _run(*cmd):
     proc = await asyncio.create_subprocess_exec(
         *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
