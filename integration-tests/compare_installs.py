@@ -69,6 +69,7 @@ VOLATILE = {
     "/opt/tljh/state/caddy/data/*": "Caddy's instance id and locks",
     "/opt/tljh/state/caddy/edge-config/*": "Caddy's instance id",
     "/opt/tljh/state/caddy/router-data/*": "Caddy's instance id",
+    "/var/lib/tljh-proxy/*": "Caddy's instance id and locks",
     "/home/jupyter-admin/*": "the user's own files (JupyterLab workspaces, kernel connection files)",
     "/var/lib/sss/*": "caches",
 }

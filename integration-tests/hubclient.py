@@ -1,6 +1,6 @@
 """A small JupyterHub client for the integration tests: what a person does in a browser, over HTTP.
 
-Everything goes through the public port (Caddy edge -> router -> hub or the user's server), as a
+Everything goes through the public port (the proxy -> the hub or the user's server), as a
 browser's requests would.
 """
 

@@ -7,7 +7,7 @@ from machine import Machine
 
 # The files the installer manages outside its environments: a rerun with nothing to change leaves them as they are.
 MANAGED_FILES = (
-    "/etc/systemd/system/jupyterhub.service /etc/systemd/system/caddy.service /etc/systemd/system/caddy-router.service "
+    "/etc/systemd/system/jupyterhub.service /etc/systemd/system/caddy.service /etc/systemd/system/caddy-admin.socket "
     "/etc/sudoers.d/jupyterhub-admins /etc/profile.d/tljh-user-environment.sh /opt/tljh/config/config.yaml"
 )
 

@@ -137,10 +137,15 @@ def test_acme_certificate_and_websocket_survives(hub):
     assert "hub.test: issued by Pebble Intermediate CA" in status, status
 
 
-def test_certificate_state_is_root_only(hub):
+def test_certificate_state_is_the_proxys_only(hub):
+    """The proxy (its own account) keeps its certificates; nobody else reads them. Its config is root's."""
     assert hub.run("stat -c '%a %U' /opt/tljh/state/caddy").stdout.split() == ["700", "root"]
-    found = hub.run("find /opt/tljh/state/caddy/data -name '*.key' -perm /044").stdout.strip()
+    assert hub.run("stat -c '%a %U %G' /var/lib/tljh-proxy").stdout.split() == ["700", "tljh-proxy", "tljh-proxy"]
+    keys = hub.run("find /var/lib/tljh-proxy -name '*.key'").stdout.split()
+    assert keys, "no private key in the proxy's storage"
+    found = hub.run("find /var/lib/tljh-proxy -name '*.key' -perm /044").stdout.strip()
     assert found == "", f"private keys readable by others: {found}"
+    assert hub.run("find /var/lib/tljh-proxy ! -user tljh-proxy").stdout.strip() == ""
 
 
 def test_manual_certificate(hub):

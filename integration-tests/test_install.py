@@ -45,7 +45,7 @@ def test_installer_log_is_root_only(hub):
 def test_status_reports_everything_up(hub):
     result = hub.run("tljh status", check=False)
     assert result.returncode == 0, result.stdout + result.stderr
-    for line in ("jupyterhub.service: active", "caddy.service: active", "caddy-router.service: active",
+    for line in ("jupyterhub.service: active", "caddy.service: active", "caddy-admin.socket: active",
                  "hub: JupyterHub 6.1", "https: disabled; serving http on port 80"):
         assert line in result.stdout
     hub.run("systemctl stop caddy")
@@ -82,8 +82,8 @@ def test_wrong_password_is_refused(hub):
 
 
 def test_second_spawn_keeps_first_users_kernel(hub):
-    """Starting bob's server rewrites the router's routes: admin's open websocket must survive it,
-    and admin's requests must not fail while it happens."""
+    """Starting bob's server adds a route: admin's open websocket must survive it, and admin's requests
+    must not fail while it happens."""
 
     async def hammer(client, stop, failures, count):
         while not stop.is_set():
@@ -149,8 +149,9 @@ def test_admin_installs_for_everyone_with_sudo_pip(hub):
         ("list the config dir", "ls /opt/tljh/config"),
         ("list the state", "ls /opt/tljh/state"),
         ("read the installer log", "cat /opt/tljh/installer.log"),
-        ("reach the router's admin socket", "curl -sf --max-time 3 --unix-socket /run/tljh-router/admin.sock http://localhost/config/"),
-        ("reach the edge's admin socket", "curl -sf --max-time 3 --unix-socket /run/tljh-edge/admin.sock http://localhost/config/"),
+        ("reach the proxy's admin socket", "curl -sf --max-time 3 --unix-socket /run/tljh/proxy-admin.sock http://localhost/config/"),
+        ("list the route table", "ls /run/tljh/routes"),
+        ("read the proxy's certificates", "ls /var/lib/tljh-proxy"),
         ("write the user environment", "touch /opt/tljh/user/lib/evil"),
         ("write the hub environment", "touch /opt/tljh/hub/evil"),
         ("read another user's home", "ls /home/jupyter-admin"),
@@ -191,8 +192,9 @@ def test_noop_upgrade_keeps_servers_and_websockets(hub):
 
 
 def test_units_start_at_boot_and_restart_on_failure(hub):
-    for unit in ("jupyterhub", "caddy", "caddy-router"):
+    for unit in ("jupyterhub.service", "caddy.service", "caddy-admin.socket"):
         assert hub.run(f"systemctl is-enabled {unit}").stdout.strip() == "enabled"
+    for unit in ("jupyterhub", "caddy"):
         assert hub.run(f"systemctl show -p Restart --value {unit}").stdout.strip() in ("always", "on-failure")
 
 

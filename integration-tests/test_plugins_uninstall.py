@@ -76,9 +76,11 @@ def test_new_user_hook_gets_the_unix_name(machine):
 def test_uninstall_removes_everything_but_homes(machine):
     result = machine.run("tljh uninstall --yes", check=False)
     assert result.returncode == 0, result.stdout + result.stderr
-    for unit in ("jupyterhub", "caddy", "caddy-router"):
-        assert machine.run(f"systemctl cat {unit}.service", check=False).returncode != 0
-    assert machine.run("ls /opt/tljh", check=False).returncode != 0
+    for unit in ("jupyterhub.service", "caddy.service", "caddy-admin.socket"):
+        assert machine.run(f"systemctl cat {unit}", check=False).returncode != 0
+    for path in ("/opt/tljh", "/var/lib/tljh-proxy", "/run/tljh"):
+        assert machine.run(f"ls {path}", check=False).returncode != 0, path
+    assert machine.run("id tljh-proxy", check=False).returncode != 0
     for path in ("/usr/bin/tljh-config", "/usr/bin/tljh", "/etc/sudoers.d/jupyterhub-admins",
                  "/etc/profile.d/tljh-user-environment.sh"):
         assert machine.run(f"test -e {path}", check=False).returncode != 0, path

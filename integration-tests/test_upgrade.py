@@ -29,7 +29,7 @@ DAVE_PASSWORD = "dave-password-1"
 PLUGIN = "/srv/tljh-src/integration-tests/plugins/tljh-test-plugin"
 # Whatever it takes: small, pure Python, and not a dependency of anything the installer puts there.
 ADMIN_PACKAGE, ADMIN_MODULE = "cowsay==6.1", "cowsay"
-CONVERGED_FILES = MANAGED_FILES + " /opt/tljh/state/caddy/edge.json"
+CONVERGED_FILES = MANAGED_FILES + " /opt/tljh/state/caddy/caddy.json"
 
 
 def run(coro):
@@ -68,6 +68,9 @@ def test_upgrade_from_an_older_version_keeps_everything(machine):
         async with HubClient(machine.url()) as admin:
             await admin.login(ADMIN, ADMIN_PASSWORD)
             await admin.create_users("dave")
+            # kept running across the upgrade (on a TCP port, as servers of the old version listen)
+            await admin.start_server()
+            token = admin.token
         async with HubClient(machine.url()) as dave:
             await dave.login("dave", DAVE_PASSWORD)
             await dave.start_server()
@@ -75,8 +78,9 @@ def test_upgrade_from_an_older_version_keeps_everything(machine):
             await kernel.execute("open('/home/jupyter-dave/notes.txt', 'w').write('written before the upgrade')")
             await kernel.close()
             await dave.stop_server()
+        return token
 
-    run(use_the_old_hub())
+    admin_token = run(use_the_old_hub())
     admin_installs_package(machine)
     machine.run("tljh-config set limits.memory 1G && tljh-config add-item users.allowed dave && tljh-config reload hub")
     # A database made by an older JupyterHub: one schema revision behind the one installed. The hub stays
@@ -106,12 +110,22 @@ def test_upgrade_from_an_older_version_keeps_everything(machine):
     hub_version = machine.run("/opt/tljh/hub/bin/python -c 'import jupyterhub; print(jupyterhub.__version__)'").stdout
     user_version = machine.run("/opt/tljh/user/bin/python -c 'import jupyterhub; print(jupyterhub.__version__)'").stdout
     assert hub_version == user_version
+    # the old two-process proxy (edge and router, as root) is gone; one proxy without root serves
+    assert machine.run("systemctl cat caddy-router.service", check=False).returncode != 0
+    assert machine.run("test -e /etc/systemd/system/caddy-router.service", check=False).returncode != 0
+    assert machine.run("ls /opt/tljh/state/caddy").stdout.split() == ["caddy.json"]
+    assert machine.run("ps -o user= -C caddy").stdout.split() == ["tljh-proxy"]
+    # the admin's server from before the upgrade still answers, through the new proxy
+    status = machine.run(f"curl -s -o /dev/null -w '%{{http_code}}' -H 'Authorization: token {admin_token}' "
+                         "http://127.0.0.1/user/admin/api/status").stdout
+    assert status == "200", status
 
     async def use_the_new_hub():
         async with HubClient(machine.url()) as admin:
             await admin.login(ADMIN, ADMIN_PASSWORD)  # the FirstUse password set before the upgrade
             names = sorted(u["name"] for u in await admin.api("GET", "hub/api/users"))
             assert names == ["admin", "dave"]
+            await admin.stop_server()
         async with HubClient(machine.url()) as dave:
             await dave.login("dave", DAVE_PASSWORD)
             await dave.start_server()

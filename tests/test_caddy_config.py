@@ -1,6 +1,10 @@
 """Caddy JSON built by tljh.proxy.caddy_config: pure functions, compared as dicts. That Caddy accepts and
 serves them is checked in tests/test_caddy_proxy.py."""
 
+import shutil
+import tempfile
+from pathlib import Path
+
 import pytest
 
 from tljh.proxy import caddy_config as cc
@@ -190,3 +194,37 @@ def test_https_preflight():
         "missing.test does not resolve (Name or service not known); add a DNS A/AAAA record pointing to this machine",
     ]
     assert https_preflight({}, port_owner=lambda p: None) == []
+
+
+@pytest.fixture
+def world_readable_dir():
+    """A temp dir everyone may enter (pytest's own are root-only all the way up)."""
+    path = Path(tempfile.mkdtemp(prefix="tljh-test-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path)
+
+
+def test_trusted_roots_must_be_readable_by_the_proxy(world_readable_dir):
+    """The proxy runs as its own account: a CA file only root can read would fail later, in Caddy's log."""
+    from tljh.proxy.edge import ProxyReloadError, check_edge_settings
+
+    tmp_path = world_readable_dir
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    (private / "ca.pem").write_text("x")
+    public = tmp_path / "public"
+    public.mkdir()
+    (public / "ca.pem").write_text("x")
+    for p in (tmp_path, public, public / "ca.pem"):
+        p.chmod(0o755 if p.is_dir() else 0o644)
+
+    def config(root):
+        return {"https": {"enabled": True, "letsencrypt": {"domains": ["a.org"]}, "acme": {"trusted_roots": [root]}}}
+
+    with pytest.raises(ProxyReloadError, match="not readable by everyone"):
+        check_edge_settings(config(str(private / "ca.pem")))
+    check_edge_settings(config(str(public / "ca.pem")))
+    (public / "ca.pem").chmod(0o600)
+    with pytest.raises(ProxyReloadError, match="not readable by everyone"):
+        check_edge_settings(config(str(public / "ca.pem")))

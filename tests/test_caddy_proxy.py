@@ -715,7 +715,12 @@ def pebble(tmp_path):
 
     try:
         wait_for(up, what="pebble")
-        yield {"ca": ca, "ports": ports, "directory": f"https://127.0.0.1:{ports['acme']}/dir",
+        # a CA certificate is public, and the proxy (its own account on a server) must be able to read it
+        public = Path(tempfile.mkdtemp(prefix="tljh-pebble-ca-", dir="/tmp"))
+        public.chmod(0o755)
+        shutil.copy(ca, public / "ca.pem")
+        (public / "ca.pem").chmod(0o644)
+        yield {"ca": public / "ca.pem", "ports": ports, "directory": f"https://127.0.0.1:{ports['acme']}/dir",
                "root": lambda: urllib.request.urlopen(
                    f"https://127.0.0.1:{ports['mgmt']}/roots/0", context=ctx).read().decode()}
     finally:
@@ -723,6 +728,7 @@ def pebble(tmp_path):
             p.terminate()
             p.wait(10)
         log.close()
+        shutil.rmtree(public, ignore_errors=True)
 
 
 async def test_https_acme_certificate_from_local_ca(env, pebble, tmp_path):

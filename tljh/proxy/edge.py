@@ -59,6 +59,33 @@ def check_edge_settings(config):
     for root in [roots] if isinstance(roots, str) else roots:
         if not os.path.isfile(root):
             raise ProxyReloadError(f"https.acme.trusted_roots: {root} does not exist or is not a file")
+        if not _public(root):
+            raise ProxyReloadError(
+                f"https.acme.trusted_roots: {root} is not readable by everyone, and the proxy ({paths.PROXY_USER}) "
+                "reads it: a CA certificate is public, make it and its directories readable (e.g. chmod 644) "
+                "outside homes and /opt/tljh"
+            )
+
+
+# Directories the proxy's sandbox hides whatever their permissions (caddy.service: ProtectHome=,
+# InaccessiblePaths=).
+_HIDDEN_FROM_PROXY = ("/home", "/root", "/run/user", paths.CONFIG_DIR, paths.STATE_DIR)
+
+
+def _public(path):
+    """Can any account read ``path``: o+r on it, o+x on each directory above, not in a hidden tree?"""
+    path = os.path.realpath(path)
+    if any(path == d or path.startswith(d.rstrip("/") + "/") for d in _HIDDEN_FROM_PROXY):
+        return False
+    if not os.stat(path).st_mode & 0o004:
+        return False
+    directory = os.path.dirname(path)
+    while True:
+        if not os.stat(directory).st_mode & 0o001:
+            return False
+        if directory == "/":
+            return True
+        directory = os.path.dirname(directory)
 
 
 def _manual_pem(config):
