@@ -429,7 +429,8 @@ def med(results, key):
 
 
 def print_table(contenders, R, args):
-    cols = ["", "req/s @50", "p99 @50", "req/s @200", "p99 @200", "CPU/request", "ws RTT median / p99"]
+    cols = ["", "req/s @50", "p99 @50", "req/s @200", "p99 @200", "CPU/request", "ws RTT median / p99",
+            "failed in load runs"]
     for n in CHURN_SIZES:
         cols.append(f"churn @{n} routes: failed req / dropped ws / change median, p99")
     cols += ["RSS idle / after run"]
@@ -443,6 +444,7 @@ def print_table(contenders, R, args):
             row += [f"{med(runs, 'rps'):,.0f}", fmt_ms(med(runs, "p99"))]
         row.append(fmt_us(med(r["load50"] + r["load200"], "cpu_per_req")))
         row.append(f"{fmt_us(med(r['ws'], 'median'))} / {fmt_us(med(r['ws'], 'p99'))}")
+        row.append(str(sum(x["failed"] for x in r["load50"] + r["load200"])))
         for n in CHURN_SIZES:
             ch = r.get(f"churn{n}")
             if not ch:
@@ -466,6 +468,7 @@ def machine():
 
 
 async def main(args, contenders):
+    load_before = f"{os.getloadavg()[0]:.1f}"
     w = Workdir()
     R = {c.name: {"load50": [], "load200": [], "ws": []} for c in contenders}
     try:
@@ -500,7 +503,7 @@ async def main(args, contenders):
             if c.has_routes:
                 await asyncio.sleep(2)
                 R[c.name]["rss_after"] = sum(proc_rss_mib(p) for p in c.pids)
-        print(f"\nMachine: {machine()}. wrk -t2, {args.duration} s per run, medians of {args.rounds} interleaved "
+        print(f"\nMachine: {machine()}; load average before / after: {load_before} / {os.getloadavg()[0]:.1f}. wrk -t2, {args.duration} s per run, medians of {args.rounds} interleaved "
               f"rounds; {TABLE_ROUTES} routes for the load columns; 1 KB responses; websocket: {WS_MESSAGES} "
               f"sequential messages; churn: {CHURN_CHANGES} changes (add/delete) under 50 connections and "
               f"{CHURN_WEBSOCKETS} open websockets.\n")

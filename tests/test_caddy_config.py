@@ -16,8 +16,9 @@ TRANSPORT = {"protocol": "http", "dial_timeout": "5s", "keep_alive": {"max_idle_
 
 
 def rp(dial, **extra):
-    return {"handler": "reverse_proxy", "upstreams": [{"dial": dial}], "stream_close_delay": "24h",
-            "transport": TRANSPORT, **extra}
+    return {"handler": "reverse_proxy", "upstreams": [{"dial": dial}],
+            "headers": {"request": {"set": {"X-Forwarded-For": ["{tljh.client_ip}"]}}},
+            "stream_close_delay": "24h", "transport": TRANSPORT, **extra}
 
 
 WAIT = {"load_balancing": {"try_duration": "10s", "try_interval": "100ms"}}
@@ -67,7 +68,8 @@ def test_proxy_config_http():
     server = c["apps"]["http"]["servers"]["tljh_http"]
     assert server == {
         "listen": [":80"],
-        "routes": [cc.table_route("/run/tljh/routes", 3, HUB_DIAL), {"handle": [rp(HUB_DIAL, **WAIT)]}],
+        "routes": [{"handle": [cc.client_ip_handler()]}, cc.table_route("/run/tljh/routes", 3, HUB_DIAL),
+                   {"handle": [rp(HUB_DIAL, **WAIT)]}],
         "read_header_timeout": "30s",
         "idle_timeout": "5m",
         "automatic_https": {"disable": True},
@@ -82,9 +84,16 @@ def test_proxy_config_paths_depth_and_base_url():
     assert c["storage"]["root"] == "/d"
     server = c["apps"]["http"]["servers"]["tljh_http"]
     assert server["listen"] == ["[::1]:8080"]
-    assert server["routes"][0] == cc.table_route("/r", 5, "127.0.0.1:9")
+    assert server["routes"][1] == cc.table_route("/r", 5, "127.0.0.1:9")
     assert cc.proxy_config({}, hub_url=HUB, base_url="/", depth=7)["apps"]["http"]["servers"]["tljh_http"][
-        "routes"][0]["match"][0]["file"]["try_files"] == route_table.candidates(7)
+        "routes"][1]["match"][0]["file"]["try_files"] == route_table.candidates(7)
+
+
+def test_loopback_clients_are_one_address():
+    assert cc.client_ip_handler() == {
+        "handler": "map", "source": "{http.request.remote.host}", "destinations": ["{tljh.client_ip}"],
+        "mappings": [{"input": "::1", "outputs": ["127.0.0.1"]}], "defaults": ["{http.request.remote.host}"],
+    }
 
 
 @pytest.mark.parametrize("port", [0, 70000, "80", True])

@@ -41,6 +41,12 @@ HUB_DOWN_PAGE = (
 )
 
 
+# The client address the hub sees (X-Forwarded-For). JupyterHub binds the login form's xsrf token to it: a
+# client on this server that fetched the form over ::1 and posts it on a new connection over 127.0.0.1 (a
+# script resolving "localhost" to both) was refused. Both are this machine: loopback clients are one address.
+CLIENT_IP = "{tljh.client_ip}"
+
+
 class CaddyConfigError(ValueError):
     """Our settings cannot be turned into a Caddy config (one-line reason)."""
 
@@ -59,6 +65,8 @@ def reverse_proxy(dial, *, wait=False, status_code=None):
     handler = {
         "handler": "reverse_proxy",
         "upstreams": [{"dial": dial}],
+        # Replaces what Caddy would send (the connection's address; a client's own header is never trusted).
+        "headers": {"request": {"set": {"X-Forwarded-For": [CLIENT_IP]}}},
         # `reload proxy` must not close websockets (kernels).
         "stream_close_delay": STREAM_CLOSE_DELAY,
         "transport": {
@@ -74,6 +82,17 @@ def reverse_proxy(dial, *, wait=False, status_code=None):
             {"routes": [{"handle": [{"handler": "copy_response", "status_code": status_code}]}]}
         ]
     return handler
+
+
+def client_ip_handler():
+    """Sets CLIENT_IP from the connection's address: IPv6 loopback becomes 127.0.0.1, the rest is unchanged."""
+    return {
+        "handler": "map",
+        "source": "{http.request.remote.host}",
+        "destinations": [CLIENT_IP],
+        "mappings": [{"input": "::1", "outputs": ["127.0.0.1"]}],
+        "defaults": ["{http.request.remote.host}"],
+    }
 
 
 def hub_dial(hub_url):
@@ -142,8 +161,10 @@ def error_routes(hub, base_url):
 
 
 def proxy_routes(routes_dir, depth, hub):
-    """The route table, then the hub for whatever it does not hold (as JupyterHub's default target)."""
-    return [table_route(routes_dir, depth, hub), {"handle": [reverse_proxy(hub, wait=True)]}]
+    """The client's address, the route table, then the hub for whatever the table does not hold (as
+    JupyterHub's default target)."""
+    return [{"handle": [client_ip_handler()]}, table_route(routes_dir, depth, hub),
+            {"handle": [reverse_proxy(hub, wait=True)]}]
 
 
 # ---------------------------------------------------------------- settings -> servers
