@@ -135,12 +135,19 @@ def test_route_changes_do_not_touch_the_proxy(hub, admin_server):
     assert "load" not in log and "Reload" not in log, log
 
 
+def wait_for_hub(hub, seconds=600):
+    """Until the hub answers its API (a start takes seconds; on a loaded test host, minutes)."""
+    hub.run(f"for i in $(seq {seconds}); do curl -sf -o /dev/null http://127.0.0.1:15001/hub/api && exit 0; sleep 1;"
+            " done; exit 1")
+
+
 def test_users_stay_connected_while_the_hub_restarts(hub, admin_server):
     hub.run("systemctl stop jupyterhub")
     try:
         assert status_through_proxy(hub, admin_server) == "200"
     finally:
         hub.run("systemctl start jupyterhub")
+        wait_for_hub(hub)
 
 
 def test_routes_survive_a_proxy_restart(hub, admin_server):
