@@ -97,3 +97,18 @@ def test_refuses_a_hub_with_real_people(hub):
     assert len(run.stderr.strip().splitlines()) == 1, run.stderr
     assert hub.run(["test", "-e", REPORT], check=False).returncode != 0
     assert simulated_accounts(hub) == []
+
+
+def test_status_shows_what_a_running_server_takes(hub):
+    async def bob_works():
+        async with HubClient(hub.url()) as bob:
+            await bob.login("bob", "bob-password-1")
+            await bob.start_server(timeout=600)
+            try:
+                return hub.run("tljh status", check=False).stdout
+            finally:
+                await bob.stop_server(timeout=600)
+
+    status = asyncio.run(bob_works())
+    line = next((line for line in status.splitlines() if line.startswith("capacity: ")), "")
+    assert line.startswith("capacity: 1 server running, ") and " more fit in the " in line, status

@@ -10,6 +10,7 @@ from tljh.proxy import certificates
 from tljh.proxy.route_table import RouteTable, default_depth
 from tljh.settings.config_file import ConfigFileError
 from tljh.settings.effective import load_settings
+from tljh.settings.values import memory_to_bytes
 from tljh.system import paths, systemd
 from tljh.system.paths import HUB_UNIT, PROXY_ADMIN_UNIT, PROXY_UNIT
 
@@ -59,6 +60,10 @@ def report():
     lines.append("routes: " + ("no route table yet (the hub writes it)" if routes is None
                                else f"{len(routes)} in {paths.ROUTES_DIR}"))
     healthy &= routes is not None
+
+    from tljh.cli import capacity
+
+    lines.append("capacity: " + capacity.measure(limit=memory_to_bytes(config["limits"]["memory"])).describe())
 
     line, conda_ok = conda_requests.status_line()
     if line:
