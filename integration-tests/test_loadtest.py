@@ -42,6 +42,13 @@ def read_report(hub):
     return json.loads(hub.run(["cat", REPORT]).stdout)
 
 
+def loadtest_tokens(hub):
+    """The hub's API tokens the tool made for its runs (each is revoked when its run ends)."""
+    count = ("from jupyterhub import orm; db = orm.new_session_factory('sqlite:////opt/tljh/state/jupyterhub.sqlite')(); "
+             "print(db.query(orm.APIToken).filter(orm.APIToken.note == 'tljh loadtest').count())")
+    return int(hub.run(["/opt/tljh/hub/bin/python", "-c", count]).stdout.strip())
+
+
 def simulated_accounts(hub):
     return [line for line in hub.run("getent passwd").stdout.splitlines() if line.startswith("jupyter-loadtest-")]
 
@@ -65,6 +72,8 @@ def test_a_small_class_gets_through_and_is_measured(hub):
     # The simulated people are gone afterwards: hub users and Unix accounts.
     assert simulated_accounts(hub) == []
     assert "loadtest-" not in hub.run("ls /home").stdout
+    assert "warning" not in run.stderr, run.stderr
+    assert loadtest_tokens(hub) == 0
 
 
 def test_fails_and_says_why_when_the_hub_cannot_start_servers(hub):

@@ -118,9 +118,10 @@ def admin_token(seconds):
         scopes = [*TOKEN_SCOPES, f"tokens!user={admin.name}"]
         token = admin.new_api_token(scopes=scopes, note=TOKEN_NOTE, expires_in=int(seconds))
         db.commit()
-        token_id = db.query(orm.APIToken.id).filter(orm.APIToken.user_id == admin.id,
-                                                    orm.APIToken.note == TOKEN_NOTE).order_by(orm.APIToken.id.desc()).first()[0]
-        return admin.name, token, token_id
+        row = db.query(orm.APIToken).filter(orm.APIToken.user_id == admin.id,
+                                            orm.APIToken.note == TOKEN_NOTE).order_by(orm.APIToken.id.desc()).first()
+        # The REST API names a token by its api_id ("a<id>"), not by its row id.
+        return admin.name, token, row.api_id
     finally:
         db.close()
 
@@ -167,7 +168,7 @@ class HubAdmin:
 
     async def revoke(self, owner, token_id):
         try:
-            await self.call("DELETE", f"users/{quote(owner, safe='')}/tokens/{token_id}", expect=(204, 404))
+            await self.call("DELETE", f"users/{quote(owner, safe='')}/tokens/{token_id}", expect=(204,))
         except (RuntimeError, aiohttp.ClientError) as e:
             say(f"warning: the run's admin token was not revoked ({e}); it expires by itself")
 
