@@ -457,3 +457,40 @@ def test_bad_arguments_exit_2_with_one_line(capsys, argv, message):
     assert run.main(parser.parse_args(argv)) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
+
+
+@pytest.mark.asyncio
+async def test_cleanup_waits_for_stopping_servers_and_never_loses_the_report(monkeypatch, capsys):
+    attempts = {"stopping": 0, "broken": 0}
+
+    async def delete_user(request):
+        name = request.match_info["name"]
+        attempts[name] = attempts.get(name, 0) + 1
+        if name == "stopping" and attempts[name] < 3:
+            return web.json_response({"status": 400, "message": "stopping's server is in the process of stopping, "
+                                      "please wait."}, status=400)
+        if name == "broken":
+            return web.json_response({"status": 500, "message": "boom"}, status=500)
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_delete("/hub/api/users/{name}", delete_user)
+    removed = []
+
+    async def remove_user(username):
+        removed.append(username)
+
+    monkeypatch.setattr(run.unix_users, "remove_user", remove_user)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with run.HubAdmin(str(server.make_url("/")), "token") as hub:
+            hub.retry_pause = 0
+            await run.remove_people(hub, ["stopping", "broken", "gone"])
+    finally:
+        await server.close()
+    assert attempts == {"stopping": 3, "broken": 1, "gone": 1}
+    assert sorted(removed) == ["jupyter-gone", "jupyter-stopping"]
+    err = capsys.readouterr().err
+    assert "1 simulated people were not removed (first: broken: " in err and "500" in err
+
