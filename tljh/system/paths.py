@@ -22,6 +22,8 @@ HUB_DATABASE = os.path.join(STATE_DIR, "jupyterhub.sqlite")
 HUB_DATABASE_BACKUP_DIR = os.path.join(STATE_DIR, "backups")
 COOKIE_SECRET_FILE = os.path.join(STATE_DIR, "jupyterhub_cookie_secret")
 FIRSTUSE_PASSWORDS = os.path.join(STATE_DIR, "passwords.dbm")
+# Which Unix account belongs to which hub user, and what the hub did to accounts and groups (SQLite, 0600).
+UNIX_ACCOUNTS_DB = os.path.join(STATE_DIR, "unix-accounts.sqlite")
 # Copy of the last configuration the hub started with (root, 0600). Restored when a reload fails.
 LAST_GOOD_FILE = os.path.join(STATE_DIR, "config.last-good.yaml")
 
