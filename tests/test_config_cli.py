@@ -242,6 +242,29 @@ def test_refusals_exit_2_one_line_file_unchanged(capsys, cfg, args, message):
     assert sorted(os.listdir(cfg.parent)) in (["config.yaml"], ["config.yaml", "config.yaml.lock"])
 
 
+@pytest.mark.parametrize("args", [("set", "limits.cpu", "3"), ("add-item", "users.admin", "carol"), ("unset", "users")])
+def test_full_disk_one_line_exit_4_file_intact(capsys, cfg, monkeypatch, args):
+    """issue 19: a full disk while writing gave a traceback. (The real full disk: integration-tests/test_isolation.py)"""
+    import errno
+
+    from tljh.system import files
+
+    real_fsync = os.fsync
+
+    def full(fd):
+        if os.path.basename(os.readlink(f"/proc/self/fd/{fd}")).startswith(".config.yaml."):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(files.os, "fsync", full)
+    before = cfg.read_bytes()
+    code, out, err = run_catching_exit(capsys, cfg, *args)
+    assert code == 4
+    assert err == f"error: could not write {cfg}: No space left on device; nothing changed\n"
+    assert cfg.read_bytes() == before
+    assert sorted(os.listdir(cfg.parent)) == ["config.yaml", "config.yaml.lock"]  # no temporary file left
+
+
 def run_catching_exit(capsys, path, *args):
     try:
         code = cli.main(["--config-path", str(path), *args])

@@ -9,7 +9,8 @@
 
 Exit codes: 0 done; 1 a reload failed (the last good configuration is back and serving);
 2 refused (nothing changed: unknown key, wrong type, missing value, malformed file, not root);
-3 a reload failed and the hub could not be brought back.
+3 a reload failed and the hub could not be brought back;
+4 config.yaml could not be written (disk full, read-only file system): it is unchanged.
 
 Environment: TLJH_RELOAD_TIMEOUT (seconds `reload` waits for the hub or the proxy's certificates, default 60);
 TLJH_CONFIG_SKIP_ROOT_CHECK=1 (tests only: skip the root check). Without root, tljh-config still edits a
@@ -45,6 +46,7 @@ EXIT_OK = 0
 EXIT_RELOAD_FAILED = reload.RELOAD_FAILED
 EXIT_REFUSED = 2
 EXIT_HUB_DOWN = reload.HUB_DOWN
+EXIT_WRITE_FAILED = 4
 
 # Below this, users' servers risk being killed before they answer (measured: ~135 MB after start).
 MIN_SENSIBLE_MEMORY = 256 * 2**20
@@ -163,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tljh-config",
         description="Show and change the hub's configuration (config.yaml), then apply it with reload.",
         epilog="Exit codes: 0 done, 1 reload failed (last good configuration restored), "
-        "2 refused (nothing changed), 3 reload failed and the hub is down.",
+        "2 refused (nothing changed), 3 reload failed and the hub is down, 4 could not write (file unchanged).",
     )
     p.add_argument("--config-path", default=CONFIG_FILE, help=f"config file to use (default {CONFIG_FILE})")
     sub = p.add_subparsers(dest="action", metavar="COMMAND", parser_class=_Parser)
@@ -296,6 +298,10 @@ def main(argv=None) -> int:
     except PermissionError as e:
         print(f"error: {e.strerror}: {e.filename} (run with sudo)", file=sys.stderr)
         return EXIT_REFUSED
+    except OSError as e:
+        # The file is written to a temporary file first and renamed over: it is still the old one.
+        print(f"error: could not write {path}: {e.strerror or e}; nothing changed", file=sys.stderr)
+        return EXIT_WRITE_FAILED
     return EXIT_OK
 
 
