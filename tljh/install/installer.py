@@ -25,7 +25,7 @@ from importlib import metadata
 import requests
 
 import tljh
-from tljh.install import conda_requests
+from tljh.install import conda_requests, user_requirements
 from tljh.plugins import collect_list, get_plugin_manager
 from tljh.settings import config_file
 from tljh.settings.effective import effective_settings, load_settings
@@ -190,7 +190,10 @@ def build_user_env(ctx):
     requirements_files = []
     with tempfile.TemporaryDirectory() as tmp:
         if ctx.args.user_requirements_txt_url:
-            requirements_files.append(_download(ctx.args.user_requirements_txt_url, tmp))
+            try:
+                requirements_files.append(user_requirements.fetch(ctx.args.user_requirements_txt_url, tmp, _download))
+            except user_requirements.RequirementsError as e:
+                raise InstallError(f"--user-requirements-txt-url: {e}") from e
         try:
             result = venvs.pip_install(
                 paths.USER_ENV_PREFIX,
@@ -503,16 +506,13 @@ def _set_firstuse_password(name, password):
         db[name.encode()] = bcrypt.hashpw(password.encode(), bcrypt.gensalt())
 
 
-def _download(url, directory):
-    target = os.path.join(directory, "requirements.txt")
+def _download(url):
     try:
         response = requests.get(url, timeout=60, verify=_system_ca_bundle())
         response.raise_for_status()
     except (requests.RequestException, OSError, ValueError) as e:
         raise InstallError(f"could not download --user-requirements-txt-url {url}: {e}") from e
-    with open(target, "wb") as f:
-        f.write(response.content)
-    return target
+    return response.content
 
 
 def _system_ca_bundle():
@@ -643,6 +643,13 @@ def _setup_logging():
     log.setLevel(logging.INFO)
 
 
+def _requirements_source(value):
+    try:
+        return user_requirements.parse_source(value)
+    except user_requirements.RequirementsError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="tljh.installer", description="Install or upgrade The Littlest JupyterHub.")
     parser.add_argument(
@@ -654,7 +661,11 @@ def build_parser():
     )
     parser.add_argument("--plugin", action="append", default=[], metavar="SPEC", help="Install a plugin (pip spec). Repeatable.")
     parser.add_argument(
-        "--user-requirements-txt-url", metavar="URL", help="A requirements.txt to install into the user environment."
+        "--user-requirements-txt-url",
+        metavar="URL",
+        type=_requirements_source,
+        help="A requirements.txt to install into the user environment: an https:// URL or a local file, "
+        "optionally ending in #sha256=<hex> (checked). Packages only: option lines are refused.",
     )
     parser.add_argument("--timeout", type=float, default=120, help="Seconds to wait for the hub to answer.")
     return parser
