@@ -6,6 +6,7 @@ against it. Anything that would stop the hub is refused with one line.
 """
 
 from tljh.settings import authenticators, schema
+from tljh.system import unix_accounts
 from tljh.settings.errors import ConfigError
 
 from .configurer import apply_config
@@ -48,3 +49,7 @@ def check(config: dict):
                 raise ConfigError(
                     f"users.{key}: {name!r} is not a valid username for {cls.__name__}; the hub would not start"
                 )
+            try:
+                unix_accounts.proposed_name(authenticator.normalize_username(name))
+            except unix_accounts.NameRefused as e:
+                raise ConfigError(f"users.{key}: {name!r} could never log in: {e.detail}") from None

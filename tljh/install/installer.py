@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import ssl
+import stat
 import subprocess
 import sys
 import tempfile
@@ -25,9 +26,11 @@ from importlib import metadata
 import requests
 
 import tljh
+from tljh.hub import preflight
 from tljh.install import conda_requests, user_requirements
 from tljh.plugins import collect_list, get_plugin_manager
 from tljh.settings import config_file
+from tljh.settings.errors import ConfigError
 from tljh.settings.effective import effective_settings, load_settings
 from tljh.settings.reload import record_last_good
 from tljh.system import files, paths, systemd, users, venvs
@@ -274,9 +277,7 @@ def install_profile_script(ctx):
 
 
 def ensure_config(ctx):
-    admins = [spec.split(":", 1) for spec in ctx.args.admin]
-    passwords = {a[0]: a[1] for a in admins if len(a) == 2}
-    names = [a[0] for a in admins]
+    names, passwords = ctx.args.admin_names, ctx.args.admin_passwords
 
     def update(doc):
         section = doc.setdefault("users", {}) if names else doc.get("users", {})
@@ -289,6 +290,10 @@ def ensure_config(ctx):
         problems = effective_settings(doc).errors
         if problems:
             raise InstallError(f"{paths.CONFIG_FILE} would be invalid: " + "; ".join(map(str, problems)))
+        try:  # admin names as the hub and its authenticator will read them
+            preflight.check(config_file.to_plain(doc))
+        except ConfigError as e:
+            raise InstallError(str(e)) from None
 
     try:
         old, new = config_file.update_document(paths.CONFIG_FILE, update)
@@ -657,7 +662,14 @@ def build_parser():
         action="append",
         default=[],
         metavar="NAME[:PASSWORD]",
-        help="Make NAME a hub admin; with :PASSWORD, set their first-use password. Repeatable.",
+        help="Make NAME a hub admin. Repeatable. NAME:PASSWORD also sets their first-use password, but shows it to "
+        "every user of the server (ps) while the install runs: prefer --admin-password-file.",
+    )
+    parser.add_argument(
+        "--admin-password-file",
+        metavar="FILE",
+        help="First-use passwords of the --admin names: NAME:PASSWORD lines in a file only root can read, "
+        "or - for standard input.",
     )
     parser.add_argument("--plugin", action="append", default=[], metavar="SPEC", help="Install a plugin (pip spec). Repeatable.")
     parser.add_argument(
@@ -672,13 +684,88 @@ def build_parser():
 
 
 def parse_args(argv=None):
-    return build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.admin_names, args.admin_passwords = admin_credentials(args.admin, args.admin_password_file)
+    except ValueError as e:
+        parser.error(str(e))
+    return args
+
+
+def check_admin_names(names):
+    """Before any step: would the hub accept these admin names with the current config.yaml? None or why not."""
+    if not names:
+        return None
+    try:
+        config = config_file.load_raw(paths.CONFIG_FILE)
+    except config_file.ConfigFileError:
+        return None  # ensure_config says what is wrong with the file
+    try:
+        preflight.check(config)
+    except ConfigError:
+        return None  # already a problem without these names: ensure_config reports it
+    users = dict(config.get("users") or {})
+    users["admin"] = list(users.get("admin") or []) + [n for n in names if n not in (users.get("admin") or [])]
+    try:
+        preflight.check({**config, "users": users})
+    except ConfigError as e:
+        return f"--admin: {e}"
+    return None
+
+
+def admin_credentials(specs, password_file=None, stdin=sys.stdin):
+    """(admin names, {name: first-use password}) from --admin and --admin-password-file. Raises ValueError."""
+    names, passwords = [], {}
+    for spec in specs:
+        name, sep, password = spec.partition(":")
+        names.append(name)
+        if sep:
+            print(
+                f"warning: --admin {name}:... shows the password to every user of this server (ps) while the "
+                "install runs; use --admin NAME --admin-password-file FILE instead",
+                file=sys.stderr,
+            )
+            passwords[name] = password
+    if password_file:
+        for number, line in enumerate(_read_private(password_file, stdin).splitlines(), 1):
+            if not line.strip():
+                continue
+            name, sep, password = line.partition(":")
+            if not sep or not password:
+                raise ValueError(f"--admin-password-file line {number}: expected NAME:PASSWORD")
+            if name not in names:
+                raise ValueError(f"--admin-password-file line {number}: {name!r} is not given with --admin")
+            passwords[name] = password
+    return names, passwords
+
+
+def _read_private(path, stdin):
+    if path == "-":
+        return stdin.read()
+    try:
+        with open(path, encoding="utf-8") as f:
+            st = os.fstat(f.fileno())
+            # A regular file must be root's and unreadable by others; a pipe (bootstrap hands passwords over
+            # on one, so they never appear on a command line) is private to the processes that hold it.
+            if stat.S_ISREG(st.st_mode) and (st.st_uid != 0 or st.st_mode & 0o077):
+                raise ValueError(
+                    f"--admin-password-file {path} must be owned by root and readable only by root "
+                    f"(sudo chown root: {path}; sudo chmod 600 {path})"
+                )
+            return f.read()
+    except OSError as e:
+        raise ValueError(f"--admin-password-file {path}: {e.strerror}") from None
 
 
 def main(argv=None):
     args = parse_args(argv)
     if os.geteuid() != 0:
         print("tljh.installer: must run as root (run bootstrap with sudo)", file=sys.stderr)
+        return 1
+    problem = check_admin_names(args.admin_names)
+    if problem:
+        print(f"tljh.installer: {problem}", file=sys.stderr)
         return 1
     _setup_logging()
     ctx = Context(args)
