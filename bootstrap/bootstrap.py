@@ -493,16 +493,49 @@ def main(argv, script=None):
             progress.terminate()
         return refuse(e)
 
+    installer_args, password_fd = hand_over_passwords(installer_args)
     cmd = [HUB_PYTHON, "-m", "tljh.installer"] + installer_args
     if not progress:
         os.execv(HUB_PYTHON, cmd)
     env = dict(os.environ, TLJH_PROGRESS_FILE=PROGRESS_FILE, TLJH_PROGRESS_PAGE_PID=str(progress.pid))
     try:
-        return subprocess.call(cmd, env=env)
+        return subprocess.call(cmd, env=env, pass_fds=() if password_fd is None else (password_fd,))
     finally:
         if progress.poll() is None:
             progress.terminate()
             progress.wait()
+
+
+def hand_over_passwords(installer_args):
+    """--admin NAME:PASSWORD -> --admin NAME, the passwords on a pipe (--admin-password-file /dev/fd/N): the
+    installer's command line, which every user of the server sees (ps) for the whole install, holds none.
+    Returns (installer args, the pipe's read end or None)."""
+    if "--admin-password-file" in installer_args:
+        return installer_args, None  # the admin chose; the installer warns about any NAME:PASSWORD
+    args, secrets, i = [], [], 0
+    while i < len(installer_args):
+        arg = installer_args[i]
+        if arg == "--admin" and i + 1 < len(installer_args):
+            value, i = installer_args[i + 1], i + 2
+        elif arg.startswith("--admin="):
+            value, i = arg.split("=", 1)[1], i + 1
+        else:
+            args.append(arg)
+            i += 1
+            continue
+        name, sep, password = value.partition(":")
+        args += ["--admin", name]
+        if sep:
+            secrets.append("{}:{}\n".format(name, password))
+    if not secrets:
+        return installer_args, None
+    print("bootstrap: warning: --admin NAME:PASSWORD shows the password to every user of this server (ps) while "
+          "bootstrap runs; use --admin NAME --admin-password-file FILE", file=sys.stderr, flush=True)
+    read_end, write_end = os.pipe()
+    os.write(write_end, "".join(secrets).encode("utf-8"))
+    os.close(write_end)
+    os.set_inheritable(read_end, True)
+    return args + ["--admin-password-file", "/dev/fd/{}".format(read_end)], read_end
 
 
 if __name__ == "__main__":

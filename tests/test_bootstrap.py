@@ -299,3 +299,22 @@ def test_bootstrap_and_installer_agree_on_shared_names(bootstrap):
     assert bootstrap.EXCLUDED == user_env.EXCLUDED
     assert bootstrap.UV_CACHE_DIR == paths.UV_CACHE_DIR
     assert bootstrap.HUB_LOCK == user_env.lock_file(paths.HUB_ENV_PREFIX)
+
+
+def test_admin_passwords_go_to_the_installer_on_a_pipe(bootstrap, capsys):
+    """issue 19: --admin NAME:PASSWORD was on the installer's command line (ps) for the whole install."""
+    args, fd = bootstrap.hand_over_passwords(["--admin", "alice:s3:cret", "--admin=bob", "--plugin", "x", "--admin=carol:pw"])
+    try:
+        assert args == ["--admin", "alice", "--admin", "bob", "--plugin", "x", "--admin", "carol",
+                        "--admin-password-file", f"/dev/fd/{fd}"]
+        assert os.read(fd, 1000) == b"alice:s3:cret\ncarol:pw\n"
+        assert os.get_inheritable(fd)
+    finally:
+        os.close(fd)
+    assert "shows the password to every user of this server (ps)" in capsys.readouterr().err
+
+
+def test_no_passwords_no_pipe(bootstrap):
+    assert bootstrap.hand_over_passwords(["--admin", "alice"]) == (["--admin", "alice"], None)
+    given = ["--admin", "a:pw", "--admin-password-file", "/root/pw"]
+    assert bootstrap.hand_over_passwords(given) == (given, None)
