@@ -510,8 +510,6 @@ def hand_over_passwords(installer_args):
     """--admin NAME:PASSWORD -> --admin NAME, the passwords on a pipe (--admin-password-file /dev/fd/N): the
     installer's command line, which every user of the server sees (ps) for the whole install, holds none.
     Returns (installer args, the pipe's read end or None)."""
-    if "--admin-password-file" in installer_args:
-        return installer_args, None  # the admin chose; the installer warns about any NAME:PASSWORD
     args, secrets, i = [], [], 0
     while i < len(installer_args):
         arg = installer_args[i]

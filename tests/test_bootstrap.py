@@ -316,5 +316,12 @@ def test_admin_passwords_go_to_the_installer_on_a_pipe(bootstrap, capsys):
 
 def test_no_passwords_no_pipe(bootstrap):
     assert bootstrap.hand_over_passwords(["--admin", "alice"]) == (["--admin", "alice"], None)
-    given = ["--admin", "a:pw", "--admin-password-file", "/root/pw"]
+    given = ["--admin", "b", "--admin-password-file", "/root/pw"]
     assert bootstrap.hand_over_passwords(given) == (given, None)
+
+
+def test_passwords_on_a_pipe_next_to_a_password_file(bootstrap):
+    args, fd = bootstrap.hand_over_passwords(["--admin", "a:pw", "--admin", "b", "--admin-password-file", "/root/pw"])
+    os.close(fd)
+    assert args == ["--admin", "a", "--admin", "b", "--admin-password-file", "/root/pw",
+                    "--admin-password-file", f"/dev/fd/{fd}"]

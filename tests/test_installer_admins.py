@@ -31,12 +31,12 @@ def test_password_file_readable_by_others_refused(tmp_path, capsys, mode):
 
 
 def test_password_from_stdin_and_from_a_pipe():
-    assert installer.admin_credentials(["alice"], "-", stdin=io.StringIO("alice:pw\n")) == (["alice"], {"alice": "pw"})
+    assert installer.admin_credentials(["alice"], ["-"], stdin=io.StringIO("alice:pw\n")) == (["alice"], {"alice": "pw"})
     r, w = os.pipe()
     os.write(w, b"alice:from-a-pipe\n")
     os.close(w)
     try:
-        assert installer.admin_credentials(["alice"], f"/dev/fd/{r}")[1] == {"alice": "from-a-pipe"}
+        assert installer.admin_credentials(["alice"], [f"/dev/fd/{r}"])[1] == {"alice": "from-a-pipe"}
     finally:
         os.close(r)
 
@@ -48,7 +48,7 @@ def test_password_from_stdin_and_from_a_pipe():
 )
 def test_password_file_lines_checked(content, message):
     with pytest.raises(ValueError, match=message):
-        installer.admin_credentials(["alice"], "-", stdin=io.StringIO(content))
+        installer.admin_credentials(["alice"], ["-"], stdin=io.StringIO(content))
 
 
 def test_old_form_still_works_with_a_warning(capsys):

@@ -449,10 +449,18 @@ PATH_NOTES = {
         "directory",
         "0700",
         "Before an upgrade changes the hub database's schema, the installer saves the database here as "
-        "`jupyterhub.sqlite.<date>-<time>` (mode `0600`) and prints the path.",
+        "`jupyterhub.sqlite.<date>-<time>` (mode `0600`) and prints the path; it keeps the newest "
+        "`hub_database.keep_backups`.",
     ),
     "COOKIE_SECRET_FILE": ("file", "0600", "The hub's cookie secret."),
     "FIRSTUSE_PASSWORDS": ("file", "0600", "FirstUseAuthenticator's password hashes (bcrypt)."),
+    "UNIX_ACCOUNTS_DB": (
+        "file",
+        "0600",
+        "Which Unix account belongs to which hub user (one account per name; `sudo tljh unix-names` shows it), "
+        "which accounts the hub closed, and which groups it manages and created (what `uninstall --purge` "
+        "removes).",
+    ),
     "HUB_FINGERPRINT": (
         "file",
         "0600",

@@ -667,9 +667,11 @@ def build_parser():
     )
     parser.add_argument(
         "--admin-password-file",
+        action="append",
+        default=[],
         metavar="FILE",
         help="First-use passwords of the --admin names: NAME:PASSWORD lines in a file only root can read, "
-        "or - for standard input.",
+        "or - for standard input. Repeatable.",
     )
     parser.add_argument("--plugin", action="append", default=[], metavar="SPEC", help="Install a plugin (pip spec). Repeatable.")
     parser.add_argument(
@@ -714,7 +716,7 @@ def check_admin_names(names):
     return None
 
 
-def admin_credentials(specs, password_file=None, stdin=sys.stdin):
+def admin_credentials(specs, password_files=(), stdin=sys.stdin):
     """(admin names, {name: first-use password}) from --admin and --admin-password-file. Raises ValueError."""
     names, passwords = [], {}
     for spec in specs:
@@ -727,7 +729,7 @@ def admin_credentials(specs, password_file=None, stdin=sys.stdin):
                 file=sys.stderr,
             )
             passwords[name] = password
-    if password_file:
+    for password_file in password_files:
         for number, line in enumerate(_read_private(password_file, stdin).splitlines(), 1):
             if not line.strip():
                 continue
