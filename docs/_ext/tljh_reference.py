@@ -457,9 +457,9 @@ PATH_NOTES = {
     "UNIX_ACCOUNTS_DB": (
         "file",
         "0600",
-        "Which Unix account belongs to which hub user (one account per name; `sudo tljh unix-names` shows it), "
-        "which accounts the hub closed, and which groups it manages and created (what `uninstall --purge` "
-        "removes).",
+        "The table of which Unix account belongs to which hub user (`tljh.system.unix_accounts`: one account "
+        "per name, closed accounts, the groups the hub manages). Not written by this release yet: the file is "
+        "absent until the hub keeps its accounts there.",
     ),
     "HUB_FINGERPRINT": (
         "file",
