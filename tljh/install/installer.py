@@ -33,7 +33,7 @@ from tljh.settings import config_file
 from tljh.settings.errors import ConfigError
 from tljh.settings.effective import effective_settings, load_settings
 from tljh.settings.reload import record_last_good
-from tljh.system import files, paths, systemd, users, venvs
+from tljh.system import files, listeners, paths, systemd, users, venvs
 from tljh.system.paths import HUB_UNIT, OLD_ROUTER_UNIT, PROFILE_SCRIPT, PROXY_ADMIN_UNIT, PROXY_UNIT, SUDOERS_FILE
 
 log = logging.getLogger("tljh.installer")
@@ -374,6 +374,26 @@ def install_units(ctx):
     return f"wrote {', '.join(changed)}" if changed else "unchanged"
 
 
+def check_web_ports(ctx):
+    """The proxy's ports must be free or already ours: another server there would answer in the hub's place."""
+    _stop_progress_page()
+    config = load_settings().config
+    ports = [config["http"]["port"]] + ([config["https"]["port"]] if config["https"]["enabled"] else [])
+    for port in ports:
+        _refuse_foreign_holders(port)
+    return f"port{'s' if len(ports) > 1 else ''} {', '.join(map(str, ports))} free or this hub's proxy's"
+
+
+def _refuse_foreign_holders(port):
+    others = [h for h in listeners.holders(port) if h.unit != PROXY_UNIT]
+    if others:
+        holder = others[0]
+        how = (f"stop it with `systemctl disable --now {holder.unit}`" if holder.unit.endswith(".service")
+               else "stop it")
+        raise InstallError(f"port {port} is held by {holder.describe()}, not by this hub's proxy ({PROXY_UNIT}): "
+                           f"{how} and run the installer again")
+
+
 def start_proxy(ctx):
     from tljh.proxy import edge
 
@@ -414,18 +434,28 @@ def start_hub(ctx):
 
 def wait_for_hub(ctx):
     settings = load_settings()
+    port = settings.config["http"]["port"]
     deadline = time.monotonic() + ctx.args.timeout
     for url, unit in ((settings.hub_api_url, HUB_UNIT), (settings.edge_hub_api_url, PROXY_UNIT)):
         while not _answers(url):
             if time.monotonic() > deadline:
+                if unit == PROXY_UNIT:
+                    _refuse_foreign_holders(port)
                 raise InstallError(
                     f"{url} did not answer within {ctx.args.timeout} s. Last lines of `journalctl -u {unit}`:\n"
                     + systemd.journal_tail(unit)
                 )
             time.sleep(0.2)
+    # An answer on the port proves nothing by itself (another server answers 404 too): it must come from the
+    # proxy's unit, and a JupyterHub that answers must be this one.
+    _refuse_foreign_holders(port)
+    answered = _hub_version(settings.edge_hub_api_url)
+    if answered and answered != _package_version("jupyterhub"):
+        raise InstallError(f"{settings.edge_hub_api_url} is answered by JupyterHub {answered}, not by this hub "
+                           f"(JupyterHub {_package_version('jupyterhub')})")
     # The config the hub just started with is what a failed `tljh-config reload` restores.
     record_last_good(paths.CONFIG_FILE)
-    return f"answering on port {settings.config['http']['port']}"
+    return f"answering on port {port}"
 
 
 def install_conda_packages(ctx):
@@ -462,6 +492,7 @@ STEPS = [
     ("Setting up the proxy's account", ensure_proxy_account),
     ("Removing the proxy of earlier releases", remove_old_proxy),
     ("Installing systemd units", install_units),
+    ("Checking that the web ports are free", check_web_ports),
     ("Starting the proxy", start_proxy),
     ("Upgrading the hub database", upgrade_hub_database),
     ("Starting JupyterHub", start_hub),
@@ -594,6 +625,14 @@ def _answers(url):
         return requests.get(url, timeout=5).status_code < 500
     except requests.RequestException:
         return False
+
+
+def _hub_version(url):
+    """The X-JupyterHub-Version header of the answer at ``url`` (None without one, e.g. a redirect to https)."""
+    try:
+        return requests.get(url, timeout=5, allow_redirects=False).headers.get("X-JupyterHub-Version")
+    except requests.RequestException:
+        return None
 
 
 def _public_url():
