@@ -71,18 +71,33 @@ def fake_uv(monkeypatch, fail=()):
 def test_rebuild_moves_aside_restores_then_deletes(old_venv, monkeypatch):
     prefix, plugin_dir = old_venv
     installs = fake_uv(monkeypatch)
-    restored, failed = user_env.rebuild_from(prefix)
+    result = user_env.rebuild_from(prefix)
     assert installs == [["gitpkg @ git+https://example.org/r.git@abc", f"my-plugin @ file://{plugin_dir}", "pyfiglet==1.0.2"]]
-    assert failed == [] and restored == installs[0]
+    assert result.restored == installs[0]
+    # A plugin installed from a directory that is gone cannot be reinstalled: said, and the old venv is kept.
+    assert result.failed == ["gone-plugin==0.1 (installed from a path that no longer exists)"]
+    assert not os.path.exists(user_env.moved_aside(prefix)) and os.path.isdir(result.kept)
+
+
+def test_rebuild_deletes_the_old_venv_when_everything_came_over(old_venv, monkeypatch):
+    prefix, _ = old_venv
+    fake_uv(monkeypatch)
+    import shutil
+
+    shutil.rmtree(os.path.join(prefix, "lib", "python3.11", "site-packages", "gone_plugin-0.1.dist-info"))
+    result = user_env.rebuild_from(prefix)
+    assert result.failed == [] and result.kept is None
     assert not os.path.exists(user_env.moved_aside(prefix))
 
 
 def test_one_unavailable_package_does_not_cost_the_others(old_venv, monkeypatch):
     prefix, plugin_dir = old_venv
     fake_uv(monkeypatch, fail={"gitpkg @ git+https://example.org/r.git@abc"})
-    restored, failed = user_env.rebuild_from(prefix)
-    assert failed == ["gitpkg @ git+https://example.org/r.git@abc"]
-    assert restored == [f"my-plugin @ file://{plugin_dir}", "pyfiglet==1.0.2"]
+    result = user_env.rebuild_from(prefix)
+    assert "gitpkg @ git+https://example.org/r.git@abc" in result.failed
+    assert result.restored == [f"my-plugin @ file://{plugin_dir}", "pyfiglet==1.0.2"]
+    # Something did not come over: the old environment is kept (not deleted), under a name of its own.
+    assert result.kept and os.path.isdir(result.kept) and not os.path.exists(user_env.moved_aside(prefix))
 
 
 def test_interrupted_rebuild_resumes_from_the_moved_venv(old_venv, monkeypatch):
@@ -90,8 +105,8 @@ def test_interrupted_rebuild_resumes_from_the_moved_venv(old_venv, monkeypatch):
     os.rename(prefix, user_env.moved_aside(prefix))
     os.makedirs(prefix)  # a half-made new venv, as left by a kill during the rebuild
     installs = fake_uv(monkeypatch)
-    restored, _ = user_env.rebuild_from(prefix, create=False)
-    assert "pyfiglet==1.0.2" in restored and installs
+    result = user_env.rebuild_from(prefix, create=False)
+    assert "pyfiglet==1.0.2" in result.restored and installs
     assert not os.path.exists(user_env.moved_aside(prefix))
 
 

@@ -551,6 +551,11 @@ LITERAL_PATHS = [
      "Only while an environment that no longer runs with the system's Python (after an OS upgrade) is rebuilt: "
      "the old one, which its packages are reinstalled from. Deleted when the rebuild is complete; a rerun of an "
      "interrupted rebuild resumes from it."),
+    ("/opt/tljh/hub.before-<date>-<time>, /opt/tljh/user.before-<date>-<time>", ['.before-{stamp}'],
+     "tljh/system/venvs.py", "directory", "",
+     "Only after such a rebuild could not bring everything over (a package with no release for the new Python, "
+     "one installed from a directory that is gone, a kernel whose program is missing): the old environment, "
+     "kept; the installer's warning names what did not come. Delete it once you have reinstalled those."),
 ]
 
 

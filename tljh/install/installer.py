@@ -186,7 +186,7 @@ def build_user_env(ctx):
     prefix = paths.USER_ENV_PREFIX
     if os.path.isdir(venvs.moved_aside(prefix)) or (os.path.isdir(prefix) and not venvs.venv_works(prefix)):
         # An OS upgrade changed the system Python: rebuild with the packages admins installed.
-        rebuilt = "rebuilt for this system's Python; " + _restored(*venvs.rebuild_from(prefix)) + "; "
+        rebuilt = "rebuilt for this system's Python; " + _restored(venvs.rebuild_from(prefix)) + "; "
     elif not os.path.isdir(prefix):
         venvs.create_venv(prefix)
         rebuilt = "created; "
@@ -218,7 +218,7 @@ def restore_hub_packages(ctx):
     # bootstrap moved a hub venv that no longer ran aside and built a new one; bring back what else it held
     # (plugins, hub extras) before the plugins are loaded.
     ctx.restart_hub = True
-    return _restored(*venvs.rebuild_from(prefix, create=False))
+    return _restored(venvs.rebuild_from(prefix, create=False))
 
 
 def upgrade_hub_database(ctx):
@@ -560,11 +560,19 @@ def _system_ca_bundle():
     return cafile if cafile and os.path.exists(cafile) else True
 
 
-def _restored(restored, failed):
-    text = f"reinstalled {len(restored)} previous packages"
-    if failed:
-        print(f"    warning: could not reinstall {', '.join(failed)}; install them again by hand", flush=True)
-        text += f", {len(failed)} failed: {', '.join(failed)}"
+def _restored(rebuilt):
+    text = f"reinstalled {len(rebuilt.restored)} previous packages"
+    if rebuilt.kernels or rebuilt.files:
+        text += f", copied {len(rebuilt.kernels)} kernelspecs and {len(rebuilt.files)} configuration files"
+    lost = []
+    if rebuilt.failed:
+        lost.append(f"packages that would not install: {', '.join(rebuilt.failed)}")
+        text += f", {len(rebuilt.failed)} failed: {', '.join(rebuilt.failed)}"
+    if rebuilt.kernels_refused:
+        lost.append("kernels not copied: " + "; ".join(f"{k} ({why})" for k, why in rebuilt.kernels_refused.items()))
+    if lost:
+        print(f"    warning: {'; '.join(lost)}. The previous environment is kept at {rebuilt.kept}: install them "
+              "again by hand, then remove it.", flush=True)
     return text
 
 

@@ -1,6 +1,7 @@
 """Python environments built with uv: the hub venv and the shared user environment."""
 
 import contextlib
+import dataclasses
 import glob
 import json
 import os
@@ -9,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from importlib import metadata
 
 from .paths import HUB_ENV_PREFIX, UV_CACHE_DIR
@@ -123,24 +125,30 @@ def moved_aside(prefix):
 
 
 def rebuild_from(prefix, *, create=True):
-    """Rebuild the venv at ``prefix`` with the packages it held, after an OS upgrade changed the system Python.
+    """Rebuild the venv at ``prefix`` with what it held, after an OS upgrade changed the system Python.
 
-    The old venv is first renamed to ``moved_aside(prefix)`` and only deleted once its packages are back,
-    so an interrupted rebuild resumes from it on the next run. With ``create=False`` the new venv already
-    exists (bootstrap made the hub venv). Returns (restored requirements, the ones that could not be
-    reinstalled).
+    The old venv is first renamed to ``moved_aside(prefix)``, so an interrupted rebuild resumes from it on the
+    next run. Its packages are reinstalled, and its kernelspecs and the configuration files no package owns
+    (``etc/jupyter``, JupyterLab settings) are copied. It is deleted only when everything came over; otherwise
+    it is kept at ``kept_path(prefix)`` and the result says what did not. With ``create=False`` the new venv
+    already exists (bootstrap made the hub venv). Returns a :class:`Rebuilt`.
     """
+    from . import env_contents
+
     old = moved_aside(prefix)
     if not os.path.isdir(old):
         if not os.path.isdir(prefix):
-            return [], []
+            return Rebuilt([], [], [], {}, [], None)
         os.rename(prefix, old)
         create = True
     if create:
         create_venv(prefix)
     present = installed_packages(prefix)
-    wanted = [r for name, r in requirements_of(old).items() if name not in present]
-    failed = []
+    requirements = requirements_of(old)
+    wanted = [r for name, r in requirements.items() if name not in present]
+    # Installed from a local path that is gone: nothing to reinstall from, so it is reported, never dropped.
+    failed = [f"{name}=={version} (installed from a path that no longer exists)"
+              for name, version in installed_packages(old).items() if name not in requirements and name not in present]
     if wanted:
         try:
             pip_install(prefix, wanted)
@@ -151,8 +159,30 @@ def rebuild_from(prefix, *, create=True):
                     pip_install(prefix, [requirement])
                 except RuntimeError:
                     failed.append(requirement)
-    shutil.rmtree(old)
-    return [r for r in wanted if r not in failed], failed
+    kernels, refused, files = env_contents.carry_configuration(old, prefix)
+    kept = None
+    if failed or refused:
+        kept = kept_path(prefix)
+        os.rename(old, kept)
+    else:
+        shutil.rmtree(old)
+    return Rebuilt([r for r in wanted if r not in failed], failed, kernels, refused, files, kept)
+
+
+@dataclasses.dataclass
+class Rebuilt:
+    restored: list  # requirements reinstalled
+    failed: list  # requirements that would not install
+    kernels: list  # kernelspecs copied
+    kernels_refused: dict  # kernelspec -> why it was not copied
+    files: list  # configuration files copied
+    kept: str  # where the old environment is kept (None: deleted, everything came over)
+
+
+def kept_path(prefix):
+    """Where an old environment that could not be carried over completely stays (a new name each time)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return f"{prefix.rstrip('/')}.before-{stamp}"
 
 
 def lock_file(prefix):
