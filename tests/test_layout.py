@@ -13,7 +13,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "tljh"
 
 # TLJH's public module names: thin re-exports that nothing inside tljh may import.
-FACES = {"config", "configurer", "user", "installer", "systemd", "user_creating_spawner"}
+FACES = {"config", "configurer", "user", "installer", "systemd", "user_creating_spawner", "utils", "normalize", "conda", "apt"}
 LAYERS = {
     "hooks": 0,
     "plugins": 0.5,
