@@ -542,6 +542,24 @@ PATH_NOTES = {
         "account. It keeps running while the hub restarts; `tljh status` and `tljh loadtest` measure "
         "servers' memory and CPU by these units.",
     ),
+    "TLJH_OLD_USER_ENV": (
+        "directory",
+        "as it was",
+        "Only on a server migrated from TLJH: TLJH's conda user environment, moved aside and kept (its programs "
+        "still run from its `bin/`) until `sudo tljh migrate --cleanup`.",
+    ),
+    "TLJH_MIGRATION_STATE": (
+        "file",
+        "0600",
+        "Only on a server migrated from TLJH: what the migration carried over and what it could not "
+        "(`tljh migrate`, `tljh status`).",
+    ),
+    "TRAEFIK_UNIT": (
+        "TLJH's unit",
+        "",
+        "TLJH's proxy. On a migrated server it is stopped and disabled; its unit file, `traefik.toml`, `rules/`, "
+        "`acme.json` and `traefik-api.secret` stay for reference.",
+    ),
 }
 
 # Paths written as literals in the code: (shown as, strings the source must contain, source, kind, mode, what).

@@ -5,7 +5,7 @@ import time
 
 import requests
 
-from tljh.install import conda_requests
+from tljh.install import conda_requests, migrate_tljh
 from tljh.proxy import certificates
 from tljh.proxy.route_table import RouteTable, default_depth
 from tljh.settings.config_file import ConfigFileError
@@ -69,6 +69,10 @@ def report():
     if line:
         lines.append(line)
     healthy &= conda_ok
+
+    line = migrate_tljh.status_line()
+    if line:
+        lines.append(line)
 
     https = config["https"]
     if not https["enabled"]:

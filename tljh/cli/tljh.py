@@ -33,7 +33,43 @@ def build_parser():
     from tljh.loadtest.run import add_arguments
 
     add_arguments(loadtest)
+    migrate = verbs.add_parser(
+        "migrate",
+        help="what the migration from TLJH carried over and what it could not; --cleanup removes the old environment",
+        description="Show what the installer carried over from The Littlest JupyterHub's conda environment and what "
+        "it could not, with how to get it back. The old environment is kept until `tljh migrate --cleanup`.",
+    )
+    migrate.add_argument("--cleanup", action="store_true", help="remove TLJH's old conda environment")
+    migrate.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     return parser
+
+
+def _migrate(args):
+    from tljh.install import migrate_tljh
+
+    if not args.cleanup:
+        print("\n".join(migrate_tljh.report()))
+        return 0
+    old = migrate_tljh.recorded().get("old_env")
+    if not old:
+        print("tljh: no migration from TLJH happened here: nothing to clean up", file=sys.stderr)
+        return 2
+    if not args.yes:
+        lost = migrate_tljh.not_carried_lines()
+        question = f"Remove {old}" + (f" (it holds what was not carried over: {'; '.join(lost)})" if lost else "")
+        if not sys.stdin.isatty():
+            print(f"tljh: {question}? rerun with --yes to confirm", file=sys.stderr)
+            return 2
+        if input(f"{question}? [y/N] ").strip().lower() not in ("y", "yes"):
+            print("nothing removed")
+            return 1
+    try:
+        removed = migrate_tljh.cleanup()
+    except migrate_tljh.MigrationError as e:
+        print(f"tljh: {e}", file=sys.stderr)
+        return 2
+    print(f"removed {removed}" if removed else f"{old} was already removed")
+    return 0
 
 
 def main(argv=None):
@@ -51,6 +87,8 @@ def main(argv=None):
         from tljh.loadtest.run import main as loadtest
 
         return loadtest(args)
+    if args.verb == "migrate":
+        return _migrate(args)
     if args.verb == "uninstall":
         from tljh.install.uninstall import uninstall
 

@@ -27,7 +27,7 @@ import requests
 
 import tljh
 from tljh.hub import preflight
-from tljh.install import conda_requests, user_requirements
+from tljh.install import conda_requests, migrate_tljh, user_requirements
 from tljh.plugins import collect_list, get_plugin_manager
 from tljh.settings import config_file
 from tljh.settings.errors import ConfigError
@@ -132,6 +132,52 @@ def prepare_directories(ctx):
         files.write_atomic(paths.CONFIG_FILE, "")
         made.append(paths.CONFIG_FILE)
     return f"created {', '.join(made)}" if made else "already in place"
+
+
+def take_over_from_tljh(ctx):
+    found = migrate_tljh.detect()
+    state = migrate_tljh.recorded()
+    if state.get("finished") and not (found.conda_env or found.traefik_active or found.traefik_enabled):
+        return "taken over from TLJH earlier" + (
+            f"; its environment is kept at {paths.TLJH_OLD_USER_ENV}" if found.old_env else "")
+    if not found.anything:
+        return "no TLJH installation here"
+    refused = migrate_tljh.refusal(found)
+    if refused:
+        raise InstallError(refused)
+    for line in migrate_tljh.plan(found):
+        print(f"    {line}", flush=True)
+    try:
+        done = migrate_tljh.start() + migrate_tljh.hand_over_proxy(found) + migrate_tljh.move_environment_aside(found)
+    except migrate_tljh.MigrationError as e:
+        raise InstallError(str(e)) from e
+    ctx.restart_hub = True
+    return "; ".join(done) or "nothing left to do"
+
+
+def carry_over_tljh_environment(ctx):
+    state = migrate_tljh.recorded()
+    if not state:
+        return "no TLJH environment"
+    if state.get("finished"):
+        ctx.warnings += [f"note (from TLJH): {line}" for line in migrate_tljh.not_carried_lines(state)]
+        return "carried over earlier"
+    if not os.path.isdir(paths.TLJH_OLD_USER_ENV):
+        migrate_tljh.record_carried(migrate_tljh.Carried([], [], {}, [], {}, []))
+        return "no TLJH environment to carry over"
+    carried = migrate_tljh.carry_over()
+    _make_world_readable_only(paths.USER_ENV_PREFIX)
+    state = migrate_tljh.record_carried(carried)
+    lost = migrate_tljh.not_carried_lines(state)
+    if lost:
+        ctx.warnings.append("warning (from TLJH): " + "; ".join(lost) + ". "
+                            + migrate_tljh.HOW_TO_GET_BACK.format(old=paths.TLJH_OLD_USER_ENV))
+    parts = [f"{len(carried.packages) + len(carried.other_versions)} Python packages"]
+    if carried.kernelspecs:
+        parts.append(f"kernels {', '.join(carried.kernelspecs)}")
+    if carried.files:
+        parts.append(f"{len(carried.files)} configuration files")
+    return "carried over " + ", ".join(parts) + (f"; NOT carried over: {len(lost)} kinds (see the warning below)" if lost else "")
 
 
 def install_plugins(ctx):
@@ -479,12 +525,14 @@ def run_post_install_hooks(ctx):
 
 STEPS = [
     ("Preparing directories", prepare_directories),
+    ("Taking over from TLJH", take_over_from_tljh),
     ("Restoring hub packages after a Python change", restore_hub_packages),
     ("Installing plugins", install_plugins),
     ("Checking plugin requests", plan_conda_requests),
     ("Installing apt packages for plugins", install_apt_packages),
     ("Installing hub packages for plugins", install_hub_extras),
     ("Setting up the user environment", build_user_env),
+    ("Carrying over TLJH's user environment", carry_over_tljh_environment),
     ("Setting up groups and admin sudo", ensure_groups_and_sudoers),
     ("Putting the user environment on terminals' PATH", install_profile_script),
     ("Writing configuration", ensure_config),

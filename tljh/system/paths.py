@@ -99,3 +99,11 @@ UV_CACHE_DIR = os.path.join(CACHE_DIR, "uv")
 RATTLER_CACHE_DIR = os.path.join(CACHE_DIR, "rattler")
 # `tljh uninstall` saves config and state here first.
 UNINSTALL_BACKUP_DIR = "/var/backups"
+
+# Migration from The Littlest JupyterHub (TLJH): its conda user environment is moved here, never deleted
+# without `tljh migrate --cleanup`; what was and was not carried over is recorded (root-only).
+TLJH_OLD_USER_ENV = os.path.join(INSTALL_PREFIX, "user.tljh-conda")
+TLJH_MIGRATION_STATE = os.path.join(STATE_DIR, "tljh-migration.json")
+# TLJH's proxy: its unit, and its files in the state directory (kept for reference after the handover).
+TRAEFIK_UNIT = "traefik.service"
+TRAEFIK_FILES = ("traefik.toml", "rules", "acme.json", "traefik-api.secret")

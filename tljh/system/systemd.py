@@ -42,6 +42,11 @@ def disable(unit):
     return systemctl("disable", unit, check=False)
 
 
+def is_enabled(unit):
+    """What ``systemctl is-enabled`` says (exit status 0: enabled, static, alias, ...)."""
+    return systemctl("is-enabled", "--quiet", unit, check=False).returncode == 0
+
+
 def needs_daemon_reload(unit):
     """True if the unit's file changed on disk since systemd loaded it."""
     return systemctl("show", "--property=NeedDaemonReload", "--value", unit, check=False).stdout.strip() == "yes"
