@@ -6,6 +6,7 @@ browser's requests would.
 
 import asyncio
 import json
+import re
 import socket
 import time
 import uuid
@@ -172,6 +173,13 @@ class HubClient:
         ws = await self.session.ws_connect(ws_url, headers=self._auth(), heartbeat=None)
         return Kernel(ws)
 
+    async def open_terminal(self):
+        """A new terminal, as JupyterLab opens one. Returns a Terminal."""
+        model = await self.api("POST", f"user/{self.username}/api/terminals")
+        ws_url = self.url(f"user/{self.username}/terminals/websocket/{model['name']}").replace("http", "ws", 1)
+        ws = await self.session.ws_connect(ws_url, headers=self._auth(), heartbeat=None)
+        return Terminal(ws)
+
 
     async def run_in_terminal(self, command, timeout=30):
         """Type ``command`` into a new JupyterLab terminal (the user's shell, as in a browser); returns what it
@@ -241,6 +249,36 @@ class Kernel:
             if kind == "status" and reply["content"]["execution_state"] == "idle" and output:
                 return "".join(output)
         raise HubError(f"no result for {code!r} within {timeout} s")
+
+    async def close(self):
+        await self.ws.close()
+
+
+class Terminal:
+    """A JupyterLab terminal: a login shell on the user's server, over its websocket."""
+
+    def __init__(self, ws):
+        self.ws = ws
+
+    async def run(self, command, timeout=300):
+        """Type ``command`` and Enter; return what the terminal printed until it finished (ANSI codes removed)."""
+        marker = uuid.uuid4().hex[:12]
+        await self.ws.send_str(json.dumps(["stdin", f"{command}; echo {marker}-$?-end\r"]))
+        output = ""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            frame = await self.ws.receive(timeout=deadline - time.monotonic())
+            if frame.type != aiohttp.WSMsgType.TEXT:
+                raise HubError(f"terminal websocket closed: {frame.type} {frame.data!r}")
+            kind, *data = json.loads(frame.data)
+            if kind == "stdout":
+                output += data[0]
+                # The echoed command line shows "$?" literally; only the finished command prints digits there.
+                done = re.search(rf"{marker}-(\d+)-end", output)
+                if done:
+                    text = re.sub(r"\x1b\][^\x07]*\x07|\x1b\[[0-9;?]*[A-Za-z]|\r", "", output[: done.start()])
+                    return text.split(f"{marker}-$?-end\n", 1)[-1]
+        raise HubError(f"{command!r} did not finish in the terminal within {timeout} s")
 
     async def close(self):
         await self.ws.close()

@@ -8,7 +8,8 @@ from machine import Machine
 # The files the installer manages outside its environments: a rerun with nothing to change leaves them as they are.
 MANAGED_FILES = (
     "/etc/systemd/system/jupyterhub.service /etc/systemd/system/caddy.service /etc/systemd/system/caddy-admin.socket "
-    "/etc/sudoers.d/jupyterhub-admins /etc/profile.d/tljh-user-environment.sh /opt/tljh/config/config.yaml"
+    "/etc/sudoers.d/jupyterhub-admins /etc/profile.d/tljh-user-environment.sh /etc/tmpfiles.d/tljh-sessions.conf "
+    "/opt/tljh/config/config.yaml"
 )
 
 

@@ -82,7 +82,7 @@ def test_uninstall_removes_everything_but_homes(machine):
         assert machine.run(f"ls {path}", check=False).returncode != 0, path
     assert machine.run("id tljh-proxy", check=False).returncode != 0
     for path in ("/usr/bin/tljh-config", "/usr/bin/tljh", "/etc/sudoers.d/jupyterhub-admins",
-                 "/etc/profile.d/tljh-user-environment.sh"):
+                 "/etc/profile.d/tljh-user-environment.sh", "/etc/tmpfiles.d/tljh-sessions.conf"):
         assert machine.run(f"test -e {path}", check=False).returncode != 0, path
     listeners = machine.run("ss -Hltnp").stdout
     assert ":80 " not in listeners and ":15001 " not in listeners, listeners

@@ -81,6 +81,8 @@ SET_CASES = [
     ("limits.cpu", "null", None),
     ("user_environment.default_app", "classic", "classic"),
     ("user_environment.default_app", "jupyterlab", "jupyterlab"),
+    ("user_environment.session_installs", "false", False),
+    ("user_environment.session_installs", "yes", True),
     ("services.cull.enabled", "no", False),
     ("services.cull.timeout", "60", 60),
     ("services.cull.timeout", "10m", 600),

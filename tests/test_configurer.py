@@ -92,6 +92,11 @@ def test_default_app(app, url):
     assert applied({"user_environment": {"default_app": app}}).Spawner.default_url == url
 
 
+def test_session_installs_on_by_default():
+    assert applied({}).UserCreatingSpawner.session_installs is True
+    assert applied({"user_environment": {"session_installs": False}}).UserCreatingSpawner.session_installs is False
+
+
 @pytest.mark.parametrize("base_url,expected", [("/", "/"), ("/jhub/", "/jhub/"), ("/jhub", "/jhub/")])
 def test_base_url(base_url, expected):
     assert applied({"base_url": base_url}).JupyterHub.base_url == expected

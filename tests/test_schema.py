@@ -72,6 +72,8 @@ def test_every_schema_key_is_in_the_contract_or_known_extra():
         "traefik_api.port",
         "traefik_api.username",
         "traefik_api.password",
+        # Beyond TLJH's keys:
+        "user_environment.session_installs",
     }
     assert documented == expected
 

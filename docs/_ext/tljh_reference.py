@@ -527,8 +527,8 @@ PATH_NOTES = {
     "PROFILE_SCRIPT": (
         "file",
         "0644",
-        "Puts the user environment's `bin/` first on PATH in login shells inside users' servers (JupyterLab "
-        "terminals; Debian's `/etc/profile` resets PATH).",
+        "Puts the server's PATH (its session packages' and environment's `bin/`) first again in login shells "
+        "inside users' servers (JupyterLab terminals; Debian's `/etc/profile` resets PATH).",
     ),
     "UNINSTALL_BACKUP_DIR": (
         "directory",
@@ -560,6 +560,13 @@ PATH_NOTES = {
         "TLJH's proxy. On a migrated server it is stopped and disabled; its unit file, `traefik.toml`, `rules/`, "
         "`acme.json` and `traefik-api.secret` stay for reference.",
     ),
+    "SESSIONS_DIR": (
+        "directory",
+        "0711",
+        "Session packages: one directory per running user server (the user's, 0700), removed when the server "
+        "stops and emptied at boot. See [packages for one session](../howto/session-packages.md).",
+    ),
+    "SESSIONS_TMPFILES": ("file", "0644", "systemd-tmpfiles rule that empties the session packages directory at boot."),
 }
 
 # Paths written as literals in the code: (shown as, strings the source must contain, source, kind, mode, what).

@@ -41,6 +41,14 @@ def build_parser():
     )
     migrate.add_argument("--cleanup", action="store_true", help="remove TLJH's old conda environment")
     migrate.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    verbs.add_parser(
+        "local-packages",
+        help="list users whose ~/.local holds Python packages (from before: never imported here); deletes nothing",
+        description="Users of an upgraded TLJH hub may have packages from `pip install --user` in "
+        "~/.local/lib/pythonX.Y/site-packages. Servers here never import them (environments are virtual "
+        "environments; users' installs last one session). Lists each such user with the size and the packages; "
+        "changes nothing.",
+    )
     return parser
 
 
@@ -89,6 +97,11 @@ def main(argv=None):
         return loadtest(args)
     if args.verb == "migrate":
         return _migrate(args)
+    if args.verb == "local-packages":
+        from .local_packages import find, report
+
+        print("\n".join(report(find())))
+        return 0
     if args.verb == "uninstall":
         from tljh.install.uninstall import uninstall
 

@@ -112,6 +112,7 @@ def _apply_limits(config, c):
 def _apply_user_environment(config, c):
     app = config["user_environment"]["default_app"]
     c.Spawner.default_url = {"jupyterlab": "/lab", "classic": "/tree"}[app]
+    c.UserCreatingSpawner.session_installs = config["user_environment"]["session_installs"]
 
 
 def _apply_profiles(config, c):

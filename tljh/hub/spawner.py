@@ -1,12 +1,13 @@
 """The spawner: systemdspawner, plus the Unix account each hub user needs."""
 
 import asyncio
+import pwd
 import time
 
 from systemdspawner import SystemdSpawner
-from traitlets import Dict, Float, List, Unicode, default
+from traitlets import Bool, Dict, Float, List, Unicode, default
 
-from tljh.hub import profiles
+from tljh.hub import profiles, session_installs
 from tljh.plugins import get_plugin_manager
 from tljh.system import systemd, users
 
@@ -69,6 +70,20 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
     def _apply_user_options_default(self):
         return profiles.apply_user_options
 
+    session_installs = Bool(
+        True,
+        config=True,
+        help="""
+        Give each server its session packages: what its user installs with pip or uv, in a notebook or a
+        terminal, goes into a layer of its own over the server's environment, wins over the environment's
+        version for that server's kernels, and is removed when the server stops (see
+        :mod:`tljh.hub.session_installs`). Admins' ``sudo -E pip install`` still installs for everyone.
+
+        Set from ``user_environment.session_installs`` in config.yaml; a profile overrides it. Off: users'
+        pip installs are refused, as the environment is read-only for them.
+        """,
+    )
+
     ready_poll_interval = Float(
         0.05,
         config=True,
@@ -124,6 +139,39 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
         for group, members in self.user_groups.items():
             if self.user.name in members:
                 await users.ensure_user_group(system_username, group)
-        url = await super().start()
+        layer = None
+        if self.session_installs:
+            account = pwd.getpwnam(system_username)
+            layer = await asyncio.to_thread(
+                session_installs.open_layer, self.unit_name, session_installs.server_prefix(self.cmd),
+                self.environment.get("JUPYTER_PATH", ""), account.pw_uid, account.pw_gid,
+            )
+        session_installs.configure_spawner(self, layer)
+        # Terminals run login shells, whose /etc/profile may reset PATH: tljh's profile.d script restores these.
+        self.environment = {**self.environment, "TLJH_SERVER_PATH": ":".join(self.extra_paths)}
+        # Admins keep sudo in their servers (TLJH: `sudo -E pip install X` in a terminal installs for everyone):
+        # no NoNewPrivileges= for them (systemdspawner sets it by default), nor PrivateDevices=, which implies it.
+        configured = self.disable_user_sudo, self.isolate_devices
+        if self.user.admin:
+            self.disable_user_sudo = self.isolate_devices = False
+        try:
+            url = await super().start()
+        except BaseException:
+            if layer is not None:
+                await asyncio.to_thread(layer.remove)
+            raise
+        finally:
+            self.disable_user_sudo, self.isolate_devices = configured
         await self._wait_answering()
         return url
+
+    async def stop(self, now=False):
+        await super().stop(now=now)
+        await asyncio.to_thread(session_installs.remove_layer, self.unit_name)
+
+    async def poll(self):
+        status = await super().poll()
+        if status is not None and not self._spawn_pending:
+            # Stopped behind the hub's back (systemctl kill, a crash): its session packages go too.
+            await asyncio.to_thread(session_installs.remove_layer, self.unit_name)
+        return status

@@ -26,7 +26,7 @@ from importlib import metadata
 import requests
 
 import tljh
-from tljh.hub import preflight
+from tljh.hub import preflight, session_installs
 from tljh.install import conda_requests, migrate_tljh, user_requirements
 from tljh.plugins import collect_list, get_plugin_manager
 from tljh.settings import config_file
@@ -50,6 +50,7 @@ Defaults exempt_group = jupyterhub-admins
 # jupyterhub is pinned to the hub's own version at install time (see user_env_requirements).
 USER_ENV_PACKAGES = [
     "pip",
+    "uv",  # `%uv pip install` in a notebook runs `python -m uv`
     "jupyterlab>=4.4,<5",
     "notebook>=7.4,<8",
     "jupyter-resource-usage>=1.1,<2",
@@ -123,6 +124,7 @@ def prepare_directories(ctx):
         (paths.JUPYTERHUB_CONFIG_D, 0o700),
         (paths.STATE_DIR, 0o700),
         (paths.CADDY_STATE_DIR, 0o700),
+        (paths.SESSIONS_DIR, 0o711),
     ]:
         if not os.path.isdir(path):
             os.makedirs(path, mode=mode)
@@ -311,8 +313,12 @@ def install_profile_script(ctx):
     bin_dir = os.path.join(paths.USER_ENV_PREFIX, "bin")
     content = (
         "# Managed by the TLJH installer: rerunning it rewrites this file.\n"
-        "# In a user's server (JupyterLab terminals are login shells) keep the user environment first on PATH.\n"
-        'if [ -n "$JUPYTERHUB_USER" ]; then\n'
+        "# In a user's server (JupyterLab terminals are login shells) put the server's PATH back in front:\n"
+        "# the spawner sets TLJH_SERVER_PATH (session packages, environment); servers started before it did\n"
+        "# get the user environment.\n"
+        'if [ -n "${TLJH_SERVER_PATH-}" ]; then\n'
+        '    case ":$PATH:" in *":$TLJH_SERVER_PATH:"*) ;; *) PATH="$TLJH_SERVER_PATH:$PATH"; export PATH ;; esac\n'
+        'elif [ -n "$JUPYTERHUB_USER" ]; then\n'
         f'    case ":$PATH:" in *":{bin_dir}:"*) ;; *) PATH="{bin_dir}:$PATH"; export PATH ;; esac\n'
         "fi\n"
     )
@@ -355,6 +361,14 @@ def ensure_config(ctx):
     if passwords:
         parts.append("initial passwords set")
     return "; ".join(parts) or ("updated" if old != new else "unchanged")
+
+
+def install_session_files(ctx):
+    content = session_installs.TMPFILES_RULE
+    if files.read_bytes(paths.SESSIONS_TMPFILES) == content.encode():
+        return "already in place"
+    files.write_atomic(paths.SESSIONS_TMPFILES, content, mode=0o644)
+    return f"wrote {paths.SESSIONS_TMPFILES}"
 
 
 def install_cli(ctx):
@@ -534,7 +548,8 @@ STEPS = [
     ("Setting up the user environment", build_user_env),
     ("Carrying over TLJH's user environment", carry_over_tljh_environment),
     ("Setting up groups and admin sudo", ensure_groups_and_sudoers),
-    ("Putting the user environment on terminals' PATH", install_profile_script),
+    ("Putting the server's PATH into terminals", install_profile_script),
+    ("Setting up session packages", install_session_files),
     ("Writing configuration", ensure_config),
     ("Installing the tljh-config and tljh commands", install_cli),
     ("Setting up the proxy's account", ensure_proxy_account),

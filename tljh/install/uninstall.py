@@ -70,13 +70,14 @@ def uninstall(purge=False, say=print):
     if not purge:
         say(f"saved config and state to {backup()}")
 
-    for path in LINKS + [SUDOERS_FILE, PROFILE_SCRIPT]:
+    system_files = [SUDOERS_FILE, PROFILE_SCRIPT, paths.SESSIONS_TMPFILES]
+    for path in LINKS + system_files:
         if os.path.lexists(path):
             os.remove(path)
     for path in (paths.INSTALL_PREFIX, CACHE_DIR, paths.PROXY_DATA_DIR, paths.RUNTIME_DIR):
         shutil.rmtree(path, ignore_errors=True)
-    say(f"removed {paths.INSTALL_PREFIX}, {CACHE_DIR}, {paths.PROXY_DATA_DIR}, {paths.RUNTIME_DIR}, {SUDOERS_FILE}, "
-        f"{PROFILE_SCRIPT} and {', '.join(LINKS)}")
+    say(f"removed {paths.INSTALL_PREFIX}, {CACHE_DIR}, {paths.PROXY_DATA_DIR}, {paths.RUNTIME_DIR}, "
+        f"{', '.join(system_files)} and {', '.join(LINKS)}")
     if users.user_exists(paths.PROXY_USER):
         subprocess.run(["userdel", paths.PROXY_USER], capture_output=True)
         if users.group_exists(paths.PROXY_GROUP):

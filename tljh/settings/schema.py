@@ -330,7 +330,17 @@ def _build_schema() -> dict:
                         "enum": ["jupyterlab", "classic"],
                         "default": "jupyterlab",
                         "description": "Interface opened after login: jupyterlab (/lab) or classic (/tree).",
-                    }
+                    },
+                    "session_installs": {
+                        "type": "boolean",
+                        "default": True,
+                        "description": (
+                            "What users install with pip or uv in a server lasts until the server stops: it goes "
+                            "into the server's session packages, wins over the shared environment's version for "
+                            "that user's kernels, and leaves nothing in the home. false: users' installs are "
+                            "refused (the shared environment is read-only for them)."
+                        ),
+                    },
                 },
             },
             "services": {

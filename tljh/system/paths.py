@@ -107,3 +107,7 @@ TLJH_MIGRATION_STATE = os.path.join(STATE_DIR, "tljh-migration.json")
 # TLJH's proxy: its unit, and its files in the state directory (kept for reference after the handover).
 TRAEFIK_UNIT = "traefik.service"
 TRAEFIK_FILES = ("traefik.toml", "rules", "acme.json", "traefik-api.secret")
+# Per-session package layers (tljh.hub.session_installs): one directory per running server, removed when it
+# stops; systemd-tmpfiles empties the directory at boot (the rule below).
+SESSIONS_DIR = os.path.join(INSTALL_PREFIX, "sessions")
+SESSIONS_TMPFILES = "/etc/tmpfiles.d/tljh-sessions.conf"

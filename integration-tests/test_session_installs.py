@@ -1,0 +1,245 @@
+"""Issue 13: what a user installs with pip in a server lasts for that server's session, on an installed machine.
+
+Two users (alice, bob) and an admin on one machine. The tests share it and leave it as they found it (servers
+stopped, shared environment unchanged), except the last, which kills a server and reboots the machine.
+"""
+
+import asyncio
+import re
+
+import pytest
+from hubclient import HubClient, HubError
+from installed import installed_machine
+
+ADMIN, PASSWORD = "admin", "admin-password"
+USERS = {"alice": "alice-password", "bob": "bob-password"}
+SESSIONS = "/opt/tljh/sessions"
+PIP_TIMEOUT = 300
+
+
+@pytest.fixture(scope="module")
+def hub(os_name):
+    with installed_machine(os_name, "--admin", f"{ADMIN}:{PASSWORD}") as m:
+
+        async def add_users():
+            async with HubClient(m.url()) as admin:
+                await admin.login(ADMIN, PASSWORD)
+                await admin.create_users(*USERS)
+
+        asyncio.run(add_users())
+        yield m
+
+
+def layer(name):
+    return f"{SESSIONS}/jupyter-{name}"
+
+
+def listing(m, path, user="root"):
+    """Every path under ``path`` with its size (a file list to compare before and after)."""
+    return m.run(f"find {path} -printf '%p %s\\n' 2>/dev/null | sort", user=user, check=False).stdout.splitlines()
+
+
+async def session(m, name, password=None):
+    person = HubClient(m.url())
+    await person.__aenter__()
+    await person.login(name, password or USERS.get(name) or PASSWORD)
+    return person
+
+
+async def cells(person, *codes, start=True):
+    """Start the server (if asked), run each cell in one new kernel, return their outputs."""
+    if start:
+        await person.start_server()
+    kernel = await person.open_kernel()
+    try:
+        return [await kernel.execute(code, timeout=PIP_TIMEOUT) for code in codes]
+    finally:
+        await kernel.close()
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+async def stop(person):
+    """Stop the person's server if it runs, and log out."""
+    try:
+        await person.stop_server()
+    except HubError:
+        pass  # it was not running
+    await person.__aexit__(None, None, None)
+
+
+IMPORT = "try:\n    import {0}; print('{0}', {0}.__file__)\nexcept ImportError as e:\n    print('ImportError', e)\n"
+
+
+def test_pip_install_lasts_one_session_and_only_for_its_user(hub):
+    shared_before = listing(hub, "/opt/tljh/user")
+
+    async def scenario():
+        alice, bob = await session(hub, "alice"), await session(hub, "bob")
+        try:
+            await cells(alice, "print(1+1)")
+            home_before = listing(hub, "/home/jupyter-alice")
+            out = await cells(alice, "%pip install cowsay", IMPORT.format("cowsay"), start=False)
+            home_after = listing(hub, "/home/jupyter-alice")
+            assert "Successfully installed cowsay" in out[0], out[0]
+            assert out[1].startswith(f"cowsay {layer('alice')}/lib/python3"), out[1]
+            (other,) = await cells(bob, IMPORT.format("cowsay"))
+            assert other.startswith("ImportError"), other
+            denied = hub.run(f"ls {layer('alice')}", user="jupyter-bob", check=False)
+            assert denied.returncode != 0 and "Permission denied" in denied.stderr
+            await alice.stop_server()
+            assert hub.run(f"test -e {layer('alice')}", check=False).returncode == 1
+            (again,) = await cells(alice, IMPORT.format("cowsay"))
+            assert again.startswith("ImportError"), again
+            return home_before, home_after
+        finally:
+            await stop(alice)
+            await stop(bob)
+
+    home_before, home_after = run(scenario())
+    assert listing(hub, "/opt/tljh/user") == shared_before
+    # A kernel's connection file (named by kernel id) comes and goes in Jupyter's runtime directory; the
+    # install itself adds nothing to the home.
+    runtime = re.compile(r"^/home/jupyter-alice/\.local/share/jupyter/runtime/kernel-")
+    assert [p for p in home_after if not runtime.match(p)] == [p for p in home_before if not runtime.match(p)]
+    assert hub.run("ls -d /home/jupyter-alice/.cache /home/jupyter-alice/.local/lib", check=False).returncode != 0
+
+
+def test_an_older_version_in_the_session_shadows_the_shared_one(hub):
+    shared = hub.run("/opt/tljh/user/bin/python -c 'import requests; print(requests.__version__)'").stdout.strip()
+    assert shared != "2.31.0"
+
+    async def scenario():
+        alice, bob = await session(hub, "alice"), await session(hub, "bob")
+        try:
+            (out,) = await cells(alice, "%pip install requests==2.31.0")
+            assert "Successfully installed requests-2.31.0" in out, out
+            (mine,) = await cells(alice, "import requests; print(requests.__version__)", start=False)  # a new kernel
+            (theirs,) = await cells(bob, "import requests; print(requests.__version__)")
+            return mine.strip(), theirs.strip()
+        finally:
+            await stop(alice)
+            await stop(bob)
+
+    assert run(scenario()) == ("2.31.0", shared)
+
+
+def test_refused_and_failed_installs_leave_the_session_as_it_was(hub):
+    async def scenario():
+        alice = await session(hub, "alice")
+        try:
+            await cells(alice, "print(1)")
+            before = listing(hub, layer("alice"))
+            server, missing = await cells(alice, "%pip install jupyter-server==2.14.0",
+                                          "%pip install no-such-package-for-tljh-tests", start=False)
+            after = listing(hub, layer("alice"))
+            (allowed,) = await cells(alice, "%pip install --allow-server-change --dry-run jupyter-server==2.14.0",
+                                     start=False)
+            return before, after, server, missing, allowed
+        finally:
+            await stop(alice)
+
+    before, after, server, missing, allowed = run(scenario())
+    assert "(constraint) jupyter-server==" in server and "--allow-server-change" in server, server
+    assert "No matching distribution found for no-such-package-for-tljh-tests" in missing, missing
+    assert "--allow-server-change" not in missing
+    assert after == before
+    assert "Would install jupyter_server-2.14.0" in allowed or "Would install jupyter-server-2.14.0" in allowed, allowed
+
+
+def test_uv_installs_into_the_session_too(hub):
+    async def scenario():
+        alice = await session(hub, "alice")
+        try:
+            return await cells(alice, "%uv pip install emoji", IMPORT.format("emoji"))
+        finally:
+            await stop(alice)
+
+    installed, imported = run(scenario())
+    assert "+ emoji==" in re.sub(r"\x1b\[[0-9;]*m", "", installed), installed
+    assert imported.startswith(f"emoji {layer('alice')}/"), imported
+
+
+def test_terminals_pip_and_the_admins_sudo_pip(hub):
+    async def scenario():
+        alice, admin, bob = await session(hub, "alice"), await session(hub, ADMIN, PASSWORD), await session(hub, "bob")
+        try:
+            await alice.start_server()
+            term = await alice.open_terminal()
+            which = await term.run("command -v pip python")
+            user = await term.run("pip install --user pyfiglet")
+            await term.close()
+            await admin.start_server()
+            term = await admin.open_terminal()
+            sudo = await term.run("sudo -E pip install pyjokes")
+            await term.close()
+            (bobs,) = await cells(bob, IMPORT.format("pyjokes"))
+            return which, user, sudo, bobs
+        finally:
+            for person in (alice, admin, bob):
+                await stop(person)
+
+    try:
+        which, user, sudo, bobs = run(scenario())
+        assert which.split()[:2] == [f"{layer('alice')}/bin/pip", f"{layer('alice')}/bin/python"], which
+        assert "Successfully installed pyfiglet" in user, user
+        assert "Successfully installed pyjokes" in sudo, sudo
+        assert bobs.startswith("pyjokes /opt/tljh/user/lib/python3"), bobs
+    finally:
+        hub.run("/opt/tljh/user/bin/pip uninstall -y -q pyjokes", check=False)
+
+
+def test_off_means_pip_as_before(hub):
+    hub.run("tljh-config set user_environment.session_installs false && tljh-config reload")
+    try:
+        async def scenario():
+            alice = await session(hub, "alice")
+            try:
+                return await cells(alice, "%pip install cowsay", "import os; print(os.environ['PATH'])")
+            finally:
+                await stop(alice)
+
+        pip, path = run(scenario())
+        assert "Permission denied" in pip, pip
+        assert SESSIONS not in path
+        assert hub.run(f"ls -A {SESSIONS}").stdout.strip() == ""
+    finally:
+        hub.run("tljh-config unset user_environment.session_installs && tljh-config reload")
+
+
+def test_a_killed_server_and_a_reboot_leave_nothing(hub):
+    async def install():
+        alice = await session(hub, "alice")
+        try:
+            (out,) = await cells(alice, "%pip install cowsay")
+            assert "Successfully installed cowsay" in out, out
+        finally:
+            await alice.__aexit__(None, None, None)  # the server keeps running
+
+    run(install())
+    hub.run("systemctl kill --signal=SIGKILL jupyter-alice")
+    # The unit's ExecStopPost removes it at once; the hub's next poll (every 30 s) would too.
+    hub.run(f"for i in $(seq 600); do test -e {layer('alice')} || exit 0; sleep 0.1; done; exit 1")
+
+    async def forget():  # the hub learns of the kill at its next poll; tell it now
+        alice = await session(hub, "alice")
+        await stop(alice)
+
+    run(forget())
+    run(install())
+    assert hub.run(f"test -d {layer('alice')}/lib", check=False).returncode == 0
+    hub.reboot()
+    assert hub.run(f"ls -A {SESSIONS}").stdout.strip() == ""
+    hub.run("for i in $(seq 600); do curl -sf -o /dev/null http://127.0.0.1/hub/login && exit 0; sleep 0.2; done; exit 1")
+
+    async def after_reboot():
+        alice = await session(hub, "alice")
+        try:
+            return await cells(alice, IMPORT.format("cowsay"))
+        finally:
+            await stop(alice)
+
+    (again,) = run(after_reboot())
+    assert again.startswith("ImportError"), again
