@@ -104,7 +104,7 @@ def test_slugs_are_made_as_kubespawner_makes_them():
         ([{"description": "x"}], "profiles[0]: 'display_name' is a required property"),
         ([{"display_name": "A", "spawner_override": {"image": "jupyter/base"}}],
          "profiles[0].spawner_override.image: not allowed here; allowed keys: cpu_limit, default_url, environment, "
-         "mem_limit, user_environment"),
+         "mem_limit, session_installs, user_environment"),
         ([{"display_name": "A", "kubespawner_override": {"node_selector": {}}}],
          "profiles[0].kubespawner_override.node_selector: not allowed here; allowed keys:"),
         ([{"display_name": "A"}, {"display_name": "a"}], "profiles[1]: slug 'a' is also profiles[0]'s; slugs must be unique"),
@@ -249,7 +249,7 @@ def test_groups_and_admins():
 
 def spawner(**kw):
     s = types.SimpleNamespace(mem_limit=None, cpu_limit=None, default_url="/lab", environment={"A": "1"},
-                              user_environment="default")
+                              user_environment="default", session_installs=True)
     s.__dict__.update(kw)
     return s
 
@@ -258,9 +258,11 @@ def test_apply_sets_values_and_starts_from_the_configured_ones_each_time():
     s = spawner()
     profiles.apply(s, {"mem_limit": "4G", "cpu_limit": 1, "environment": {"B": 2, "C": True, "A": None}})
     assert (s.mem_limit, s.cpu_limit, s.environment) == (4 * 2**30, 1.0, {"B": "2", "C": "true"})
-    profiles.apply(s, {"default_url": "/tree", "user_environment": "data"})
+    profiles.apply(s, {"default_url": "/tree", "user_environment": "data", "session_installs": False})
     assert (s.mem_limit, s.cpu_limit, s.environment) == (None, None, {"A": "1"})
-    assert (s.default_url, s.user_environment) == ("/tree", "data")
+    assert (s.default_url, s.user_environment, s.session_installs) == ("/tree", "data", False)
+    profiles.apply(s, {})
+    assert s.session_installs is True
 
 
 class FakeUser:

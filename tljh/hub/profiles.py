@@ -166,6 +166,7 @@ APPLIERS = {
     "mem_limit": (("mem_limit",), lambda s, v: setattr(s, "mem_limit", memory_bytes(v))),
     "cpu_limit": (("cpu_limit",), lambda s, v: setattr(s, "cpu_limit", float(v))),
     "default_url": (("default_url",), lambda s, v: setattr(s, "default_url", v)),
+    "session_installs": (("session_installs",), lambda s, v: setattr(s, "session_installs", bool(v))),
     "environment": (("environment",), _set_environment),
 }
 

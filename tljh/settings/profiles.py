@@ -66,6 +66,12 @@ def override_schemas() -> dict:
             "description": "What the server opens: /lab (JupyterLab), /tree (Classic Notebook), or another path "
             "the server serves.",
         },
+        "session_installs": {
+            "type": "boolean",
+            "description": "Whether what the user installs with pip or uv in this server lasts until it stops "
+            "(true: into the server's session packages) or is refused (false); overrides "
+            "`user_environment.session_installs`.",
+        },
         "environment": {
             "type": "object",
             "additionalProperties": {"type": ["string", "number", "boolean", "null"]},
