@@ -6,7 +6,9 @@ Prints numbers; asserts nothing.
 1. Spawn latency, on and off side by side in one run: rounds alternate the order (on first, then off first);
    each round sets user_environment.session_installs, reloads the hub, then starts the admin's server N times
    (start requested -> /user/<name>/lab served -> stop). Medians and p95 per side, and their difference.
-2. Installs in a notebook kernel (over the kernel websocket, like JupyterLab): `%pip install cowsay` as the
+2. What the layer costs inside the hub, on the same machine: writing a layer over /opt/tljh/user the way the
+   spawner does at every start (read the environment, write ~25 files, chown, rename), N times, median.
+3. Installs in a notebook kernel (over the kernel websocket, like JupyterLab): `%pip install cowsay` as the
    first install of a session (cold: the session's pip cache is empty), then uninstall + install again in the
    same session (warm), and the same with `%uv pip install`. pip's cache only keeps what the index allows
    (HTTP cache headers); the report says whether pip used its cache ("Using cached").
@@ -18,6 +20,7 @@ import os
 import platform
 import re
 import statistics
+import subprocess
 import sys
 import time
 
@@ -32,6 +35,30 @@ ADMIN, PASSWORD = "admin", "benchmark-password"
 
 def p95(values):
     return sorted(values)[max(0, round(0.95 * len(values)) - 1)]
+
+
+def load():
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+# Runs in the machine with the hub's python, as the hub would (root), for the admin's Unix account.
+LAYER_TIMING = """
+import pwd, statistics, sys, time
+from tljh.hub import session_installs
+account = pwd.getpwnam("jupyter-{admin}")
+times = []
+for i in range({n}):
+    started = time.perf_counter()
+    layer = session_installs.open_layer("bench-layer", "/opt/tljh/user", "", account.pw_uid, account.pw_gid)
+    times.append(time.perf_counter() - started)
+    layer.remove()
+print(f"{{statistics.median(times) * 1000:.1f}} {{min(times) * 1000:.1f}} {{max(times) * 1000:.1f}}")
+"""
+
+
+def layer_creation(m, n):
+    out = m.run(["/opt/tljh/hub/bin/python", "-c", LAYER_TIMING.format(admin=ADMIN, n=n)]).stdout.split()
+    return [float(x) for x in out]
 
 
 def set_session_installs(m, on):
@@ -82,8 +109,10 @@ def main():
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--spawns", type=int, default=4)
     parser.add_argument("--installs", type=int, default=5)
+    parser.add_argument("--layers", type=int, default=50)
     args = parser.parse_args()
     print(f"host: {platform.node()}, {os.cpu_count()} CPUs, {platform.platform()}")
+    print(f"load at start: {load()}")
     with installed_machine(args.os, "--admin", f"{ADMIN}:{PASSWORD}") as m:
         asyncio.run(spawns(m, 1))  # creates the admin's Unix account; not counted
         times = {True: [], False: []}
@@ -97,12 +126,17 @@ def main():
                   f"p95 {p95(t):.3f} s, n={len(t)}")
         diff = statistics.median(times[True]) - statistics.median(times[False])
         print(f"median difference (on - off): {diff * 1000:+.0f} ms")
+        print(f"load after the spawns: {load()}")
+        median, low, high = layer_creation(m, args.layers)
+        print(f"layer creation in the hub: median {median:.1f} ms, min {low:.1f} ms, max {high:.1f} ms, "
+              f"n={args.layers}")
         set_session_installs(m, True)
         results, cached = asyncio.run(installs(m, args.installs))
         for name, t in results.items():
             print(f"%{name.split()[0]} install cowsay, {name.split()[1]}: median {statistics.median(t):.2f} s, "
                   f"min {min(t):.2f} s, max {max(t):.2f} s, n={len(t)}")
         print(f"pip reported 'Using cached' in {cached} of {2 * args.installs} pip installs")
+        print(f"load at the end: {load()}")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,10 @@ stopped, shared environment unchanged), except the last, which kills a server an
 """
 
 import asyncio
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 from hubclient import HubClient, HubError
@@ -15,11 +18,29 @@ ADMIN, PASSWORD = "admin", "admin-password"
 USERS = {"alice": "alice-password", "bob": "bob-password"}
 SESSIONS = "/opt/tljh/sessions"
 PIP_TIMEOUT = 300
+# Everything users install in these tests, served to the machine's pip and uv from a local directory (no
+# index): installs do not depend on the network at test time, and nothing else can be installed.
+WHEELS = ["cowsay==6.1", "emoji==2.14.1", "pyfiglet==1.0.2", "pyjokes==0.8.3", "requests==2.31.0",
+          "jupyter-server==2.14.0"]
+WHEEL_CACHE = os.environ.get("TLJH_TEST_WHEEL_CACHE", "/var/tmp/tljh-test-wheels/session-installs")
+GUEST_WHEELS = "/srv/wheels"
+
+
+def local_index(m):
+    """Download WHEELS once on the host (cached), copy them in, point the machine's pip and uv only at them."""
+    os.makedirs(WHEEL_CACHE, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+                    "--python-version", "3.11", "-d", WHEEL_CACHE, *WHEELS], check=True)
+    m.copy_in(WHEEL_CACHE, GUEST_WHEELS)
+    m.run(f"chmod -R a+rX {GUEST_WHEELS} && mkdir -p /etc/uv"
+          f" && printf '[global]\\nno-index = true\\nfind-links = {GUEST_WHEELS}\\n' > /etc/pip.conf"
+          f" && printf 'no-index = true\\nfind-links = [\"{GUEST_WHEELS}\"]\\n' > /etc/uv/uv.toml")
 
 
 @pytest.fixture(scope="module")
 def hub(os_name):
     with installed_machine(os_name, "--admin", f"{ADMIN}:{PASSWORD}") as m:
+        local_index(m)
 
         async def add_users():
             async with HubClient(m.url()) as admin:
@@ -135,7 +156,7 @@ def test_refused_and_failed_installs_leave_the_session_as_it_was(hub):
             server, missing = await cells(alice, "%pip install jupyter-server==2.14.0",
                                           "%pip install no-such-package-for-tljh-tests", start=False)
             after = listing(hub, layer("alice"))
-            (allowed,) = await cells(alice, "%pip install --allow-server-change --dry-run jupyter-server==2.14.0",
+            (allowed,) = await cells(alice, "%pip install --allow-server-change --dry-run --no-deps jupyter-server==2.14.0",
                                      start=False)
             return before, after, server, missing, allowed
         finally:
