@@ -61,6 +61,12 @@ def layer_creation(m, n):
     return [float(x) for x in out]
 
 
+def wait_unloaded(m, unit=f"jupyter-{ADMIN}"):
+    """Until systemd has unloaded the stopped unit: starting it again before then fails ("already loaded")."""
+    m.run(f"for i in $(seq 300); do [ $(systemctl show -p LoadState --value {unit}) = not-found ] && exit 0;"
+          " sleep 0.2; done; exit 0")
+
+
 def set_session_installs(m, on):
     m.run(f"tljh-config set user_environment.session_installs {'true' if on else 'false'} && tljh-config reload")
 
@@ -77,6 +83,7 @@ async def spawns(m, n):
                 raise RuntimeError(f"lab page answered {status}")
             times.append(time.monotonic() - started)
             await admin.stop_server()
+            await asyncio.to_thread(wait_unloaded, m)
     return times
 
 
@@ -100,6 +107,7 @@ async def installs(m, n):
                     await kernel.execute(uninstall, timeout=300)
             await kernel.close()
             await admin.stop_server()
+            await asyncio.to_thread(wait_unloaded, m)
     return results, cached
 
 
