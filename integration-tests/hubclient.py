@@ -5,6 +5,7 @@ browser's requests would.
 """
 
 import asyncio
+import contextlib
 import json
 import re
 import socket
@@ -249,6 +250,32 @@ class Kernel:
             if kind == "status" and reply["content"]["execution_state"] == "idle" and output:
                 return "".join(output)
         raise HubError(f"no result for {code!r} within {timeout} s")
+
+    async def stay_open_while(self, awaitable):
+        """Await ``awaitable`` with the socket read meanwhile, as an open browser tab reads it.
+
+        aiohttp answers the server's pings only while something reads the socket, and jupyter-server closes
+        a kernel websocket whose pings go unanswered; a browser always answers, so a test that waits
+        without reading would see a close no user sees. Raises if the socket closed meanwhile (after the
+        awaitable finished, so nothing is left running)."""
+
+        async def read():
+            while True:
+                frame = await self.ws.receive()
+                if frame.type != aiohttp.WSMsgType.TEXT:
+                    return f"kernel websocket closed: {frame.type} {frame.data!r}"
+
+        reader = asyncio.ensure_future(read())
+        try:
+            result = await awaitable
+        finally:
+            closed = reader.done() and reader.result()
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+        if closed:
+            raise HubError(closed)
+        return result
 
     async def close(self):
         await self.ws.close()

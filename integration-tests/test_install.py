@@ -178,7 +178,8 @@ def test_noop_upgrade_keeps_servers_and_websockets(hub):
             timings = []
             for _ in range(3):
                 started = time.monotonic()
-                result = await asyncio.to_thread(hub.install_tljh, "--admin", f"admin:{ADMIN_PASSWORD}", check=False)
+                result = await kernel.stay_open_while(
+                    asyncio.to_thread(hub.install_tljh, "--admin", f"admin:{ADMIN_PASSWORD}", check=False))
                 timings.append(time.monotonic() - started)
                 assert result.returncode == 0, result.stdout + result.stderr
                 assert hub.run(f"sha256sum {MANAGED_FILES}").stdout == before
