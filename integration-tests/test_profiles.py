@@ -140,7 +140,11 @@ def test_each_choice_sets_its_limits_and_interface(hub):
                 ("classic", {"profile": "classic-notebook"}),
             ]:
                 await start(alice, options)
-                env = await alice.run_code("import os, sys; print(os.environ.get('COURSE'), sys.prefix)")
+                # The kernel runs in alice's session layer (session packages, on by default), which stands on
+                # the profile's environment: the default one's site-packages follows the layer's on sys.path.
+                env = await alice.run_code(
+                    "import os, sys; print(os.environ.get('COURSE'), sys.prefix, "
+                    "[p for p in sys.path if p.endswith('site-packages')][-1].split('/lib/')[0])")
                 async with alice.session.get(alice.url("user/alice/"), headers=alice._auth(),
                                              allow_redirects=False) as r:
                     where = r.headers.get("Location", "")
@@ -151,7 +155,7 @@ def test_each_choice_sets_its_limits_and_interface(hub):
             await alice.__aexit__(None, None, None)
 
     results = asyncio.run(scenario())
-    assert results["small"][:2] == (str(400 * 2**20), "stats101 /opt/tljh/user")
+    assert results["small"][:2] == (str(400 * 2**20), "stats101 /opt/tljh/sessions/jupyter-alice /opt/tljh/user")
     assert results["typed"][0] == str(600 * 2**20)
     assert results["classic"][1].startswith("None ")  # the data profile's variable does not follow alice
     assert results["classic"][2].split("?")[0].endswith("/user/alice/tree")
@@ -243,7 +247,7 @@ def test_bad_profiles_are_refused_and_the_hub_keeps_serving(hub):
         said = (r.stdout + r.stderr).strip()
         assert r.returncode != 0
         assert "profiles[2].kubespawner_override.image: not allowed here; allowed keys: cpu_limit, default_url, " \
-               "environment, mem_limit, user_environment" in said, said
+               "environment, mem_limit, session_installs, user_environment" in said, said
         assert hub.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1/hub/login"]).stdout == "200"
     finally:
         hub.run("cat > /opt/tljh/config/config.yaml", input=good)
