@@ -154,6 +154,7 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
         configured = self.disable_user_sudo, self.isolate_devices
         if self.user.admin:
             self.disable_user_sudo = self.isolate_devices = False
+        self._unit_starting = True
         try:
             url = await super().start()
         except BaseException:
@@ -161,6 +162,7 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
                 await asyncio.to_thread(layer.remove)
             raise
         finally:
+            self._unit_starting = False
             self.disable_user_sudo, self.isolate_devices = configured
         await self._wait_answering()
         return url
@@ -169,8 +171,16 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
         await super().stop(now=now)
         await asyncio.to_thread(session_installs.remove_layer, self.unit_name)
 
+    _unit_starting = False
+
     async def poll(self):
         status = await super().poll()
+        if status is not None and self._unit_starting:
+            # systemdspawner's start polls once a second until the unit is active and never notices one that
+            # already exited: the person would wait the whole start_timeout for a server that is gone.
+            state = (await systemd.properties(self.unit_name, "ActiveState"))["ActiveState"].strip()
+            if state in ("failed", "inactive"):
+                raise RuntimeError(await self._why_it_stopped())
         if status is not None and not self._spawn_pending:
             # Stopped behind the hub's back (systemctl kill, a crash): its session packages go too.
             await asyncio.to_thread(session_installs.remove_layer, self.unit_name)
