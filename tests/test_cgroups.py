@@ -125,3 +125,13 @@ def test_cpus_respects_a_quota(tmp_path, proc, quota, cpus):
     write(root, "cpu.max", quota)
     expected = cpus if cpus is not None else float(len(os.sched_getaffinity(0)))
     assert Cgroups(str(root), proc).cpus() == min(expected, len(os.sched_getaffinity(0)))
+
+
+def test_v1_without_memory_controller_sums_the_processes_resident_pages(tmp_path, proc):
+    """A process that exited between listing and reading (no /proc entry) counts as nothing."""
+    root = tmp_path / "cg"
+    cgpath = "system.slice/jupyter-bob.service"
+    write(root, f"systemd/{cgpath}/cgroup.procs", "51\n52\n53\n")
+    write(proc, "51/statm", "9000 100 50 1 0 80 0")
+    write(proc, "52/statm", "9000 300 50 1 0 80 0")
+    assert Cgroups(str(root), proc).usage("/" + cgpath).memory == 400 * os.sysconf("SC_PAGE_SIZE")

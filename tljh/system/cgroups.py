@@ -158,29 +158,25 @@ class Cgroups:
         text = _read(os.path.join(self._tracking_root(), path.lstrip("/"), "cgroup.procs"))
         return [int(p) for p in (text or "").split()]
 
-    def _processes_rss(self, path):
+    def _sum_over_processes(self, path, proc_file, value):
         pids = self._pids(path)
         if not pids:
             return None
-        total = 0
-        for pid in pids:
-            statm = _read(os.path.join(self.proc, str(pid), "statm"))
-            if statm:
-                total += int(statm.split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        return total
+        texts = (_read(os.path.join(self.proc, str(pid), proc_file)) for pid in pids)
+        # A process may exit between listing and reading: its file is gone and it counts as 0.
+        return sum(value(text) for text in texts if text)
+
+    def _processes_rss(self, path):
+        page = os.sysconf("SC_PAGE_SIZE")
+        return self._sum_over_processes(path, "statm", lambda statm: int(statm.split()[1]) * page)
 
     def _processes_cpu(self, path):
-        pids = self._pids(path)
-        if not pids:
-            return None
-        ticks = 0
-        for pid in pids:
-            stat = _read(os.path.join(self.proc, str(pid), "stat"))
-            if stat:
-                # Fields after the command (which may hold spaces): utime stime cutime cstime are 14-17.
-                fields = stat.rpartition(")")[2].split()
-                ticks += sum(int(v) for v in fields[11:15])
-        return ticks / os.sysconf("SC_CLK_TCK")
+        def ticks(stat):
+            # Fields after the command (which may hold spaces): utime stime cutime cstime are 14-17.
+            return sum(int(v) for v in stat.rpartition(")")[2].split()[11:15])
+
+        total = self._sum_over_processes(path, "stat", ticks)
+        return None if total is None else total / os.sysconf("SC_CLK_TCK")
 
     # ---- the whole machine (a container sees its own cgroup as root)
 
