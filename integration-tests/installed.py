@@ -8,6 +8,7 @@ from machine import Machine
 # The files the installer manages outside its environments: a rerun with nothing to change leaves them as they are.
 MANAGED_FILES = (
     "/etc/systemd/system/jupyterhub.service /etc/systemd/system/caddy.service /etc/systemd/system/caddy-admin.socket "
+    "/etc/systemd/system/tljh-backup.service /etc/systemd/system/tljh-backup.timer "
     "/etc/sudoers.d/jupyterhub-admins /etc/profile.d/tljh-user-environment.sh /etc/tmpfiles.d/tljh-sessions.conf "
     "/opt/tljh/config/config.yaml"
 )

@@ -221,14 +221,21 @@ def _needs_root(args) -> bool:
     return os.path.realpath(args.config_path) == os.path.realpath(CONFIG_FILE)
 
 
-def _reload_hint(key):
+def _apply_hint(key):
+    """How the change to ``key`` takes effect, as a sentence."""
     try:
         info = schema.lookup_key(key)
     except ConfigError:
-        return "sudo tljh-config reload"
-    if info.reload == "installer":
-        return f"sudo {HUB_ENV_PREFIX}/bin/python -m tljh.installer"
-    return "sudo tljh-config reload proxy" if info.reload == "proxy" else "sudo tljh-config reload"
+        info = None
+    if info is not None and info.reload == "none":
+        return "It takes effect the next time it is read; no reload needed."
+    if info is not None and info.reload == "installer":
+        command = f"sudo {HUB_ENV_PREFIX}/bin/python -m tljh.installer"
+    elif info is not None and info.reload == "proxy":
+        command = "sudo tljh-config reload proxy"
+    else:
+        command = "sudo tljh-config reload"
+    return f"Run `{command}` to apply."
 
 
 def _import_jsonschema_quickly():
@@ -262,7 +269,7 @@ def main(argv=None) -> int:
             show_config(path, args.key, args.effective, args.show_secrets)
         elif args.action == "set":
             value = set_config_value(path, args.key, args.value)
-            _say(schema.describe_value(args.key, value), f"Run `{_reload_hint(args.key)}` to apply.")
+            _say(schema.describe_value(args.key, value), f"{_apply_hint(args.key)}")
             if args.key == "limits.memory" and value and memory_to_bytes(value) < MIN_SENSIBLE_MEMORY:
                 warn(
                     f"a JupyterLab server needs about 150 MB before it runs any code: with {value}, "
@@ -270,17 +277,17 @@ def main(argv=None) -> int:
                 )
         elif args.action == "unset":
             if unset_config_value(path, args.key):
-                _say(f"{args.key} removed; its default applies. Run `{_reload_hint(args.key)}` to apply.")
+                _say(f"{args.key} removed; its default applies. {_apply_hint(args.key)}")
             else:
                 _say(f"{args.key} was not set; nothing changed.")
         elif args.action == "add-item":
             if add_config_value(path, args.key, args.value):
-                _say(f"added {args.value} to {args.key}. Run `{_reload_hint(args.key)}` to apply.")
+                _say(f"added {args.value} to {args.key}. {_apply_hint(args.key)}")
             else:
                 _say(f"{args.value} is already in {args.key}; nothing changed.")
         elif args.action == "remove-item":
             remove_config_value(path, args.key, args.value)
-            _say(f"removed {args.value} from {args.key}. Run `{_reload_hint(args.key)}` to apply.")
+            _say(f"removed {args.value} from {args.key}. {_apply_hint(args.key)}")
         elif args.action == "reload":
             if args.component == "hub":
                 _say(f"validating {path} and restarting the hub (waiting up to {args.timeout:g} s)...")

@@ -90,3 +90,18 @@ def upgrade(db_file):
             "with --version, or report this error."
         ) from e
     return saved
+
+
+def known_revision(revision) -> bool:
+    """Whether the installed JupyterHub knows this schema revision (a database from a newer JupyterHub: no)."""
+    if not revision:
+        return True
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    with tempfile.TemporaryDirectory() as tmp:
+        script = ScriptDirectory.from_config(_alembic_config("sqlite://", tmp))
+        try:
+            return script.get_revision(revision) is not None
+        except CommandError:
+            return False

@@ -454,6 +454,20 @@ def _refuse_foreign_holders(port):
                            f"{how} and run the installer again")
 
 
+def install_backup_timer(ctx):
+    """The daily backup timer: always there; the backup it starts does nothing unless backup.daily is true."""
+    units = (paths.BACKUP_UNIT, paths.BACKUP_TIMER)
+    changed = [unit for unit in units if systemd.write_unit(unit, systemd.unit_content(unit))]
+    if changed or any(systemd.needs_daemon_reload(unit) for unit in units):
+        systemd.daemon_reload()
+    systemd.enable(paths.BACKUP_TIMER)
+    if not systemd.is_active(paths.BACKUP_TIMER):
+        systemd.restart(paths.BACKUP_TIMER)
+    daily = load_settings().config["backup"]["daily"]
+    state = "on (backup.daily)" if daily else "off until backup.daily is true"
+    return f"{'wrote ' + ', '.join(changed) + '; ' if changed else ''}scheduled backups {state}"
+
+
 def start_proxy(ctx):
     from tljh.proxy import edge
 
@@ -556,6 +570,7 @@ STEPS = [
     ("Removing the proxy of earlier releases", remove_old_proxy),
     ("Installing systemd units", install_units),
     ("Checking that the web ports are free", check_web_ports),
+    ("Installing the daily backup timer", install_backup_timer),
     ("Starting the proxy", start_proxy),
     ("Upgrading the hub database", upgrade_hub_database),
     ("Starting JupyterHub", start_hub),

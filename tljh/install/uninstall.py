@@ -52,7 +52,7 @@ def backup(now=None):
 
 
 def uninstall(purge=False, say=print):
-    units = [HUB_UNIT, PROXY_UNIT, PROXY_ADMIN_UNIT]
+    units = [paths.BACKUP_TIMER, paths.BACKUP_UNIT, HUB_UNIT, PROXY_UNIT, PROXY_ADMIN_UNIT]
     if os.path.exists(os.path.join(paths.UNIT_DIR, OLD_ROUTER_UNIT)):  # installed by an earlier release
         units.append(OLD_ROUTER_UNIT)
     servers = user_server_units()

@@ -35,6 +35,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from tljh.system import paths
+
 from . import authenticators, profiles
 from .authenticators import DEFAULT_AUTHENTICATOR
 from .config_file import to_plain
@@ -210,6 +212,39 @@ def _cull_section() -> dict:
                 "type": "boolean",
                 "default": False,
                 "description": "Delete named servers instead of only stopping them.",
+            },
+        },
+    }
+
+
+def _backup_section() -> dict:
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "x-tljh-reload": "none",
+        "description": (
+            "Scheduled backups: `tljh-backup.timer` runs every day at 03:00 (or at the next boot if the server was "
+            "off) and makes a backup when `backup.daily` is true. Read at that time: no reload needed."
+        ),
+        "properties": {
+            "daily": {"type": "boolean", "default": False, "description": "Make a backup every day."},
+            "directory": {
+                "type": "string",
+                "default": paths.DEFAULT_BACKUP_DIR,
+                "pattern": r"^/",
+                "x-tljh-expect": "an absolute path",
+                "description": "Where scheduled backups go (created root-only, 0700).",
+            },
+            "keep": {
+                "type": "integer",
+                "minimum": 1,
+                "default": 7,
+                "description": "How many scheduled backups to keep; older ones in `backup.directory` are deleted.",
+            },
+            "homes": {
+                "type": "boolean",
+                "default": False,
+                "description": "Include users' home directories in scheduled backups (`tljh backup --homes`).",
             },
         },
     }
@@ -406,6 +441,7 @@ def _build_schema() -> dict:
                     }
                 },
             },
+            "backup": _backup_section(),
             "traefik_api": {
                 "type": "object",
                 "x-tljh-ignored": "traefik_api.* is ignored: this hub uses Caddy, not traefik",

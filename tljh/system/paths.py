@@ -111,3 +111,13 @@ TRAEFIK_FILES = ("traefik.toml", "rules", "acme.json", "traefik-api.secret")
 # stops; systemd-tmpfiles empties the directory at boot (the rule below).
 SESSIONS_DIR = os.path.join(INSTALL_PREFIX, "sessions")
 SESSIONS_TMPFILES = "/etc/tmpfiles.d/tljh-sessions.conf"
+# Backups (`tljh backup` / `tljh restore`, tljh/install/backup.py). One backup or restore at a time (filelock);
+# what the last backup did, for `tljh status`; where scheduled backups go unless backup.directory says otherwise.
+BACKUP_LOCK = os.path.join(STATE_DIR, "backup.lock")
+LAST_BACKUP_FILE = os.path.join(STATE_DIR, "last-backup.json")
+DEFAULT_BACKUP_DIR = "/var/backups/tljh"
+# A restore unpacks and checks the whole archive here (root-only, next to the state it replaces) before changing anything.
+RESTORE_STAGING_PREFIX = os.path.join(STATE_DIR, "restore-")
+# The daily timer: always installed; the service backs up only when backup.daily is true.
+BACKUP_UNIT = "tljh-backup.service"
+BACKUP_TIMER = "tljh-backup.timer"

@@ -1,0 +1,358 @@
+"""tljh backup / restore on a fake installation tree (accounts and services are the integration tests' part)."""
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import sqlite3
+import tarfile
+
+import pytest
+from jupyterhub import orm
+
+from tljh.install import backup, restore
+from tljh.system import paths
+
+CONFIG = """\
+users:
+  admin: [alice]
+https:
+  enabled: true
+  tls:
+    cert: {cert}
+    key: {key}
+"""
+
+
+def tree_digest(root):
+    """Every path under root with its type, mode and content hash: equal digests = an untouched tree."""
+    items = []
+    for base, dirs, names in os.walk(root):
+        dirs.sort()
+        for name in sorted(dirs + names):
+            path = os.path.join(base, name)
+            if name.endswith(".lock"):  # filelock leaves its (empty) lock files: not state
+                continue
+            st = os.lstat(path)
+            content = b""
+            if os.path.isfile(path) and not os.path.islink(path):
+                with open(path, "rb") as f:
+                    content = f.read()
+            items.append((os.path.relpath(path, root), st.st_mode, hashlib.sha256(content).hexdigest()))
+    return items
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    """A fake /opt/tljh with config, a snippet, secrets, a real hub database, passwords, a manual cert, ACME data."""
+    prefix = tmp_path / "opt-tljh"
+    state, config_dir = prefix / "state", prefix / "config"
+    for d in (state, config_dir / "jupyterhub_config.d", state / "caddy" / "data" / "certificates"):
+        d.mkdir(parents=True)
+    tls = tmp_path / "etc-ssl"
+    tls.mkdir()
+    (tls / "hub.pem").write_text("CERT\n")
+    (tls / "hub.key").write_text("KEY\n")
+    os.chmod(tls / "hub.key", 0o600)
+    for name, value in {
+        "INSTALL_PREFIX": prefix,
+        "STATE_DIR": state,
+        "CONFIG_DIR": config_dir,
+        "CONFIG_FILE": config_dir / "config.yaml",
+        "JUPYTERHUB_CONFIG_D": config_dir / "jupyterhub_config.d",
+        "COOKIE_SECRET_FILE": state / "jupyterhub_cookie_secret",
+        "HUB_DATABASE": state / "jupyterhub.sqlite",
+        "FIRSTUSE_PASSWORDS": state / "passwords.dbm",
+        "PROXY_DATA_DIR": state / "caddy" / "data",
+        "BACKUP_LOCK": state / "backup.lock",
+        "LAST_BACKUP_FILE": state / "last-backup.json",
+        "DEFAULT_BACKUP_DIR": tmp_path / "backups",
+        "RESTORE_STAGING_PREFIX": state / "restore-",
+    }.items():
+        monkeypatch.setattr(paths, name, str(value))
+    (config_dir / "config.yaml").write_text(CONFIG.format(cert=tls / "hub.pem", key=tls / "hub.key"))
+    os.chmod(config_dir / "config.yaml", 0o600)  # as the installer makes it
+    os.chmod(config_dir / "jupyterhub_config.d", 0o700)  # as the installer makes it
+    (config_dir / "jupyterhub_config.d" / "extra.py").write_text("c.JupyterHub.shutdown_on_logout = True\n")
+    (state / "jupyterhub_cookie_secret").write_bytes(os.urandom(32))
+    (state / "caddy" / "data" / "certificates" / "acme.crt").write_text("ACME CERT\n")
+    session = orm.new_session_factory(f"sqlite:///{paths.HUB_DATABASE}")()
+    session.add_all([orm.User(name="alice"), orm.User(name="bob")])
+    session.commit()
+    session.close()
+    restore.write_firstuse_passwords({"alice": "$2b$12$alicehash", "bob": "$2b$12$bobhash"})
+    monkeypatch.setattr(backup, "hub_accounts", lambda: [])
+    monkeypatch.setattr(backup, "environment_locks", lambda: {"default": "numpy==2.0.0\n"})
+    monkeypatch.setattr(backup, "installed_plugins", lambda: {})
+    return {"prefix": prefix, "tls": tls, "tmp": tmp_path}
+
+
+def members(archive):
+    with tarfile.open(archive) as tar:
+        return [m.name for m in tar]
+
+
+def test_backup_holds_everything_root_only(hub):
+    archive = str(hub["tmp"] / "b.tar.gz")
+    result = backup.create(archive)
+    assert os.stat(archive).st_mode & 0o777 == 0o600
+    names = members(archive)
+    assert names[0] == backup.MANIFEST and names[-1] == backup.CHECKSUMS
+    for member in (
+        backup.CONFIG_YAML,
+        backup.CONFIG_D + "/extra.py",
+        backup.COOKIE_SECRET,
+        backup.HUB_DATABASE,
+        backup.FIRSTUSE_PASSWORDS,
+        backup.TLS_FILES + "/0",
+        backup.TLS_FILES + "/1",
+        backup.ACME_STORAGE + "/certificates/acme.crt",
+        "environments/default.txt",
+    ):
+        assert member in names
+    assert result["hub_database_revision"]
+    assert not [n for n in os.listdir(hub["tmp"]) if n.endswith(".partial")]
+
+
+def test_backup_refuses_to_overwrite(hub):
+    archive = hub["tmp"] / "b.tar.gz"
+    archive.write_text("precious")
+    with pytest.raises(backup.BackupError, match="exists"):
+        backup.create(str(archive))
+    assert archive.read_text() == "precious"
+
+
+def test_database_copy_is_consistent_while_written(hub, tmp_path):
+    """The copy is made with SQLite's backup API while another connection holds a write transaction open."""
+    writer = sqlite3.connect(paths.HUB_DATABASE)
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("INSERT INTO users (name, admin, cookie_id) VALUES ('carol', 0, 'cookie')")
+    copy = str(tmp_path / "copy.sqlite")
+    backup.database_copy(paths.HUB_DATABASE, copy)
+    writer.rollback()
+    writer.close()
+    with sqlite3.connect(copy) as db:
+        assert [r[0] for r in db.execute("SELECT name FROM users ORDER BY name")] == ["alice", "bob"]
+
+
+@pytest.fixture
+def restored_hub(hub, monkeypatch):
+    calls = []
+    monkeypatch.setattr(restore, "stop_hub_and_servers", lambda say: calls.append("stop"))
+    monkeypatch.setattr(restore, "rebuild_environments", lambda unpacked, say: calls.append("environments"))
+    hub["calls"] = calls
+    hub["installer"] = lambda: calls.append("installer")
+    return hub
+
+
+def test_restore_brings_back_what_changed(restored_hub):
+    hub = restored_hub
+    archive = str(hub["tmp"] / "b.tar.gz")
+    backup.create(archive)
+    before = tree_digest(hub["prefix"] / "config") + tree_digest(hub["tls"])
+    secret = open(paths.COOKIE_SECRET_FILE, "rb").read()
+    # The server moves on (or it is a new server): every part differs from the archive.
+    open(paths.CONFIG_FILE, "w").write("base_url: /other/\n")
+    os.unlink(os.path.join(paths.JUPYTERHUB_CONFIG_D, "extra.py"))
+    open(paths.COOKIE_SECRET_FILE, "wb").write(b"new")
+    (hub["tls"] / "hub.pem").write_text("OTHER\n")
+    restore.write_firstuse_passwords({"mallory": "x"})
+    with sqlite3.connect(paths.HUB_DATABASE) as db:
+        db.execute("DELETE FROM users")
+    lines = []
+    restore.restore(archive, say=lines.append, installer=hub["installer"])
+    assert tree_digest(hub["prefix"] / "config") + tree_digest(hub["tls"]) == before
+    assert open(paths.COOKIE_SECRET_FILE, "rb").read() == secret
+    assert backup.firstuse_passwords() == {"alice": "$2b$12$alicehash", "bob": "$2b$12$bobhash"}
+    with sqlite3.connect(paths.HUB_DATABASE) as db:
+        assert [r[0] for r in db.execute("SELECT name FROM users ORDER BY name")] == ["alice", "bob"]
+    assert hub["calls"] == ["stop", "environments", "installer"]
+    saved = [n for n in os.listdir(paths.DEFAULT_BACKUP_DIR) if n.startswith("before-restore-")]
+    assert len(saved) == 1 and any(saved[0] in line for line in lines)
+    assert not [n for n in os.listdir(paths.STATE_DIR) if n.startswith("restore-")]
+
+
+def _refused_and_untouched(hub, archive, match):
+    before = tree_digest(hub["prefix"]) + tree_digest(hub["tls"])
+    with pytest.raises(restore.RestoreError, match=match) as e:
+        restore.restore(str(archive), say=lambda line: None, installer=hub["installer"])
+    assert "nothing was changed" in str(e.value)
+    assert tree_digest(hub["prefix"]) + tree_digest(hub["tls"]) == before
+    assert hub["calls"] == []
+    assert not os.path.exists(paths.DEFAULT_BACKUP_DIR)
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.9, -200, -30, -1])
+def test_truncated_archive_is_refused(restored_hub, keep):
+    hub = restored_hub
+    archive = hub["tmp"] / "b.tar.gz"
+    backup.create(str(archive))
+    data = archive.read_bytes()
+    cut = int(len(data) * keep) if isinstance(keep, float) else len(data) + keep
+    archive.write_bytes(data[:cut])
+    _refused_and_untouched(hub, archive, "truncated|damaged")
+
+
+def _rewrite(archive, change):
+    """Recompress the archive's members after ``change(name, data) -> data | None`` (None drops the member)."""
+    out = io.BytesIO()
+    with tarfile.open(archive) as src, tarfile.open(fileobj=out, mode="w:gz") as dst:
+        for member in src:
+            data = src.extractfile(member).read() if member.isreg() else None
+            if data is not None:
+                data = change(member.name, data)
+                if data is None:
+                    continue
+                member.size = len(data)
+            dst.addfile(member, io.BytesIO(data) if data is not None else None)
+    archive.write_bytes(out.getvalue())
+
+
+def test_altered_member_is_refused(restored_hub):
+    hub = restored_hub
+    archive = hub["tmp"] / "b.tar.gz"
+    backup.create(str(archive))
+    _rewrite(archive, lambda name, data: data.replace(b"alice", b"eve__") if name == backup.CONFIG_YAML else data)
+    _refused_and_untouched(hub, archive, "does not match its checksum")
+
+
+def test_missing_checksums_is_refused(restored_hub):
+    hub = restored_hub
+    archive = hub["tmp"] / "b.tar.gz"
+    backup.create(str(archive))
+    _rewrite(archive, lambda name, data: None if name == backup.CHECKSUMS else data)
+    _refused_and_untouched(hub, archive, "truncated")
+
+
+def test_foreign_archives_are_refused(restored_hub):
+    hub = restored_hub
+    other = hub["tmp"] / "other.tar.gz"
+    with tarfile.open(other, "w:gz") as tar:
+        tar.add(paths.CONFIG_FILE, arcname="config.yaml")
+    _refused_and_untouched(hub, other, "not a tljh backup")
+    plain = hub["tmp"] / "notes.txt"
+    plain.write_text("hello\n")
+    _refused_and_untouched(hub, plain, "not a tljh backup")
+    newer = hub["tmp"] / "newer.tar.gz"
+    manifest = json.dumps({"format": backup.FORMAT, "version": backup.VERSION + 1}).encode()
+    with tarfile.open(newer, "w:gz") as tar:
+        info = tarfile.TarInfo(backup.MANIFEST)
+        info.size = len(manifest)
+        tar.addfile(info, io.BytesIO(manifest))
+    _refused_and_untouched(hub, newer, "newer tljh")
+
+
+def _crafted(path, members):
+    """A tar.gz with a valid manifest first and the given (TarInfo, data) members."""
+    manifest = json.dumps({"format": backup.FORMAT, "version": backup.VERSION, "accounts": [{"name": "jupyter-a"}]}).encode()
+    with tarfile.open(path, "w:gz") as tar:
+        info = tarfile.TarInfo(backup.MANIFEST)
+        info.size = len(manifest)
+        tar.addfile(info, io.BytesIO(manifest))
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+
+
+def _file(name, data=b"x"):
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    return info, data
+
+
+def _link(name, target, kind=tarfile.SYMTYPE):
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.linkname = target
+    return info, None
+
+
+@pytest.mark.parametrize(
+    "crafted, match",
+    [
+        ([_file("homes/jupyter-a/../../../etc/passwd")], "unsafe path"),
+        ([_file("/etc/passwd")], "unsafe path"),
+        ([_file("etc/passwd")], "not part of a backup"),
+        ([_file("homes/jupyter-b/notes")], "does not list"),
+        ([_link("homes/jupyter-a/out", "/etc"), _file("homes/jupyter-a/out/passwd")], "under a symbolic link"),
+        ([_link("config/config.yaml", "/etc/shadow")], "symbolic link where none belongs"),
+        ([_link("homes/jupyter-a/h", "/etc/shadow", tarfile.LNKTYPE)], "hard link"),
+        ([_file("config/config.yaml"), _file("config/config.yaml")], "appears twice"),
+    ],
+)
+def test_unsafe_members_are_refused(restored_hub, crafted, match):
+    hub = restored_hub
+    archive = hub["tmp"] / "crafted.tar.gz"
+    _crafted(archive, crafted)
+    _refused_and_untouched(hub, archive, match)
+    assert not os.path.exists(hub["tmp"] / "etc")
+
+
+def test_archive_config_must_work_here(restored_hub):
+    hub = restored_hub
+    archive = hub["tmp"] / "b.tar.gz"
+    backup.create(str(archive))
+    _rewrite(archive, lambda name, data: b"limits:\n  memory: lots\n" if name == backup.CONFIG_YAML else data)
+    # The checksum list still names the old content: re-sign it as a backup of that config would be.
+    def resign(name, data):
+        if name != backup.CHECKSUMS:
+            return data
+        sums = json.loads(data)
+        sums[backup.CONFIG_YAML] = hashlib.sha256(b"limits:\n  memory: lots\n").hexdigest()
+        return json.dumps(sums).encode()
+
+    _rewrite(archive, resign)
+    _refused_and_untouched(hub, archive, "config.yaml is not valid here")
+
+
+def test_prune_keeps_newest_scheduled_only(tmp_path):
+    for stamp in ("20260101T030000Z", "20260102T030000Z", "20260103T030000Z", "20260104T030000Z"):
+        (tmp_path / f"tljh-backup-{stamp}.tar.gz").write_text(stamp)
+    (tmp_path / "my-own.tar.gz").write_text("keep me")
+    removed = backup.prune(str(tmp_path), keep=2)
+    assert removed == ["tljh-backup-20260101T030000Z.tar.gz", "tljh-backup-20260102T030000Z.tar.gz"]
+    assert sorted(os.listdir(tmp_path)) == [
+        "my-own.tar.gz",
+        "tljh-backup-20260103T030000Z.tar.gz",
+        "tljh-backup-20260104T030000Z.tar.gz",
+    ]
+
+
+def test_scheduled_backup_follows_config(hub):
+    lines = []
+    assert backup.run_scheduled(say=lines.append) == 0
+    assert "backup.daily is false" in lines[0] and not os.path.exists(paths.DEFAULT_BACKUP_DIR)
+    target = hub["tmp"] / "scheduled"
+    with open(paths.CONFIG_FILE, "a") as f:
+        f.write(f"backup:\n  daily: true\n  keep: 1\n  directory: {target}\n")
+    backup.run_scheduled(say=lines.append)
+    first = os.listdir(target)
+    assert len(first) == 1 and backup.SCHEDULED_NAME.match(first[0])
+    assert os.stat(target).st_mode & 0o777 == 0o700
+    assert backup.last_backup()["file"] == str(target / first[0])
+    os.rename(target / first[0], target / "tljh-backup-20200101T000000Z.tar.gz")
+    backup.run_scheduled(say=lines.append)
+    assert len(os.listdir(target)) == 1 and "20200101" not in os.listdir(target)[0]
+
+
+def test_file_changing_while_read_keeps_archive_valid(tmp_path, monkeypatch):
+    """A file that shrinks while it is archived is padded: the archive stays readable and its checksum true."""
+    source = tmp_path / "big"
+    source.write_bytes(b"a" * 100000)
+    writer = backup.ArchiveWriter(str(tmp_path / "a.tar.gz"))
+    start_reading = backup._PaddedReader.__init__
+
+    def shrink_once_open(self, f, size, digest):
+        start_reading(self, f, size, digest)
+        os.truncate(source, 10)  # a user truncates the file after its size was taken
+
+    monkeypatch.setattr(backup._PaddedReader, "__init__", shrink_once_open)
+    writer.add_path("homes/x/big", str(source))
+    writer.finish()
+    assert writer.changed == [str(source)]
+    with tarfile.open(tmp_path / "a.tar.gz") as tar:
+        data = tar.extractfile("homes/x/big").read()
+        sums = json.loads(tar.extractfile(backup.CHECKSUMS).read())
+    assert data == b"a" * 10 + b"\0" * 99990
+    assert hashlib.sha256(data).hexdigest() == sums["homes/x/big"]
+    assert gzip.open(tmp_path / "a.tar.gz").read()  # the gzip stream is complete

@@ -1,0 +1,506 @@
+"""Bringing a hub back from a backup: ``sudo tljh restore FILE`` on a server where the install command ran.
+
+Two phases. First the whole archive is read into a root-only staging directory and checked: it must be a
+tljh backup of a format this version reads, every member must match the checksum the archive lists, no member
+may point outside its place, and what it holds must work here (config.yaml valid for this installation, the hub
+database not from a newer JupyterHub). Anything wrong: one line, and this server is exactly as it was.
+
+Then this server's own state is saved (a backup without homes, named in the output), the hub and any users'
+servers stop, and the archive's content takes its place: Unix groups and accounts (uids and gids kept where they
+are free here, else new ones; files in restored homes belong to the account of the same name), config,
+secrets, hub database, passwords, certificates, homes, environments. The installer then runs, as on an upgrade:
+it applies the configuration and starts the proxy and the hub.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import grp
+import hashlib
+import json
+import os
+import posixpath
+import pwd
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import zlib
+
+from tljh.install import backup
+from tljh.settings import config_file
+from tljh.settings.effective import effective_settings
+from tljh.settings.errors import ConfigError
+from tljh.system import files, paths, systemd, venvs
+from tljh.system.paths import HUB_UNIT
+
+# Members outside these are not ours: a foreign or damaged archive.
+_PLACES = (
+    backup.CONFIG_YAML,
+    backup.CONFIG_D,
+    backup.COOKIE_SECRET,
+    backup.HUB_DATABASE,
+    backup.FIRSTUSE_PASSWORDS,
+    backup.ACME_STORAGE,
+    backup.TLS_FILES,
+    backup.ENVIRONMENTS,
+    backup.HOMES,
+)
+# Symlinks are data in homes and Caddy's storage; anywhere else they would only be a way out of the staging tree.
+_LINKS_ALLOWED = (backup.HOMES, backup.ACME_STORAGE, backup.CONFIG_D)
+MANIFEST_LIMIT = 16 * 1024 * 1024
+
+
+class RestoreError(Exception):
+    """Refused or failed; one line for the admin."""
+
+
+@dataclasses.dataclass
+class Owner:
+    uname: str
+    gname: str
+    uid: int
+    gid: int
+
+
+@dataclasses.dataclass
+class Unpacked:
+    staging: str
+    manifest: dict
+    owners: dict  # staged path (relative) -> Owner, for homes
+    members: int
+    size: int
+
+    def path(self, member):
+        return os.path.join(self.staging, member)
+
+    def has(self, member):
+        return os.path.lexists(self.path(member))
+
+
+# --------------------------------------------------------------------------------------------
+# Phase 1: read and check everything, change nothing
+
+
+def _refuse_member(archive, name, why):
+    raise RestoreError(f"{archive} is damaged or not a tljh backup: member {name!r} {why}; nothing was changed")
+
+
+def _check_name(archive, name, accounts):
+    if name.startswith("/") or "\\" in name or name != posixpath.normpath(name) or ".." in name.split("/"):
+        _refuse_member(archive, name, "has an unsafe path")
+    if not any(name == place or name.startswith(place + "/") for place in _PLACES):
+        _refuse_member(archive, name, "is not part of a backup")
+    parts = name.split("/")
+    if parts[0] == backup.HOMES and len(parts) > 1 and parts[1] not in accounts:
+        _refuse_member(archive, name, "is a home of an account the manifest does not list")
+
+
+def unpack(archive, staging) -> Unpacked:
+    """Read the whole archive into ``staging`` (an empty root-only directory), checking every member.
+
+    Raises RestoreError naming what is wrong; the caller removes ``staging``."""
+    try:
+        tar = tarfile.open(archive, mode="r:gz")
+    except FileNotFoundError:
+        raise RestoreError(f"{archive} does not exist") from None
+    except (tarfile.ReadError, OSError, EOFError, zlib.error) as e:
+        raise RestoreError(f"{archive} is not a tljh backup (not a gzip'd tar archive: {e}); nothing was changed") from None
+    entries: dict[str, str] = {}
+    owners: dict[str, Owner] = {}
+    links: set[str] = set()
+    manifest = None
+    checksums = None
+    total = 0
+    try:
+        with tar:
+            for member in tar:
+                name = member.name
+                if checksums is not None:
+                    _refuse_member(archive, name, "follows the checksum list")
+                if manifest is None:
+                    if name != backup.MANIFEST or not member.isreg() or member.size > MANIFEST_LIMIT:
+                        raise RestoreError(
+                            f"{archive} is not a tljh backup (it does not start with {backup.MANIFEST}); nothing was changed"
+                        )
+                    data = tar.extractfile(member).read()
+                    manifest = _parse_manifest(archive, data)
+                    entries[name] = hashlib.sha256(data).hexdigest()
+                    accounts = {a["name"] for a in manifest.get("accounts", [])}
+                    continue
+                if name == backup.CHECKSUMS:
+                    if not member.isreg() or member.size > MANIFEST_LIMIT:
+                        _refuse_member(archive, name, "is not a checksum list")
+                    try:
+                        checksums = json.loads(tar.extractfile(member).read())
+                    except ValueError:
+                        _refuse_member(archive, name, "is not a checksum list")
+                    continue
+                _check_name(archive, name, accounts)
+                if name in entries:
+                    _refuse_member(archive, name, "appears twice")
+                parent = name
+                while "/" in parent:
+                    parent = parent.rsplit("/", 1)[0]
+                    if parent in links:
+                        _refuse_member(archive, name, "lies under a symbolic link")
+                target = os.path.join(staging, name)
+                os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
+                if member.isdir():
+                    os.makedirs(target, mode=0o700, exist_ok=True)
+                    entries[name] = "dir"
+                elif member.issym():
+                    if not name.startswith(_LINKS_ALLOWED):
+                        _refuse_member(archive, name, "is a symbolic link where none belongs")
+                    os.symlink(member.linkname, target)
+                    links.add(name)
+                    entries[name] = f"link:{member.linkname}"
+                elif member.isreg():
+                    digest = hashlib.sha256()
+                    source = tar.extractfile(member)
+                    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+                    with os.fdopen(fd, "wb") as out:
+                        while chunk := source.read(1 << 20):
+                            digest.update(chunk)
+                            out.write(chunk)
+                    entries[name] = digest.hexdigest()
+                    total += member.size
+                else:
+                    _refuse_member(archive, name, "is a device, pipe or hard link")
+                if not member.issym():
+                    # Setuid/setgid bits never come back from an archive.
+                    os.chmod(target, member.mode & 0o1777)
+                if name.startswith(backup.HOMES + "/"):
+                    owners[name] = Owner(member.uname, member.gname, member.uid, member.gid)
+                with contextlib.suppress(OSError):
+                    os.utime(target, (member.mtime, member.mtime), follow_symlinks=False)
+            # tarfile stops at the end-of-archive blocks; reading the compressed stream to its end checks gzip's
+            # own length and CRC, so an archive cut in its last bytes is caught too.
+            while tar.fileobj.read(1 << 20):
+                pass
+    except (tarfile.ReadError, EOFError, zlib.error) as e:
+        raise RestoreError(f"{archive} is damaged or truncated ({e}); nothing was changed") from None
+    except OSError as e:
+        if "end-of-stream" in str(e) or "ended before" in str(e):
+            raise RestoreError(f"{archive} is truncated (it ends early: {e}); nothing was changed") from None
+        raise RestoreError(f"{archive} could not be unpacked into {staging}: {e}; nothing was changed") from None
+    if manifest is None:
+        raise RestoreError(f"{archive} is empty: not a tljh backup; nothing was changed")
+    if checksums is None:
+        raise RestoreError(f"{archive} is truncated (its checksum list, the last member, is missing); nothing was changed")
+    if checksums != entries:
+        bad = sorted(set(checksums) ^ set(entries)) or sorted(k for k in entries if entries[k] != checksums.get(k))
+        raise RestoreError(f"{archive} is damaged: {bad[0]!r} does not match its checksum; nothing was changed")
+    return Unpacked(staging, manifest, owners, len(entries), total)
+
+
+def _parse_manifest(archive, data) -> dict:
+    try:
+        manifest = json.loads(data)
+    except ValueError:
+        manifest = None
+    if not isinstance(manifest, dict) or manifest.get("format") != backup.FORMAT:
+        raise RestoreError(f"{archive} is not a tljh backup (its manifest is not one); nothing was changed")
+    version = manifest.get("version")
+    if not isinstance(version, int) or version > backup.VERSION:
+        raise RestoreError(
+            f"{archive} was made by a newer tljh (backup format {version}; this one reads up to {backup.VERSION}): "
+            "upgrade this server first (rerun the install command); nothing was changed"
+        )
+    return manifest
+
+
+def check_fits(unpacked: Unpacked, preflight=None) -> list[str]:
+    """Refuse what would not work on this server; return notes (plugins missing here, ...)."""
+    manifest = unpacked.manifest
+    raw = config_file.load_raw(unpacked.path(backup.CONFIG_YAML))
+    settings = effective_settings(raw)
+    if settings.errors:
+        raise RestoreError(f"the archive's config.yaml is not valid here: {settings.errors[0]}; nothing was changed")
+    # Certificate files go back where the archive's config.yaml says they are, and nowhere else.
+    expected = set(backup.tls_files(settings.config))
+    named = {info.get("path") for info in manifest.get("tls_files", {}).values()}
+    if named != expected or any(not unpacked.has(member) for member in manifest.get("tls_files", {})):
+        raise RestoreError("the archive's certificate files do not match its https.tls settings; nothing was changed")
+    if preflight is not None:
+        try:
+            preflight(raw)
+        except ConfigError as e:
+            raise RestoreError(f"the archive's config.yaml would not start the hub here: {e}; nothing was changed") from None
+    revision = manifest.get("hub_database_revision")
+    if unpacked.has(backup.HUB_DATABASE):
+        from tljh.install import hub_database
+
+        if not hub_database.known_revision(revision):
+            made_with = manifest.get("versions", {}).get("jupyterhub", "a newer version")
+            raise RestoreError(
+                f"the archive's hub database is from JupyterHub {made_with}, newer than this server's: "
+                "upgrade this server first (rerun the install command); nothing was changed"
+            )
+    notes = []
+    here = backup.installed_plugins()
+    missing = [name for name in manifest.get("plugins", {}) if name not in here]
+    if missing:
+        notes.append(
+            f"the backed-up hub had plugins not installed here: {', '.join(missing)} "
+            "(install them with the install command's --plugin)"
+        )
+    return notes
+
+
+# --------------------------------------------------------------------------------------------
+# Phase 2: put it in place
+
+
+def _free(table_lookup, number):
+    try:
+        table_lookup(number)
+    except KeyError:
+        return True
+    return False
+
+
+def _run(*cmd):
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RestoreError(f"{' '.join(cmd)} failed: {result.stderr.strip()}")
+
+
+def ensure_groups(manifest, say) -> None:
+    """Every group the accounts use, with its old gid when that is free here."""
+    for name, gid in manifest.get("groups", {}).items():
+        try:
+            grp.getgrnam(name)
+            continue
+        except KeyError:
+            pass
+        args = ["groupadd"]
+        if _free(grp.getgrgid, gid):
+            args += ["--gid", str(gid)]
+        _run(*args, name)
+
+
+def ensure_accounts(manifest, say) -> dict[int, int]:
+    """Create the archive's accounts that do not exist here. Returns {old uid: uid here}."""
+    uid_map = {}
+    kept = moved = existing = 0
+    for a in manifest.get("accounts", []):
+        account = backup.Account(**a)
+        try:
+            uid_map[account.uid] = pwd.getpwnam(account.name).pw_uid
+            existing += 1
+        except KeyError:
+            args = ["useradd", "--no-create-home", "--home-dir", account.home, "--shell", account.shell or "/bin/bash"]
+            args += ["--gid", account.group]
+            if account.gecos:
+                args += ["--comment", account.gecos]
+            if _free(pwd.getpwuid, account.uid):
+                args += ["--uid", str(account.uid)]
+                kept += 1
+            else:
+                moved += 1
+            _run(*args, account.name)
+            uid_map[account.uid] = pwd.getpwnam(account.name).pw_uid
+        for group in account.groups:
+            if account.name not in grp.getgrnam(group).gr_mem:
+                _run("gpasswd", "--add", account.name, group)
+    say(f"  accounts: {kept} created with their uid, {moved} with a new uid (files follow), {existing} already here")
+    return uid_map
+
+
+def _owner_ids(owner: Owner, uid_map, gid_map):
+    try:
+        uid = pwd.getpwnam(owner.uname).pw_uid
+    except KeyError:
+        uid = uid_map.get(owner.uid, 0)
+    try:
+        gid = grp.getgrnam(owner.gname).gr_gid
+    except KeyError:
+        gid = gid_map.get(owner.gid, 0)
+    return uid, gid
+
+
+def place_homes(unpacked: Unpacked, uid_map, gid_map, say) -> int:
+    """Move each restored home into place, owned by the account of the same name; returns how many."""
+    homes_dir = unpacked.path(backup.HOMES)
+    if not os.path.isdir(homes_dir):
+        return 0
+    by_name = {a["name"]: a for a in unpacked.manifest["accounts"]}
+    for member, owner in unpacked.owners.items():
+        uid, gid = _owner_ids(owner, uid_map, gid_map)
+        os.lchown(unpacked.path(member), uid, gid)
+    count = 0
+    for name in sorted(os.listdir(homes_dir)):
+        source = os.path.join(homes_dir, name)
+        home = pwd.getpwnam(name).pw_dir if name in by_name else None
+        if not home:
+            continue
+        if os.path.isdir(home):
+            # Already here (an account this server had): the archive's files win, others stay.
+            for entry in os.listdir(source):
+                target = os.path.join(home, entry)
+                if os.path.isdir(target) and not os.path.islink(target):
+                    shutil.rmtree(target)
+                elif os.path.lexists(target):
+                    os.unlink(target)
+                shutil.move(os.path.join(source, entry), target)
+            st = os.lstat(source)
+            os.chown(home, st.st_uid, st.st_gid)
+            os.chmod(home, st.st_mode & 0o7777)
+        else:
+            os.makedirs(os.path.dirname(home), exist_ok=True)
+            shutil.move(source, home)
+        count += 1
+    return count
+
+
+def create_missing_homes(manifest) -> None:
+    """Accounts whose home was not in the archive get a fresh private one (as the spawner would make)."""
+    for a in manifest.get("accounts", []):
+        entry = pwd.getpwnam(a["name"])
+        if not os.path.isdir(entry.pw_dir):
+            shutil.copytree("/etc/skel", entry.pw_dir, symlinks=True)
+            for root, dirs, names in os.walk(entry.pw_dir):
+                for n in [root, *(os.path.join(root, x) for x in dirs + names)]:
+                    os.lchown(n, entry.pw_uid, entry.pw_gid)
+            os.chmod(entry.pw_dir, 0o700)
+
+
+def _replace_tree(source, target, mode=0o700):
+    """Put the directory ``source`` at ``target``: the old one is renamed aside first, then removed."""
+    os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
+    aside = None
+    if os.path.lexists(target):
+        aside = f"{target}.before-restore"
+        if os.path.lexists(aside):
+            shutil.rmtree(aside)
+        os.rename(target, aside)
+    shutil.move(source, target)
+    os.chmod(target, mode)
+    for root, dirs, names in os.walk(target):
+        for n in [root, *(os.path.join(root, x) for x in dirs + names)]:
+            os.lchown(n, 0, 0)
+    if aside:
+        shutil.rmtree(aside)
+
+
+def place_state(unpacked: Unpacked, say) -> None:
+    """config.yaml, jupyterhub_config.d, secrets, hub database, passwords, certificates."""
+    manifest = unpacked.manifest
+    with config_file.locked(paths.CONFIG_FILE):
+        files.write_atomic(paths.CONFIG_FILE, files.read_bytes(unpacked.path(backup.CONFIG_YAML)))
+    if unpacked.has(backup.CONFIG_D):
+        _replace_tree(unpacked.path(backup.CONFIG_D), paths.JUPYTERHUB_CONFIG_D)
+    if unpacked.has(backup.COOKIE_SECRET):
+        files.write_atomic(paths.COOKIE_SECRET_FILE, files.read_bytes(unpacked.path(backup.COOKIE_SECRET)))
+    if unpacked.has(backup.HUB_DATABASE):
+        # The hub is stopped: no journal of the old database may be replayed into the new one.
+        for suffix in ("-journal", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(paths.HUB_DATABASE + suffix)
+        files.write_atomic(paths.HUB_DATABASE, files.read_bytes(unpacked.path(backup.HUB_DATABASE)))
+    if unpacked.has(backup.FIRSTUSE_PASSWORDS):
+        write_firstuse_passwords(json.loads(files.read_bytes(unpacked.path(backup.FIRSTUSE_PASSWORDS))))
+    for member, info in manifest.get("tls_files", {}).items():
+        files.write_atomic(info["path"], files.read_bytes(unpacked.path(member)), mode=info.get("mode", 0o600) & 0o777)
+    if unpacked.has(backup.ACME_STORAGE):
+        _replace_tree(unpacked.path(backup.ACME_STORAGE), backup.acme_storage_dirs()[0])
+
+
+def write_firstuse_passwords(passwords: dict, path=None) -> None:
+    """Replace FirstUseAuthenticator's password store with ``passwords`` {name: bcrypt hash}."""
+    import dbm
+
+    path = path or paths.FIRSTUSE_PASSWORDS
+    directory = os.path.dirname(path)
+    base = os.path.basename(path)
+    for name in os.listdir(directory):
+        if name == base or (name.startswith(base + ".") and name.rsplit(".", 1)[-1] in ("db", "dir", "dat", "bak", "pag")):
+            os.unlink(os.path.join(directory, name))
+    with dbm.open(path, "n", 0o600) as db:
+        for name, hashed in passwords.items():
+            db[name.encode()] = hashed.encode()
+
+
+def rebuild_environments(unpacked: Unpacked, say) -> None:
+    """Packages the backed-up environments had and this server's lack (installed by hand, or by plugins)."""
+    for name, member in unpacked.manifest.get("environments", {}).items():
+        if name != "default" or not unpacked.has(member):
+            continue
+        installed = set(venvs.installed_packages(paths.USER_ENV_PREFIX))
+        wanted, unreachable = [], []
+        for line in files.read_bytes(unpacked.path(member)).decode().splitlines():
+            if not line.strip():
+                continue
+            project = venvs.canonical(line.split("==")[0].split(" @ ")[0].strip())
+            if project in installed:
+                continue
+            (unreachable if " @ file://" in line else wanted).append(line)
+        if wanted:
+            say(f"  environment {name}: installing {len(wanted)} package(s) it had: {', '.join(wanted)}")
+            venvs.pip_install(paths.USER_ENV_PREFIX, wanted)
+        else:
+            say(f"  environment {name}: has every package it had")
+        for line in unreachable:
+            say(f"  environment {name}: {line} was installed from a local path; install it again by hand")
+
+
+def stop_hub_and_servers(say) -> None:
+    from tljh.install.uninstall import user_server_units
+
+    servers = user_server_units()
+    systemd.stop(HUB_UNIT, check=False)
+    for unit in servers:
+        systemd.stop(unit, check=False)
+    say(f"  stopped the hub{f' and {len(servers)} user server(s)' if servers else ''}")
+
+
+def run_installer(timeout=1800) -> None:
+    """The install command's last part, as on an upgrade: apply config.yaml, start the proxy and the hub."""
+    result = subprocess.run([sys.executable, "-m", "tljh.installer"], timeout=timeout)
+    if result.returncode != 0:
+        raise RestoreError(f"the installer failed after the restore (exit {result.returncode}); see {paths.INSTALLER_LOG}")
+
+
+def restore(archive, *, say=print, preflight=None, installer=run_installer) -> dict:
+    """Check ``archive`` completely, then make this server what it holds. Returns a summary."""
+    archive = os.path.abspath(archive)
+    started = time.monotonic()
+    with backup.exclusive():
+        os.makedirs(paths.STATE_DIR, mode=0o700, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=os.path.basename(paths.RESTORE_STAGING_PREFIX), dir=paths.STATE_DIR)
+        try:
+            say(f"reading {archive}")
+            unpacked = unpack(archive, staging)
+            manifest = unpacked.manifest
+            notes = check_fits(unpacked, preflight)
+            say(
+                f"  backup of {manifest.get('host')} made {manifest.get('created')}: {len(manifest.get('accounts', []))} "
+                f"account(s), {unpacked.members} members, {backup.human_size(unpacked.size)}, checksums match"
+            )
+            for note in notes:
+                say(f"  note: {note}")
+            os.makedirs(paths.DEFAULT_BACKUP_DIR, mode=0o700, exist_ok=True)
+            saved = os.path.join(paths.DEFAULT_BACKUP_DIR, time.strftime("before-restore-%Y%m%dT%H%M%SZ.tar.gz", time.gmtime()))
+            backup.create(saved, homes=False, say=lambda line: None)
+            say(f"  this server's previous state is saved in {saved} (tljh restore {saved} brings it back)")
+            try:
+                stop_hub_and_servers(say)
+                ensure_groups(manifest, say)
+                uid_map = ensure_accounts(manifest, say)
+                gid_map = {gid: grp.getgrnam(name).gr_gid for name, gid in manifest.get("groups", {}).items()}
+                place_state(unpacked, say)
+                homes = place_homes(unpacked, uid_map, gid_map, say)
+                create_missing_homes(manifest)
+                say(f"  config, secrets, hub database, passwords, certificates in place; {homes} home(s) restored")
+                rebuild_environments(unpacked, say)
+            except (OSError, RestoreError, subprocess.SubprocessError) as e:
+                raise RestoreError(f"restore failed part-way ({e}); `tljh restore {saved}` puts the previous state back") from e
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    say("starting the hub with the restored configuration")
+    installer()
+    return {"seconds": round(time.monotonic() - started, 1), "saved": saved, "accounts": len(manifest.get("accounts", []))}
