@@ -53,3 +53,40 @@ def check(config: dict):
                 unix_accounts.proposed_name(authenticator.normalize_username(name))
             except unix_accounts.NameRefused as e:
                 raise ConfigError(f"users.{key}: {name!r} could never log in: {e.detail}") from None
+
+
+def username_checker(config: dict):
+    """A function ``name -> problem or None`` judging hub user names as this configuration's authenticator will.
+
+    A name the authenticator changes (JupyterHub lowercases by default) is a problem too: the admin should write
+    the name people will have."""
+    from traitlets.config import Config
+
+    effective = schema.effective_config(config)
+    c = Config()
+    apply_config(effective, c)
+    cls = authenticators.resolve_authenticator(effective["auth"]["type"])
+    try:
+        authenticator = cls(config=c)
+    except Exception:  # noqa: BLE001 - needs the running hub: judge names by the base class's rules
+        from jupyterhub.auth import Authenticator
+
+        authenticator = Authenticator(config=c)
+
+    def problem(name):
+        try:
+            normalized = authenticator.normalize_username(name)
+            valid = authenticator.validate_username(normalized)
+        except Exception as e:  # noqa: BLE001
+            return f"{name!r} is not a valid user name for {cls.__name__}: {e}"
+        if normalized != name:
+            return f"{name!r} would log in as {normalized!r}: write it that way"
+        if not valid:
+            return f"{name!r} is not a valid user name for {cls.__name__}"
+        try:
+            unix_accounts.proposed_name(normalized)
+        except unix_accounts.NameRefused as e:
+            return f"{name!r} could never log in: {e.detail}"
+        return None
+
+    return problem
