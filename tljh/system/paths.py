@@ -121,3 +121,5 @@ RESTORE_STAGING_PREFIX = os.path.join(STATE_DIR, "restore-")
 # The daily timer: always installed; the service backs up only when backup.daily is true.
 BACKUP_UNIT = "tljh-backup.service"
 BACKUP_TIMER = "tljh-backup.timer"
+# Where `tljh import z2jh` writes a manual certificate and key taken from chart values (https.tls.cert|key name them).
+IMPORTED_TLS_DIR = os.path.join(STATE_DIR, "tls")
