@@ -106,6 +106,10 @@ SET_CASES = [
     ("conda.channel_alias", "https://conda-mirror.example.org/", "https://conda-mirror.example.org/"),
     ("allow_named_servers", "true", True),
     ("named_server_limit_per_user", "3", 3),
+    ("backup.daily", "true", True),
+    ("backup.directory", "/srv/backups", "/srv/backups"),
+    ("backup.keep", "14", 14),
+    ("backup.homes", "yes", True),
 ]
 
 

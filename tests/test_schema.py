@@ -43,6 +43,10 @@ CONTRACT_DEFAULTS = {
     "profiles": [],
     "allow_named_servers": False,
     "named_server_limit_per_user": 0,
+    "backup.daily": False,
+    "backup.directory": "/var/backups/tljh",
+    "backup.keep": 7,
+    "backup.homes": False,
 }
 
 
