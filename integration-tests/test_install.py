@@ -52,7 +52,8 @@ def test_status_reports_everything_up(hub):
     try:
         down = hub.run("tljh status", check=False)
         assert down.returncode == 1
-        assert "caddy.service: NOT RUNNING" in down.stdout
+        assert "caddy.service: NOT RUNNING (inactive)" in down.stdout
+        assert "  caddy.service is inactive -> sudo systemctl restart caddy" in down.stdout
     finally:
         hub.run("systemctl start caddy")
 

@@ -61,6 +61,23 @@ def state(unit):
     return systemctl("is-active", unit, check=False).stdout.strip()
 
 
+def active_seconds(unit):
+    """How long ``unit`` has been active, in seconds (None if it is not active).
+
+    From its monotonic activation time and /proc/uptime (the same clock), so the host's time zone and wall-clock
+    changes do not matter."""
+    result = systemctl("show", "--property=ActiveState,ActiveEnterTimestampMonotonic", unit, check=False)
+    values = dict(line.partition("=")[::2] for line in result.stdout.splitlines() if "=" in line)
+    if values.get("ActiveState") != "active" or not values.get("ActiveEnterTimestampMonotonic", "0").isdigit():
+        return None
+    try:
+        with open("/proc/uptime") as f:
+            now = float(f.read().split()[0])
+    except OSError:
+        return None
+    return max(0.0, now - int(values["ActiveEnterTimestampMonotonic"]) / 1e6)
+
+
 def restart(unit, check=True):
     return systemctl("restart", unit, check=check)
 
