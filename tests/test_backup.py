@@ -65,7 +65,7 @@ def hub(tmp_path, monkeypatch):
         "HUB_DATABASE": state / "jupyterhub.sqlite",
         "FIRSTUSE_PASSWORDS": state / "passwords.dbm",
         "PROXY_DATA_DIR": state / "caddy" / "data",
-        "BACKUP_LOCK": state / "backup.lock",
+        "BACKUP_LOCK": tmp_path / "lock" / "tljh-backup.lock",
         "LAST_BACKUP_FILE": state / "last-backup.json",
         "DEFAULT_BACKUP_DIR": tmp_path / "backups",
         "RESTORE_STAGING_PREFIX": state / "restore-",

@@ -117,6 +117,10 @@ def test_docs_build_has_every_section(built):
         "howto/upgrade",
         "howto/plugins",
         "howto/uninstall",
+        "howto/backup-restore",
+        "howto/bulk-users",
+        "howto/status",
+        "howto/move-to-kubernetes",
         "howto/test-machine",
         "reference/hooks",
         "troubleshooting/index",
@@ -236,6 +240,11 @@ def test_every_cli_verb_and_flag_is_in_the_reference(built, prog):
     assert verbs, f"{prog} has no verbs"
     for flag in parser_flags(parser):
         assert flag in page, f"{prog} option {flag} missing from the reference"
+    verbs = verbs + [
+        (f"{name} {inner}", inner_help, inner_sub)
+        for name, _help, sub in verbs
+        for inner, inner_help, inner_sub in tljh_reference.subcommands(sub)
+    ]
     for name, _help, sub in verbs:
         assert f"{prog} {name}" in page, f"verb {name} missing from the {prog} reference"
         usage = " ".join(sub.format_usage().split()).replace("usage: ", "")
@@ -270,14 +279,14 @@ def test_every_path_and_unit_is_in_the_reference(built):
     for name, value in vars(paths).items():
         if name.isupper() and isinstance(value, (str, int)):
             assert str(value) in page, f"tljh.system.paths.{name} = {value} missing from the files reference"
-    for unit in (paths.HUB_UNIT, paths.PROXY_UNIT, paths.PROXY_ADMIN_UNIT):
+    for unit in (paths.HUB_UNIT, paths.PROXY_UNIT, paths.PROXY_ADMIN_UNIT, paths.BACKUP_UNIT, paths.BACKUP_TIMER):
         assert unit in page
-        # the unit file's own lines are shown as they are installed
+        # the unit file's own lines are shown as they are installed (a timer has neither)
         template = (REPO / "tljh" / "systemd-units" / unit).read_text()
         key = "ListenStream=" if unit.endswith(".socket") else "ExecStart="
-        line = next(line for line in template.splitlines() if line.startswith(key))
-        line = line.replace("{install_prefix}", "/opt/tljh").replace("{proxy_admin_socket}", paths.PROXY_ADMIN_SOCKET)
-        assert line.split("{")[0] in page
+        for line in [line for line in template.splitlines() if line.startswith(key)]:
+            line = line.replace("{install_prefix}", "/opt/tljh").replace("{proxy_admin_socket}", paths.PROXY_ADMIN_SOCKET)
+            assert line.split("{")[0] in page
     assert paths.SUDOERS_FILE in page
 
 

@@ -276,6 +276,14 @@ def render_command(prog, intro):
         lines += ["```text", _usage(sub), "```", "", *arguments_table(sub, f"{prog} {name}")]
         if sub.epilog:
             lines += [md_escape(sub.epilog), ""]
+        # A verb with verbs of its own (tljh users list|import): each one its own section below it.
+        for inner, inner_help, inner_sub in subcommands(sub):
+            lines += [f"({anchor}-{name}-{inner})=", f"#### `{prog} {name} {inner}`", ""]
+            if inner_help:
+                lines += [md_escape(inner_help[:1].upper() + inner_help[1:]) + ("" if inner_help.endswith(".") else "."), ""]
+            if inner_sub.description and _norm(inner_sub.description) not in _norm(inner_help):
+                lines += [md_escape(inner_sub.description), ""]
+            lines += ["```text", _usage(inner_sub), "```", "", *arguments_table(inner_sub, f"{prog} {name} {inner}")]
     return "\n".join(lines)
 
 
@@ -530,6 +538,28 @@ PATH_NOTES = {
         "Puts the server's PATH (its session packages' and environment's `bin/`) first again in login shells "
         "inside users' servers (JupyterLab terminals; Debian's `/etc/profile` resets PATH).",
     ),
+    "BACKUP_LOCK": ("file", "", "Held while a backup or a restore runs: one at a time."),
+    "LAST_BACKUP_FILE": ("file", "0600", "When the last backup ran, its file and size, or why it failed (`tljh status`)."),
+    "DEFAULT_BACKUP_DIR": (
+        "directory",
+        "0700",
+        "Scheduled backups (`backup.directory`'s default), and the copy of a server's state `tljh restore` saves "
+        "before it replaces it (`before-restore-<time>.tar.gz`).",
+    ),
+    "RESTORE_STAGING_PREFIX": (
+        "directory",
+        "0700",
+        "`tljh restore` unpacks and checks an archive in `restore-<random>` here before changing anything; "
+        "removed when it ends.",
+    ),
+    "IMPORTED_TLS_DIR": (
+        "directory",
+        "0700",
+        "`tljh import z2jh` writes a manual certificate and key from chart values here (`imported.crt`, "
+        "`imported.key` 0600).",
+    ),
+    "BACKUP_UNIT": ("unit", "", "One scheduled backup: `tljh backup --scheduled` (does nothing unless `backup.daily`)."),
+    "BACKUP_TIMER": ("unit", "", "Starts the backup unit every day at 03:00 (or at the next boot if the server was off)."),
     "UNINSTALL_BACKUP_DIR": (
         "directory",
         "",

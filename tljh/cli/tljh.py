@@ -49,7 +49,12 @@ def build_parser():
     )
     save.add_argument("file", nargs="?", metavar="FILE", help="the archive to write (must not exist)")
     save.add_argument("--homes", action="store_true", help="also archive users' home directories")
-    save.add_argument("--scheduled", action="store_true", help=argparse.SUPPRESS)
+    save.add_argument(
+        "--scheduled",
+        action="store_true",
+        help="what tljh-backup.timer runs daily: if backup.daily is true, back up to backup.directory (with "
+        "homes if backup.homes) and keep the newest backup.keep",
+    )
 
     load = verbs.add_parser(
         "restore",

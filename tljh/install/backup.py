@@ -304,7 +304,7 @@ class ArchiveWriter:
 @contextlib.contextmanager
 def exclusive(timeout=0):
     """One backup or restore at a time."""
-    os.makedirs(paths.STATE_DIR, mode=0o700, exist_ok=True)
+    os.makedirs(os.path.dirname(paths.BACKUP_LOCK), mode=0o755, exist_ok=True)
     try:
         with filelock.FileLock(paths.BACKUP_LOCK, timeout=timeout, mode=0o600):
             yield
@@ -438,7 +438,11 @@ def run_scheduled(say=print) -> int:
     os.chmod(directory, 0o700)
     try:
         with exclusive(timeout=600):
-            result = create(os.path.join(directory, scheduled_name()), homes=options["homes"], say=say)
+            target = os.path.join(directory, scheduled_name())
+            while os.path.exists(target):  # two runs within one second
+                time.sleep(1)
+                target = os.path.join(directory, scheduled_name())
+            result = create(target, homes=options["homes"], say=say)
             removed = prune(directory, options["keep"])
     except (BackupError, OSError) as e:
         record_last(None, error=str(e))

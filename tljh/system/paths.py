@@ -113,7 +113,7 @@ SESSIONS_DIR = os.path.join(INSTALL_PREFIX, "sessions")
 SESSIONS_TMPFILES = "/etc/tmpfiles.d/tljh-sessions.conf"
 # Backups (`tljh backup` / `tljh restore`, tljh/install/backup.py). One backup or restore at a time (filelock);
 # what the last backup did, for `tljh status`; where scheduled backups go unless backup.directory says otherwise.
-BACKUP_LOCK = os.path.join(STATE_DIR, "backup.lock")
+BACKUP_LOCK = "/run/lock/tljh-backup.lock"
 LAST_BACKUP_FILE = os.path.join(STATE_DIR, "last-backup.json")
 DEFAULT_BACKUP_DIR = "/var/backups/tljh"
 # A restore unpacks and checks the whole archive here (root-only, next to the state it replaces) before changing anything.
