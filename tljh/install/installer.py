@@ -707,8 +707,10 @@ def _record_fingerprint(fingerprint_file, value):
 
 
 def _answers(url):
+    # Not following redirects: with HTTPS on, the edge's HTTP port answers with a redirect to the public name,
+    # which proves it answers (following it would need that name's certificate to match 127.0.0.1).
     try:
-        return requests.get(url, timeout=5).status_code < 500
+        return requests.get(url, timeout=5, allow_redirects=False).status_code < 500
     except requests.RequestException:
         return False
 
