@@ -270,25 +270,29 @@ def _run(*cmd):
 
 
 def ensure_groups(manifest, say) -> None:
-    """Every group the accounts use, with its old gid when that is free here."""
+    """Every group the accounts use, with its old gid when that is free here.
+
+    Groups that keep their gid are made first: a new gid chosen for another group could otherwise take one of
+    theirs."""
+    missing = {}
     for name, gid in manifest.get("groups", {}).items():
         try:
             grp.getgrnam(name)
-            continue
         except KeyError:
-            pass
-        args = ["groupadd"]
-        if _free(grp.getgrgid, gid):
-            args += ["--gid", str(gid)]
-        _run(*args, name)
+            missing[name] = gid
+    keeping = {name for name, gid in missing.items() if _free(grp.getgrgid, gid)}
+    for name in sorted(keeping) + sorted(set(missing) - keeping):
+        _run("groupadd", *(["--gid", str(missing[name])] if name in keeping else []), name)
 
 
 def ensure_accounts(manifest, say) -> dict[int, int]:
     """Create the archive's accounts that do not exist here. Returns {old uid: uid here}."""
     uid_map = {}
     kept = moved = existing = 0
-    for a in manifest.get("accounts", []):
-        account = backup.Account(**a)
+    accounts = [backup.Account(**a) for a in manifest.get("accounts", [])]
+    # Accounts that keep their uid are made first: a new uid chosen for another could otherwise take theirs.
+    keeping = {a.name for a in accounts if _free(pwd.getpwuid, a.uid)}
+    for account in sorted(accounts, key=lambda a: (a.name not in keeping, a.name)):
         try:
             uid_map[account.uid] = pwd.getpwnam(account.name).pw_uid
             existing += 1
@@ -297,7 +301,7 @@ def ensure_accounts(manifest, say) -> dict[int, int]:
             args += ["--gid", account.group]
             if account.gecos:
                 args += ["--comment", account.gecos]
-            if _free(pwd.getpwuid, account.uid):
+            if account.name in keeping:
                 args += ["--uid", str(account.uid)]
                 kept += 1
             else:
