@@ -1,10 +1,12 @@
 """tljh backup / restore on a fake installation tree (accounts and services are the integration tests' part)."""
 
+import dbm
 import gzip
 import hashlib
 import io
 import json
 import os
+import shutil
 import sqlite3
 import tarfile
 
@@ -25,14 +27,14 @@ https:
 """
 
 
-def tree_digest(root):
+def tree_digest(root, skip_locks=True):
     """Every path under root with its type, mode and content hash: equal digests = an untouched tree."""
     items = []
     for base, dirs, names in os.walk(root):
         dirs.sort()
         for name in sorted(dirs + names):
             path = os.path.join(base, name)
-            if name.endswith(".lock"):  # filelock leaves its (empty) lock files: not state
+            if skip_locks and name.endswith(".lock"):  # filelock leaves its (empty) lock files: not state
                 continue
             st = os.lstat(path)
             content = b""
@@ -139,8 +141,8 @@ def test_database_copy_is_consistent_while_written(hub, tmp_path):
 @pytest.fixture
 def restored_hub(hub, monkeypatch):
     calls = []
-    monkeypatch.setattr(restore, "stop_hub_and_servers", lambda say: calls.append("stop"))
-    monkeypatch.setattr(restore, "rebuild_environments", lambda unpacked, say: calls.append("environments"))
+    monkeypatch.setattr(restore, "stop_hub_and_servers", lambda say, undo: calls.append("stop"))
+    monkeypatch.setattr(restore, "rebuild_environments", lambda unpacked, say, undo: calls.append("environments"))
     hub["calls"] = calls
     hub["installer"] = lambda: calls.append("installer")
     return hub
@@ -171,6 +173,85 @@ def test_restore_brings_back_what_changed(restored_hub):
     saved = [n for n in os.listdir(paths.DEFAULT_BACKUP_DIR) if n.startswith("before-restore-")]
     assert len(saved) == 1 and any(saved[0] in line for line in lines)
     assert not [n for n in os.listdir(paths.STATE_DIR) if n.startswith("restore-")]
+
+
+def _server_changed_since_backup(hub):
+    """Make every part of the fake server differ from the archive; returns the digest of this new state."""
+    open(paths.CONFIG_FILE, "w").write("base_url: /other/\n")
+    os.unlink(os.path.join(paths.JUPYTERHUB_CONFIG_D, "extra.py"))
+    open(paths.COOKIE_SECRET_FILE, "wb").write(b"new")
+    (hub["tls"] / "hub.pem").write_text("OTHER\n")
+    os.unlink(hub["tls"] / "hub.key")  # a file the restore creates
+    restore.write_firstuse_passwords({"mallory": "x"})
+    with dbm.open(paths.FIRSTUSE_PASSWORDS, "w") as db:  # as a live store: bytes a fresh write would not repeat
+        db[b"trudy"] = b"y" * 5000
+        del db[b"trudy"]
+    with sqlite3.connect(paths.HUB_DATABASE) as db:
+        db.execute("DELETE FROM users")
+    return tree_digest(hub["prefix"], skip_locks=False) + tree_digest(hub["tls"])
+
+
+@pytest.mark.parametrize("failing", ["environments", "installer"])
+def test_restore_failing_part_way_takes_every_change_back(restored_hub, monkeypatch, failing):
+    """A package that does not install, or a hub that does not start with the restored config: the server is
+    as it was before the restore (files, modes, contents), and the previous hub is started again."""
+    hub = restored_hub
+    archive = str(hub["tmp"] / "b.tar.gz")
+    backup.create(archive)
+    before = _server_changed_since_backup(hub)
+    passwords = backup.firstuse_passwords()
+
+    def environments(unpacked, say, undo):
+        hub["calls"].append("environments")
+        if failing == "environments":
+            raise restore.RestoreError("environment default: no-such-package==1.0 was not found in the package registry")
+
+    def installer():
+        hub["calls"].append("installer")
+        # The first run (restored config) fails; the rollback's run (previous config) works.
+        if failing == "installer" and hub["calls"].count("installer") == 1:
+            assert open(paths.CONFIG_FILE).read() != "base_url: /other/\n"  # it ran with the archive's config
+            raise restore.RestoreError("the installer failed after the restore (exit 1)")
+        assert open(paths.CONFIG_FILE).read() == "base_url: /other/\n"
+
+    monkeypatch.setattr(restore, "rebuild_environments", environments)
+    lines = []
+    with pytest.raises(restore.RestoreError, match="every change was taken back: this server is as it was"):
+        restore.restore(archive, say=lines.append, installer=installer)
+    assert tree_digest(hub["prefix"], skip_locks=False) + tree_digest(hub["tls"]) == before
+    assert backup.firstuse_passwords() == passwords
+    assert hub["calls"] == (["stop", "environments"] if failing == "environments" else ["stop", "environments", "installer", "installer"])
+    assert not os.path.exists(paths.DEFAULT_BACKUP_DIR) or os.listdir(paths.DEFAULT_BACKUP_DIR) == []
+    assert not [n for n in os.listdir(paths.STATE_DIR) if n.startswith("restore-")]
+    assert not [n for n in os.listdir(hub["tmp"] / "opt-tljh" / "config") if "before-restore" in n]
+
+
+def test_undo_puts_back_files_trees_and_new_directories(tmp_path):
+    (tmp_path / "file").write_text("old")
+    os.chmod(tmp_path / "file", 0o640)
+    (tmp_path / "tree").mkdir()
+    (tmp_path / "tree" / "a").write_text("a")
+    (tmp_path / "tree.before-restore").write_text("a user's file with this name")
+    before = tree_digest(tmp_path)
+    undo = restore.Undo(str(tmp_path / ".undo"))
+    undo.save_file(str(tmp_path / "file"))
+    (tmp_path / "file").write_text("new")
+    undo.save_file(str(tmp_path / "created"))
+    (tmp_path / "created").write_text("new")
+    undo.set_aside(str(tmp_path / "tree"))
+    (tmp_path / "tree").mkdir()
+    undo.make_dirs(str(tmp_path / "x" / "y" / "z"))
+    assert undo.rollback() == []
+    shutil.rmtree(tmp_path / ".undo")  # the copies; in a restore it lies in the staging directory
+    assert tree_digest(tmp_path) == before
+
+    undo = restore.Undo(str(tmp_path / ".undo"))
+    undo.set_aside(str(tmp_path / "tree"))
+    (tmp_path / "tree").mkdir()
+    undo.commit()
+    shutil.rmtree(tmp_path / ".undo")  # the copies; in a restore it lies in the staging directory
+    assert sorted(os.listdir(tmp_path)) == ["file", "tree", "tree.before-restore"]
+    assert os.listdir(tmp_path / "tree") == []
 
 
 def _refused_and_untouched(hub, archive, match):

@@ -61,8 +61,8 @@ def build_parser():
         help="bring back a hub from a `tljh backup` archive (after the install command on a new server)",
         description="Check FILE completely, then replace this hub's configuration, secrets, database, passwords, "
         "certificates, users' accounts (and homes, if archived) with the archive's, rebuild environments and start "
-        "the hub. A damaged or foreign archive is refused and nothing changes; this server's previous state is "
-        "saved first.",
+        "the hub. A damaged or foreign archive is refused and nothing changes (exit 2); this server's previous state "
+        "is saved first, and a failure after the checks takes every change back (exit 1).",
     )
     load.add_argument("file", metavar="FILE")
     load.add_argument("--yes", action="store_true", help="do not ask for confirmation")

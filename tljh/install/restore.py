@@ -81,6 +81,95 @@ class Unpacked:
         return os.path.lexists(self.path(member))
 
 
+class Undo:
+    """Every change phase 2 makes, with how to take it back: a restore that fails part-way leaves the server as
+    it was. Old files and directories are kept aside (copies in ``directory``, or renamed next to themselves)
+    until :meth:`commit` drops them; :meth:`rollback` puts them back, newest change first."""
+
+    def __init__(self, directory):
+        self.directory = directory
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        self.actions: list = []  # (what, callable) to take a change back
+        self.cleanups: list = []  # what commit removes (the kept-aside old versions)
+
+    def add(self, what, action):
+        self.actions.append((what, action))
+
+    def save_file(self, path):
+        """Before ``path`` is replaced or removed: keep a copy (with mode and owner) to put back."""
+        if not os.path.lexists(path):
+            self.add(f"remove {path}", lambda: _unlink(path))
+            return
+        copy = os.path.join(self.directory, f"{len(self.actions)}-{os.path.basename(path)}")
+        shutil.copy2(path, copy, follow_symlinks=False)
+        st = os.lstat(path)
+
+        def put_back():
+            tmp = f"{path}.tljh-undo"
+            shutil.copy2(copy, tmp, follow_symlinks=False)
+            os.lchown(tmp, st.st_uid, st.st_gid)
+            os.replace(tmp, path)
+
+        self.add(f"put back {path}", put_back)
+
+    def set_aside(self, path) -> str | None:
+        """Rename ``path`` (file or tree) out of the way; rollback renames it back, commit removes it."""
+        if not os.path.lexists(path):
+            self.add(f"remove {path}", lambda: _remove(path))
+            return None
+        # A fresh directory beside it (same filesystem: a rename), so no name of the admin's or a user's is reused.
+        holder = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.before-restore-", dir=os.path.dirname(path))
+        aside = os.path.join(holder, os.path.basename(path))
+        os.rename(path, aside)
+
+        def put_back():
+            _remove(path)
+            os.rename(aside, path)
+            os.rmdir(holder)
+
+        self.add(f"put back {path}", put_back)
+        self.cleanups.append(holder)
+        return aside
+
+    def make_dirs(self, directory, mode=0o700):
+        """``os.makedirs``; rollback removes what it created."""
+        top = None
+        probe = os.path.abspath(directory)
+        while not os.path.lexists(probe):
+            top, probe = probe, os.path.dirname(probe)
+        os.makedirs(directory, mode=mode, exist_ok=True)
+        if top is not None:
+            self.add(f"remove {top}", lambda: _remove(top))
+
+    def commit(self):
+        for path in self.cleanups:
+            _remove(path)
+        self.actions, self.cleanups = [], []
+
+    def rollback(self) -> list[str]:
+        """Take every change back; returns what could not be (one line each)."""
+        failed = []
+        for what, action in reversed(self.actions):
+            try:
+                action()
+            except Exception as e:  # keep going: every other change still goes back
+                failed.append(f"{what}: {e}")
+        self.actions, self.cleanups = [], []
+        return failed
+
+
+def _unlink(path):
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _remove(path):
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    else:
+        _unlink(path)
+
+
 # --------------------------------------------------------------------------------------------
 # Phase 1: read and check everything, change nothing
 
@@ -269,7 +358,7 @@ def _run(*cmd):
         raise RestoreError(f"{' '.join(cmd)} failed: {result.stderr.strip()}")
 
 
-def ensure_groups(manifest, say) -> None:
+def ensure_groups(manifest, say, undo: Undo) -> None:
     """Every group the accounts use, with its old gid when that is free here.
 
     Groups that keep their gid are made first: a new gid chosen for another group could otherwise take one of
@@ -283,9 +372,11 @@ def ensure_groups(manifest, say) -> None:
     keeping = {name for name, gid in missing.items() if _free(grp.getgrgid, gid)}
     for name in sorted(keeping) + sorted(set(missing) - keeping):
         _run("groupadd", *(["--gid", str(missing[name])] if name in keeping else []), name)
+        # userdel (taking back the account) deletes the account's own group itself: only what is left goes.
+        undo.add(f"delete group {name}", lambda name=name: None if _free(grp.getgrnam, name) else _run("groupdel", name))
 
 
-def ensure_accounts(manifest, say) -> dict[int, int]:
+def ensure_accounts(manifest, say, undo: Undo) -> dict[int, int]:
     """Create the archive's accounts that do not exist here. Returns {old uid: uid here}."""
     uid_map = {}
     kept = moved = existing = 0
@@ -307,10 +398,15 @@ def ensure_accounts(manifest, say) -> dict[int, int]:
             else:
                 moved += 1
             _run(*args, account.name)
+            undo.add(f"delete account {account.name}", lambda name=account.name: _run("userdel", name))
             uid_map[account.uid] = pwd.getpwnam(account.name).pw_uid
         for group in account.groups:
             if account.name not in grp.getgrnam(group).gr_mem:
                 _run("gpasswd", "--add", account.name, group)
+                undo.add(
+                    f"take {account.name} out of {group}",
+                    lambda name=account.name, group=group: _run("gpasswd", "--delete", name, group),
+                )
     say(f"  accounts: {kept} created with their uid, {moved} with a new uid (files follow), {existing} already here")
     return uid_map
 
@@ -327,7 +423,7 @@ def _owner_ids(owner: Owner, uid_map, gid_map):
     return uid, gid
 
 
-def place_homes(unpacked: Unpacked, uid_map, gid_map, say) -> int:
+def place_homes(unpacked: Unpacked, uid_map, gid_map, say, undo: Undo) -> int:
     """Move each restored home into place, owned by the account of the same name; returns how many."""
     homes_dir = unpacked.path(backup.HOMES)
     if not os.path.isdir(homes_dir):
@@ -344,28 +440,34 @@ def place_homes(unpacked: Unpacked, uid_map, gid_map, say) -> int:
             continue
         if os.path.isdir(home):
             # Already here (an account this server had): the archive's files win, others stay.
+            old = os.lstat(home)
+            undo.add(f"owner and mode of {home}", lambda home=home, old=old: _set_owner_mode(home, old))
             for entry in os.listdir(source):
                 target = os.path.join(home, entry)
-                if os.path.isdir(target) and not os.path.islink(target):
-                    shutil.rmtree(target)
-                elif os.path.lexists(target):
-                    os.unlink(target)
+                undo.set_aside(target)
                 shutil.move(os.path.join(source, entry), target)
             st = os.lstat(source)
-            os.chown(home, st.st_uid, st.st_gid)
-            os.chmod(home, st.st_mode & 0o7777)
+            _set_owner_mode(home, st)
         else:
-            os.makedirs(os.path.dirname(home), exist_ok=True)
+            undo.make_dirs(os.path.dirname(home), mode=0o755)
+            undo.add(f"remove {home}", lambda home=home: _remove(home))
             shutil.move(source, home)
         count += 1
     return count
 
 
-def create_missing_homes(manifest) -> None:
+def _set_owner_mode(path, st):
+    os.chown(path, st.st_uid, st.st_gid)
+    os.chmod(path, st.st_mode & 0o7777)
+
+
+def create_missing_homes(manifest, undo: Undo) -> None:
     """Accounts whose home was not in the archive get a fresh private one (as the spawner would make)."""
     for a in manifest.get("accounts", []):
         entry = pwd.getpwnam(a["name"])
         if not os.path.isdir(entry.pw_dir):
+            undo.make_dirs(os.path.dirname(entry.pw_dir), mode=0o755)
+            undo.add(f"remove {entry.pw_dir}", lambda home=entry.pw_dir: _remove(home))
             shutil.copytree("/etc/skel", entry.pw_dir, symlinks=True)
             for root, dirs, names in os.walk(entry.pw_dir):
                 for n in [root, *(os.path.join(root, x) for x in dirs + names)]:
@@ -373,45 +475,70 @@ def create_missing_homes(manifest) -> None:
             os.chmod(entry.pw_dir, 0o700)
 
 
-def _replace_tree(source, target, mode=0o700):
-    """Put the directory ``source`` at ``target``: the old one is renamed aside first, then removed."""
-    os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
-    aside = None
-    if os.path.lexists(target):
-        aside = f"{target}.before-restore"
-        if os.path.lexists(aside):
-            shutil.rmtree(aside)
-        os.rename(target, aside)
+def _replace_tree(source, target, undo: Undo, mode=0o700):
+    """Put the directory ``source`` at ``target``; the old one is set aside until the restore has succeeded.
+
+    The new tree belongs to the old one's owner (root when there was none): a service's own state directory
+    stays that service's."""
+    undo.make_dirs(os.path.dirname(target))
+    owner = (os.lstat(target).st_uid, os.lstat(target).st_gid) if os.path.isdir(target) else (0, 0)
+    undo.set_aside(target)
     shutil.move(source, target)
     os.chmod(target, mode)
     for root, dirs, names in os.walk(target):
         for n in [root, *(os.path.join(root, x) for x in dirs + names)]:
-            os.lchown(n, 0, 0)
-    if aside:
-        shutil.rmtree(aside)
+            os.lchown(n, *owner)
 
 
-def place_state(unpacked: Unpacked, say) -> None:
+def _replace_file(source, target, undo: Undo, mode=0o600):
+    undo.make_dirs(os.path.dirname(target))
+    undo.save_file(target)
+    files.write_atomic(target, files.read_bytes(source), mode=mode)
+
+
+def place_state(unpacked: Unpacked, say, undo: Undo) -> None:
     """config.yaml, jupyterhub_config.d, secrets, hub database, passwords, certificates."""
     manifest = unpacked.manifest
+    undo.save_file(config_file.lock_path(paths.CONFIG_FILE))  # filelock leaves the lock file it creates
     with config_file.locked(paths.CONFIG_FILE):
-        files.write_atomic(paths.CONFIG_FILE, files.read_bytes(unpacked.path(backup.CONFIG_YAML)))
+        _replace_file(unpacked.path(backup.CONFIG_YAML), paths.CONFIG_FILE, undo)
     if unpacked.has(backup.CONFIG_D):
-        _replace_tree(unpacked.path(backup.CONFIG_D), paths.JUPYTERHUB_CONFIG_D)
+        _replace_tree(unpacked.path(backup.CONFIG_D), paths.JUPYTERHUB_CONFIG_D, undo)
     if unpacked.has(backup.COOKIE_SECRET):
-        files.write_atomic(paths.COOKIE_SECRET_FILE, files.read_bytes(unpacked.path(backup.COOKIE_SECRET)))
+        _replace_file(unpacked.path(backup.COOKIE_SECRET), paths.COOKIE_SECRET_FILE, undo)
     if unpacked.has(backup.HUB_DATABASE):
         # The hub is stopped: no journal of the old database may be replayed into the new one.
         for suffix in ("-journal", "-wal", "-shm"):
-            with contextlib.suppress(FileNotFoundError):
+            if os.path.lexists(paths.HUB_DATABASE + suffix):
+                undo.save_file(paths.HUB_DATABASE + suffix)
                 os.unlink(paths.HUB_DATABASE + suffix)
-        files.write_atomic(paths.HUB_DATABASE, files.read_bytes(unpacked.path(backup.HUB_DATABASE)))
+        _replace_file(unpacked.path(backup.HUB_DATABASE), paths.HUB_DATABASE, undo)
     if unpacked.has(backup.FIRSTUSE_PASSWORDS):
+        # The store's files byte for byte (a rewrite with the same content is not the same file).
+        old = firstuse_files()
+        for path in old:
+            undo.save_file(path)
         write_firstuse_passwords(json.loads(files.read_bytes(unpacked.path(backup.FIRSTUSE_PASSWORDS))))
+        for path in firstuse_files():
+            if path not in old:
+                undo.add(f"remove {path}", lambda path=path: _unlink(path))
     for member, info in manifest.get("tls_files", {}).items():
-        files.write_atomic(info["path"], files.read_bytes(unpacked.path(member)), mode=info.get("mode", 0o600) & 0o777)
+        _replace_file(unpacked.path(member), info["path"], undo, mode=info.get("mode", 0o600) & 0o777)
     if unpacked.has(backup.ACME_STORAGE):
-        _replace_tree(unpacked.path(backup.ACME_STORAGE), backup.acme_storage_dirs()[0])
+        _replace_tree(unpacked.path(backup.ACME_STORAGE), backup.acme_storage_dirs()[0], undo)
+
+
+def firstuse_files(path=None) -> list[str]:
+    """The files of FirstUseAuthenticator's dbm store (one or several, by dbm flavour)."""
+    path = path or paths.FIRSTUSE_PASSWORDS
+    directory, base = os.path.dirname(path), os.path.basename(path)
+    if not os.path.isdir(directory):
+        return []
+    return [
+        os.path.join(directory, name)
+        for name in sorted(os.listdir(directory))
+        if name == base or (name.startswith(base + ".") and name.rsplit(".", 1)[-1] in ("db", "dir", "dat", "bak", "pag"))
+    ]
 
 
 def write_firstuse_passwords(passwords: dict, path=None) -> None:
@@ -419,17 +546,14 @@ def write_firstuse_passwords(passwords: dict, path=None) -> None:
     import dbm
 
     path = path or paths.FIRSTUSE_PASSWORDS
-    directory = os.path.dirname(path)
-    base = os.path.basename(path)
-    for name in os.listdir(directory):
-        if name == base or (name.startswith(base + ".") and name.rsplit(".", 1)[-1] in ("db", "dir", "dat", "bak", "pag")):
-            os.unlink(os.path.join(directory, name))
+    for old in firstuse_files(path):
+        os.unlink(old)
     with dbm.open(path, "n", 0o600) as db:
         for name, hashed in passwords.items():
             db[name.encode()] = hashed.encode()
 
 
-def rebuild_environments(unpacked: Unpacked, say) -> None:
+def rebuild_environments(unpacked: Unpacked, say, undo: Undo) -> None:
     """Packages the backed-up environments had and this server's lack (installed by hand, or by plugins)."""
     for name, member in unpacked.manifest.get("environments", {}).items():
         if name != "default" or not unpacked.has(member):
@@ -445,17 +569,24 @@ def rebuild_environments(unpacked: Unpacked, say) -> None:
             (unreachable if " @ file://" in line else wanted).append(line)
         if wanted:
             say(f"  environment {name}: installing {len(wanted)} package(s) it had: {', '.join(wanted)}")
-            venvs.pip_install(paths.USER_ENV_PREFIX, wanted)
+            before = venvs.installed_packages(paths.USER_ENV_PREFIX)
+            undo.add(f"packages of environment {name}", lambda: venvs.revert_packages(paths.USER_ENV_PREFIX, before))
+            try:
+                venvs.pip_install(paths.USER_ENV_PREFIX, wanted)
+            except RuntimeError as e:  # uv's own words; the last line says which package
+                last = str(e).strip().splitlines()[-1].strip()
+                raise RestoreError(f"environment {name}: {last.removeprefix('cause:').strip()}") from None
         else:
             say(f"  environment {name}: has every package it had")
         for line in unreachable:
             say(f"  environment {name}: {line} was installed from a local path; install it again by hand")
 
 
-def stop_hub_and_servers(say) -> None:
+def stop_hub_and_servers(say, undo: Undo) -> None:
     from tljh.install.uninstall import user_server_units
 
     servers = user_server_units()
+    undo.add("start the hub again", lambda: systemd.restart(HUB_UNIT))
     systemd.stop(HUB_UNIT, check=False)
     for unit in servers:
         systemd.stop(unit, check=False)
@@ -470,7 +601,10 @@ def run_installer(timeout=1800) -> None:
 
 
 def restore(archive, *, say=print, preflight=None, installer=run_installer) -> dict:
-    """Check ``archive`` completely, then make this server what it holds. Returns a summary."""
+    """Check ``archive`` completely, then make this server what it holds. Returns a summary.
+
+    A failure after the checks (an account that cannot be made, a disk that fills, a package that does not
+    install, a hub that does not start) takes every change back and raises RestoreError."""
     archive = os.path.abspath(archive)
     started = time.monotonic()
     with backup.exclusive():
@@ -490,21 +624,50 @@ def restore(archive, *, say=print, preflight=None, installer=run_installer) -> d
             os.makedirs(paths.DEFAULT_BACKUP_DIR, mode=0o700, exist_ok=True)
             saved = os.path.join(paths.DEFAULT_BACKUP_DIR, time.strftime("before-restore-%Y%m%dT%H%M%SZ.tar.gz", time.gmtime()))
             backup.create(saved, homes=False, say=lambda line: None)
-            say(f"  this server's previous state is saved in {saved} (tljh restore {saved} brings it back)")
+            say(f"  this server's previous state is saved in {saved} (`tljh restore {saved}` brings it back)")
+            undo = Undo(os.path.join(staging, ".undo"))
+            installer_ran = False
             try:
-                stop_hub_and_servers(say)
-                ensure_groups(manifest, say)
-                uid_map = ensure_accounts(manifest, say)
+                stop_hub_and_servers(say, undo)
+                ensure_groups(manifest, say, undo)
+                uid_map = ensure_accounts(manifest, say, undo)
                 gid_map = {gid: grp.getgrnam(name).gr_gid for name, gid in manifest.get("groups", {}).items()}
-                place_state(unpacked, say)
-                homes = place_homes(unpacked, uid_map, gid_map, say)
-                create_missing_homes(manifest)
+                place_state(unpacked, say, undo)
+                homes = place_homes(unpacked, uid_map, gid_map, say, undo)
+                create_missing_homes(manifest, undo)
                 say(f"  config, secrets, hub database, passwords, certificates in place; {homes} home(s) restored")
-                rebuild_environments(unpacked, say)
-            except (OSError, RestoreError, subprocess.SubprocessError) as e:
-                raise RestoreError(f"restore failed part-way ({e}); `tljh restore {saved}` puts the previous state back") from e
+                rebuild_environments(unpacked, say, undo)
+                say("starting the hub with the restored configuration")
+                installer_ran = True
+                installer()
+            except BaseException as e:
+                _roll_back(e, undo, saved, installer if installer_ran else None, say)
+                raise  # _roll_back raises RestoreError for errors; this is for KeyboardInterrupt and the like
+            undo.commit()
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    say("starting the hub with the restored configuration")
-    installer()
     return {"seconds": round(time.monotonic() - started, 1), "saved": saved, "accounts": len(manifest.get("accounts", []))}
+
+
+def _roll_back(error, undo: Undo, saved, installer, say):
+    """After a failure part-way: every change back, the previous hub running again; then one line saying so."""
+    why = str(error).splitlines()[0] if str(error) else type(error).__name__
+    say(f"restore failed: {why}")
+    say("taking back every change the restore made")
+    failed = undo.rollback()
+    if installer is not None:
+        # The installer may have applied the archive's config to the proxy already: apply the previous one again.
+        try:
+            installer()
+        except BaseException as e:  # noqa: BLE001 - reported in the one line below
+            failed.append(f"the installer with the previous configuration: {e}")
+    if failed:
+        for line in failed:
+            say(f"  could not take back: {line}")
+        raise RestoreError(
+            f"restore failed part-way ({why}) and {len(failed)} change(s) could not be taken back (listed above); "
+            f"`tljh restore {saved}` puts the previous configuration and state back"
+        ) from error
+    _unlink(saved)
+    if isinstance(error, Exception):
+        raise RestoreError(f"restore failed part-way ({why}); every change was taken back: this server is as it was") from error

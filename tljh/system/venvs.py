@@ -238,3 +238,16 @@ def dist_versions(prefix, names):
                 if canonical(name) in wanted:
                     found[canonical(name)] = version
     return found
+
+
+def revert_packages(prefix, before: dict):
+    """Make the venv's packages ``before`` ({name: version}, from installed_packages) again: packages installed
+    since are removed, changed versions go back."""
+    now = installed_packages(prefix)
+    added = sorted(set(now) - set(before))
+    changed = [f"{name}=={version}" for name, version in before.items() if now.get(name) != version]
+    if added:
+        run_uv("pip", "uninstall", "--python", python_of(prefix), *added)
+    if changed:
+        pip_install(prefix, changed)
+    _close_lock(prefix)
