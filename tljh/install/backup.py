@@ -360,6 +360,7 @@ def create(target, *, homes=False, say=print) -> dict:
                 from tljh.install import hub_database
 
                 manifest["hub_database_revision"] = hub_database.stamped_revision(db_copy)
+            say(f"writing {target}")
             writer.add_bytes(MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n")
             writer.add_bytes(CONFIG_YAML, files.read_bytes(paths.CONFIG_FILE))
             if os.path.isdir(paths.JUPYTERHUB_CONFIG_D):
@@ -367,6 +368,7 @@ def create(target, *, homes=False, say=print) -> dict:
             if os.path.exists(paths.COOKIE_SECRET_FILE):
                 writer.add_path(COOKIE_SECRET, paths.COOKIE_SECRET_FILE)
             if db_copy:
+                say(f"  hub database: a consistent copy ({human_size(os.path.getsize(db_copy))})")
                 writer.add_path(HUB_DATABASE, db_copy)
             if passwords is not None:
                 writer.add_bytes(FIRSTUSE_PASSWORDS, json.dumps(passwords, indent=1).encode())
@@ -376,9 +378,14 @@ def create(target, *, homes=False, say=print) -> dict:
                 writer.add_path(ACME_STORAGE, directory)
             for name, text in locks.items():
                 writer.add_bytes(manifest["environments"][name], text.encode(), mode=0o644)
+            say(
+                f"  config, secrets, {len(manifest['tls_files'])} certificate file(s), {len(accounts)} account(s), "
+                f"{len(locks)} environment package list(s)"
+            )
             if homes:
-                for account in accounts:
+                for number, account in enumerate(accounts, 1):
                     if os.path.isdir(account.home):
+                        say(f"  home {number}/{len(accounts)}: {account.home}")
                         writer.add_path(f"{HOMES}/{account.name}", account.home)
         writer.finish()
     except BaseException:
