@@ -110,6 +110,31 @@ def test_bob_cannot_connect_to_the_admins_server(hub, admin_server):
     assert status_through_proxy(hub, admin_server) == "200"
 
 
+def test_a_user_cannot_point_their_route_at_another_users_server(hub, admin_server):
+    """Bob owns his socket's directory and replaces his socket with a symlink to the admin's (which he cannot
+    open, but the proxy can). Requests to bob's URL still reach bob's own server, never the admin's: the hub
+    and the proxy connect through the hub's link to the socket bob's server bound."""
+
+    async def scenario():
+        async with HubClient(hub.url()) as bob:
+            await bob.login("bob", BOB_PASSWORD)
+            await bob.start_server()
+            try:
+                bob_socket = "/run/tljh/servers/jupyter-bob/server.sock"
+                hub.run(f"mv {bob_socket} {bob_socket}.moved && ln -s {ADMIN_SOCKET} {bob_socket}", user="jupyter-bob")
+                assert hub.run(f"stat -c %F {bob_socket}").stdout.strip() == "symbolic link"
+                # bob's own server answers his own URL (through the proxy, as a browser's request)
+                assert status_through_proxy(hub, bob.token, "user/bob/api/status") == "200"
+                # nobody but root and the proxy may even look at the links
+                assert hub.run("ls /run/tljh/server-links", user="jupyter-bob", check=False).returncode != 0
+            finally:
+                hub.run(f"rm -f {bob_socket}", user="jupyter-bob")
+                await bob.stop_server()
+
+    run(scenario())
+    assert status_through_proxy(hub, admin_server) == "200"
+
+
 def test_route_changes_do_not_touch_the_proxy(hub, admin_server):
     """Bob's server starting and stopping changes the routes; the proxy process is not reloaded or restarted,
     and the admin's open kernel websocket stays."""

@@ -606,7 +606,7 @@ import asyncio; asyncio.run(main())
 
 async def test_real_jupyterhub_spawns_a_server_on_a_unix_socket(env, client):
     """JupyterHub drives CaddyProxy and the spawner mixin: hub route, a server on its socket, reachable
-    through the proxy; its route's target is the socket; stopping it removes the route."""
+    through the proxy; its route's target is the hub's link to the socket; stopping it removes both."""
     hub_port = free_port()
     workdir = env.workdir / "hub"
     workdir.mkdir()
@@ -627,6 +627,7 @@ class SocketSpawner(UnixSocketServer, LocalProcessSpawner):
 
 c.JupyterHub.spawner_class = SocketSpawner
 c.SocketSpawner.servers_dir = {str(env.workdir / "servers-dir")!r}
+c.SocketSpawner.server_links_dir = {str(env.workdir / "links-dir")!r}
 c.SocketSpawner.proxy_group = ""
 c.SocketSpawner.cmd = [{sys.executable!r}, {str(workdir / "singleuser.py")!r}]
 c.JupyterHub.proxy_class = "tljh.proxy.caddy_proxy.CaddyProxy"
@@ -665,9 +666,11 @@ c.JupyterHub.services = [{{"name": "tester", "api_token": "tester-token-01234567
         while "/user/alice/" not in await env.proxy.get_all_routes():
             assert time.monotonic() < deadline, (workdir / "hub.log").read_text()[-3000:]
             await asyncio.sleep(0.2)
-        sock = env.workdir / "servers-dir" / ME / "server.sock"
+        # the server bound its socket in its account's directory; the hub and the proxy use the hub's link
+        assert (env.workdir / "servers-dir" / ME / "server.sock").is_socket()
+        link = env.workdir / "links-dir" / ME / "server.sock"
         route = (await env.proxy.get_all_routes())["/user/alice/"]
-        assert route["target"] == "http+unix://" + quote(str(sock), safe="") + ":80"
+        assert route["target"] == "http+unix://" + quote(str(link), safe="") + ":80"
         status, body = await who(client, env.url + "/user/alice/api/status")
         assert (status, body) == (200, {"who": "singleuser", "path": "/user/alice/api/status"})
         async with client.delete(f"{api}/users/alice/server", headers=auth) as resp:
@@ -676,6 +679,7 @@ c.JupyterHub.services = [{{"name": "tester", "api_token": "tester-token-01234567
         while "/user/alice/" in await env.proxy.get_all_routes():
             assert time.monotonic() < deadline
             await asyncio.sleep(0.2)
+        assert not link.exists()
         assert "Traceback" not in (workdir / "hub.log").read_text()
     finally:
         hub.terminate()

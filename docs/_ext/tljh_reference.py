@@ -494,6 +494,9 @@ PATH_NOTES = {
                    "of the proxy), the proxy looks each request up in it. Route changes never reload the proxy."),
     "SERVERS_DIR": ("directory", "0711", "Users' servers listen on unix sockets in `<unix name>/` here (owner "
                     "the user, group of the proxy, mode `2710`): only their owner and the proxy can connect."),
+    "SERVER_LINKS_DIR": ("directory", "0750", "The hub's hard links to users' server sockets in `<unix name>/` "
+                         "(owner root, group of the proxy), made once the hub has checked that the socket is "
+                         "the account's own: the hub and the proxy connect to servers only through them."),
     "PROXY_ADMIN_SOCKET": ("socket", "0600", "The proxy's admin API, made by systemd (root only) and handed to "
                            "the proxy as a file descriptor: whoever can connect to it controls the proxy, and "
                            "the proxy's own account cannot."),

@@ -6,21 +6,28 @@ proxy's, mode ``02710``. The owner creates sockets in it; the proxy's group may 
 binds ``server.sock`` (``server-<name>.sock`` for a named server) with mode ``0660``. So no other user
 can connect to anyone's server, whatever they know about it, and servers have no TCP port at all.
 
-JupyterHub then reaches the server at ``http+unix://<quoted socket path>`` (its readiness check and API
-calls go over the socket), and the proxy gets that target for the server's route.
+The owner may put anything in their own directory, a symlink to another user's socket included, and the
+proxy may connect to every server. So neither the hub nor the proxy ever connects through that directory:
+once the server has bound its socket, the hub (root) makes a hard link to it in
+``/run/tljh/server-links/<unix name>/`` (root's, ``0750``, group the proxy's) — only after checking that
+what it linked is a socket owned by the server's account — and JupyterHub reaches the server at
+``http+unix://<quoted link path>`` (readiness check, API calls, and the proxy's route target). A link
+names the socket itself, not a path, so what the user does in their directory later changes nothing.
 """
 
 import asyncio
 import grp
 import os
 import pwd
+import secrets
 import stat
+import time
 from urllib.parse import quote
 
-from traitlets import Unicode
+from traitlets import Float, Unicode
 from traitlets.config import LoggingConfigurable
 
-from tljh.system.paths import PROXY_GROUP, SERVERS_DIR
+from tljh.system.paths import PROXY_GROUP, SERVER_LINKS_DIR, SERVERS_DIR
 
 SOCKET_MODE = "0660"
 
@@ -52,13 +59,62 @@ def _ensure_directory(path, uid, gid, mode):
         os.close(fd)
 
 
+def _group_id(proxy_group):
+    return grp.getgrnam(proxy_group).gr_gid if proxy_group else os.getgid()
+
+
 def prepare_directory(servers_dir, unix_name, proxy_group=PROXY_GROUP):
     """Create or repair the socket directory of a Unix account (root only)."""
     os.makedirs(os.path.dirname(servers_dir), mode=0o755, exist_ok=True)
     # Everyone passes through to their own directory; nobody lists who has one.
     _ensure_directory(servers_dir, 0, 0, 0o711)
-    gid = grp.getgrnam(proxy_group).gr_gid if proxy_group else os.getgid()
+    gid = _group_id(proxy_group)
     _ensure_directory(os.path.join(servers_dir, unix_name), pwd.getpwnam(unix_name).pw_uid, gid, 0o2710)
+
+
+def link_socket(servers_dir, links_dir, unix_name, server_name, uid, proxy_group=PROXY_GROUP):
+    """Hard-link the server's socket into links_dir if it is a socket owned by uid (root only).
+
+    Returns True once the link is in place; False while there is no such socket (not bound yet, or
+    something else under its name). The check is made on the link itself, so swapping names in the user's
+    directory between a look and the link cannot slip anything else in. Only the owner of a socket or
+    root may hard-link it (fs.protected_hardlinks), so a socket owned by uid is one uid's processes bound.
+    """
+    name = os.path.basename(socket_path("", unix_name, server_name))
+    try:
+        src = os.open(os.path.join(servers_dir, unix_name), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return False
+    try:
+        gid = _group_id(proxy_group)
+        os.makedirs(os.path.dirname(links_dir), mode=0o755, exist_ok=True)
+        _ensure_directory(links_dir, 0, gid, 0o750)
+        _ensure_directory(os.path.join(links_dir, unix_name), 0, gid, 0o750)
+        dst = os.open(os.path.join(links_dir, unix_name), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            tmp = f".new-{secrets.token_hex(4)}"
+            try:
+                # follow_symlinks=False: a symlink is linked as itself (and refused below), never followed.
+                os.link(name, tmp, src_dir_fd=src, dst_dir_fd=dst, follow_symlinks=False)
+            except FileNotFoundError:
+                return False
+            info = os.stat(tmp, dir_fd=dst, follow_symlinks=False)
+            if not stat.S_ISSOCK(info.st_mode) or info.st_uid != uid:
+                os.unlink(tmp, dir_fd=dst)
+                return False
+            os.replace(tmp, name, src_dir_fd=dst, dst_dir_fd=dst)
+            return True
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
+
+
+def unlink_socket(links_dir, unix_name, server_name):
+    try:
+        os.unlink(socket_path(links_dir, unix_name, server_name))
+    except FileNotFoundError:
+        pass
 
 
 async def answers_http(path, http_path, timeout=5):
@@ -81,7 +137,8 @@ async def answers_http(path, http_path, timeout=5):
 class UnixSocketServer(LoggingConfigurable):
     """Spawner mixin (for systemdspawner subclasses): the server listens on its socket, not on a port.
 
-    Put it before SystemdSpawner in the bases. ``start()`` returns the server's ``http+unix`` URL.
+    Put it before SystemdSpawner in the bases. ``start()`` returns once the server has bound its socket
+    and the hub has linked it (:func:`link_socket`), with the link's ``http+unix`` URL.
     (Configurable so that its traits are traits of the spawner class.)
     """
 
@@ -91,15 +148,48 @@ class UnixSocketServer(LoggingConfigurable):
         help="Directory of the per-account directories holding users' server sockets.",
     )
 
+    server_links_dir = Unicode(
+        SERVER_LINKS_DIR,
+        config=True,
+        help="""
+        Directory of the hub's own links to users' server sockets (root's; the proxy's group may enter).
+
+        The hub and the proxy connect to a server only through its link here, made once the hub has checked
+        that the socket belongs to the server's account.
+        """,
+    )
+
     proxy_group = Unicode(
         PROXY_GROUP,
         config=True,
         help="Unix group of the proxy: the only group that may connect to users' servers.",
     )
 
+    ready_poll_interval = Float(
+        0.05,
+        config=True,
+        help="""
+        Seconds between checks that a starting server answers HTTP.
+
+        JupyterHub's own readiness check backs off exponentially and typically notices a started server
+        up to a second late; the spawner checks often and returns once the server answers, so users
+        wait for their server and not for the poll.
+        """,
+    )
+
+    @property
+    def _unix_name(self):
+        return self._expand_user_vars(self.username_template)
+
     @property
     def socket_path(self):
-        return socket_path(self.servers_dir, self._expand_user_vars(self.username_template), self.name)
+        """Where the server binds its socket (in its owner's directory)."""
+        return socket_path(self.servers_dir, self._unix_name, self.name)
+
+    @property
+    def link_path(self):
+        """The hub's link to that socket: what the hub and the proxy connect to."""
+        return socket_path(self.server_links_dir, self._unix_name, self.name)
 
     def get_env(self):
         env = super().get_env()
@@ -112,9 +202,29 @@ class UnixSocketServer(LoggingConfigurable):
     def get_args(self):
         return super().get_args() + [f"--sock={self.socket_path}", f"--ServerApp.sock_mode={SOCKET_MODE}"]
 
+    async def stopped_while_starting(self):
+        """The sentence shown on the spawn page when the server exits before binding its socket."""
+        return "Your server stopped while starting."
+
     async def start(self):
-        await asyncio.to_thread(
-            prepare_directory, self.servers_dir, self._expand_user_vars(self.username_template), self.proxy_group
-        )
+        unix_name = self._unix_name
+        await asyncio.to_thread(unlink_socket, self.server_links_dir, unix_name, self.name)
+        await asyncio.to_thread(prepare_directory, self.servers_dir, unix_name, self.proxy_group)
         await super().start()
-        return socket_url(self.socket_path)
+        uid = pwd.getpwnam(unix_name).pw_uid
+        deadline = time.monotonic() + self.http_timeout
+        while not await asyncio.to_thread(
+            link_socket, self.servers_dir, self.server_links_dir, unix_name, self.name, uid, self.proxy_group
+        ):
+            if await self.poll() is not None:
+                raise RuntimeError(await self.stopped_while_starting())
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"Your server did not open its socket {self.socket_path} within {self.http_timeout} seconds."
+                )
+            await asyncio.sleep(self.ready_poll_interval)
+        return socket_url(self.link_path)
+
+    async def stop(self, now=False):
+        await super().stop(now=now)
+        await asyncio.to_thread(unlink_socket, self.server_links_dir, self._unix_name, self.name)

@@ -5,7 +5,7 @@ import pwd
 import time
 
 from systemdspawner import SystemdSpawner
-from traitlets import Bool, Dict, Float, List, Unicode, default
+from traitlets import Bool, Dict, List, Unicode, default
 
 from tljh.hub import profiles, session_installs
 from tljh.plugins import get_plugin_manager
@@ -84,29 +84,17 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
         """,
     )
 
-    ready_poll_interval = Float(
-        0.05,
-        config=True,
-        help="""
-        Seconds between checks that a starting server answers HTTP.
-
-        JupyterHub's own readiness check backs off exponentially and typically notices a started server
-        up to a second late; the spawner checks often and returns once the server answers, so users
-        wait for their server and not for the poll.
-        """,
-    )
-
     async def _wait_answering(self):
         path = self.server.base_url + "api" if self.server else "/"
         deadline = time.monotonic() + self.http_timeout
         while time.monotonic() < deadline:
-            if await answers_http(self.socket_path, path):
+            if await answers_http(self.link_path, path):
                 return
             if await self.poll() is not None:
-                raise RuntimeError(await self._why_it_stopped())
+                raise RuntimeError(await self.stopped_while_starting())
             await asyncio.sleep(self.ready_poll_interval)
 
-    async def _why_it_stopped(self):
+    async def stopped_while_starting(self):
         """One sentence for the person waiting on the spawn page (JupyterHub shows it there)."""
         unit = await systemd.properties(self.unit_name, "Result", "ExecMainStatus")
         result, status = unit["Result"], unit["ExecMainStatus"]
@@ -180,7 +168,7 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
             # already exited: the person would wait the whole start_timeout for a server that is gone.
             state = (await systemd.properties(self.unit_name, "ActiveState"))["ActiveState"].strip()
             if state in ("failed", "inactive"):
-                raise RuntimeError(await self._why_it_stopped())
+                raise RuntimeError(await self.stopped_while_starting())
         if status is not None and not self._spawn_pending:
             # Stopped behind the hub's back (systemctl kill, a crash): its session packages go too.
             await asyncio.to_thread(session_installs.remove_layer, self.unit_name)

@@ -48,6 +48,9 @@ RUNTIME_DIR = "/run/tljh"
 ROUTES_DIR = os.path.join(RUNTIME_DIR, "routes")
 # Users' servers listen on unix sockets in <SERVERS_DIR>/<unix name>/ (tljh.hub.server_sockets).
 SERVERS_DIR = os.path.join(RUNTIME_DIR, "servers")
+# The hub's own hard link to each server's socket, made once it checked the socket is its owner's; the hub
+# and the proxy connect only through it (a user may replace what is in their own directory afterwards).
+SERVER_LINKS_DIR = os.path.join(RUNTIME_DIR, "server-links")
 # The proxy's admin API: made by systemd (caddy-admin.socket, root-only) and handed to Caddy as its first
 # file descriptor; anyone who can connect to it controls the proxy.
 PROXY_ADMIN_SOCKET = os.path.join(RUNTIME_DIR, "proxy-admin.sock")
