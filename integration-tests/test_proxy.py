@@ -132,6 +132,8 @@ def test_a_user_cannot_point_their_route_at_another_users_server(hub, admin_serv
                 await bob.stop_server()
 
     run(scenario())
+    # the stop removed the hub's link to bob's socket
+    assert hub.run("test -e /run/tljh/server-links/jupyter-bob/server.sock", check=False).returncode != 0
     assert status_through_proxy(hub, admin_server) == "200"
 
 

@@ -10,11 +10,16 @@ import shutil
 import socket
 import stat
 import tempfile
+import types
 from pathlib import Path
 
 import pytest
+from systemdspawner import SystemdSpawner
+from traitlets.config import Config
 
 from tljh.hub.server_sockets import link_socket, socket_path, unlink_socket
+from tljh.hub.spawner import UserCreatingSpawner
+from tljh.system import paths
 
 OTHER_UID = 54321
 
@@ -132,3 +137,62 @@ def test_what_alice_does_in_her_directory_later_changes_nothing(dirs):
     unlink_socket(str(links), "jupyter-alice", "")  # twice is fine
     alice.close()
     bob.close()
+
+
+# ------------------------------------------------------------------------ the spawner removes its link
+
+
+@pytest.fixture
+def unit(monkeypatch):
+    """systemdspawner under the hub's spawner: a unit that runs until stopped (no systemd here)."""
+    state = types.SimpleNamespace(running=True)
+
+    async def poll(self):
+        return None if state.running else 0
+
+    async def stop(self, now=False):
+        state.running = False
+
+    monkeypatch.setattr(SystemdSpawner, "poll", poll)
+    monkeypatch.setattr(SystemdSpawner, "stop", stop)
+    return state
+
+
+@pytest.fixture
+def running(dirs, tmp_path, monkeypatch):
+    """alice's server as a freshly restarted hub finds it: socket linked, session layer present, and a
+    spawner whose start() never ran in this process (only its saved state loaded)."""
+    servers, links = dirs
+    monkeypatch.setattr(paths, "SESSIONS_DIR", str(tmp_path / "sessions"))
+    layer = tmp_path / "sessions" / "jupyter-alice"
+    layer.mkdir(parents=True)
+    server = serve(servers / "jupyter-alice" / "server.sock")
+    assert link(servers, links)
+    spawner = UserCreatingSpawner(config=Config(), user=types.SimpleNamespace(name="alice", admin=False, id=1))
+    spawner.servers_dir, spawner.server_links_dir = str(servers), str(links)
+    spawner.load_state({"unit_name": "jupyter-alice"})
+    yield spawner, Path(socket_path(str(links), "jupyter-alice")), layer
+    server.close()
+
+
+@pytest.mark.asyncio
+async def test_stop_removes_the_link_and_the_session_layer_also_after_a_hub_restart(unit, running):
+    spawner, linked, layer = running
+    await spawner.stop()
+    assert not unit.running
+    assert not os.path.lexists(linked) and not layer.exists()
+
+
+@pytest.mark.asyncio
+async def test_a_server_gone_behind_the_hubs_back_loses_its_link_and_layer_at_the_next_poll(unit, running):
+    """JupyterHub calls stop() only for a server that still runs: poll is the only place to clean up."""
+    spawner, linked, layer = running
+    assert await spawner.poll() is None
+    assert os.path.lexists(linked) and layer.exists()
+    unit.running = False  # systemctl stop, a crash
+    spawner._spawn_pending = True  # a start in progress keeps what it is making
+    assert await spawner.poll() == 0
+    assert os.path.lexists(linked) and layer.exists()
+    spawner._spawn_pending = False
+    assert await spawner.poll() == 0
+    assert not os.path.lexists(linked) and not layer.exists()

@@ -225,6 +225,10 @@ class UnixSocketServer(LoggingConfigurable):
             await asyncio.sleep(self.ready_poll_interval)
         return socket_url(self.link_path)
 
+    async def remove_link(self):
+        """Remove the hub's link to this server's socket (the server has stopped)."""
+        await asyncio.to_thread(unlink_socket, self.server_links_dir, self._unix_name, self.name)
+
     async def stop(self, now=False):
         await super().stop(now=now)
-        await asyncio.to_thread(unlink_socket, self.server_links_dir, self._unix_name, self.name)
+        await self.remove_link()

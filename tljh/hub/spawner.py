@@ -110,11 +110,16 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
             f"An admin can see why with: sudo journalctl -u {self.unit_name}"
         )
 
+    @default("username_template")
+    def _username_template_default(self):
+        # The account name itself rather than a template, so that it is right also when start() has not run
+        # in this hub process (stop and poll after a hub restart find the server's socket link by it).
+        return users.unix_username(self.user.name)
+
     async def start(self):
-        system_username = users.unix_username(self.user.name)
-        # systemdspawner reads the account name and unit name from these templates.
-        self.username_template = system_username
-        # Named servers need units of their own; ':' is valid in unit names and never in Unix names.
+        system_username = self.username_template
+        # systemdspawner reads the unit name from this attribute. Named servers need units of their own;
+        # ':' is valid in unit names and never in Unix names.
         self.unit_name = f"{system_username}:{self.name}" if self.name else system_username
         if await users.ensure_user(system_username):
             self.log.info("Created Unix user %s for hub user %s", system_username, self.user.name)
@@ -170,6 +175,8 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
             if state in ("failed", "inactive"):
                 raise RuntimeError(await self.stopped_while_starting())
         if status is not None and not self._spawn_pending:
-            # Stopped behind the hub's back (systemctl kill, a crash): its session packages go too.
+            # Stopped behind the hub's back (systemctl kill, a crash). JupyterHub calls stop() only for a server
+            # that still runs, so its session packages and the hub's link to its socket go here.
             await asyncio.to_thread(session_installs.remove_layer, self.unit_name)
+            await self.remove_link()
         return status
