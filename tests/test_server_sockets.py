@@ -17,7 +17,7 @@ import pytest
 from systemdspawner import SystemdSpawner
 from traitlets.config import Config
 
-from tljh.hub.server_sockets import link_socket, socket_path, unlink_socket
+from tljh.hub.server_sockets import link_socket, remove_socket, socket_path, unlink_socket
 from tljh.hub.spawner import UserCreatingSpawner
 from tljh.system import paths
 
@@ -137,6 +137,30 @@ def test_what_alice_does_in_her_directory_later_changes_nothing(dirs):
     unlink_socket(str(links), "jupyter-alice", "")  # twice is fine
     alice.close()
     bob.close()
+
+
+def test_the_socket_a_stopped_server_left_is_removed_before_the_next_start(dirs):
+    """jupyter-server leaves its socket file when it stops and replaces it when it binds again: linked in
+    between, the old one would be the link, with nothing listening."""
+    servers, links = dirs
+    path = servers / "jupyter-alice" / "server.sock"
+    serve(path).close()  # the previous run of alice's server
+    assert os.path.lexists(path)
+    remove_socket(str(servers), "jupyter-alice")
+    assert not link(servers, links)  # nothing to link until the new server binds
+    again = serve(path)
+    assert link(servers, links)
+    assert who_answers(socket_path(str(links), "jupyter-alice"), {"again": again}) == "again"
+    again.close()
+    # a symlink under the name goes, not what it points to; nothing there, or no directory at all, is fine
+    path.unlink()
+    bob = servers / "jupyter-bob" / "server.sock"
+    serve(bob).close()
+    path.symlink_to(bob)
+    remove_socket(str(servers), "jupyter-alice")
+    assert not os.path.lexists(path) and os.path.lexists(bob)
+    remove_socket(str(servers), "jupyter-alice")
+    remove_socket(str(servers), "jupyter-nobody-here", "gpu")
 
 
 # ------------------------------------------------------------------------ the spawner removes its link

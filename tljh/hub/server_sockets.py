@@ -72,6 +72,25 @@ def prepare_directory(servers_dir, unix_name, proxy_group=PROXY_GROUP):
     _ensure_directory(os.path.join(servers_dir, unix_name), pwd.getpwnam(unix_name).pw_uid, gid, 0o2710)
 
 
+def remove_socket(servers_dir, unix_name, server_name=""):
+    """Remove whatever is under the server's socket name in the account's directory (root only).
+
+    jupyter-server leaves its socket file behind when it stops, and replaces it when it binds again: linked
+    before the new server binds, that old socket would be the link, and nothing listens on it. Unlinking a
+    name never follows a symlink, and the directory is opened without following one either.
+    """
+    try:
+        fd = os.open(os.path.join(servers_dir, unix_name), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return
+    try:
+        os.unlink(os.path.basename(socket_path("", unix_name, server_name)), dir_fd=fd)
+    except FileNotFoundError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def link_socket(servers_dir, links_dir, unix_name, server_name, uid, proxy_group=PROXY_GROUP):
     """Hard-link the server's socket into links_dir if it is a socket owned by uid (root only).
 
@@ -210,6 +229,7 @@ class UnixSocketServer(LoggingConfigurable):
         unix_name = self._unix_name
         await asyncio.to_thread(unlink_socket, self.server_links_dir, unix_name, self.name)
         await asyncio.to_thread(prepare_directory, self.servers_dir, unix_name, self.proxy_group)
+        await asyncio.to_thread(remove_socket, self.servers_dir, unix_name, self.name)
         await super().start()
         uid = pwd.getpwnam(unix_name).pw_uid
         deadline = time.monotonic() + self.http_timeout
