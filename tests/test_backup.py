@@ -14,7 +14,7 @@ import pytest
 from jupyterhub import orm
 
 from tljh.install import backup, restore
-from tljh.system import paths
+from tljh.system import paths, unix_accounts
 
 CONFIG = """\
 users:
@@ -65,6 +65,7 @@ def hub(tmp_path, monkeypatch):
         "JUPYTERHUB_CONFIG_D": config_dir / "jupyterhub_config.d",
         "COOKIE_SECRET_FILE": state / "jupyterhub_cookie_secret",
         "HUB_DATABASE": state / "jupyterhub.sqlite",
+        "UNIX_ACCOUNTS_DB": state / "unix-accounts.sqlite",
         "FIRSTUSE_PASSWORDS": state / "passwords.dbm",
         "PROXY_DATA_DIR": state / "caddy" / "data",
         "BACKUP_LOCK": tmp_path / "lock" / "tljh-backup.lock",
@@ -84,6 +85,10 @@ def hub(tmp_path, monkeypatch):
     session.commit()
     session.close()
     restore.write_firstuse_passwords({"alice": "$2b$12$alicehash", "bob": "$2b$12$bobhash"})
+    table = unix_accounts.AccountTable(account_exists=lambda name: False)
+    table.claim("alice")
+    table.assign("josé", "jupyter-jose")  # an admin's decision: not what the rule would give
+    table.close()
     monkeypatch.setattr(backup, "hub_accounts", lambda: [])
     monkeypatch.setattr(backup, "environment_locks", lambda: {"default": "numpy==2.0.0\n"})
     monkeypatch.setattr(backup, "installed_plugins", lambda: {})
@@ -106,6 +111,7 @@ def test_backup_holds_everything_root_only(hub):
         backup.CONFIG_D + "/extra.py",
         backup.COOKIE_SECRET,
         backup.HUB_DATABASE,
+        backup.UNIX_ACCOUNTS,
         backup.FIRSTUSE_PASSWORDS,
         backup.TLS_FILES + "/0",
         backup.TLS_FILES + "/1",
@@ -162,6 +168,7 @@ def test_restore_brings_back_what_changed(restored_hub):
     restore.write_firstuse_passwords({"mallory": "x"})
     with sqlite3.connect(paths.HUB_DATABASE) as db:
         db.execute("DELETE FROM users")
+    _unix_names_changed()
     lines = []
     restore.restore(archive, say=lines.append, installer=hub["installer"])
     assert tree_digest(hub["prefix"] / "config") + tree_digest(hub["tls"]) == before
@@ -169,10 +176,22 @@ def test_restore_brings_back_what_changed(restored_hub):
     assert backup.firstuse_passwords() == {"alice": "$2b$12$alicehash", "bob": "$2b$12$bobhash"}
     with sqlite3.connect(paths.HUB_DATABASE) as db:
         assert [r[0] for r in db.execute("SELECT name FROM users ORDER BY name")] == ["alice", "bob"]
+    table = unix_accounts.AccountTable(account_exists=lambda name: False)
+    assert [(e.hub_name, e.unix_name, e.origin) for e in table.entries()] == [
+        ("alice", "jupyter-alice", "rule"), ("josé", "jupyter-jose", "admin")]
+    table.close()
     assert hub["calls"] == ["stop", "environments", "installer"]
     saved = [n for n in os.listdir(paths.DEFAULT_BACKUP_DIR) if n.startswith("before-restore-")]
     assert len(saved) == 1 and any(saved[0] in line for line in lines)
     assert not [n for n in os.listdir(paths.STATE_DIR) if n.startswith("restore-")]
+
+
+def _unix_names_changed():
+    """The account table moves on: a name released, another claimed."""
+    table = unix_accounts.AccountTable(account_exists=lambda name: False)
+    table.release("josé")
+    table.claim("mallory")
+    table.close()
 
 
 def _server_changed_since_backup(hub):
@@ -188,6 +207,7 @@ def _server_changed_since_backup(hub):
         del db[b"trudy"]
     with sqlite3.connect(paths.HUB_DATABASE) as db:
         db.execute("DELETE FROM users")
+    _unix_names_changed()
     return tree_digest(hub["prefix"], skip_locks=False) + tree_digest(hub["tls"])
 
 

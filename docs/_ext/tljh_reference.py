@@ -467,7 +467,8 @@ PATH_NOTES = {
         "0600",
         "The table of which Unix account belongs to which hub user (`tljh.system.unix_accounts`: one account "
         "per name, closed accounts, the groups the hub manages). Not written by this release yet: the file is "
-        "absent until the hub keeps its accounts there.",
+        "absent until the hub keeps its accounts there. `tljh backup` copies it when present and `tljh restore` puts "
+        "it back.",
     ),
     "HUB_FINGERPRINT": (
         "file",

@@ -44,6 +44,7 @@ CONFIG_YAML = "config/config.yaml"
 CONFIG_D = "config/jupyterhub_config.d"
 COOKIE_SECRET = "state/jupyterhub_cookie_secret"
 HUB_DATABASE = "state/jupyterhub.sqlite"
+UNIX_ACCOUNTS = "state/unix-accounts.sqlite"
 FIRSTUSE_PASSWORDS = "state/firstuse-passwords.json"
 ACME_STORAGE = "certificates/acme"
 TLS_FILES = "certificates/files"
@@ -370,6 +371,12 @@ def create(target, *, homes=False, say=print) -> dict:
             if db_copy:
                 say(f"  hub database: a consistent copy ({human_size(os.path.getsize(db_copy))})")
                 writer.add_path(HUB_DATABASE, db_copy)
+            if os.path.exists(paths.UNIX_ACCOUNTS_DB):
+                # Hub name -> Unix name is the table's decision, not the rule's (hashed and adopted names): a
+                # restore without it would give people other accounts, or refuse them.
+                accounts_copy = os.path.join(tmp, "unix-accounts.sqlite")
+                database_copy(paths.UNIX_ACCOUNTS_DB, accounts_copy)
+                writer.add_path(UNIX_ACCOUNTS, accounts_copy)
             if passwords is not None:
                 writer.add_bytes(FIRSTUSE_PASSWORDS, json.dumps(passwords, indent=1).encode())
             for member, info in manifest["tls_files"].items():

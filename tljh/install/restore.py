@@ -43,6 +43,7 @@ _PLACES = (
     backup.CONFIG_D,
     backup.COOKIE_SECRET,
     backup.HUB_DATABASE,
+    backup.UNIX_ACCOUNTS,
     backup.FIRSTUSE_PASSWORDS,
     backup.ACME_STORAGE,
     backup.TLS_FILES,
@@ -496,6 +497,15 @@ def _replace_file(source, target, undo: Undo, mode=0o600):
     files.write_atomic(target, files.read_bytes(source), mode=mode)
 
 
+def _replace_database(source, target, undo: Undo):
+    # The hub is stopped: no journal of the old database may be replayed into the new one.
+    for suffix in ("-journal", "-wal", "-shm"):
+        if os.path.lexists(target + suffix):
+            undo.save_file(target + suffix)
+            os.unlink(target + suffix)
+    _replace_file(source, target, undo)
+
+
 def place_state(unpacked: Unpacked, say, undo: Undo) -> None:
     """config.yaml, jupyterhub_config.d, secrets, hub database, passwords, certificates."""
     manifest = unpacked.manifest
@@ -506,13 +516,9 @@ def place_state(unpacked: Unpacked, say, undo: Undo) -> None:
         _replace_tree(unpacked.path(backup.CONFIG_D), paths.JUPYTERHUB_CONFIG_D, undo)
     if unpacked.has(backup.COOKIE_SECRET):
         _replace_file(unpacked.path(backup.COOKIE_SECRET), paths.COOKIE_SECRET_FILE, undo)
-    if unpacked.has(backup.HUB_DATABASE):
-        # The hub is stopped: no journal of the old database may be replayed into the new one.
-        for suffix in ("-journal", "-wal", "-shm"):
-            if os.path.lexists(paths.HUB_DATABASE + suffix):
-                undo.save_file(paths.HUB_DATABASE + suffix)
-                os.unlink(paths.HUB_DATABASE + suffix)
-        _replace_file(unpacked.path(backup.HUB_DATABASE), paths.HUB_DATABASE, undo)
+    for member, target in ((backup.HUB_DATABASE, paths.HUB_DATABASE), (backup.UNIX_ACCOUNTS, paths.UNIX_ACCOUNTS_DB)):
+        if unpacked.has(member):
+            _replace_database(unpacked.path(member), target, undo)
     if unpacked.has(backup.FIRSTUSE_PASSWORDS):
         # The store's files byte for byte (a rewrite with the same content is not the same file).
         old = firstuse_files()
