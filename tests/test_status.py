@@ -1,5 +1,6 @@
 """tljh status: each check's verdict and fix line, the report's text and JSON, the exit status."""
 
+import dataclasses
 import datetime
 import json
 import os
@@ -152,3 +153,24 @@ def test_last_backup_is_recorded(tmp_path, monkeypatch):
     assert backup.last_backup()["file"] == "/b.tar.gz" and backup.last_backup()["ok"]
     backup.record_last(None, error="No space left on device")
     assert backup.last_backup() == {"time": pytest.approx(time.time(), abs=5), "ok": False, "error": "No space left on device"}
+
+
+def test_capacity_and_migration_lines(monkeypatch):
+    """main's capacity line (tljh.cli.capacity) and TLJH migration line, as sections of the report: information,
+    never problems."""
+    from tljh.cli import capacity
+    from tljh.install import migrate_tljh
+
+    measured = capacity.Capacity(running=2, per_server=200 * capacity.MiB, available=1000 * capacity.MiB, total=None, limit=None)
+    monkeypatch.setattr(capacity, "measure", lambda limit=None: dataclasses.replace(measured, limit=limit))
+    monkeypatch.setattr(migrate_tljh, "status_line", lambda: "from TLJH: conda-only packages not carried over: hello-tool 2.12")
+    report = status.Report()
+    status.check_capacity(report, config({"limits": {"memory": "500M"}}))
+    status.check_migration(report)
+    lines = report.lines()
+    assert lines[0] == ("capacity: 2 servers running, 200 MiB each on average (with their kernels); 5 more fit in the "
+                        "1000 MiB available; 2 more at limits.memory (500 MiB each)")
+    assert lines[1] == "from TLJH: conda-only packages not carried over: hello-tool 2.12"
+    assert report.healthy
+    assert report.as_dict()["items"][0]["data"]["more"] == 5
+
