@@ -203,8 +203,11 @@ def test_backup_on_a_restore_on_fresh_b(two_machines):
     assert_unchanged(b, before)
     assert logins(b, [("other", "other-password-1")]) == {"other": None}
 
+    # Restoring is also how a broken server is repaired: B's config.yaml no longer parses.
+    b.run("echo 'users: [unclosed' >> /opt/tljh/config/config.yaml")
     restored = b.run("tljh restore --yes /root/hub.tar.gz", check=False, timeout=1200)
     assert restored.returncode == 0, restored.stdout[-3000:] + restored.stderr[-3000:]
+    assert "note on the saved state: config.yaml cannot be read" in restored.stdout, restored.stdout
     assert "1 created with their uid, 1 with a new uid" in restored.stdout, restored.stdout
     print(restored.stdout[-600:], os.getloadavg())
     uid_on_b = b.run("id -u jupyter-alice").stdout.strip()

@@ -186,6 +186,33 @@ def test_restore_brings_back_what_changed(restored_hub):
     assert not [n for n in os.listdir(paths.STATE_DIR) if n.startswith("restore-")]
 
 
+@pytest.mark.parametrize("broken", ["unreadable config.yaml", "missing certificate"])
+def test_restore_repairs_a_broken_server(restored_hub, broken):
+    """Restoring is how a broken server is repaired: an unreadable config.yaml, or a certificate it names that is
+    gone, does not stop it. The saved previous state holds what was there, as it was; a plain backup refuses."""
+    hub = restored_hub
+    archive = str(hub["tmp"] / "b.tar.gz")
+    backup.create(archive)
+    good = open(paths.CONFIG_FILE).read()
+    if broken == "unreadable config.yaml":
+        open(paths.CONFIG_FILE, "w").write("users: [unclosed\n")
+    os.unlink(hub["tls"] / "hub.pem")
+    with pytest.raises(backup.BackupError, match="cannot be read" if broken == "unreadable config.yaml" else "does not exist"):
+        backup.create(str(hub["tmp"] / "plain.tar.gz"))
+    lines = []
+    restore.restore(archive, say=lines.append, installer=hub["installer"])
+    assert open(paths.CONFIG_FILE).read() == good and (hub["tls"] / "hub.pem").read_text() == "CERT\n"
+    expected = "config.yaml cannot be read" if broken == "unreadable config.yaml" else "hub.pem, which does not exist: not saved"
+    assert any("note on the saved state: " in line and expected in line for line in lines), lines
+    [saved] = [n for n in os.listdir(paths.DEFAULT_BACKUP_DIR) if n.startswith("before-restore-")]
+    with tarfile.open(os.path.join(paths.DEFAULT_BACKUP_DIR, saved)) as tar:
+        kept = tar.extractfile(backup.CONFIG_YAML).read().decode()
+        tls_saved = [info["path"] for info in json.load(tar.extractfile(backup.MANIFEST))["tls_files"].values()]
+    assert kept == ("users: [unclosed\n" if broken == "unreadable config.yaml" else good)
+    # Unreadable: no certificate is known; missing: the key is saved, the certificate that was gone is not.
+    assert tls_saved == ([] if broken == "unreadable config.yaml" else [str(hub["tls"] / "hub.key")])
+
+
 def _unix_names_changed():
     """The account table moves on: a name released, another claimed."""
     table = unix_accounts.AccountTable(account_exists=lambda name: False)

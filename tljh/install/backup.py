@@ -32,7 +32,7 @@ import time
 import filelock
 
 from tljh.settings.config_file import ConfigFileError
-from tljh.settings.effective import load_settings
+from tljh.settings.effective import effective_settings, load_settings
 from tljh.system import files, paths, users, venvs
 
 FORMAT = "tljh-backup"
@@ -313,28 +313,35 @@ def exclusive(timeout=0):
         raise BackupError("another backup or restore is running (tljh status shows it); try again when it ends") from None
 
 
-def create(target, *, homes=False, say=print) -> dict:
-    """Write the backup archive ``target``. Returns what the manifest says, plus ``size`` and ``seconds``.
+def create(target, *, homes=False, say=print, as_found=False) -> dict:
+    """Write the backup archive ``target``. Returns what the manifest says, plus ``size``, ``seconds`` and ``notes``.
 
-    Refuses (BackupError) when ``target`` exists or config.yaml cannot be read."""
+    Refuses (BackupError) when ``target`` exists or config.yaml cannot be read. ``as_found`` (a restore saving
+    the state it replaces, which may be broken: that is often why one restores) saves an unreadable config.yaml
+    as it is and leaves out certificate files it names that are missing, with a note for each."""
     started = time.monotonic()
     target = os.path.abspath(target)
     if os.path.lexists(target):
         raise BackupError(f"{target} exists: give a new file name (a backup never overwrites a file)")
     if not os.path.isdir(os.path.dirname(target)):
         raise BackupError(f"{os.path.dirname(target)} is not a directory")
+    notes = []
     try:
-        settings = load_settings(paths.CONFIG_FILE)
+        config = load_settings(paths.CONFIG_FILE).config
     except ConfigFileError as e:
-        raise BackupError(f"config.yaml cannot be read ({e}): fix it first; a backup of it would not restore") from None
-    config = settings.config
+        if not as_found:
+            raise BackupError(f"config.yaml cannot be read ({e}): fix it first; a backup of it would not restore") from None
+        notes.append(f"config.yaml cannot be read ({e}): saved as it is; fix it in the archive before restoring that")
+        config = effective_settings({}).config
     accounts = hub_accounts()
     passwords = firstuse_passwords()
     locks = environment_locks()
     tls = tls_files(config)
     missing_tls = [p for p in tls if not os.path.isfile(p)]
-    if missing_tls:
+    if missing_tls and not as_found:
         raise BackupError(f"https.tls names {missing_tls[0]}, which does not exist: fix https.tls first")
+    notes += [f"https.tls names {p}, which does not exist: not saved" for p in missing_tls]
+    tls = [p for p in tls if p not in missing_tls]
     acme = [d for d in acme_storage_dirs() if os.path.isdir(d)]
     manifest = {
         "format": FORMAT,
@@ -363,7 +370,10 @@ def create(target, *, homes=False, say=print) -> dict:
                 manifest["hub_database_revision"] = hub_database.stamped_revision(db_copy)
             say(f"writing {target}")
             writer.add_bytes(MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n")
-            writer.add_bytes(CONFIG_YAML, files.read_bytes(paths.CONFIG_FILE))
+            if os.path.exists(paths.CONFIG_FILE) or not as_found:
+                writer.add_bytes(CONFIG_YAML, files.read_bytes(paths.CONFIG_FILE))
+            else:
+                notes.append(f"{paths.CONFIG_FILE} does not exist: not saved")
             if os.path.isdir(paths.JUPYTERHUB_CONFIG_D):
                 writer.add_path(CONFIG_D, paths.JUPYTERHUB_CONFIG_D)
             if os.path.exists(paths.COOKIE_SECRET_FILE):
@@ -398,7 +408,7 @@ def create(target, *, homes=False, say=print) -> dict:
     except BaseException:
         writer.abort()
         raise
-    result = dict(manifest, file=target, size=os.path.getsize(target), seconds=round(time.monotonic() - started, 1))
+    result = dict(manifest, file=target, size=os.path.getsize(target), seconds=round(time.monotonic() - started, 1), notes=notes)
     for path in writer.changed:
         say(f"warning: {path} changed while it was read; the archive holds it as it was then, padded to its first size")
     if writer.skipped:

@@ -629,8 +629,10 @@ def restore(archive, *, say=print, preflight=None, installer=run_installer) -> d
                 say(f"  note: {note}")
             os.makedirs(paths.DEFAULT_BACKUP_DIR, mode=0o700, exist_ok=True)
             saved = os.path.join(paths.DEFAULT_BACKUP_DIR, time.strftime("before-restore-%Y%m%dT%H%M%SZ.tar.gz", time.gmtime()))
-            backup.create(saved, homes=False, say=lambda line: None)
+            previous = backup.create(saved, homes=False, say=lambda line: None, as_found=True)
             say(f"  this server's previous state is saved in {saved} (`tljh restore {saved}` brings it back)")
+            for note in previous["notes"]:
+                say(f"  note on the saved state: {note}")
             undo = Undo(os.path.join(staging, ".undo"))
             installer_ran = False
             try:
