@@ -298,6 +298,17 @@ def test_csv_of_60_users(hub):
     assert text.splitlines()[0].split() == ["NAME", "UNIX", "NAME", "ADMIN", "GROUPS", "LAST", "ACTIVITY", "SERVER"]
 
 
+TWO_PROFILES = """profiles:
+  - display_name: Default environment, 1 GB
+    slug: small
+    default: true
+    spawner_override: {user_environment: default, mem_limit: 1G}
+  - display_name: Classic notebook
+    slug: classic
+    spawner_override: {default_url: /tree}
+"""
+
+
 def test_export_to_z2jh_and_back(hub):
     """Every exportable key set: the values validate against the chart's schema; export -> import -> export is stable."""
     saved = read_file(hub, "/opt/tljh/config/config.yaml")
@@ -325,6 +336,8 @@ def test_export_to_z2jh_and_back(hub):
         ):
             hub.run(f"tljh-config {command}")
         hub.run("echo 'c.JupyterHub.shutdown_on_logout = True' > /opt/tljh/config/jupyterhub_config.d/logout.py")
+        write_file(hub, "/opt/tljh/config/config.yaml", read_file(hub, "/opt/tljh/config/config.yaml") + TWO_PROFILES.encode())
+        assert hub.run("tljh-config show").returncode == 0
         exported = hub.run("tljh export z2jh > /root/values.yaml", check=False)
         assert exported.returncode == 0, exported.stderr
         notes = exported.stderr
@@ -337,6 +350,10 @@ def test_export_to_z2jh_and_back(hub):
         assert values["hub"]["baseUrl"] == "/jhub/" and values["cull"]["timeout"] == 1200
         assert values["proxy"]["https"]["hosts"] == ["hub.example.org"]
         assert "environment 'default': build an image from its lock" in values_text
+        profiles = values["singleuser"]["profileList"]
+        assert [p["slug"] for p in profiles] == ["small", "classic"]
+        assert profiles[0]["kubespawner_override"]["mem_limit"] == "1G" and profiles[0]["kubespawner_override"]["image"].startswith("REPLACE-ME/tljh-env-default:")
+        assert profiles[1]["kubespawner_override"] == {"default_url": "/tree"}
 
         # Into an empty config.yaml, then out again: the same values.
         hub.run("mv /opt/tljh/config/config.yaml /root/config.before-import && touch /opt/tljh/config/config.yaml")
