@@ -110,6 +110,7 @@ SET_CASES = [
     ("backup.directory", "/srv/backups", "/srv/backups"),
     ("backup.keep", "14", 14),
     ("backup.homes", "yes", True),
+    ("hub.concurrent_starts", "4", 4),
 ]
 
 

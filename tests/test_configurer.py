@@ -327,3 +327,12 @@ def test_oauth_stays_closed_by_default():
     c = Config()
     apply_config({"auth": {"type": "github"}}, c)
     assert "allow_all" not in c.GitHubOAuthenticator
+
+
+def test_concurrent_starts_setting():
+    c = Config()
+    configurer.apply_config({"hub": {"concurrent_starts": 4}}, c)
+    assert c.UserCreatingSpawner.concurrent_starts == 4
+    c = Config()
+    configurer.apply_config({}, c)
+    assert "concurrent_starts" not in c.UserCreatingSpawner  # the spawner's own default: CPUs + 1

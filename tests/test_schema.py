@@ -47,6 +47,7 @@ CONTRACT_DEFAULTS = {
     "backup.directory": "/var/backups/tljh",
     "backup.keep": 7,
     "backup.homes": False,
+    "hub.concurrent_starts": None,
 }
 
 

@@ -7,7 +7,7 @@ Order matters and is part of the contract: our defaults, then config.yaml, then 
 import os
 from glob import glob
 
-from tljh.hub import configurer
+from tljh.hub import configurer, database
 from tljh.settings.config_file import load_raw
 from tljh.system import paths
 from tljh.plugins import get_plugin_manager
@@ -22,6 +22,10 @@ c.JupyterHub.hub_bind_url = f"http://{paths.HUB_HOST}:{paths.HUB_PORT}"
 c.JupyterHub.db_url = "sqlite:///" + paths.HUB_DATABASE
 c.JupyterHub.cookie_secret_file = paths.COOKIE_SECRET_FILE
 c.FirstUseAuthenticator.dbm_path = paths.FIRSTUSE_PASSWORDS
+database.tune_sqlite()
+# Starts are paced by the spawner's line (hub.concurrent_starts), which keeps every pending start cheap:
+# JupyterHub's own limit (100) would turn people away with "Too many users trying to log in" instead.
+c.JupyterHub.concurrent_spawn_limit = 0
 
 c.SystemdSpawner.extra_paths = [os.path.join(paths.USER_ENV_PREFIX, "bin")]
 c.SystemdSpawner.default_shell = "/bin/bash"

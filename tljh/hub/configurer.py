@@ -58,6 +58,7 @@ def apply_config(config: dict, c, log=None) -> None:
     _apply_auth(config, c)
     _apply_users(config, c)
     _apply_limits(config, c)
+    _apply_hub(config, c)
     _apply_user_environment(config, c)
     _apply_profiles(config, c)
     _apply_services(config, c)
@@ -107,6 +108,12 @@ def _apply_limits(config, c):
     limits = config["limits"]
     c.Spawner.mem_limit = memory_to_bytes(limits["memory"])
     c.Spawner.cpu_limit = float(limits["cpu"]) if limits["cpu"] is not None else None
+
+
+def _apply_hub(config, c):
+    starts = config["hub"]["concurrent_starts"]
+    if starts is not None:
+        c.UserCreatingSpawner.concurrent_starts = int(starts)
 
 
 def _apply_user_environment(config, c):

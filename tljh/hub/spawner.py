@@ -1,13 +1,14 @@
 """The spawner: systemdspawner, plus the Unix account each hub user needs."""
 
 import asyncio
+import inspect
 import pwd
-import time
 
 from systemdspawner import SystemdSpawner
-from traitlets import Bool, Dict, List, Unicode, default
+from traitlets import Bool, Dict, Float, Integer, List, Unicode, default
 
 from tljh.hub import profiles, session_installs
+from tljh.hub.start_queue import StartQueue, parallel_for
 from tljh.plugins import get_plugin_manager
 from tljh.system import systemd, users
 
@@ -84,15 +85,84 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
         """,
     )
 
+    concurrent_starts = Integer(
+        config=True,
+        help="""
+        How many servers start at the same time; people whose server would start beyond that wait their turn
+        in line, in order, and the spawn page shows their place. Set from ``hub.concurrent_starts`` in
+        config.yaml; default: the number of CPUs + 1.
+
+        A start is mostly CPU: starting everyone at once makes every start as slow as all of them together
+        (and JupyterHub gives up on those past ``start_timeout``); a few at a time, each takes about as long
+        as alone and the last server runs no later.
+        """,
+    )
+
+    @default("concurrent_starts")
+    def _default_concurrent_starts(self):
+        return parallel_for("auto")
+
+    start_queue_timeout = Float(
+        900,
+        config=True,
+        help="""
+        Longest a person waits for their turn to start (seconds); then the spawn fails with a message saying
+        the hub is busy. ``start_timeout`` counts from the turn, not from joining the line.
+        """,
+    )
+
+    # One line for the whole hub process, shared by every spawner (a reload restarts the hub, and the line).
+    _start_queue = None
+
+    @property
+    def start_queue(self):
+        if UserCreatingSpawner._start_queue is None:
+            UserCreatingSpawner._start_queue = StartQueue(self.concurrent_starts)
+        return UserCreatingSpawner._start_queue
+
+    async def run_pre_spawn_hook(self):
+        """Wait for this server's turn (outside JupyterHub's start_timeout), then the configured hook."""
+        queue = self.start_queue
+        try:
+            await asyncio.wait_for(queue.acquire(self), self.start_queue_timeout)
+        except asyncio.TimeoutError:
+            raise RuntimeError(
+                f"The hub is starting many servers and yours did not get its turn within "
+                f"{self.start_queue_timeout / 60:.0f} minutes. Please try again in a few minutes."
+            ) from None
+        try:
+            result = super().run_pre_spawn_hook()
+            if inspect.isawaitable(result):
+                await result
+        except BaseException:
+            queue.release(self)
+            raise
+
+    async def progress(self):
+        """The spawn page's messages: place in line while waiting, then the start.
+
+        Events carry ``tljh_phase`` ("queued" / "starting") and, at the turn, ``tljh_waited`` (seconds in
+        line): `tljh loadtest` reads them to tell waiting from starting."""
+        queue = self.start_queue
+        while True:
+            state, before = queue.state(self)
+            if state == "waiting":
+                yield {
+                    "progress": 10,
+                    "tljh_phase": "queued",
+                    "message": f"Waiting for a turn to start: {len(queue.running)} servers are starting, "
+                    f"{before} {'person is' if before == 1 else 'people are'} ahead of you",
+                }
+            elif state == "starting":
+                yield {"progress": 30, "tljh_phase": "starting", "tljh_waited": round(queue.waited.get(self, 0.0), 3),
+                       "message": "Starting your server"}
+                return
+            await queue.changed()
+
     async def _wait_answering(self):
         path = self.server.base_url + "api" if self.server else "/"
-        deadline = time.monotonic() + self.http_timeout
-        while time.monotonic() < deadline:
-            if await answers_http(self.link_path, path):
-                return
-            if await self.poll() is not None:
-                raise RuntimeError(await self.stopped_while_starting())
-            await asyncio.sleep(self.ready_poll_interval)
+        # On a timeout JupyterHub's own check, which follows, says so.
+        await self.wait_starting(lambda: answers_http(self.link_path, path))
 
     async def stopped_while_starting(self):
         """One sentence for the person waiting on the spawn page (JupyterHub shows it there)."""
@@ -117,6 +187,13 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
         return users.unix_username(self.user.name)
 
     async def start(self):
+        try:
+            return await self._start()
+        finally:
+            # The turn ends with the start (ready, failed, or cancelled by JupyterHub's start_timeout).
+            self.start_queue.release(self)
+
+    async def _start(self):
         system_username = self.username_template
         # systemdspawner reads the unit name from this attribute. Named servers need units of their own;
         # ':' is valid in unit names and never in Unix names.

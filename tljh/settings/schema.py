@@ -333,6 +333,22 @@ def _build_schema() -> dict:
                     },
                 },
             },
+            "hub": {
+                "type": "object",
+                "additionalProperties": False,
+                "description": "How the hub handles many people at once (defaults measured with tljh loadtest).",
+                "properties": {
+                    "concurrent_starts": {
+                        "type": ["integer", "null"],
+                        "minimum": 1,
+                        "default": None,
+                        "description": (
+                            "How many servers start at the same time; the others wait their turn in line and "
+                            "see their place on the spawn page. none = the number of CPUs + 1."
+                        ),
+                    },
+                },
+            },
             "limits": {
                 "type": "object",
                 "additionalProperties": False,
