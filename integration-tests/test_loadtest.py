@@ -89,6 +89,8 @@ def test_fails_and_says_why_when_the_hub_cannot_start_servers(hub):
     phases = read_report(hub)["results"]["phases"]
     assert (phases["login"]["ok"], phases["spawn"]["ok"], phases["spawn"]["failed"]) == (USERS, 0, USERS)
     assert sum(phases["spawn"]["errors"].values()) == USERS
+    # Each person is told why, as soon as the server stopped (not after the hub's start_timeout).
+    assert all("Your server stopped while starting" in e for e in phases["spawn"]["errors"]), phases["spawn"]
     assert phases["kernel"]["attempted"] == phases["code"]["attempted"] == 0
     assert "spawn failed for " in run.stdout, run.stdout
     assert simulated_accounts(hub) == []

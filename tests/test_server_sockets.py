@@ -19,7 +19,7 @@ from traitlets.config import Config
 
 from tljh.hub.server_sockets import link_socket, remove_socket, socket_path, unlink_socket
 from tljh.hub.spawner import UserCreatingSpawner
-from tljh.system import paths
+from tljh.system import paths, systemd
 
 OTHER_UID = 54321
 
@@ -172,13 +172,18 @@ def unit(monkeypatch):
     state = types.SimpleNamespace(running=True)
 
     async def poll(self):
-        return None if state.running else 0
+        return None if state.running else 1  # as systemdspawner
 
     async def stop(self, now=False):
         state.running = False
 
+    async def properties(unit, *names):
+        return {"ActiveState": "active" if state.running else "inactive", "Result": "success",
+                "ExecMainStatus": "0"}
+
     monkeypatch.setattr(SystemdSpawner, "poll", poll)
     monkeypatch.setattr(SystemdSpawner, "stop", stop)
+    monkeypatch.setattr(systemd, "properties", properties)
     return state
 
 
@@ -215,8 +220,8 @@ async def test_a_server_gone_behind_the_hubs_back_loses_its_link_and_layer_at_th
     assert os.path.lexists(linked) and layer.exists()
     unit.running = False  # systemctl stop, a crash
     spawner._spawn_pending = True  # a start in progress keeps what it is making
-    assert await spawner.poll() == 0
+    assert await spawner.poll() == 1
     assert os.path.lexists(linked) and layer.exists()
     spawner._spawn_pending = False
-    assert await spawner.poll() == 0
+    assert await spawner.poll() == 1
     assert not os.path.lexists(linked) and not layer.exists()

@@ -9,18 +9,23 @@ import pytest
 from tljh.hub import server_sockets
 from tljh.hub import spawner as spawner_module
 from tljh.hub.spawner import UserCreatingSpawner
+from tljh.system import paths
 
 pytestmark = pytest.mark.asyncio
 
 
 @pytest.fixture(autouse=True)
-def fresh_line(monkeypatch):
+def fresh_line(monkeypatch, tmp_path):
     monkeypatch.setattr(UserCreatingSpawner, "_start_queue", None)
+    # a poll that finds a server stopped cleans up after it: here, not in this host's /opt/tljh or /run/tljh
+    monkeypatch.setattr(paths, "SESSIONS_DIR", str(tmp_path / "sessions"))
 
 
 def make(name, **config):
     user = types.SimpleNamespace(name=name, id=1, admin=False, url=f"/user/{name}/")
-    return UserCreatingSpawner(user=user, concurrent_starts=1, **config)
+    # (directories that do not exist: a poll's cleanup finds nothing to remove there)
+    return UserCreatingSpawner(user=user, concurrent_starts=1, servers_dir="/nonexistent/tljh-servers",
+                               server_links_dir="/nonexistent/tljh-server-links", **config)
 
 
 async def collect(agen, n):
@@ -101,3 +106,50 @@ async def test_unit_state_is_checked_once_a_second_not_at_every_probe(monkeypatc
     await alice._wait_answering()
     assert len(polls) == 2  # 43 probes in 3 s, one unit check per second (at 1.05 s and 2.1 s)
     assert len(probes) == 43
+
+
+def stopped_unit(monkeypatch, spawner, active_state):
+    """systemdspawner's is-active check says "not running"; systemd's ActiveState says ``active_state``."""
+
+    async def not_running(self):
+        return 1
+
+    async def properties(unit, *names):
+        assert unit == spawner.unit_name
+        return {"ActiveState": active_state, "Result": "exit-code", "ExecMainStatus": "1"}
+
+    monkeypatch.setattr(spawner_module.SystemdSpawner, "poll", not_running)
+    monkeypatch.setattr(spawner_module.systemd, "properties", properties)
+
+
+async def test_a_unit_that_failed_fails_the_start_at_once_with_its_reason(monkeypatch):
+    alice = make("alice")
+    alice.unit_name = "jupyter-alice"
+    stopped_unit(monkeypatch, alice, "failed")
+    assert await alice.poll() == 1  # the hub's own polls: a stopped server, no error
+    alice._unit_starting = True  # systemdspawner's start() waiting for the unit to run
+    with pytest.raises(RuntimeError, match=r"stopped while starting \(result: exit-code\)"):
+        await alice.poll()
+
+
+@pytest.mark.parametrize("active_state", ["", "active", "activating", "deactivating"])
+async def test_a_server_is_stopped_only_when_systemd_says_so(monkeypatch, active_state):
+    # "": systemctl could not reach systemd in time (a busy machine); is-active failed just the same.
+    alice = make("alice")
+    alice.unit_name = "jupyter-alice"
+    stopped_unit(monkeypatch, alice, active_state)
+    assert await alice.poll() is None
+    alice._unit_starting = True
+    assert await alice.poll() is None
+
+
+@pytest.mark.parametrize("active_state", ["inactive", "failed"])
+async def test_a_unit_gone_while_its_start_waits_fails_at_once(monkeypatch, active_state):
+    # "inactive": it exited, or `systemd-run` never created it; outside a start it is just a stopped server.
+    alice = make("alice")
+    alice.unit_name = "jupyter-alice"
+    stopped_unit(monkeypatch, alice, active_state)
+    assert await alice.poll() == 1
+    alice._unit_starting = True
+    with pytest.raises(RuntimeError, match="stopped while starting"):
+        await alice.poll()

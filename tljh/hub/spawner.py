@@ -241,19 +241,32 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
         await super().stop(now=now)
         await asyncio.to_thread(session_installs.remove_layer, self.unit_name)
 
+    # True while systemdspawner's start() waits for the unit to run (and the socket mixin for it to bind its
+    # socket): systemdspawner asks poll() once a second for start_timeout seconds and never looks whether
+    # the unit failed or whether `systemd-run` created it at all, so a server that could not start kept its
+    # person waiting the whole start_timeout for "Spawn failed" without a reason (found by `tljh loadtest`).
     _unit_starting = False
 
     async def poll(self):
-        status = await super().poll()
-        if status is not None and self._unit_starting:
-            # systemdspawner's start polls once a second until the unit is active and never notices one that
-            # already exited: the person would wait the whole start_timeout for a server that is gone.
-            state = (await systemd.properties(self.unit_name, "ActiveState"))["ActiveState"].strip()
-            if state in ("failed", "inactive"):
-                raise RuntimeError(await self.stopped_while_starting())
-        if status is not None and not self._spawn_pending:
+        """None while the server's unit runs; 1 once systemd says it stopped.
+
+        systemdspawner asks ``systemctl is-active``, which also fails when systemctl cannot reach systemd:
+        while systemd re-executes itself (as a systemd package upgrade makes it do), `tljh loadtest` saw
+        running servers taken for stopped (their starts given up; the hub also stops a running server that
+        a poll calls stopped). A server counts as stopped only when systemd's ActiveState says so; when
+        systemctl says nothing, it is still running."""
+        if await super().poll() is None:
+            return None
+        state = (await systemd.properties(self.unit_name, "ActiveState"))["ActiveState"].strip()
+        if state not in ("inactive", "failed"):
+            return None
+        if self._unit_starting:
+            # Just after `systemd-run` started it, a unit that is not running died or was never created
+            # (systemd-run itself failed): either way it will not start, so say so now.
+            raise RuntimeError(await self.stopped_while_starting())
+        if not self._spawn_pending:
             # Stopped behind the hub's back (systemctl kill, a crash). JupyterHub calls stop() only for a server
             # that still runs, so its session packages and the hub's link to its socket go here.
             await asyncio.to_thread(session_installs.remove_layer, self.unit_name)
             await self.remove_link()
-        return status
+        return 1
