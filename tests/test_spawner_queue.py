@@ -153,3 +153,11 @@ async def test_a_unit_gone_while_its_start_waits_fails_at_once(monkeypatch, acti
     alice._unit_starting = True
     with pytest.raises(RuntimeError, match="stopped while starting"):
         await alice.poll()
+
+
+async def test_a_slow_start_is_waited_for_longer_than_jupyterhubs_defaults():
+    alice = make("alice")
+    assert (alice.start_timeout, alice.http_timeout) == (300, 240)
+    assert alice.start_timeout > alice.http_timeout  # the wait for HTTP runs inside the start
+    bob = make("bob", start_timeout=90, http_timeout=60)  # an admin's own setting wins
+    assert (bob.start_timeout, bob.http_timeout) == (90, 60)

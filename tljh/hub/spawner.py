@@ -111,6 +111,20 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
         """,
     )
 
+    # JupyterHub's start_timeout (60 s) and http_timeout (30 s), raised. `tljh loadtest` on a busy 2-core
+    # machine: a server's own start (its turn -> JupyterLab) took 58 s median and 81 s at p95, and with
+    # JupyterHub's defaults the hub gave up on 34 of 40 servers that were still starting, each after the
+    # CPU of its start was spent (the person then sees an error page and tries again: more load). Starts
+    # wait their turn before these count, and a server that dies is reported at once, so waiting longer
+    # only helps servers that are slow, never broken ones. 300 s is also Zero to JupyterHub's start timeout.
+    @default("start_timeout")
+    def _default_start_timeout(self):
+        return 300
+
+    @default("http_timeout")
+    def _default_http_timeout(self):
+        return 240
+
     # One line for the whole hub process, shared by every spawner (a reload restarts the hub, and the line).
     _start_queue = None
 
