@@ -36,12 +36,17 @@ async def test_at_most_parallel_start_and_the_rest_wait_in_order():
     assert not q.running and not q.waiting
 
 
-async def test_cancelled_wait_leaves_the_line():
+async def a_starts_b_and_c_wait():
     q = StartQueue(1)
     await q.acquire("a")
     waiter = asyncio.create_task(q.acquire("b"))
     behind = asyncio.create_task(q.acquire("c"))
     await asyncio.sleep(0)
+    return q, waiter, behind
+
+
+async def test_cancelled_wait_leaves_the_line():
+    q, waiter, behind = await a_starts_b_and_c_wait()
     waiter.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiter
@@ -52,11 +57,7 @@ async def test_cancelled_wait_leaves_the_line():
 
 
 async def test_turn_granted_as_the_wait_is_cancelled_passes_on():
-    q = StartQueue(1)
-    await q.acquire("a")
-    waiter = asyncio.create_task(q.acquire("b"))
-    behind = asyncio.create_task(q.acquire("c"))
-    await asyncio.sleep(0)
+    q, waiter, behind = await a_starts_b_and_c_wait()
     q.release("a")  # b's turn comes ...
     waiter.cancel()  # ... but b gave up before it could start
     with pytest.raises(asyncio.CancelledError):
