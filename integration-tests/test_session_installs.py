@@ -252,6 +252,49 @@ def test_off_means_pip_as_before(hub):
         hub.run("tljh-config unset user_environment.session_installs && tljh-config reload")
 
 
+PROFILES = """
+profiles:
+  - display_name: Session packages
+    description: What you pip-install lasts until your server stops.
+    default: true
+  - display_name: Plain pip
+    description: The shared environment as it is.
+    spawner_override: {session_installs: false}
+"""
+
+
+def test_a_profile_turns_session_installs_off_while_another_keeps_them(hub):
+    """Issue 13: ``spawner_override.session_installs: false`` gives that profile's servers pip as before (the
+    shared environment is read-only for users, no session layer), while a server started at the same time
+    from another profile keeps its session packages."""
+    config = hub.run("cat /opt/tljh/config/config.yaml").stdout
+    hub.run("cat >> /opt/tljh/config/config.yaml && tljh-config reload hub", input=PROFILES)
+    try:
+        async def scenario():
+            alice, bob = await session(hub, "alice"), await session(hub, "bob")
+            try:
+                await alice.start_server(SPAWN_TIMEOUT, user_options={"profile": "plain-pip"})
+                await bob.start_server(SPAWN_TIMEOUT, user_options={"profile": "session-packages"})
+                plain = await cells(alice, "%pip install cowsay", "import os; print(os.environ['PATH'])",
+                                    start=False)
+                kept = await cells(bob, "%pip install cowsay", IMPORT.format("cowsay"), start=False)
+                return plain, kept, hub.run(f"ls -A {SESSIONS}").stdout.split()
+            finally:
+                await stop(alice)
+                await stop(bob)
+
+        (pip, path), (bobs_pip, bobs_import), layers = run(scenario())
+        assert "Permission denied" in pip, pip
+        assert SESSIONS not in path, path
+        assert "Successfully installed cowsay" in bobs_pip, bobs_pip
+        assert bobs_import.startswith(f"cowsay {layer('bob')}/lib/python3"), bobs_import
+        assert layers == ["jupyter-bob"], layers  # while both ran: a layer for bob's server only
+    finally:
+        hub.run("cat > /opt/tljh/config/config.yaml && tljh-config reload hub", input=config)
+    assert hub.run(f"ls -A {SESSIONS}").stdout.strip() == ""
+    assert hub.run("/opt/tljh/user/bin/python -c 'import cowsay'", check=False).returncode != 0
+
+
 def test_a_killed_server_and_a_reboot_leave_nothing(hub):
     async def install():
         alice = await session(hub, "alice")
