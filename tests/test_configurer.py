@@ -73,6 +73,11 @@ def test_memory_limit_in_bytes(memory, nbytes):
     assert applied({"limits": {"memory": memory}}).Spawner.mem_limit == nbytes
 
 
+def test_cloud_metadata_is_denied_unless_allowed():
+    assert "denied_addresses" not in applied({}).UserCreatingSpawner  # the spawner's default: denied
+    assert applied({"network": {"allow_cloud_metadata": True}}).UserCreatingSpawner.denied_addresses == []
+
+
 def test_cpu_limit():
     assert applied({"limits": {"cpu": 1.5}}).Spawner.cpu_limit == 1.5
     assert applied({"limits": {"cpu": 2}}).Spawner.cpu_limit == 2.0

@@ -48,6 +48,7 @@ CONTRACT_DEFAULTS = {
     "backup.keep": 7,
     "backup.homes": False,
     "hub.concurrent_starts": None,
+    "network.allow_cloud_metadata": False,
 }
 
 

@@ -7,7 +7,7 @@ Order matters and is part of the contract: our defaults, then config.yaml, then 
 import os
 from glob import glob
 
-from tljh.hub import configurer, database
+from tljh.hub import accounts, configurer, database
 from tljh.settings.config_file import load_raw
 from tljh.system import paths
 from tljh.plugins import get_plugin_manager
@@ -39,3 +39,6 @@ get_plugin_manager().hook.tljh_custom_jupyterhub_config(c=c)
 
 for snippet in sorted(glob(os.path.join(paths.JUPYTERHUB_CONFIG_D, "*.py"))):
     load_subconfig(snippet)  # noqa: F821 - provided by traitlets
+
+# Last: it wraps whatever login hook the snippets set, and acts on the final admin and banned lists.
+accounts.install(c)

@@ -59,6 +59,7 @@ def apply_config(config: dict, c, log=None) -> None:
     _apply_users(config, c)
     _apply_limits(config, c)
     _apply_hub(config, c)
+    _apply_network(config, c)
     _apply_user_environment(config, c)
     _apply_profiles(config, c)
     _apply_services(config, c)
@@ -102,6 +103,11 @@ def _apply_users(config, c):
     c.UserCreatingSpawner.user_groups = {
         group: list(members or []) for group, members in users["extra_user_groups"].items()
     }
+
+
+def _apply_network(config, c):
+    if config["network"]["allow_cloud_metadata"]:
+        c.UserCreatingSpawner.denied_addresses = []
 
 
 def _apply_limits(config, c):

@@ -5,12 +5,14 @@ import inspect
 import pwd
 
 from systemdspawner import SystemdSpawner
-from traitlets import Bool, Dict, Float, Integer, List, Unicode, default
+from traitlets import Bool, CaselessStrEnum, Dict, Float, Integer, List, Unicode, default
 
 from tljh.hub import profiles, session_installs
 from tljh.hub.start_queue import StartQueue, parallel_for
 from tljh.plugins import get_plugin_manager
-from tljh.system import systemd, users
+from tljh.system import systemd
+
+from . import accounts, isolation
 
 from .server_sockets import UnixSocketServer, answers_http
 
@@ -18,10 +20,11 @@ from .server_sockets import UnixSocketServer, answers_http
 class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
     """Run each user's server as a systemd unit under their own Unix account, created on first spawn.
 
-    The account is ``jupyter-<name>`` (see :func:`tljh.system.users.unix_username`), with a private home,
-    member of ``jupyterhub-users``; hub admins are also put in ``jupyterhub-admins`` (passwordless sudo)
-    and non-admins taken out of it, so a change of admin status applies at the next spawn.
-    The server listens on a unix socket only its owner and the proxy can open (:mod:`.server_sockets`).
+    The account is ``jupyter-<name>``, one per hub name (:mod:`tljh.hub.accounts`), with a private home.
+    Its groups follow the hub at every login and spawn: ``jupyterhub-users``, ``jupyterhub-admins``
+    (passwordless sudo) for hub admins only, and ``users.extra_user_groups``. The unit is sandboxed
+    (:mod:`tljh.hub.isolation`). The server listens on a unix socket only its owner and the proxy can open
+    (:mod:`.server_sockets`).
     """
 
     user_groups = Dict(
@@ -32,7 +35,31 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
         Extra Unix groups for hub users: a dict of group name -> list of hub user names.
 
         Set from ``users.extra_user_groups`` in config.yaml. Groups that do not exist are created.
-        Membership is added at spawn time.
+        Membership is synced at every login and spawn: users listed are added, users no longer listed are
+        removed. Privileged groups (sudo, docker, shadow, ...) are never joined.
+        """,
+    )
+
+    denied_addresses = List(
+        Unicode(),
+        default_value=list(isolation.CLOUD_METADATA_ADDRESSES),
+        config=True,
+        help="""
+        Addresses users' servers (notebooks, terminals, kernels) cannot connect to, enforced by systemd
+        (IPAddressDeny=, a cgroup BPF filter). By default the cloud instance metadata services, which hand
+        the machine's cloud credentials to anyone who asks. Set from ``network.allow_cloud_metadata``.
+        """,
+    )
+
+    kernel_transport = CaselessStrEnum(
+        ["ipc", "tcp"],
+        default_value="ipc",
+        config=True,
+        help="""
+        How servers talk to their kernels. "ipc": unix sockets in the server's private runtime directory,
+        which other users cannot open. "tcp": ports on 127.0.0.1 (Jupyter's default) that any local user
+        can connect to (kernel messages are signed, so they cannot run code without the key, but they are
+        reachable). Use "tcp" only for a kernel that does not support IPC.
         """,
     )
 
@@ -178,6 +205,13 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
         # On a timeout JupyterHub's own check, which follows, says so.
         await self.wait_starting(lambda: answers_http(self.link_path, path))
 
+    async def delete_forever(self):
+        """The default server's spawner is deleted only with its user (JupyterHub refuses to remove it
+        otherwise): the user's account is locked (files kept) and cannot log in any more."""
+        await super().delete_forever()
+        if not self.name:
+            await accounts.close(self.user.name, "deleted from the hub")
+
     async def stopped_while_starting(self):
         """One sentence for the person waiting on the spawn page (JupyterHub shows it there)."""
         unit = await systemd.properties(self.unit_name, "Result", "ExecMainStatus")
@@ -198,7 +232,13 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
     def _username_template_default(self):
         # The account name itself rather than a template, so that it is right also when start() has not run
         # in this hub process (stop and poll after a hub restart find the server's socket link by it).
-        return users.unix_username(self.user.name)
+        return accounts.known_unix_name(self.user.name)
+
+    def get_args(self):
+        return super().get_args() + isolation.server_args(self.kernel_transport)
+
+    def get_env(self):
+        return {**super().get_env(), **isolation.server_environment(self.unit_name)}
 
     async def start(self):
         try:
@@ -208,21 +248,22 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
             self.start_queue.release(self)
 
     async def _start(self):
-        system_username = self.username_template
-        # systemdspawner reads the unit name from this attribute. Named servers need units of their own;
-        # ':' is valid in unit names and never in Unix names.
+        try:
+            system_username = await accounts.ensure_account(
+                self.user.name, on_create=lambda unix: get_plugin_manager().hook.tljh_new_user_create(username=unix)
+            )
+        except accounts.NameRefused as e:
+            self.log.warning("Not starting a server for hub user %r: %s", self.user.name, e.detail)
+            raise RuntimeError(str(e)) from None
+        # systemdspawner reads the account name from this template and the unit name from unit_name. Named
+        # servers need units of their own; ':' is valid in unit names and never in Unix names.
+        self.username_template = system_username
         self.unit_name = f"{system_username}:{self.name}" if self.name else system_username
-        if await users.ensure_user(system_username):
-            self.log.info("Created Unix user %s for hub user %s", system_username, self.user.name)
-            get_plugin_manager().hook.tljh_new_user_create(username=system_username)
-        await users.ensure_user_group(system_username, users.USERS_GROUP)
-        if self.user.admin:
-            await users.ensure_user_group(system_username, users.ADMINS_GROUP)
-        else:
-            await users.remove_user_group(system_username, users.ADMINS_GROUP)
-        for group, members in self.user_groups.items():
-            if self.user.name in members:
-                await users.ensure_user_group(system_username, group)
+        await accounts.sync_groups(system_username, self.user.name, self.user.admin, self.user_groups)
+        self.unit_extra_properties = {
+            **isolation.unit_properties(self.user.admin, self.denied_addresses),
+            **self.unit_extra_properties,  # the admin's own settings win
+        }
         layer = None
         if self.session_installs:
             account = pwd.getpwnam(system_username)

@@ -14,6 +14,10 @@ below implements them:
   the check needs the key the mapping sits under) against the class's real traitlets: the trait must exist
   and be ``config=True``, and the value is validated by the trait itself.
 - ``x-tljh-ip-address``: an IP address, or empty for all addresses.
+- ``x-tljh-finite``: a number that is not infinite or NaN (YAML has ``.inf`` and ``.nan``; JSON Schema's bounds
+  let NaN through).
+- ``x-tljh-unprivileged-group``: a Unix group name that gives no root-equivalent rights (not sudo, docker,
+  shadow, jupyterhub-admins, ...: tljh.system.users.PRIVILEGED_GROUPS).
 - ``x-tljh-ignored``: a section kept for compatibility with TLJH and ignored (with a warning).
 - ``x-tljh-reload``: which component applies the key (``hub``, ``proxy`` or ``installer``); documentation and
   CLI hints.
@@ -327,9 +331,18 @@ def _build_schema() -> dict:
                     "extra_user_groups": {
                         "type": "object",
                         "default": {},
-                        "propertyNames": {"pattern": _GROUP_NAME, "x-tljh-expect": "a Unix group name"},
+                        "propertyNames": {
+                            "pattern": _GROUP_NAME,
+                            "x-tljh-expect": "a Unix group name",
+                            "x-tljh-unprivileged-group": True,
+                        },
                         "additionalProperties": {"type": "array", "items": {"type": "string", "minLength": 1}},
-                        "description": "Extra Unix groups: `users.extra_user_groups.<group>` is a list of users.",
+                        "description": (
+                            "Extra Unix groups: `users.extra_user_groups.<group>` is a list of users. Membership "
+                            "follows this list at each login and server start (users taken off the list leave "
+                            "the group). Groups that give root-equivalent rights (sudo, docker, shadow, "
+                            "jupyterhub-admins, ...) are refused: make someone an admin with users.admin."
+                        ),
                     },
                 },
             },
@@ -366,6 +379,8 @@ def _build_schema() -> dict:
                     "cpu": {
                         "type": ["number", "null"],
                         "exclusiveMinimum": 0,
+                        "maximum": 1024,
+                        "x-tljh-finite": True,
                         "default": None,
                         "description": "CPUs per user server, e.g. 0.5 or 2. none = no limit.",
                     },
@@ -399,6 +414,22 @@ def _build_schema() -> dict:
                 "additionalProperties": False,
                 "description": "Hub services.",
                 "properties": {"cull": _cull_section()},
+            },
+            "network": {
+                "type": "object",
+                "additionalProperties": False,
+                "description": "What users' servers (notebooks, terminals, kernels) may reach on the network.",
+                "properties": {
+                    "allow_cloud_metadata": {
+                        "type": "boolean",
+                        "default": False,
+                        "description": (
+                            "Let users' servers reach the cloud provider's instance metadata service "
+                            "(169.254.169.254 and its IPv6/Alibaba equivalents), which hands out the machine's "
+                            "cloud credentials to any process that asks. Off: blocked by systemd (IPAddressDeny=)."
+                        ),
+                    }
+                },
             },
             "http": {
                 "type": "object",
@@ -508,7 +539,26 @@ def _ext_authenticator_class(validator, enabled, instance, schema):
             yield _validation_error(str(e))
 
 
+def _ext_finite(validator, enabled, instance, schema):
+    import math
+
+    if enabled and isinstance(instance, float) and not math.isfinite(instance):
+        yield _validation_error(f"expected a finite number, got {instance!r}")
+
+
+def _ext_unprivileged_group(validator, enabled, instance, schema):
+    from tljh.system.users import is_privileged_group
+
+    if enabled and isinstance(instance, str) and is_privileged_group(instance):
+        yield _validation_error(
+            f"{instance!r} gives root-equivalent rights and cannot be handed to hub users "
+            "(admins are users.admin: passwordless sudo through jupyterhub-admins)"
+        )
+
+
 _EXTENSIONS = {
+    "x-tljh-finite": _ext_finite,
+    "x-tljh-unprivileged-group": _ext_unprivileged_group,
     "x-tljh-memory": _ext_memory,
     "x-tljh-ip-address": _ext_ip_address,
     "x-tljh-authenticator-class": _ext_authenticator_class,
@@ -603,6 +653,8 @@ def _message(error, schema: dict) -> Problem:
         choices = ", ".join(str(c) for c in error.validator_value)
         hint = did_you_mean(str(error.instance), [str(c) for c in error.validator_value])
         return Problem(key, f"must be one of {choices}, got {error.instance!r}{hint}")
+    if "propertyNames" in error.schema_path and v.startswith("x-tljh-"):
+        return Problem(f"{key}.{error.instance}", error.message)
     if "propertyNames" in error.schema_path:
         expect = node.get("propertyNames", {}).get("x-tljh-expect", "a valid name")
         return Problem(f"{key}.{error.instance}", f"{error.instance!r} is not {expect}")

@@ -7,12 +7,14 @@ normalise and describe one kind of value. Pure functions of their arguments.
 from __future__ import annotations
 
 import json
+import math
 import re
 
 from .errors import ValueParseError
 
 _MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:([KMGT])(?:I?B)?)?\s*$", re.IGNORECASE)
 _MEMORY_UNITS = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+MAX_MEMORY_BYTES = 1024**5  # a limit above this is a typo, not a machine
 _DURATION_RE = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$", re.IGNORECASE)
 _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -37,8 +39,12 @@ def normalize_memory(value) -> str | None:
         if not m:
             raise ValueParseError(f"expected a memory size like 4G, 512M or 4096 (megabytes), got {value!r}")
         number, unit = float(m.group(1)), (m.group(2) or "M").upper()
+    if not math.isfinite(number):
+        raise ValueParseError(f"expected a memory size like 4G or 512M, got {value!r}")
     if number <= 0:
         raise ValueParseError("memory limit must be more than 0 (use none for no limit)")
+    if number * _MEMORY_UNITS[unit] > MAX_MEMORY_BYTES:
+        raise ValueParseError(f"memory limit must be at most 1024T, got {value!r}")
     return f"{_num_str(number)}{unit}"
 
 

@@ -1,38 +1,28 @@
 """Unix users and groups: the OS primitives behind the spawner and the installer.
 
-Hub users get a Unix account ``jupyter-<name>`` on first spawn. Names are kept to 32 characters (the
-useradd limit) the way The Littlest JupyterHub does it, so accounts made by TLJH are found again.
+Which account belongs to which hub user is decided by :mod:`tljh.system.unix_accounts`; the policy (groups
+at login, locking) is :mod:`tljh.hub.accounts`.
 """
 
 import asyncio
 import grp
-import hashlib
 import os
 import pwd
-import re
 import subprocess
 
 USERS_GROUP = "jupyterhub-users"
 ADMINS_GROUP = "jupyterhub-admins"
 
-_VALID_NAME = re.compile(r"^[a-z_][a-z0-9_.-]*$")
-
-
-def unix_username(hub_username):
-    """The Unix account name for a hub user.
-
-    Short valid names map to ``jupyter-<name>``. Longer ones are cut to 26 characters and suffixed with 5
-    characters of a hash of the full name (same as TLJH), so they stay unique and under 32 characters.
-    Characters useradd refuses are replaced, and then the hash is always added so that two names differing
-    only in such characters do not collide.
-    """
-    name = "jupyter-" + hub_username
-    if len(name) < 26 and _VALID_NAME.match(name):
-        return name
-    digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:5]
-    safe = re.sub(r"[^a-z0-9_.-]", "-", name.lower())
-    return f"{safe[:26]}-{digest}"
-
+# Groups whose members get root or its equivalent (sudo, the docker/lxd daemons, raw disks, password hashes,
+# the journal, ...), on Debian and Ubuntu. Hub users are never put in these through users.extra_user_groups;
+# admin rights come from users.admin (jupyterhub-admins) only.
+PRIVILEGED_GROUPS = frozenset({
+    "root", "sudo", "admin", "wheel", "adm", "shadow", "disk", "kmem", "mem", "tty", "utmp", "staff", "src",
+    "sys", "bin", "daemon", "operator", "docker", "lxd", "incus", "incus-admin", "libvirt", "libvirt-qemu", "kvm",
+    "systemd-journal", "systemd-network", "netdev", "lpadmin", "sambashare", "backup", "proxy", "www-data",
+    "input", "uucp", "dialout", "plugdev", "microk8s", "podman", "ssl-cert", "_ssh",
+    ADMINS_GROUP,
+})
 
 def user_exists(username):
     try:
@@ -110,3 +100,50 @@ async def remove_user(username):
     """Delete a Unix account and its home (`tljh loadtest` removes the accounts of its simulated people)."""
     if user_exists(username):
         await _run("userdel", "--remove", username)
+
+
+def is_privileged_group(group):
+    """A group that must not be handed out to hub users (see PRIVILEGED_GROUPS): listed, or root's (gid 0)."""
+    if group in PRIVILEGED_GROUPS:
+        return True
+    try:
+        return grp.getgrnam(group).gr_gid == 0
+    except KeyError:
+        return False
+
+
+def groups_of(username):
+    """Supplementary groups ``username`` is listed in (/etc/group)."""
+    return {g.gr_name for g in grp.getgrall() if username in g.gr_mem}
+
+
+async def ensure_group_async(group):
+    """Create ``group`` (a system group) if missing. Returns True if it was created."""
+    if group_exists(group):
+        return False
+    await _run("groupadd", "--system", group)
+    return True
+
+
+async def lock_account(username):
+    """No more logins of any kind: an expired account fails PAM's account check (password, ssh keys, su,
+    cron, at), and sshd refuses expired accounts itself. Running sessions and lingering user managers end.
+    Reversible (unlock_account): the password, keys and crontab are kept."""
+    await _run("usermod", "--expiredate", "1", username)
+    await end_sessions(username)
+    await _run_quiet("loginctl", "disable-linger", username)
+
+
+async def unlock_account(username):
+    await _run("usermod", "--expiredate", "", username)
+
+
+async def end_sessions(username):
+    """End every login session of ``username`` (ssh, su, cron jobs) and its systemd user manager."""
+    await _run_quiet("loginctl", "terminate-user", username)
+
+
+async def _run_quiet(*cmd):
+    """A command whose failure means there was nothing to do (no session, no logind)."""
+    proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    await proc.wait()

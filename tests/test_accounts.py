@@ -1,0 +1,192 @@
+"""The hub's account policy (tljh.hub.accounts) with the OS primitives replaced by a pretend server.
+
+The real thing (useradd, gpasswd, usermod, a real login page) is in integration-tests/test_isolation.py.
+"""
+
+import asyncio
+import types
+
+import pytest
+from tornado import web
+from traitlets.config import Config
+
+from tljh.hub import accounts, isolation
+from tljh.system import paths, users
+
+
+class PretendServer:
+    """/etc/passwd and /etc/group of a pretend server, behind tljh.system.users' function names."""
+
+    def __init__(self):
+        self.accounts = set()
+        self.groups = {"users": set(), "sudo": set(), users.USERS_GROUP: set(), users.ADMINS_GROUP: set()}
+        self.locked = set()
+        self.sessions_ended = []
+
+    def install(self, monkeypatch):
+        async def ensure_user(name):
+            new = name not in self.accounts
+            self.accounts.add(name)
+            return new
+
+        async def ensure_group_async(group):
+            new = group not in self.groups
+            self.groups.setdefault(group, set())
+            return new
+
+        async def ensure_user_group(name, group):
+            self.groups.setdefault(group, set()).add(name)
+
+        async def remove_user_group(name, group):
+            self.groups[group].discard(name)
+
+        async def lock_account(name):
+            self.locked.add(name)
+
+        async def unlock_account(name):
+            self.locked.discard(name)
+
+        async def end_sessions(name):
+            self.sessions_ended.append(name)
+
+        for f in (ensure_user, ensure_group_async, ensure_user_group, remove_user_group, lock_account,
+                  unlock_account, end_sessions):
+            monkeypatch.setattr(users, f.__name__, f)
+        monkeypatch.setattr(users, "user_exists", self.accounts.__contains__)
+        monkeypatch.setattr(users, "groups_of", lambda name: {g for g, m in self.groups.items() if name in m})
+        return self
+
+
+@pytest.fixture
+def server(monkeypatch, tmp_path):
+    monkeypatch.setattr(paths, "UNIX_ACCOUNTS_DB", str(tmp_path / "unix-accounts.sqlite"))
+    return PretendServer().install(monkeypatch)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_groups_follow_the_hub_both_ways(server):
+    unix = run(accounts.ensure_account("alice"))
+    assert unix == "jupyter-alice"
+    run(accounts.sync_groups(unix, "alice", True, {"class-a": ["alice"], "class-b": ["bob"]}))
+    assert server.groups[users.ADMINS_GROUP] == {unix}
+    assert server.groups["class-a"] == {unix}
+    server.groups["users"].add(unix)  # a group the admin put her in by hand: not the hub's business
+    # demoted, and taken off class-a: both memberships go at the next login or spawn
+    added, removed = run(accounts.sync_groups(unix, "alice", False, {"class-b": ["alice"]}))
+    assert (added, removed) == (["class-b"], ["class-a", users.ADMINS_GROUP])
+    assert users.groups_of(unix) == {users.USERS_GROUP, "class-b", "users"}
+
+
+def test_privileged_groups_are_never_joined(server):
+    unix = run(accounts.ensure_account("alice"))
+    run(accounts.sync_groups(unix, "alice", False, {"sudo": ["alice"], "docker": ["alice"]}))
+    assert unix not in server.groups["sudo"]
+    assert "docker" not in server.groups
+
+
+def test_refused_name_gets_no_account(server):
+    run(accounts.ensure_account("josé"))
+    with pytest.raises(accounts.NameRefused):
+        run(accounts.ensure_account("jos--4745b"))
+    assert server.accounts == {"jupyter-jos--4745b"}
+
+
+def test_closed_account_is_reopened_when_its_user_comes_back(server):
+    unix = run(accounts.ensure_account("bob"))
+    assert run(accounts.close("bob", "banned")) == unix
+    assert server.locked == {unix}
+    run(accounts.ensure_account("bob"))
+    assert server.locked == set()
+
+
+def test_close_without_account_does_nothing(server):
+    assert run(accounts.close("nobody", "banned")) is None
+
+
+class FakeHandler:
+    def __init__(self, user=None):
+        self.user = user
+        self.stopped = []
+
+    def find_user(self, name):
+        return self.user
+
+    async def stop_single_user(self, user, server_name):
+        self.stopped.append(server_name)
+
+
+def _authenticator(user_groups=None):
+    c = Config()
+    c.UserCreatingSpawner.user_groups = user_groups or {}
+    return types.SimpleNamespace(config=c, log=__import__("logging").getLogger("test"))
+
+
+def test_login_hook_refuses_with_a_page_and_runs_the_admins_hook_first(server):
+    calls = []
+
+    def admins_hook(authenticator, handler, authentication):
+        calls.append(authentication["name"])
+        return authentication
+
+    hook = accounts.make_post_auth_hook(admins_hook)
+    run(hook(_authenticator(), FakeHandler(), {"name": "josé", "admin": None}))
+    with pytest.raises(web.HTTPError) as refused:
+        run(hook(_authenticator(), FakeHandler(), {"name": "jos--4745b", "admin": None}))
+    assert refused.value.status_code == 403
+    assert "too similar to an existing user's name" in refused.value.log_message % refused.value.args
+    assert calls == ["josé", "jos--4745b"]
+    with pytest.raises(web.HTTPError):
+        run(hook(_authenticator(), FakeHandler(), {"name": "foo.service", "admin": None}))
+
+
+def test_login_hook_demotes_admins_taken_out_of_config_and_restarts_their_servers(server):
+    unix = run(accounts.ensure_account("alice"))
+    run(accounts.sync_groups(unix, "alice", True, {}))
+    accounts.record_config_admins({"alice"})
+    accounts.record_config_admins(set())  # config.yaml no longer lists her; the hub restarted
+    spawner = types.SimpleNamespace(active=True)
+    handler = FakeHandler(types.SimpleNamespace(admin=True, spawners={"": spawner, "other": types.SimpleNamespace(active=False)}))
+    result = run(accounts.make_post_auth_hook()(_authenticator(), handler, {"name": "alice", "admin": None}))
+    assert result["admin"] is False
+    assert unix not in server.groups[users.ADMINS_GROUP]
+    assert handler.stopped == [""]  # her running server had the admins group: it is stopped
+    assert server.sessions_ended == [unix]
+
+
+def test_login_hook_leaves_an_unchanged_user_running(server):
+    unix = run(accounts.ensure_account("bob"))
+    run(accounts.sync_groups(unix, "bob", False, {"class-a": ["bob"]}))
+    handler = FakeHandler(types.SimpleNamespace(admin=False, spawners={"": types.SimpleNamespace(active=True)}))
+    run(accounts.make_post_auth_hook()(_authenticator({"class-a": ["bob"]}), handler, {"name": "bob", "admin": None}))
+    assert handler.stopped == [] and server.sessions_ended == []
+
+
+def test_install_wraps_the_snippets_hook_once(server, monkeypatch):
+    monkeypatch.setattr(accounts, "close_banned", lambda banned: [])
+    c = Config()
+    c.JupyterHub.authenticator_class = "firstuseauthenticator.FirstUseAuthenticator"
+    mine = lambda a, h, auth: auth  # noqa: E731
+    c.Authenticator.post_auth_hook = mine
+    accounts.install(c)
+    accounts.install(c)  # loading the config twice must not wrap twice
+    for section in ("Authenticator", "FirstUseAuthenticator"):
+        assert c[section].post_auth_hook.tljh_accounts
+
+
+def test_unit_properties_admins_keep_sudo():
+    admin = isolation.unit_properties(True, isolation.CLOUD_METADATA_ADDRESSES)
+    user = isolation.unit_properties(False, isolation.CLOUD_METADATA_ADDRESSES)
+    assert "NoNewPrivileges" not in admin and "ProtectSystem" not in admin
+    assert user["NoNewPrivileges"] == "yes" and user["CapabilityBoundingSet"] == ""
+    for properties in (admin, user):
+        assert properties["IPAddressDeny"] == "169.254.169.254 fd00:ec2::254 100.100.100.200"
+        assert properties["ProtectProc"] == "invisible"
+    assert "IPAddressDeny" not in isolation.unit_properties(False, [])
+
+
+def test_kernels_use_ipc_in_the_private_runtime_directory():
+    assert isolation.server_args("ipc") == ["--KernelManager.transport=ipc"]
+    assert isolation.server_environment("jupyter-alice") == {"JUPYTER_RUNTIME_DIR": "/run/jupyter-alice"}
