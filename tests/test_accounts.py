@@ -190,3 +190,57 @@ def test_unit_properties_admins_keep_sudo():
 def test_kernels_use_ipc_in_the_private_runtime_directory():
     assert isolation.server_args("ipc") == ["--KernelManager.transport=ipc"]
     assert isolation.server_environment("jupyter-alice") == {"JUPYTER_RUNTIME_DIR": "/run/jupyter-alice"}
+
+
+def _hub_database(path, names):
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+        db.executemany("INSERT INTO users (name) VALUES (?)", [(n,) for n in names])
+
+
+def test_installer_step_adopts_existing_accounts_once(server, monkeypatch, tmp_path, capsys):
+    """An upgrade from before the table (or a TLJH server): every existing user keeps their account."""
+    from tljh.install import installer
+
+    db = tmp_path / "jupyterhub.sqlite"
+    _hub_database(db, ["alice", "bob@uni.example", "josé", "jos--4745b"])
+    monkeypatch.setattr(paths, "HUB_DATABASE", str(db))
+    members = ["jupyter-alice", "jupyter-bob@uni.example", "jupyter-jos--4745b"]
+    monkeypatch.setattr(users, "members_of", lambda group: members)
+    server.accounts.update(members)
+    assert installer.record_unix_accounts(None) == "kept 2 existing accounts, 1 left for you to assign"
+    assert "sudo tljh unix-names assign NAME jupyter-jos--4745b" in capsys.readouterr().out
+    assert run(accounts.unix_name("bob@uni.example")) == "jupyter-bob@uni.example"
+    members.append("jupyter-carol")  # made after the table: not adopted on a rerun
+    server.accounts.add("jupyter-carol")
+    assert installer.record_unix_accounts(None) == "2 accounts recorded"
+    with pytest.raises(accounts.NameRefused):
+        run(accounts.unix_name("carol"))
+
+
+def test_uninstall_purge_takes_only_the_hubs_accounts_and_groups(server):
+    from tljh.install import uninstall
+
+    run(accounts.ensure_account("alice"))
+    run(accounts.unix_name("bob"))  # claimed at login, never spawned: no account
+    server.accounts.add("jupyter-someone")  # not the hub's
+    run(accounts.sync_groups("jupyter-alice", "alice", False, {"class-a": ["alice"]}))
+    server.groups["students"] = set()
+    accounts_, groups = uninstall.hub_accounts()
+    assert accounts_ == ["jupyter-alice"]
+    assert groups == ["class-a"]  # jupyterhub-users existed already in this pretend server
+
+
+def test_unix_names_cli(server, capsys):
+    from tljh.cli import unix_names
+
+    run(accounts.ensure_account("alice"))
+    server.accounts.add("jupyter-old-alice")
+    assert unix_names.run("assign", "alice2", "jupyter-old-alice") == 0
+    assert unix_names.run("assign", "mallory", "jupyter-alice") == 1
+    assert "belongs to hub user 'alice'" in capsys.readouterr().err
+    assert unix_names.run("list") == 0
+    listing = capsys.readouterr().out
+    assert "alice2" in listing and "jupyter-old-alice" in listing and "assigned" in listing

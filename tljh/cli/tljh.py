@@ -106,6 +106,19 @@ def build_parser():
         "environments; users' installs last one session). Lists each such user with the size and the packages; "
         "changes nothing.",
     )
+    names = verbs.add_parser(
+        "unix-names",
+        help="list which Unix account each hub user has; assign or release one",
+        description="Each hub user runs as their own Unix account. A login whose account would be another user's, "
+        "or an existing account the hub did not make, is refused; settle it here.",
+    )
+    names_actions = names.add_subparsers(dest="action", metavar="ACTION")
+    names_actions.add_parser("list", help="hub user -> Unix account (the default)")
+    assign = names_actions.add_parser("assign", help="make HUB_NAME run as UNIX_NAME (an existing account, or a new name)")
+    assign.add_argument("hub_name", metavar="HUB_NAME")
+    assign.add_argument("unix_name", metavar="UNIX_NAME")
+    release = names_actions.add_parser("release", help="forget HUB_NAME's account (the account and files stay)")
+    release.add_argument("hub_name", metavar="HUB_NAME")
     return parser
 
 
@@ -238,6 +251,12 @@ def _local_packages(args):
     return 0
 
 
+def _unix_names(args):
+    from .unix_names import run
+
+    return run(args.action or "list", getattr(args, "hub_name", None), getattr(args, "unix_name", None))
+
+
 def _uninstall(args):
     from tljh.install.uninstall import uninstall
 
@@ -264,6 +283,7 @@ VERBS = {
     "loadtest": _loadtest,
     "migrate": _migrate,
     "local-packages": _local_packages,
+    "unix-names": _unix_names,
     "uninstall": _uninstall,
 }
 

@@ -41,6 +41,16 @@ def stamped_revision(db_file):
     return row[0] if row else ""
 
 
+def user_names(db_file):
+    """Names of the hub's users, oldest first ([] without a database)."""
+    if not os.path.exists(db_file):
+        return []
+    with sqlite3.connect(f"file:{db_file}?mode=ro", uri=True) as db:
+        if not db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'users'").fetchone():
+            return []
+        return [row[0] for row in db.execute("SELECT name FROM users ORDER BY id")]
+
+
 def revisions(db_file):
     """(the database's schema revision, the installed JupyterHub's) — None for an empty alembic_version table."""
     from alembic.script import ScriptDirectory

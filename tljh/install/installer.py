@@ -33,7 +33,7 @@ from tljh.settings import config_file
 from tljh.settings.errors import ConfigError
 from tljh.settings.effective import effective_settings, load_settings
 from tljh.settings.reload import record_last_good
-from tljh.system import files, listeners, paths, systemd, users, venvs
+from tljh.system import files, listeners, paths, systemd, unix_accounts, users, venvs
 from tljh.system.paths import HUB_UNIT, OLD_ROUTER_UNIT, PROFILE_SCRIPT, PROXY_ADMIN_UNIT, PROXY_UNIT, SUDOERS_FILE
 
 log = logging.getLogger("tljh.installer")
@@ -328,6 +328,33 @@ def install_profile_script(ctx):
     return f"wrote {PROFILE_SCRIPT}"
 
 
+def record_unix_accounts(ctx):
+    """The account table (one Unix account per hub name): on the first run with it, record the accounts
+    made before it (by an earlier version or by TLJH), so every existing user keeps their home."""
+    from . import hub_database
+
+    table = unix_accounts.AccountTable()
+    try:
+        for group in (users.USERS_GROUP, users.ADMINS_GROUP):
+            table.record_group(group, created=True)
+        if table.adopted():
+            return f"{len(table.entries())} accounts recorded"
+        result = table.adopt_existing(
+            hub_database.user_names(paths.HUB_DATABASE), users.members_of(users.USERS_GROUP)
+        )
+    finally:
+        table.close()
+    for account, names in result.ambiguous:
+        print(
+            f"    warning: the account {account} could belong to hub users {', '.join(names)}; none of them can log in "
+            f"until you choose: sudo tljh unix-names assign NAME {account}",
+            flush=True,
+        )
+    return f"kept {len(result.adopted)} existing accounts" + (
+        f", {len(result.ambiguous)} left for you to assign" if result.ambiguous else ""
+    )
+
+
 def ensure_config(ctx):
     names, passwords = ctx.args.admin_names, ctx.args.admin_passwords
 
@@ -573,6 +600,7 @@ STEPS = [
     ("Installing the daily backup timer", install_backup_timer),
     ("Starting the proxy", start_proxy),
     ("Upgrading the hub database", upgrade_hub_database),
+    ("Recording users' Unix accounts", record_unix_accounts),
     ("Starting JupyterHub", start_hub),
     ("Waiting for JupyterHub to answer", wait_for_hub),
     ("Installing conda packages for plugins", install_conda_packages),

@@ -2,10 +2,11 @@
 
 Without ``--purge`` it keeps what people made: users' Unix accounts and homes stay, and config + state
 (hub database, passwords, certificates) are saved to a root-only archive first. A reinstall afterwards
-finds the homes again. ``--purge`` removes the accounts, homes and groups too and keeps no backup.
+finds the homes again. ``--purge`` removes the accounts, homes and groups too and keeps no backup — only those
+the hub's account table (tljh.system.unix_accounts) says the hub made or adopted: another ``jupyter-*``
+account, or a group the hub did not create, stays.
 """
 
-import glob
 import os
 import pwd
 import shutil
@@ -13,7 +14,7 @@ import subprocess
 import tarfile
 import time
 
-from tljh.system import paths, systemd, users
+from tljh.system import paths, systemd, unix_accounts, users
 from tljh.system.paths import (
     CACHE_DIR,
     HUB_UNIT,
@@ -28,13 +29,21 @@ from tljh.system.paths import (
 LINKS = [os.path.join(paths.COMMAND_DIR, command) for command in paths.COMMANDS]
 
 
-def user_server_units():
-    """Transient units of running users' servers (named after their Unix accounts)."""
-    return systemd.list_units("jupyter-*")
-
-
 def hub_accounts():
-    return [p.pw_name for p in pwd.getpwall() if p.pw_name.startswith("jupyter-")]
+    """(accounts, groups) the hub made: existing accounts in its table, and the groups it created."""
+    if not os.path.exists(paths.UNIX_ACCOUNTS_DB):
+        return [], []
+    table = unix_accounts.AccountTable()
+    try:
+        return [a for a in table.owned_accounts() if users.user_exists(a)], table.created_groups()
+    finally:
+        table.close()
+
+
+def user_server_units(accounts):
+    """Transient units of users' servers: units named jupyter-* that run as one of the hub's accounts."""
+    owners = set(accounts) | {str(pwd.getpwnam(a).pw_uid) for a in accounts}
+    return [unit for unit in systemd.list_units("jupyter-*") if systemd.property_of(unit, "User") in owners]
 
 
 def backup(now=None):
@@ -55,7 +64,8 @@ def uninstall(purge=False, say=print):
     units = [paths.BACKUP_TIMER, paths.BACKUP_UNIT, HUB_UNIT, PROXY_UNIT, PROXY_ADMIN_UNIT]
     if os.path.exists(os.path.join(paths.UNIT_DIR, OLD_ROUTER_UNIT)):  # installed by an earlier release
         units.append(OLD_ROUTER_UNIT)
-    servers = user_server_units()
+    accounts, groups = hub_accounts()  # read before the state directory goes
+    servers = user_server_units(accounts)
     for unit in servers + units:
         systemd.stop(unit, check=False)
     say(f"stopped {', '.join(servers + units)}")
@@ -85,13 +95,11 @@ def uninstall(purge=False, say=print):
         say(f"removed the proxy's system account {paths.PROXY_USER}")
 
     if purge:
-        accounts = hub_accounts()
         for name in accounts:
             subprocess.run(["userdel", "--remove", name], capture_output=True)
-        for group in (users.USERS_GROUP, users.ADMINS_GROUP):
-            if users.group_exists(group):
-                subprocess.run(["groupdel", group], capture_output=True)
-        say(f"removed Unix accounts and homes: {', '.join(accounts) or 'none'}; groups {users.USERS_GROUP}, {users.ADMINS_GROUP}")
+        groups = [g for g in groups if users.group_exists(g)]
+        for group in groups:
+            subprocess.run(["groupdel", group], capture_output=True)
+        say(f"removed Unix accounts and homes: {', '.join(accounts) or 'none'}; groups: {', '.join(groups) or 'none'}")
     else:
-        homes = sorted(glob.glob("/home/jupyter-*"))
-        say(f"kept {len(homes)} users' homes and Unix accounts")
+        say(f"kept {len(accounts)} users' homes and Unix accounts")

@@ -94,6 +94,11 @@ def list_units(pattern):
     return [line.split()[0] for line in result.stdout.splitlines() if line.strip()]
 
 
+def property_of(unit, name):
+    """One systemd property of ``unit`` (blocking: for the installer and the CLI)."""
+    return systemctl("show", f"--property={name}", "--value", unit, check=False).stdout.strip()
+
+
 async def properties(unit, *names):
     """{name: value} of systemd properties of ``unit``, without blocking the event loop (for the hub)."""
     import asyncio  # only the hub process needs it

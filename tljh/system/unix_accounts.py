@@ -109,9 +109,9 @@ class Adoption:
 class AccountTable:
     """The table. Every method is one short transaction; concurrent users (hub, installer, CLI) are safe."""
 
-    def __init__(self, path=None, account_exists=users.user_exists):
+    def __init__(self, path=None, account_exists=None):
         self.path = path or paths.UNIX_ACCOUNTS_DB
-        self.account_exists = account_exists
+        self.account_exists = account_exists or users.user_exists
         os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
         os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))  # created root-only before SQLite opens it
         self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
@@ -126,6 +126,8 @@ class AccountTable:
         )
         # Groups the hub puts members in (it removes members it should not have) and whether it created them.
         self._db.execute("CREATE TABLE IF NOT EXISTS managed_groups (name TEXT PRIMARY KEY, created INTEGER NOT NULL DEFAULT 0)")
+        # Facts about the table itself: "adopted" = when the accounts made before the table were recorded.
+        self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         # Hub names config.yaml made admin; listed = 0 once taken out (they are demoted at their next login).
         self._db.execute("CREATE TABLE IF NOT EXISTS config_admins (hub_name TEXT PRIMARY KEY, listed INTEGER NOT NULL)")
 
@@ -226,6 +228,7 @@ class AccountTable:
                 if self.get(plain) is None and tljh_name(plain) == account:
                     wanted.setdefault(account, []).append(plain)
         result = Adoption([], [])
+        self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('adopted', datetime('now'))")
         for account, names in sorted(wanted.items()):
             if len(names) > 1:
                 result.ambiguous.append((account, sorted(names)))
@@ -236,6 +239,10 @@ class AccountTable:
             )
             result.adopted.append((names[0], account))
         return result
+
+    def adopted(self) -> bool:
+        """Whether adopt_existing ran on this table (once is enough: later accounts are the table's)."""
+        return self._db.execute("SELECT 1 FROM meta WHERE key = 'adopted'").fetchone() is not None
 
     def is_locked(self, hub_name: str) -> bool:
         row = self._db.execute("SELECT locked FROM unix_names WHERE hub_name = ?", (hub_name,)).fetchone()

@@ -147,3 +147,11 @@ async def _run_quiet(*cmd):
     """A command whose failure means there was nothing to do (no session, no logind)."""
     proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
     await proc.wait()
+
+
+def members_of(group):
+    """Accounts listed in ``group`` (/etc/group); [] if there is no such group."""
+    try:
+        return list(grp.getgrnam(group).gr_mem)
+    except KeyError:
+        return []
