@@ -80,6 +80,7 @@ SET_CASES = [
     ("limits.cpu", "2", 2),
     ("limits.cpu", "null", None),
     ("network.allow_cloud_metadata", "true", True),
+    ("hub_database.keep_backups", "3", 3),
     ("user_environment.default_app", "classic", "classic"),
     ("user_environment.default_app", "jupyterlab", "jupyterlab"),
     ("user_environment.session_installs", "false", False),
@@ -202,6 +203,7 @@ REFUSALS = [
     (("set", "limits.cpu", "nan"), "limits.cpu: expected a finite number, got nan"),
     (("set", "limits.cpu", "100000"), "limits.cpu: must be at most 1024"),
     (("set", "limits.memory", "5000T"), "memory limit must be at most 1024T"),
+    (("set", "hub_database.keep_backups", "0"), "hub_database.keep_backups: must be at least 1"),
     # issue 19: groups that give root (or its equivalent) to hub users
     (("set", "users.extra_user_groups.sudo", "alice"), "'sudo' gives root-equivalent rights"),
     (("add-item", "users.extra_user_groups.docker", "alice"), "'docker' gives root-equivalent rights"),

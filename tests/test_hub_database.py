@@ -47,7 +47,7 @@ def test_old_schema_is_backed_up_then_upgraded(old_database):
     db_file, head = old_database
     old, _ = hub_database.revisions(db_file)
     assert old != head
-    saved = hub_database.upgrade(db_file)
+    saved = hub_database.upgrade(db_file, keep_backups=5)
     assert hub_database.revisions(db_file) == (head, head)
     assert os.path.dirname(saved) == paths.HUB_DATABASE_BACKUP_DIR
     assert oct(os.stat(saved).st_mode & 0o777) == "0o600"
@@ -66,7 +66,7 @@ def test_failed_migration_restores_the_database(old_database):
     with sqlite3.connect(db_file) as db:
         before = list(db.iterdump())
     with pytest.raises(hub_database.UpgradeError, match="was restored from .*backups"):
-        hub_database.upgrade(db_file)
+        hub_database.upgrade(db_file, keep_backups=5)
     with sqlite3.connect(db_file) as db:
         assert list(db.iterdump()) == before
 
@@ -76,6 +76,20 @@ def test_backups_never_overwrite_each_other(old_database):
     first = hub_database.backup(db_file, now=0)
     second = hub_database.backup(db_file, now=0)
     assert first != second and os.path.exists(first) and os.path.exists(second)
+
+
+def test_only_the_newest_backups_are_kept(old_database):
+    """issue 19: backups were never pruned (one per upgrade, forever)."""
+    db_file, head = old_database
+    older = [hub_database.backup(db_file, now=n * 86400) for n in range(4)]
+    for n, path in enumerate(older):
+        os.utime(path, (n * 86400, n * 86400))
+    other = os.path.join(paths.HUB_DATABASE_BACKUP_DIR, "something-else")
+    open(other, "w").close()
+    saved = hub_database.upgrade(db_file, keep_backups=2)
+    assert sorted(os.listdir(paths.HUB_DATABASE_BACKUP_DIR)) == sorted(
+        [os.path.basename(older[-1]), os.path.basename(saved), "something-else"]
+    )
 
 
 def test_stamped_revision_is_read_without_alembic(old_database, tmp_path):

@@ -80,14 +80,31 @@ def backup(db_file, directory=None, now=None):
     return target
 
 
-def upgrade(db_file):
+def prune_backups(db_file, keep, directory=None):
+    """Delete all but the ``keep`` newest backups of ``db_file``. Returns the deleted paths."""
+    directory = directory or paths.HUB_DATABASE_BACKUP_DIR
+    prefix = os.path.basename(db_file) + "."
+    try:
+        names = [n for n in os.listdir(directory) if n.startswith(prefix)]
+    except FileNotFoundError:
+        return []
+    by_age = sorted(names, key=lambda n: (os.stat(os.path.join(directory, n)).st_mtime_ns, n), reverse=True)
+    doomed = [os.path.join(directory, n) for n in by_age[keep:]]
+    for path in doomed:
+        os.remove(path)
+    return doomed
+
+
+def upgrade(db_file, keep_backups):
     """Back up, then upgrade the schema to the installed JupyterHub's; returns the backup's path.
 
     If the migration fails, the backup is put back so the database is exactly what the old hub used.
+    Only the ``keep_backups`` newest backups are kept (hub_database.keep_backups).
     """
     import alembic.command
 
     saved = backup(db_file)
+    prune_backups(db_file, keep_backups)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             alembic.command.upgrade(_alembic_config(f"sqlite:///{db_file}", tmp), "head")

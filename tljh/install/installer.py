@@ -291,7 +291,7 @@ def upgrade_hub_database(ctx):
     systemd.stop(HUB_UNIT)
     ctx.restart_hub = True
     try:
-        backup = hub_database.upgrade(db_file)
+        backup = hub_database.upgrade(db_file, load_settings().config["hub_database"]["keep_backups"])
     except hub_database.UpgradeError as e:
         raise InstallError(str(e)) from e
     _record_fingerprint(paths.HUB_DATABASE_FINGERPRINT, checked())

@@ -415,6 +415,23 @@ def _build_schema() -> dict:
                 "description": "Hub services.",
                 "properties": {"cull": _cull_section()},
             },
+            "hub_database": {
+                "type": "object",
+                "additionalProperties": False,
+                "description": "The hub's database (/opt/tljh/state/jupyterhub.sqlite).",
+                "properties": {
+                    "keep_backups": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "maximum": 1000,
+                        "default": 5,
+                        "description": (
+                            "How many backups of the hub database to keep in /opt/tljh/state/backups (the "
+                            "installer makes one before each schema upgrade; older ones are deleted)."
+                        ),
+                    }
+                },
+            },
             "network": {
                 "type": "object",
                 "additionalProperties": False,
