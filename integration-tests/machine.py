@@ -672,6 +672,9 @@ class Machine:
             "--register=no", "--keep-unit", "--console=read-only", "--link-journal=no",
             f"--network-namespace-path={NETNS_DIR / self.netns}", _resolv_conf_option(),
             "--kill-signal=SIGRTMIN+3",
+            # nspawn's seccomp filter blocks bpf(); without it the guest's systemd silently ignores IPAddressDeny=
+            # and IP accounting (cgroup BPF), which real servers enforce and the isolation tests check.
+            "--system-call-filter=bpf",
         ]
         wrapper = WRAPPER.format(
             cgroup_files=" ".join(shlex.quote(f"{d}/cgroup.procs") for d in self.cgroups.values()),

@@ -200,6 +200,22 @@ def check_conda(report):
         )
 
 
+def check_network(report, config):
+    """Whether users' servers really are kept from the addresses they are denied. Not a problem for the exit
+    status: the hub works without it, and no command here fixes it, but the admin must know."""
+    if config["network"]["allow_cloud_metadata"]:
+        report.add("users' network rules", "cloud metadata allowed (network.allow_cloud_metadata)", enforced=None)
+    elif systemd.ip_address_deny_enforced():
+        report.add("users' network rules", "enforced (cloud metadata blocked)", enforced=True)
+    else:
+        report.add(
+            "users' network rules",
+            "NOT ENFORCED: systemd cannot attach BPF filters on this machine (a container without bpf(), or an "
+            "old kernel), so users' servers can reach the cloud metadata service",
+            enforced=False,
+        )
+
+
 def check_environments(report):
     """Each environment's Python and the server packages that matter to users."""
     if not venvs.venv_works(paths.USER_ENV_PREFIX):
@@ -370,6 +386,7 @@ def report() -> Report:
     check_hub(result, settings)
     check_environments(result)
     check_conda(result)
+    check_network(result, config)
     check_https(result, config)
     check_disk(result)
     check_memory(result, config)

@@ -573,6 +573,18 @@ def install_conda_packages(ctx):
     return "; ".join(parts) or f"removed {paths.CONDA_PREFIX}: no plugin asks for conda packages"
 
 
+def check_network_rules(ctx):
+    """Say whether systemd enforces users' IPAddressDeny= here (it silently ignores it without cgroup BPF)."""
+    if systemd.ip_address_deny_enforced():
+        return "enforced"
+    print(
+        "    warning: systemd does not enforce IPAddressDeny= on this machine (no cgroup BPF: a container without "
+        "bpf(), or an old kernel): users' servers can reach the cloud metadata service. See tljh status.",
+        flush=True,
+    )
+    return "NOT enforced"
+
+
 def run_post_install_hooks(ctx):
     ctx.pm.hook.tljh_post_install()
     return None
@@ -604,6 +616,7 @@ STEPS = [
     ("Starting JupyterHub", start_hub),
     ("Waiting for JupyterHub to answer", wait_for_hub),
     ("Installing conda packages for plugins", install_conda_packages),
+    ("Checking users' network rules", check_network_rules),
     ("Running plugins' post-install hooks", run_post_install_hooks),
 ]
 

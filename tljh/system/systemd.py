@@ -94,6 +94,28 @@ def list_units(pattern):
     return [line.split()[0] for line in result.stdout.splitlines() if line.strip()]
 
 
+_SELF_CONNECT = (
+    "import socket\n"
+    "server = socket.create_server(('127.0.0.1', 0))\n"
+    "client = socket.socket(); client.settimeout(2)\n"
+    "try:\n"
+    "    client.connect(server.getsockname()); print('connected')\n"
+    "except OSError:\n"
+    "    print('blocked')\n"
+)
+
+
+def ip_address_deny_enforced(python="/usr/bin/python3"):
+    """Whether systemd enforces IPAddressDeny= here (it needs cgroup BPF, and silently ignores the setting
+    without it: some containers, old kernels). A throwaway unit denied 127.0.0.0/8 connects to itself."""
+    result = subprocess.run(
+        ["systemd-run", "--quiet", "--wait", "--pipe", "--collect", "--property=IPAddressDeny=127.0.0.0/8",
+         "--property=DynamicUser=yes", python, "-c", _SELF_CONNECT],
+        capture_output=True, text=True, timeout=SYSTEMCTL_TIMEOUT, stdin=subprocess.DEVNULL,
+    )
+    return result.stdout.strip() == "blocked"
+
+
 def property_of(unit, name):
     """One systemd property of ``unit`` (blocking: for the installer and the CLI)."""
     return systemctl("show", f"--property={name}", "--value", unit, check=False).stdout.strip()
