@@ -244,3 +244,24 @@ def test_unix_names_cli(server, capsys):
     assert unix_names.run("list") == 0
     listing = capsys.readouterr().out
     assert "alice2" in listing and "jupyter-old-alice" in listing and "assigned" in listing
+
+
+def test_firstuse_login_errors_render(monkeypatch):
+    """FirstUseAuthenticator 1.1.1 + JupyterHub 6: an error during login gave a blank 403 (TypeError: 'sync')."""
+    from firstuseauthenticator.firstuseauthenticator import CustomLoginHandler
+
+    monkeypatch.setattr(CustomLoginHandler, "_render", CustomLoginHandler._render)  # restored after the test
+    accounts.show_login_errors_with_firstuse()
+    accounts.show_login_errors_with_firstuse()  # idempotent
+    handler = object.__new__(CustomLoginHandler)
+    handler.custom_login_error = ""
+    seen = {}
+    monkeypatch.setattr(
+        CustomLoginHandler.__mro__[1], "_render",
+        lambda self, login_error=None, username=None, **kw: seen.update(error=login_error, user=username),
+    )
+    handler._render(login_error="refused", username="x", sync=True, status_code=403)
+    assert seen == {"error": "refused", "user": "x"}
+    handler.custom_login_error = "FirstUse's own message"
+    handler._render(login_error="refused", username="x", sync=True)
+    assert seen["error"] == "FirstUse's own message"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import inspect
 import logging
 import os
 import pwd
@@ -177,10 +178,36 @@ def install(c) -> None:
         chained = c[section].get("post_auth_hook") or general
         if not getattr(chained, "tljh_accounts", False):
             c[section].post_auth_hook = make_post_auth_hook(chained)
+    show_login_errors_with_firstuse()
     record_config_admins(c.Authenticator.get("admin_users", set()))
     banned = set(c.Authenticator.get("blocked_users", set()))
     for closed in close_banned(banned):
         log.warning("Banned: Unix account %s locked and its servers stopped", closed)
+
+
+def show_login_errors_with_firstuse() -> None:
+    """FirstUseAuthenticator 1.1.1's login handler overrides ``_render`` without JupyterHub 6's keyword
+    arguments: any error raised during a login (the refusal above included) ended in a TypeError and a blank
+    403 page instead of the login form with the message. Its ``_render`` gets the keywords it dropped."""
+    try:
+        from firstuseauthenticator.firstuseauthenticator import CustomLoginHandler
+    except ImportError:
+        return
+    original = CustomLoginHandler._render
+    if getattr(original, "tljh_accepts_keywords", False):
+        return
+    parameters = inspect.signature(original).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return  # a fixed FirstUseAuthenticator
+
+    from jupyterhub.handlers.login import LoginHandler
+
+    def _render(self, login_error=None, username=None, **kwargs):
+        # FirstUse's own rule (its more specific message wins), then JupyterHub's with every keyword
+        return LoginHandler._render(self, self.custom_login_error or login_error, username, **kwargs)
+
+    _render.tljh_accepts_keywords = True
+    CustomLoginHandler._render = _render
 
 
 def make_post_auth_hook(chained=None):
