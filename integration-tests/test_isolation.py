@@ -9,6 +9,7 @@ exactly what their terminal has), the admin through tljh-config and sudo.
 import asyncio
 import json
 import re
+import subprocess
 import threading
 import time
 
@@ -239,8 +240,9 @@ CONNECT_METADATA = (
 
 
 def test_cloud_metadata_is_out_of_reach_unless_allowed(hub):
-    # A stand-in metadata service inside this machine's own network namespace.
-    hub.run("ip addr add 169.254.169.254/32 dev lo")
+    # A stand-in metadata service inside this machine's own network namespace (the guest has no CAP_NET_ADMIN
+    # on it: the address is added from the host).
+    subprocess.run(["ip", "-n", hub.netns, "addr", "add", "169.254.169.254/32", "dev", "lo"], check=True)
     hub.run("systemd-run --unit=fake-metadata python3 -m http.server 80 --bind 169.254.169.254")
     hub.run("for i in $(seq 50); do curl -s -o /dev/null http://169.254.169.254/ && exit 0; sleep 0.1; done; exit 1")
     assert "users' network rules: enforced" in hub.run("tljh status", check=False).stdout
@@ -260,7 +262,8 @@ def test_cloud_metadata_is_out_of_reach_unless_allowed(hub):
         assert run(from_bobs_kernel()) == "connected"
     finally:
         hub.run("tljh-config set network.allow_cloud_metadata false && tljh-config reload hub")
-        hub.run("systemctl stop fake-metadata; ip addr del 169.254.169.254/32 dev lo", check=False)
+        hub.run("systemctl stop fake-metadata", check=False)
+        subprocess.run(["ip", "-n", hub.netns, "addr", "del", "169.254.169.254/32", "dev", "lo"], check=False)
 
 
 def _groups(hub, account):
