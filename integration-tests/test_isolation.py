@@ -314,7 +314,8 @@ def _can_login(hub, account):
 
 
 def test_banned_and_deleted_users_accounts_are_closed(hub):
-    hub.run("DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server cron >/dev/null", timeout=600)
+    hub.run("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server cron >/dev/null",
+            timeout=600)
     hub.run("systemctl start ssh cron")
 
     async def create_and_spawn():
