@@ -265,3 +265,21 @@ def test_firstuse_login_errors_render(monkeypatch):
     handler.custom_login_error = "FirstUse's own message"
     handler._render(login_error="refused", username="x", sync=True)
     assert seen["error"] == "FirstUse's own message"
+
+
+@pytest.mark.parametrize("server_name, closed", [("", ["alice"]), ("extra", [])])
+def test_deleting_the_user_closes_the_account_but_deleting_a_named_server_does_not(monkeypatch, server_name, closed):
+    """JupyterHub deletes the default server's spawner only with its user (and swallows errors from here)."""
+    from tljh.hub.spawner import UserCreatingSpawner
+
+    calls = []
+
+    async def close(hub_name, why):
+        calls.append(hub_name)
+
+    monkeypatch.setattr(accounts, "close", close)
+    spawner = UserCreatingSpawner.__new__(UserCreatingSpawner)
+    spawner.orm_spawner = types.SimpleNamespace(name=server_name, server=None)
+    spawner.user = types.SimpleNamespace(name="alice")
+    run(spawner.delete_forever())
+    assert calls == closed

@@ -4,6 +4,7 @@ import asyncio
 import inspect
 import pwd
 
+from jupyterhub.utils import maybe_future
 from systemdspawner import SystemdSpawner
 from traitlets import Bool, CaselessStrEnum, Dict, Float, Integer, List, Unicode, default
 
@@ -208,7 +209,7 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
     async def delete_forever(self):
         """The default server's spawner is deleted only with its user (JupyterHub refuses to remove it
         otherwise): the user's account is locked (files kept) and cannot log in any more."""
-        await super().delete_forever()
+        await maybe_future(super().delete_forever())  # JupyterHub's is a plain function; it may become async
         if not self.name:
             await accounts.close(self.user.name, "deleted from the hub")
 
