@@ -179,7 +179,13 @@ def test_install_wraps_the_snippets_hook_once(server, monkeypatch):
 def test_unit_properties_admins_keep_sudo():
     admin = isolation.unit_properties(True, isolation.CLOUD_METADATA_ADDRESSES)
     user = isolation.unit_properties(False, isolation.CLOUD_METADATA_ADDRESSES)
-    assert "NoNewPrivileges" not in admin and "ProtectSystem" not in admin
+    # sudo must work in an admin's terminal: nothing that sets no_new_privs (checked on Debian 12)
+    for implies_no_new_privileges in ("NoNewPrivileges", "SystemCallFilter", "SystemCallArchitectures",
+                                      "RestrictAddressFamilies", "RestrictRealtime", "LockPersonality",
+                                      "ProtectKernelModules", "ProtectKernelLogs", "ProtectKernelTunables",
+                                      "ProtectClock", "ProtectHostname", "RestrictSUIDSGID"):
+        assert implies_no_new_privileges not in admin
+    assert admin["PrivateDevices"] == "no" and "ProtectSystem" not in admin
     assert user["NoNewPrivileges"] == "yes" and user["CapabilityBoundingSet"] == ""
     for properties in (admin, user):
         assert properties["IPAddressDeny"] == "169.254.169.254 fd00:ec2::254 100.100.100.200"

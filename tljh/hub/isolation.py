@@ -9,9 +9,26 @@ What each one is for, and what is not isolated, is docs/explanation/security.md.
 # that asks.
 CLOUD_METADATA_ADDRESSES = ("169.254.169.254", "fd00:ec2::254", "100.100.100.200")
 
-# For every user's server. None of these takes anything a notebook, a terminal, pip or a kernel needs.
+# For every user's server. None of these takes anything a notebook, a terminal, pip or a kernel needs, and
+# none implies no_new_privs (below).
 _ALL_SERVERS = {
     "ProtectProc": "invisible",  # other users' processes are not even listed
+    "ProtectControlGroups": "yes",
+    "KeyringMode": "private",
+}
+
+# For servers of users who are not hub admins. An admin's terminal runs `sudo -E pip install`, `sudo apt
+# install` and `sudo tljh-config`: sudo needs set-uid to work, and systemd sets no_new_privs (which disables
+# set-uid) for a unit with User= and any seccomp-based setting — PrivateDevices= (systemdspawner's
+# isolate_devices), SystemCallFilter=/Architectures=, RestrictAddressFamilies=, RestrictRealtime=,
+# LockPersonality=, ProtectKernelModules=/Logs=/Tunables=, ProtectClock=, ProtectHostname= (each checked on
+# Debian 12: sudo refuses with "no new privileges"). So admins' servers get none of them.
+_NON_ADMIN_SERVERS = {
+    "NoNewPrivileges": "yes",
+    "CapabilityBoundingSet": "",
+    "RestrictSUIDSGID": "yes",
+    "ProtectSystem": "full",
+    "ProtectKernelTunables": "yes",
     "ProtectKernelModules": "yes",
     "ProtectKernelLogs": "yes",
     "ProtectClock": "yes",
@@ -20,31 +37,18 @@ _ALL_SERVERS = {
     "RestrictRealtime": "yes",
     "SystemCallArchitectures": "native",
     "RestrictAddressFamilies": "AF_UNIX AF_INET AF_INET6 AF_NETLINK",
-    "KeyringMode": "private",
-}
-
-# For servers of users who are not hub admins. Admins' servers keep none of these: an admin's terminal runs
-# `sudo -E pip install`, `sudo apt install` and `sudo tljh-config`, which need setuid, capabilities and a
-# writable /usr and /etc.
-_NON_ADMIN_SERVERS = {
-    "NoNewPrivileges": "yes",
-    "CapabilityBoundingSet": "",
-    "RestrictSUIDSGID": "yes",
-    "ProtectSystem": "full",
-    "ProtectKernelTunables": "yes",
-    "ProtectControlGroups": "yes",
     # Not @debug (py-spy, gdb and debuggers trace the user's own processes), nor @privileged/@resources
     # (chown of one's own files, setrlimit), which ordinary programs use.
     "SystemCallFilter": "~@clock @cpu-emulation @module @mount @obsolete @raw-io @reboot @swap",
     "SystemCallErrorNumber": "EPERM",
 }
+_ADMIN_SERVERS = {"PrivateDevices": "no"}  # overrides systemdspawner's isolate_devices, see above
 
 
 def unit_properties(admin: bool, denied_addresses) -> dict:
     """systemd properties of a user's server unit."""
     properties = dict(_ALL_SERVERS)
-    if not admin:
-        properties.update(_NON_ADMIN_SERVERS)
+    properties.update(_ADMIN_SERVERS if admin else _NON_ADMIN_SERVERS)
     if denied_addresses:
         properties["IPAddressDeny"] = " ".join(denied_addresses)
     return properties
