@@ -224,7 +224,8 @@ async def _terminal_says(client, command, timeout=30):
             kind, *data = json.loads(frame.data)
             if kind == "stdout":
                 buffer += data[0]
-                lines = [line.strip() for line in buffer.splitlines() if line.startswith("TERM-")]
+                complete = buffer.replace("\r", "\n").split("\n")[:-1]  # the last piece may still be growing
+                lines = [line.strip() for line in complete if line.startswith("TERM-")]
                 if lines:
                     return lines[0]
     raise HubError(f"the terminal did not answer: {buffer[-300:]!r}")
