@@ -261,6 +261,9 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
         self.username_template = system_username
         self.unit_name = f"{system_username}:{self.name}" if self.name else system_username
         await accounts.sync_groups(system_username, self.user.name, self.user.admin, self.user_groups)
+        # systemdspawner sets NoNewPrivileges=yes (no sudo) unless told otherwise; TLJH tells it for admins,
+        # whose terminals must run `sudo -E pip install`.
+        self.disable_user_sudo = not self.user.admin
         self.unit_extra_properties = {
             **isolation.unit_properties(self.user.admin, self.denied_addresses),
             **self.unit_extra_properties,  # the admin's own settings win
