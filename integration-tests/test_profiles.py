@@ -44,7 +44,7 @@ PROFILES = textwrap.dedent(
         kubespawner_override: {default_url: /tree}
       - display_name: Teaching team
         description: For staff only.
-        allowed_groups: [staff]
+        allowed_groups: [teachers]
         spawner_override: {cpu_limit: 0.5}
     """
 )
@@ -58,7 +58,7 @@ def hub(os_name):
         for name in ("alice", "bob", "carol", "dan", "erin"):
             m.run(["tljh-config", "add-item", "users.allowed", name])
         for name in ("carol", "erin"):
-            m.run(["tljh-config", "add-item", "users.extra_user_groups.staff", name])
+            m.run(["tljh-config", "add-item", "users.extra_user_groups.teachers", name])
         m.run("cat >> /opt/tljh/config/config.yaml", input=PROFILES)
         m.run(["tljh-config", "set", "allow_named_servers", "true"])
         m.run(["tljh-config", "set", "named_server_limit_per_user", "2"])
@@ -103,7 +103,7 @@ def test_picker_shows_a_users_profiles_only(hub):
     "options, status, reason",
     [
         ({"profile": "gpu"}, 400, "There is no profile 'gpu'"),
-        ({"profile": "teaching-team"}, 403, "only for members of staff"),
+        ({"profile": "teaching-team"}, 403, "only for members of teachers"),
         ({"profile": "data-science", "memory": "huge"}, 400, "'huge' is not offered; choices: small, large"),
         ({"profile": "data-science", "memory--unlisted-choice": "12"}, 400, "a whole number from 3 to 9"),
         ({"profile": "data-science", "mem": "small"}, 400, "has no option 'mem'"),

@@ -51,7 +51,7 @@ CONFIG_PROFILES = [
         },
     },
     {"display_name": "Classic Notebook", "kubespawner_override": {"default_url": "/tree"}},
-    {"display_name": "Staff only", "allowed_groups": ["staff"], "spawner_override": {"cpu_limit": 2}},
+    {"display_name": "Staff only", "allowed_groups": ["teachers"], "spawner_override": {"cpu_limit": 2}},
 ]
 
 
@@ -135,7 +135,7 @@ def test_slugs_are_made_as_kubespawner_makes_them():
          "profiles[0].profile_options.m.unlisted_choice.validation_regex: not a regular expression"),
         ([{"display_name": "A", "profile_options": {"m": {"choices": {"x": {"spawner_override": {"mem_limit": "1X"}}}}}}],
          "profiles[0].profile_options.m.choices.x.spawner_override.mem_limit: expected a memory size"),
-        ([{"display_name": "A", "allowed_groups": "staff"}], "profiles[0].allowed_groups: expected"),
+        ([{"display_name": "A", "allowed_groups": "teachers"}], "profiles[0].allowed_groups: expected"),
     ],
 )
 def test_bad_profiles_are_refused_with_one_line_naming_the_fix(profile_list, expected):
@@ -202,7 +202,7 @@ def test_typed_value_is_checked_whole_then_substituted():
     "user_options, status, reason",
     [
         ({"profile": "gpu"}, 400, "There is no profile 'gpu'; yours: python, data-science, classic-notebook"),
-        ({"profile": "staff-only"}, 403, "Profile 'staff-only' is only for members of staff"),
+        ({"profile": "staff-only"}, 403, "Profile 'staff-only' is only for members of teachers"),
         ({"profile": "data-science", "memory": "huge"}, 400, "Memory: 'huge' is not offered; choices: small, large"),
         ({"profile": "data-science", "memory--unlisted-choice": "12"}, 400,
          "Memory: '12' is not accepted (a whole number from 1 to 8)"),
@@ -234,14 +234,14 @@ def test_a_typed_value_cannot_smuggle_a_bad_override():
 
 
 def test_groups_and_admins():
-    assert choose({"profile": "staff-only"}, groups=["staff"]).overrides == {"cpu_limit": 2}
+    assert choose({"profile": "staff-only"}, groups=["teachers"]).overrides == {"cpu_limit": 2}
     assert choose({"profile": "staff-only"}, admin=True).profile["slug"] == "staff-only"
-    only_staff = settings_profiles.effective_profiles([{"display_name": "S", "allowed_groups": ["staff"]}])
+    only_teachers = settings_profiles.effective_profiles([{"display_name": "S", "allowed_groups": ["teachers"]}])
     with pytest.raises(web.HTTPError) as e:
-        profiles.choose(only_staff, {}, set(), False)
+        profiles.choose(only_teachers, {}, set(), False)
     assert e.value.status_code == 403 and "No profile is open to you" in e.value.log_message
     user = types.SimpleNamespace(name="carol", groups=[types.SimpleNamespace(name="lab")])
-    assert profiles.groups_of(user, {"staff": ["carol"], "other": ["dan"]}) == {"lab", "staff"}
+    assert profiles.groups_of(user, {"teachers": ["carol"], "other": ["dan"]}) == {"lab", "teachers"}
 
 
 # ------------------------------------------------------------------------------------------- applying
@@ -273,7 +273,7 @@ class FakeUser:
 
 def real_spawner(user, **config):
     c = Config()
-    configurer.apply_config({"profiles": CONFIG_PROFILES, "users": {"extra_user_groups": {"staff": ["carol"]}}}, c)
+    configurer.apply_config({"profiles": CONFIG_PROFILES, "users": {"extra_user_groups": {"teachers": ["carol"]}}}, c)
     for k, v in config.items():
         c.UserCreatingSpawner[k] = v
     return UserCreatingSpawner(config=c, user=user)
