@@ -289,3 +289,28 @@ def test_deleting_the_user_closes_the_account_but_deleting_a_named_server_does_n
     spawner.user = types.SimpleNamespace(name="alice")
     run(spawner.delete_forever())
     assert calls == closed
+
+
+def test_sandbox_follows_admin_status_across_starts_of_one_spawner():
+    """JupyterHub keeps the spawner object: a demoted admin's next server is sandboxed like everyone's, and a
+    promoted user's has no no_new_privs (sudo works); the admin's own unit_extra_properties still win."""
+    from traitlets.config import Config
+
+    from tljh.hub.spawner import UserCreatingSpawner
+
+    c = Config()
+    c.UserCreatingSpawner.unit_extra_properties = {"LimitNOFILE": "4096", "ProtectSystem": "strict"}
+    user = types.SimpleNamespace(name="carol", admin=True, id=1, groups=[])
+    spawner = UserCreatingSpawner(config=c, user=user)
+    spawner._apply_isolation()
+    assert spawner.unit_extra_properties["PrivateDevices"] == "no" and spawner.disable_user_sudo is False
+    assert "NoNewPrivileges" not in spawner.unit_extra_properties
+    user.admin = False
+    spawner._apply_isolation()
+    properties = spawner.unit_extra_properties
+    assert "PrivateDevices" not in properties and properties["NoNewPrivileges"] == "yes"
+    assert spawner.disable_user_sudo is True
+    assert properties["LimitNOFILE"] == "4096" and properties["ProtectSystem"] == "strict"
+    user.admin = True
+    spawner._apply_isolation()
+    assert "NoNewPrivileges" not in spawner.unit_extra_properties and spawner.disable_user_sudo is False

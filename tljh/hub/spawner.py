@@ -241,6 +241,19 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
     def get_env(self):
         return {**super().get_env(), **isolation.server_environment(self.unit_name)}
 
+    def _apply_isolation(self):
+        """The sandbox for this start, from the configured settings and the user's admin status now.
+
+        JupyterHub keeps a spawner object across starts (and systemdspawner rewrites unit_extra_properties in
+        place): start from the admin's configured properties each time, or an admin's relaxed sandbox would stay
+        with a demoted user's next server, and a non-admin's no_new_privs with a promoted one's (no sudo).
+        """
+        configured = self.__dict__.setdefault("_tljh_configured_unit_properties", dict(self.unit_extra_properties))
+        self.unit_extra_properties = {
+            **isolation.unit_properties(self.user.admin, self.denied_addresses),
+            **configured,  # the admin's own settings win
+        }
+
     async def start(self):
         try:
             return await self._start()
@@ -261,13 +274,7 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
         self.username_template = system_username
         self.unit_name = f"{system_username}:{self.name}" if self.name else system_username
         await accounts.sync_groups(system_username, self.user.name, self.user.admin, self.user_groups)
-        # systemdspawner sets NoNewPrivileges=yes (no sudo) unless told otherwise; TLJH tells it for admins,
-        # whose terminals must run `sudo -E pip install`.
-        self.disable_user_sudo = not self.user.admin
-        self.unit_extra_properties = {
-            **isolation.unit_properties(self.user.admin, self.denied_addresses),
-            **self.unit_extra_properties,  # the admin's own settings win
-        }
+        self._apply_isolation()
         layer = None
         if self.session_installs:
             account = pwd.getpwnam(system_username)
