@@ -12,6 +12,7 @@ import re
 import subprocess
 import threading
 import time
+import uuid
 
 import aiohttp
 import pytest
@@ -139,7 +140,7 @@ def connect_unix(path):
     finally:
         s.close()
 result["kernel_sockets"] = {{p: connect_unix(p) for p in {kernel_sockets}}}
-result["alice_runtime_dir"] = os.access("/run/jupyter-alice", os.R_OK | os.X_OK)
+result["alice_runtime_dirs"] = [os.access(d, os.R_OK) or os.access(d, os.X_OK) for d in {runtime_dirs}]
 result["proxy_sockets"] = {{p: connect_unix(p) for p in {proxy_sockets}}}
 def listeners(uid):
     found = []
@@ -170,7 +171,8 @@ def test_bob_cannot_reach_alices_kernels_and_alices_notebook_still_works(hub):
         kernel_id = await alice.start_kernel()
         kernel = await alice.open_kernel(kernel_id)
         assert await kernel.execute("open('/home/jupyter-alice/secret.txt', 'w').write('x') and 6*7") == "42"
-        connection = json.loads(hub.run(f"cat /run/jupyter-alice/kernel-{kernel_id}.json").stdout)
+        runtime_dir = _kernel_runtime_dir(hub, "jupyter-alice")
+        connection = json.loads(hub.run(f"cat {runtime_dir}/kernel-{kernel_id}.json").stdout)
         assert connection["transport"] == "ipc"
         kernel_sockets = [f"{connection['ip']}-{connection[p]}" for p in
                           ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")]
@@ -185,9 +187,10 @@ def test_bob_cannot_reach_alices_kernels_and_alices_notebook_still_works(hub):
         bob = await _user(hub, "bob")
         bobs = await bob.open_kernel()
         report = json.loads(await bobs.execute(PROBE.format(
-            alice_uid=alice_uid, kernel_sockets=kernel_sockets, proxy_sockets=proxy_sockets)))
+            alice_uid=alice_uid, kernel_sockets=kernel_sockets, proxy_sockets=proxy_sockets,
+            runtime_dirs=["/run/jupyter-alice", runtime_dir])))
         assert set(report["kernel_sockets"].values()) == {"PermissionError"}, report
-        assert report["alice_runtime_dir"] is False
+        assert report["alice_runtime_dirs"] == [False, False]
         assert set(report["proxy_sockets"].values()) <= {"PermissionError", "FileNotFoundError"}, report
         assert report["alice_processes_visible"] == []
         assert not any(report["secrets_readable"].values()), report
@@ -208,6 +211,116 @@ def test_bob_cannot_reach_alices_kernels_and_alices_notebook_still_works(hub):
             await person.__aexit__(None, None, None)
 
     run(check())
+
+
+def _kernel_runtime_dir(hub, unit):
+    """Where the unit's kernels keep connection files and sockets: its second RuntimeDirectory= (the spawner
+    gives kernels a short one; the first is systemdspawner's)."""
+    directories = hub.run(f"systemctl show -p RuntimeDirectory --value {unit}").stdout.split()
+    assert len(directories) == 2, directories
+    return "/run/" + directories[1]
+
+
+async def _kernel_request(kernel, msg_type, content, channel, timeout=60):
+    """Send one Jupyter message on the kernel's websocket (as JupyterLab does); return the reply's content, or
+    None if no reply came."""
+    msg_id = uuid.uuid4().hex
+    await kernel.ws.send_str(json.dumps({
+        "header": {"msg_id": msg_id, "username": "test", "session": kernel.session_id, "msg_type": msg_type,
+                   "version": "5.3", "date": ""},
+        "parent_header": {}, "metadata": {}, "content": content, "channel": channel, "buffers": [],
+    }))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            frame = await kernel.ws.receive(timeout=deadline - time.monotonic())
+        except asyncio.TimeoutError:
+            return None
+        if frame.type != aiohttp.WSMsgType.TEXT:
+            raise HubError(f"kernel websocket closed: {frame.type}")
+        reply = json.loads(frame.data)
+        if reply.get("parent_header", {}).get("msg_id") == msg_id and reply["msg_type"].endswith("_reply"):
+            return reply["content"]
+    return None
+
+
+# JupyterLab's first debugger request: with the debugger on, the kernel starts debugpy's adapter, which listens on
+# a TCP port of 127.0.0.1.
+DEBUG_INITIALIZE = {"type": "request", "seq": 1, "command": "initialize", "arguments": {
+    "clientID": "jupyterlab", "clientName": "JupyterLab", "adapterID": "python", "pathFormat": "path",
+    "linesStartAt1": True, "columnsStartAt1": True, "supportsVariableType": True, "supportsVariablePaging": True,
+    "supportsRunInTerminalRequest": True, "locale": "en-us"}}
+
+# Runs in bob's kernel: each TCP port alice's processes listen on, and whether a Debug Adapter Protocol server
+# answers there (debugpy's adapter does, to anyone: a DAP reply starts with a Content-Length header).
+DAP_PROBE = r"""
+import json, socket
+alice = {alice_uid}
+ports = set()
+for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+    for line in open(table).read().splitlines()[1:]:
+        f = line.split()
+        if f[3] == "0A" and int(f[7]) == alice:
+            ports.add(int(f[1].split(":")[1], 16))
+request = json.dumps({{"seq": 1, "type": "request", "command": "initialize",
+                      "arguments": {{"adapterID": "bob", "clientID": "bob"}}}}).encode()
+answers = {{}}
+for port in sorted(ports):
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        s.sendall(b"Content-Length: %d
+
+" % len(request) + request)
+        s.settimeout(5)
+        answers[port] = s.recv(200).decode("latin-1")
+        s.close()
+    except OSError as e:
+        answers[port] = type(e).__name__
+print(json.dumps({{"listeners": sorted(ports), "dap": [p for p, a in answers.items() if a.startswith("Content-Length")]}}))
+"""
+
+
+async def _debugger_as_alice_and_bob(hub):
+    """alice starts a kernel and asks it for the debugger as JupyterLab would; then bob looks for a debug adapter
+    among alice's TCP listeners. Returns (alice's kernel advertises a debugger, bob's probe before, after)."""
+    admin = await _admin(hub)
+    await admin.create_users("alice", "bob")
+    await admin.__aexit__(None, None, None)
+    alice = await _user(hub, "alice", start=False)
+    await alice.start_server()
+    kernel = await alice.open_kernel()
+    info = await _kernel_request(kernel, "kernel_info_request", {}, "shell")
+    advertised = "debugger" in info.get("supported_features", []) or bool(info.get("debugger"))
+    alice_uid = int(hub.run("id -u jupyter-alice").stdout)
+    bob = await _user(hub, "bob")
+    bobs = await bob.open_kernel()
+    before = json.loads(await bobs.execute(DAP_PROBE.format(alice_uid=alice_uid)))
+    await _kernel_request(kernel, "debug_request", DEBUG_INITIALIZE, "control")
+    after = json.loads(await bobs.execute(DAP_PROBE.format(alice_uid=alice_uid)))
+    await kernel.close()
+    await bobs.close()
+    for person in (alice, bob):
+        await person.stop_server()
+        await person.__aexit__(None, None, None)
+    return advertised, before, after
+
+
+def test_bob_cannot_reach_alices_kernel_debugger(hub):
+    """The debugger is off by default: alice's kernel offers none, her debug request opens no port, and bob finds
+    no debug adapter on any of her ports. With network.allow_kernel_debugger (the admin's choice), the same
+    request opens debugpy's adapter and bob reaches it — what the default prevents."""
+    assert "kernel debugger: off in users' servers" in hub.run("tljh status", check=False).stdout
+    advertised, before, after = run(_debugger_as_alice_and_bob(hub))
+    assert not advertised
+    assert after["dap"] == [] and after["listeners"] == before["listeners"], (before, after)
+
+    hub.run("tljh-config set network.allow_kernel_debugger true && tljh-config reload hub")
+    try:
+        advertised, before, after = run(_debugger_as_alice_and_bob(hub))
+    finally:
+        hub.run("tljh-config set network.allow_kernel_debugger false && tljh-config reload hub")
+    assert advertised
+    assert after["dap"] and not set(after["dap"]) & set(before["listeners"]), (before, after)
 
 
 async def _terminal_says(client, command, timeout=30):

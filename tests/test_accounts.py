@@ -193,9 +193,59 @@ def test_unit_properties_admins_keep_sudo():
     assert "IPAddressDeny" not in isolation.unit_properties(False, [])
 
 
-def test_kernels_use_ipc_in_the_private_runtime_directory():
+def test_kernels_use_ipc_in_a_short_private_runtime_directory():
     assert isolation.server_args("ipc") == ["--KernelManager.transport=ipc"]
-    assert isolation.server_environment("jupyter-alice") == {"JUPYTER_RUNTIME_DIR": "/run/jupyter-alice"}
+    longest = "jupyter-" + "a" * 24 + ":" + "n" * 64  # a 32-character account and a long named server
+    runtime = isolation.server_environment(longest, False)["JUPYTER_RUNTIME_DIR"]
+    assert runtime.startswith("/run/tljh-kernels/")
+    # the longest IPC socket a kernel makes there fits a unix socket address (107 bytes)
+    assert len(f"{runtime}/kernel-{'0' * 36}-ipc-5") <= 107
+    assert isolation.server_environment("jupyter-alice", False)["JUPYTER_RUNTIME_DIR"] != runtime
+    # systemdspawner's own directory stays first: it keeps the server's environment file there
+    directories = isolation.runtime_directories(longest)["RuntimeDirectory"].split()
+    assert directories == [longest, runtime[len("/run/"):]]
+
+
+def test_kernel_debugger_variable_follows_the_setting():
+    assert isolation.server_environment("jupyter-alice", False)["TLJH_KERNEL_DEBUGGER"] == "off"
+    assert isolation.server_environment("jupyter-alice", True)["TLJH_KERNEL_DEBUGGER"] == "on"
+
+
+@pytest.mark.parametrize("variable, available_after", [("off", False), ("on", True), (None, True)])
+def test_kernel_config_turns_ipykernels_debugger_flag_off_only_when_told(monkeypatch, variable, available_after):
+    """The real ipykernel is exercised in integration-tests/test_isolation.py; here, stand-in modules."""
+    import sys
+
+    modules = {}
+    for name in ("ipykernel.debugger", "ipykernel.ipkernel"):  # ipykernel 6 keeps a copy in ipkernel
+        modules[name] = types.ModuleType(name)
+        modules[name]._is_debugpy_available = True
+        monkeypatch.setitem(sys.modules, name, modules[name])
+    monkeypatch.setitem(sys.modules, "ipykernel.kernelbase", types.ModuleType("ipykernel.kernelbase"))
+    if variable is None:
+        monkeypatch.delenv("TLJH_KERNEL_DEBUGGER", raising=False)
+    else:
+        monkeypatch.setenv("TLJH_KERNEL_DEBUGGER", variable)
+    exec(compile(isolation.KERNEL_CONFIG, "ipython_kernel_config.py", "exec"), {"c": None})
+    assert [m._is_debugpy_available for m in modules.values()] == [available_after] * 2
+    assert not hasattr(sys.modules["ipykernel.kernelbase"], "_is_debugpy_available")
+
+
+def test_installer_writes_the_kernel_config_and_leaves_an_admins_own(monkeypatch, tmp_path):
+    from tljh.install import installer
+
+    path = tmp_path / "etc" / "ipython" / "ipython_kernel_config.py"
+    monkeypatch.setattr(paths, "IPYTHON_KERNEL_CONFIG", str(path))
+    ctx = types.SimpleNamespace(warnings=[])
+    assert installer.install_kernel_config(ctx) == f"wrote {path}"
+    assert path.read_text() == isolation.KERNEL_CONFIG and path.stat().st_mode & 0o777 == 0o644
+    assert installer.install_kernel_config(ctx) == "already in place"
+    path.write_text("# Managed by The Littlest JupyterHub (tljh): an older version\n")
+    assert installer.install_kernel_config(ctx) == f"wrote {path}"
+    path.write_text("c.IPKernelApp.matplotlib = 'inline'\n")
+    assert installer.install_kernel_config(ctx) == "NOT written: the file there is the admin's"
+    assert path.read_text() == "c.IPKernelApp.matplotlib = 'inline'\n"
+    assert "is not this installer's, so it was left as it is" in ctx.warnings[0]
 
 
 def _hub_database(path, names):
@@ -302,6 +352,7 @@ def test_sandbox_follows_admin_status_across_starts_of_one_spawner():
     c.UserCreatingSpawner.unit_extra_properties = {"LimitNOFILE": "4096", "ProtectSystem": "strict"}
     user = types.SimpleNamespace(name="carol", admin=True, id=1, groups=[])
     spawner = UserCreatingSpawner(config=c, user=user)
+    spawner.unit_name = "jupyter-carol"
     spawner._apply_isolation()
     assert spawner.unit_extra_properties["PrivateDevices"] == "no" and spawner.disable_user_sudo is False
     assert "NoNewPrivileges" not in spawner.unit_extra_properties
@@ -314,3 +365,4 @@ def test_sandbox_follows_admin_status_across_starts_of_one_spawner():
     user.admin = True
     spawner._apply_isolation()
     assert "NoNewPrivileges" not in spawner.unit_extra_properties and spawner.disable_user_sudo is False
+    assert spawner.unit_extra_properties["RuntimeDirectory"].startswith("jupyter-carol tljh-kernels/")

@@ -78,6 +78,11 @@ def test_cloud_metadata_is_denied_unless_allowed():
     assert applied({"network": {"allow_cloud_metadata": True}}).UserCreatingSpawner.denied_addresses == []
 
 
+def test_kernel_debugger_is_off_unless_allowed():
+    assert applied({}).UserCreatingSpawner.kernel_debugger is False
+    assert applied({"network": {"allow_kernel_debugger": True}}).UserCreatingSpawner.kernel_debugger is True
+
+
 def test_cpu_limit():
     assert applied({"limits": {"cpu": 1.5}}).Spawner.cpu_limit == 1.5
     assert applied({"limits": {"cpu": 2}}).Spawner.cpu_limit == 2.0

@@ -49,6 +49,7 @@ CONTRACT_DEFAULTS = {
     "backup.homes": False,
     "hub.concurrent_starts": None,
     "network.allow_cloud_metadata": False,
+    "network.allow_kernel_debugger": False,
     "hub_database.keep_backups": 5,
 }
 

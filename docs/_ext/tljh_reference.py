@@ -564,6 +564,13 @@ PATH_NOTES = {
     ),
     "BACKUP_UNIT": ("unit", "", "One scheduled backup: `tljh backup --scheduled` (does nothing unless `backup.daily`)."),
     "BACKUP_TIMER": ("unit", "", "Starts the backup unit every day at 03:00 (or at the next boot if the server was off)."),
+    "IPYTHON_KERNEL_CONFIG": (
+        "file",
+        "0644",
+        "IPython kernels of every environment read it: in users' servers it turns the kernel debugger off "
+        "unless `network.allow_kernel_debugger` is set (its adapter listens on a TCP port any local user can "
+        "reach; see the security page). An admin's own file at this path is left alone, with a warning.",
+    ),
     "UNINSTALL_BACKUP_DIR": (
         "directory",
         "",

@@ -15,13 +15,14 @@ import time
 
 import requests
 
+from tljh.hub import isolation
 from tljh.install import conda_requests, migrate_tljh
 from tljh.proxy import certificates
 from tljh.proxy.route_table import RouteTable, default_depth
 from tljh.settings.config_file import ConfigFileError
 from tljh.settings.effective import load_settings
 from tljh.settings.values import memory_to_bytes
-from tljh.system import paths, systemd, venvs
+from tljh.system import files, paths, systemd, venvs
 from tljh.system.cgroups import meminfo
 from tljh.system.paths import HUB_UNIT, PROXY_ADMIN_UNIT, PROXY_UNIT
 
@@ -216,6 +217,23 @@ def check_network(report, config):
         )
 
 
+def check_kernel_debugger(report, config):
+    """Whether kernels in users' servers offer the debugger (reachable by other local users when they do)."""
+    if config["network"]["allow_kernel_debugger"]:
+        report.add("kernel debugger", "allowed (network.allow_kernel_debugger): other local users can reach a "
+                   "detached one", off=False)
+    elif files.read_bytes(paths.IPYTHON_KERNEL_CONFIG) != isolation.KERNEL_CONFIG.encode():
+        report.add(
+            "kernel debugger",
+            f"NOT turned off: {paths.IPYTHON_KERNEL_CONFIG} is not the installer's",
+            problem=f"kernels' debugger is not turned off: {paths.IPYTHON_KERNEL_CONFIG} is not the installer's",
+            fix=f"move your own file aside, then sudo {paths.HUB_ENV_PREFIX}/bin/python -m tljh.installer",
+            off=False,
+        )
+    else:
+        report.add("kernel debugger", "off in users' servers", off=True)
+
+
 def check_environments(report):
     """Each environment's Python and the server packages that matter to users."""
     if not venvs.venv_works(paths.USER_ENV_PREFIX):
@@ -387,6 +405,7 @@ def report() -> Report:
     check_environments(result)
     check_conda(result)
     check_network(result, config)
+    check_kernel_debugger(result, config)
     check_https(result, config)
     check_disk(result)
     check_memory(result, config)

@@ -108,6 +108,7 @@ def _apply_users(config, c):
 def _apply_network(config, c):
     if config["network"]["allow_cloud_metadata"]:
         c.UserCreatingSpawner.denied_addresses = []
+    c.UserCreatingSpawner.kernel_debugger = config["network"]["allow_kernel_debugger"]
 
 
 def _apply_limits(config, c):

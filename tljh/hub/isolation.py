@@ -4,6 +4,8 @@ Pure functions of the spawner's settings (unit-tested as dicts); the spawner add
 What each one is for, and what is not isolated, is docs/explanation/security.md.
 """
 
+import hashlib
+
 # Cloud providers' instance metadata services (AWS, GCP, Azure, DigitalOcean, Oracle: 169.254.169.254; AWS over
 # IPv6: fd00:ec2::254; Alibaba: 100.100.100.200). They hand out the machine's cloud credentials to any process
 # that asks.
@@ -60,9 +62,62 @@ def server_args(kernel_transport: str) -> list[str]:
     return [f"--KernelManager.transport={kernel_transport}"]
 
 
-def server_environment(unit_name: str) -> dict:
-    """The server's runtime directory: /run/<unit>, which systemdspawner makes the unit's RuntimeDirectory=
-    (mode 0700, owned by the user, removed when the server stops). Kernels' connection files and IPC sockets
-    go there. It must be short: a unix socket path is at most 107 bytes, and a 32-character account name
-    plus a kernel id does not fit under the home directory."""
-    return {"JUPYTER_RUNTIME_DIR": f"/run/{unit_name}"}
+def kernel_runtime_directory(unit_name: str) -> str:
+    """The server's private runtime directory under /run, where kernels' connection files and IPC sockets go.
+
+    One of the unit's RuntimeDirectory= entries (mode 0700, owned by the user, removed when the server
+    stops). Named for a hash of the unit name because it must be short: a unix socket path is at most 107
+    bytes, and /run/<unit>/kernel-<36-char id>-ipc-N leaves too little for a 32-character account name plus a
+    named server's name. 64 bits of SHA-256 keep two units of one machine apart.
+    """
+    return "tljh-kernels/" + hashlib.sha256(unit_name.encode()).hexdigest()[:16]
+
+
+def server_environment(unit_name: str, kernel_debugger: bool) -> dict:
+    """Environment variables of a user's server (its kernels inherit them)."""
+    return {
+        "JUPYTER_RUNTIME_DIR": "/run/" + kernel_runtime_directory(unit_name),
+        KERNEL_DEBUGGER_VARIABLE: "on" if kernel_debugger else "off",
+    }
+
+
+def runtime_directories(unit_name: str) -> dict:
+    """Unit properties for the runtime directories: systemdspawner's own (/run/<unit>, first: it keeps the
+    server's environment file there) and the kernels' short one."""
+    return {"RuntimeDirectory": f"{unit_name} {kernel_runtime_directory(unit_name)}"}
+
+
+# The kernel debugger. JupyterLab's debugger makes a kernel start debugpy's adapter, which listens on a TCP port
+# on 127.0.0.1 with no authentication (debugpy has no unix-socket mode). Once the owner has detached, any other
+# local user who connects to that port can attach and run code as the owner (verified with JupyterLab 4,
+# ipykernel 7, debugpy 1.8). Address rules cannot tell the owner's loopback connections from another user's,
+# so the debugger is off unless the admin allows it (network.allow_kernel_debugger): the spawner tells each
+# server's kernels with this variable, and KERNEL_CONFIG, which IPython kernels of every environment read
+# from a system config directory, acts on it.
+KERNEL_DEBUGGER_VARIABLE = "TLJH_KERNEL_DEBUGGER"
+
+# How the installer knows the file is its own (and may rewrite or remove it).
+KERNEL_CONFIG_MARKER = "# Managed by The Littlest JupyterHub (tljh)"
+KERNEL_CONFIG = f"""\
+{KERNEL_CONFIG_MARKER}: its installer rewrites this file, `tljh uninstall` removes it.
+#
+# In users' servers, IPython kernels have no debugger unless the hub's admin allows it with
+#     sudo tljh-config set network.allow_kernel_debugger true && sudo tljh-config reload
+# The debugger's adapter (debugpy) listens on a TCP port on 127.0.0.1 without authentication: another local user
+# who connects to it can run code as the kernel's owner. The hub's spawner sets {KERNEL_DEBUGGER_VARIABLE} in every
+# server; kernels started outside the hub (no such variable) are left as they are.
+import os
+
+if os.environ.get("{KERNEL_DEBUGGER_VARIABLE}") == "off":
+    import importlib
+
+    # ipykernel creates the debugger, and tells JupyterLab it has one (kernel_info), only when this flag is true;
+    # ipykernel 7 reads it from ipykernel.debugger when needed, ipykernel 6 from copies in the other two modules.
+    for _module in ("ipykernel.debugger", "ipykernel.ipkernel", "ipykernel.kernelbase"):
+        try:
+            _module = importlib.import_module(_module)
+        except ImportError:  # no debugpy, or another kernel: nothing to turn off
+            continue
+        if hasattr(_module, "_is_debugpy_available"):
+            _module._is_debugpy_available = False
+"""

@@ -52,6 +52,18 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
         """,
     )
 
+    kernel_debugger = Bool(
+        False,
+        config=True,
+        help="""
+        Let kernels in users' servers offer JupyterLab's debugger. Off by default: the debugger's adapter
+        (debugpy) listens on a TCP port on 127.0.0.1 without authentication, and another local user who connects
+        to it after its owner has detached can run code as the owner. Set from
+        ``network.allow_kernel_debugger``; applied through the TLJH_KERNEL_DEBUGGER variable and the IPython
+        kernel config the installer writes (tljh.hub.isolation.KERNEL_CONFIG).
+        """,
+    )
+
     kernel_transport = CaselessStrEnum(
         ["ipc", "tcp"],
         default_value="ipc",
@@ -239,7 +251,7 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
         return super().get_args() + isolation.server_args(self.kernel_transport)
 
     def get_env(self):
-        return {**super().get_env(), **isolation.server_environment(self.unit_name)}
+        return {**super().get_env(), **isolation.server_environment(self.unit_name, self.kernel_debugger)}
 
     def _apply_isolation(self):
         """The sandbox for this start, from the configured settings and the user's admin status now.
@@ -251,6 +263,7 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
         configured = self.__dict__.setdefault("_tljh_configured_unit_properties", dict(self.unit_extra_properties))
         self.unit_extra_properties = {
             **isolation.unit_properties(self.user.admin, self.denied_addresses),
+            **isolation.runtime_directories(self.unit_name),
             **configured,  # the admin's own settings win
         }
 

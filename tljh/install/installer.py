@@ -26,7 +26,7 @@ from importlib import metadata
 import requests
 
 import tljh
-from tljh.hub import preflight, session_installs
+from tljh.hub import isolation, preflight, session_installs
 from tljh.install import conda_requests, migrate_tljh, user_requirements
 from tljh.plugins import collect_list, get_plugin_manager
 from tljh.settings import config_file
@@ -328,6 +328,25 @@ def install_profile_script(ctx):
     return f"wrote {PROFILE_SCRIPT}"
 
 
+def install_kernel_config(ctx):
+    """The IPython kernel config that keeps the debugger out of users' kernels unless allowed (the spawner tells
+    each server which): every environment's kernels read it. An admin's own file there is left alone."""
+    path = paths.IPYTHON_KERNEL_CONFIG
+    current = files.read_bytes(path)
+    if current == isolation.KERNEL_CONFIG.encode():
+        return "already in place"
+    if current and not current.startswith(isolation.KERNEL_CONFIG_MARKER.encode()):
+        ctx.warnings.append(
+            f"{path} is not this installer's, so it was left as it is: kernels in users' servers offer the "
+            "debugger, which other local users can connect to (see docs: security). Merge in "
+            f"tljh.hub.isolation.KERNEL_CONFIG, or move your file to /usr/local/etc/ipython/ and rerun the installer."
+        )
+        return "NOT written: the file there is the admin's"
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    files.write_atomic(path, isolation.KERNEL_CONFIG, mode=0o644)
+    return f"wrote {path}"
+
+
 def record_unix_accounts(ctx):
     """The account table (one Unix account per hub name): on the first run with it, record the accounts
     made before it (by an earlier version or by TLJH), so every existing user keeps their home."""
@@ -603,6 +622,7 @@ STEPS = [
     ("Setting up groups and admin sudo", ensure_groups_and_sudoers),
     ("Putting the server's PATH into terminals", install_profile_script),
     ("Setting up session packages", install_session_files),
+    ("Keeping kernels' debugger closed to other users", install_kernel_config),
     ("Writing configuration", ensure_config),
     ("Installing the tljh-config and tljh commands", install_cli),
     ("Setting up the proxy's account", ensure_proxy_account),

@@ -14,7 +14,8 @@ import subprocess
 import tarfile
 import time
 
-from tljh.system import paths, systemd, unix_accounts, users
+from tljh.hub import isolation
+from tljh.system import files, paths, systemd, unix_accounts, users
 from tljh.system.paths import (
     CACHE_DIR,
     HUB_UNIT,
@@ -84,6 +85,9 @@ def uninstall(purge=False, say=print):
     for path in LINKS + system_files:
         if os.path.lexists(path):
             os.remove(path)
+    if files.read_bytes(paths.IPYTHON_KERNEL_CONFIG).startswith(isolation.KERNEL_CONFIG_MARKER.encode()):  # not an admin's
+        os.remove(paths.IPYTHON_KERNEL_CONFIG)
+        system_files.append(paths.IPYTHON_KERNEL_CONFIG)
     for path in (paths.INSTALL_PREFIX, CACHE_DIR, paths.PROXY_DATA_DIR, paths.RUNTIME_DIR):
         shutil.rmtree(path, ignore_errors=True)
     say(f"removed {paths.INSTALL_PREFIX}, {CACHE_DIR}, {paths.PROXY_DATA_DIR}, {paths.RUNTIME_DIR}, "

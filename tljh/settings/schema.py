@@ -445,7 +445,18 @@ def _build_schema() -> dict:
                             "(169.254.169.254 and its IPv6/Alibaba equivalents), which hands out the machine's "
                             "cloud credentials to any process that asks. Off: blocked by systemd (IPAddressDeny=)."
                         ),
-                    }
+                    },
+                    "allow_kernel_debugger": {
+                        "type": "boolean",
+                        "default": False,
+                        "description": (
+                            "Let kernels offer JupyterLab's debugger. Its adapter (debugpy) listens on a TCP port "
+                            "on 127.0.0.1 without authentication: once a user has detached from it, any other "
+                            "local user who connects can run code as that user. Turn it on only when every user "
+                            "may act as every other (a single person, a team that shares everything). Takes "
+                            "effect for servers started after the reload."
+                        ),
+                    },
                 },
             },
             "http": {

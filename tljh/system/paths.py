@@ -93,6 +93,9 @@ SUDOERS_FILE = "/etc/sudoers.d/jupyterhub-admins"
 # JupyterLab terminals are login shells, and Debian's /etc/profile sets PATH anew (Ubuntu's, which TLJH knew,
 # does not): without this, `python`, `pip` and plugins' conda programs are "command not found" in a terminal.
 PROFILE_SCRIPT = "/etc/profile.d/tljh-user-environment.sh"
+# IPython kernels read it from every environment (a system config dir): it turns the kernel debugger off in users'
+# servers unless the admin allows it (tljh.hub.isolation.KERNEL_CONFIG says why).
+IPYTHON_KERNEL_CONFIG = "/etc/ipython/ipython_kernel_config.py"
 # The commands, linked into the hub environment's bin/.
 COMMAND_DIR = "/usr/bin"
 COMMANDS = ("tljh-config", "tljh")
