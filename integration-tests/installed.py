@@ -10,6 +10,7 @@ MANAGED_FILES = (
     "/etc/systemd/system/jupyterhub.service /etc/systemd/system/caddy.service /etc/systemd/system/caddy-admin.socket "
     "/etc/systemd/system/tljh-backup.service /etc/systemd/system/tljh-backup.timer "
     "/etc/sudoers.d/jupyterhub-admins /etc/profile.d/tljh-user-environment.sh /etc/tmpfiles.d/tljh-sessions.conf "
+    "/etc/ipython/ipython_kernel_config.py "
     "/opt/tljh/config/config.yaml"
 )
 

@@ -366,3 +366,27 @@ def test_sandbox_follows_admin_status_across_starts_of_one_spawner():
     spawner._apply_isolation()
     assert "NoNewPrivileges" not in spawner.unit_extra_properties and spawner.disable_user_sudo is False
     assert spawner.unit_extra_properties["RuntimeDirectory"].startswith("jupyter-carol tljh-kernels/")
+
+
+def test_a_start_waits_until_the_previous_unit_is_unloaded(monkeypatch):
+    """A new unit of the same name fails while systemd still has the stopped one loaded ('already loaded')."""
+    from tljh.hub.spawner import UserCreatingSpawner
+    from tljh.system import systemd
+
+    states = [("loaded", "deactivating"), ("loaded", "inactive"), ("not-found", "inactive")]
+    seen = []
+
+    async def properties(unit, *names):
+        seen.append(unit)
+        load, active = states[min(len(seen), len(states)) - 1]
+        return {"LoadState": load, "ActiveState": active}
+
+    monkeypatch.setattr(systemd, "properties", properties)
+    spawner = UserCreatingSpawner(user=types.SimpleNamespace(name="alice", admin=False, id=1, groups=[]))
+    spawner.unit_name = "jupyter-alice"
+    run(spawner._wait_previous_unit_unloaded())
+    assert seen == ["jupyter-alice"] * 3
+    states[:] = [("loaded", "active")]  # running: systemdspawner stops it itself
+    seen.clear()
+    run(spawner._wait_previous_unit_unloaded())
+    assert seen == ["jupyter-alice"]

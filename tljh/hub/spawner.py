@@ -253,6 +253,28 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
     def get_env(self):
         return {**super().get_env(), **isolation.server_environment(self.unit_name, self.kernel_debugger)}
 
+    unit_unload_timeout = Float(
+        30,
+        config=True,
+        help="""
+        Seconds to wait, before starting a server, for systemd to unload the previous run of its unit.
+
+        systemd unloads a stopped transient unit a moment after it stops (later on a busy machine); starting
+        one of the same name before that fails ("already loaded"), and systemdspawner then waits out its whole
+        start_timeout. A running or failed unit is systemdspawner's to stop or reset.
+        """,
+    )
+
+    async def _wait_previous_unit_unloaded(self):
+        deadline = time.monotonic() + self.unit_unload_timeout
+        while time.monotonic() < deadline:
+            state = await systemd.properties(self.unit_name, "LoadState", "ActiveState")
+            if state["LoadState"] != "loaded" or state["ActiveState"] not in ("inactive", "deactivating"):
+                return
+            await asyncio.sleep(0.2)
+        self.log.warning("Unit %s still loaded %.0f s after it stopped; starting anyway", self.unit_name,
+                         self.unit_unload_timeout)
+
     def _apply_isolation(self):
         """The sandbox for this start, from the configured settings and the user's admin status now.
 
@@ -288,6 +310,8 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
         self.unit_name = f"{system_username}:{self.name}" if self.name else system_username
         await accounts.sync_groups(system_username, self.user.name, self.user.admin, self.user_groups)
         self._apply_isolation()
+        # Before the session layer: the previous run's ExecStopPost removes the layer directory of this unit.
+        await self._wait_previous_unit_unloaded()
         layer = None
         if self.session_installs:
             account = pwd.getpwnam(system_username)
