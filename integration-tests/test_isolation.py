@@ -268,9 +268,7 @@ answers = {{}}
 for port in sorted(ports):
     try:
         s = socket.create_connection(("127.0.0.1", port), timeout=5)
-        s.sendall(b"Content-Length: %d
-
-" % len(request) + request)
+        s.sendall(b"Content-Length: %d\r\n\r\n" % len(request) + request)
         s.settimeout(5)
         answers[port] = s.recv(200).decode("latin-1")
         s.close()
