@@ -180,7 +180,8 @@ def test_bob_cannot_reach_alices_kernels_and_alices_notebook_still_works(hub):
         hub.run(f"test -S {kernel_sockets[0]}")
         proxy_sockets = [p for p in hub.run("ls /run/tljh*/*.sock /run/tljh*/*/*.sock /run/tljh*/*/*/*.sock 2>/dev/null",
                                             check=False).stdout.split() if "jupyter-bob" not in p]
-        assert proxy_sockets
+        server_socket = "/run/tljh/servers/jupyter-alice/server.sock"
+        assert server_socket in proxy_sockets, proxy_sockets
         alice_uid = int(hub.run("id -u jupyter-alice").stdout)
         assert len(hub.run(f"ps -o pid= -u {alice_uid}").stdout.split()) >= 2  # her server and kernel
 
@@ -194,10 +195,12 @@ def test_bob_cannot_reach_alices_kernels_and_alices_notebook_still_works(hub):
         assert set(report["proxy_sockets"].values()) <= {"PermissionError", "FileNotFoundError"}, report
         assert report["alice_processes_visible"] == []
         assert not any(report["secrets_readable"].values()), report
-        # alice's TCP listeners: none for her kernel's channels (IPC). What remains is ipykernel's subprocess
-        # output pipe (one per kernel, needs a random token) and, until servers listen on unix sockets, the
-        # server's own port (guarded by its token): at most 2 here, where TCP kernels had 6 per kernel.
-        assert len(report["alice_tcp_listeners"]) <= 2, report
+        # her server's socket, which the proxy reaches: refused to bob at its directory
+        assert report["proxy_sockets"][server_socket] == "PermissionError", report
+        # alice's TCP listeners: none for her server (a unix socket) nor her kernel's channels (IPC). What
+        # remains is ipykernel's subprocess output pipe (one per kernel, needs a random token): at most 1
+        # here, where a server on a port with TCP kernels had 7.
+        assert len(report["alice_tcp_listeners"]) <= 1, report
 
         # alice's notebook still works: code, a kernel restart, a terminal
         assert await kernel.execute("1+1") == "2"
@@ -491,6 +494,7 @@ def test_full_disk_during_tljh_config_set(hub):
 # users' server units. Measured on Debian 12 (systemd 252); the bounds keep the hardening from eroding.
 EXPOSURE_AT_MOST = {
     "jupyterhub.service": 5.5,
+    "caddy.service": 2.0,  # the proxy, as its own account
     "jupyter-alice.service": 3.0,  # a user's server
     "jupyter-teacher.service": 9.0,  # an admin's server: sudo must keep working in its terminal
 }
@@ -510,7 +514,7 @@ def test_systemd_exposure_of_the_units(hub):
     run(start_teacher())
     run(start_alice())
     units = sorted(set(EXPOSURE_AT_MOST) | set(hub.run(
-        "systemctl list-unit-files --no-legend 'caddy*' | cut -d' ' -f1").stdout.split()))
+        "systemctl list-unit-files --no-legend 'caddy*.service' | cut -d' ' -f1").stdout.split()))
     scores = {}
     for unit in units:
         line = hub.run(f"systemd-analyze security {unit} --no-pager | tail -1").stdout

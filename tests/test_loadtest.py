@@ -477,10 +477,10 @@ async def test_cleanup_waits_for_stopping_servers_and_never_loses_the_report(mon
     app.router.add_delete("/hub/api/users/{name}", delete_user)
     removed = []
 
-    async def remove_user(username):
-        removed.append(username)
+    async def remove_account(hub_name):
+        removed.append(hub_name)
 
-    monkeypatch.setattr(run.unix_users, "remove_user", remove_user)
+    monkeypatch.setattr(run.accounts, "remove", remove_account)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     try:
@@ -490,7 +490,7 @@ async def test_cleanup_waits_for_stopping_servers_and_never_loses_the_report(mon
     finally:
         await server.close()
     assert attempts == {"stopping": 3, "broken": 1, "gone": 1}
-    assert sorted(removed) == ["jupyter-gone", "jupyter-stopping"]
+    assert sorted(removed) == ["gone", "stopping"]
     err = capsys.readouterr().err
     assert "1 simulated people were not removed (first: broken: " in err and "500" in err
 

@@ -120,6 +120,15 @@ async def close(hub_name: str, why: str) -> str | None:
     return unix
 
 
+async def remove(hub_name: str) -> str | None:
+    """Delete ``hub_name``'s account and home and forget it (`tljh loadtest` removes its simulated people)."""
+    unix = await asyncio.to_thread(_with_table, "get", hub_name)
+    if unix:
+        await users.remove_user(unix)
+        await asyncio.to_thread(_with_table, "release", hub_name)
+    return unix
+
+
 def close_banned(banned) -> list[str]:
     """At hub start: close the accounts of users.banned and stop their servers (from jupyterhub_config.py).
 

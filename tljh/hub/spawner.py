@@ -282,12 +282,18 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
         place): start from the admin's configured properties each time, or an admin's relaxed sandbox would stay
         with a demoted user's next server, and a non-admin's no_new_privs with a promoted one's (no sudo).
         """
-        configured = self.__dict__.setdefault("_tljh_configured_unit_properties", dict(self.unit_extra_properties))
+        properties, sudo_off, devices_off = self.__dict__.setdefault(
+            "_tljh_configured", (dict(self.unit_extra_properties), self.disable_user_sudo, self.isolate_devices)
+        )
         self.unit_extra_properties = {
             **isolation.unit_properties(self.user.admin, self.denied_addresses),
             **isolation.runtime_directories(self.unit_name),
-            **configured,  # the admin's own settings win
+            **properties,  # the admin's own settings win
         }
+        # Admins keep sudo in their servers (TLJH: `sudo -E pip install X` in a terminal installs for everyone):
+        # no NoNewPrivileges= for them (systemdspawner sets it by default), nor PrivateDevices=, which implies it.
+        self.disable_user_sudo = sudo_off and not self.user.admin
+        self.isolate_devices = devices_off and not self.user.admin
 
     async def start(self):
         try:
@@ -322,11 +328,6 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
         session_installs.configure_spawner(self, layer)
         # Terminals run login shells, whose /etc/profile may reset PATH: tljh's profile.d script restores these.
         self.environment = {**self.environment, "TLJH_SERVER_PATH": ":".join(self.extra_paths)}
-        # Admins keep sudo in their servers (TLJH: `sudo -E pip install X` in a terminal installs for everyone):
-        # no NoNewPrivileges= for them (systemdspawner sets it by default), nor PrivateDevices=, which implies it.
-        configured = self.disable_user_sudo, self.isolate_devices
-        if self.user.admin:
-            self.disable_user_sudo = self.isolate_devices = False
         self._unit_starting = True
         try:
             url = await super().start()
@@ -336,7 +337,6 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
             raise
         finally:
             self._unit_starting = False
-            self.disable_user_sudo, self.isolate_devices = configured
         await self._wait_answering()
         return url
 

@@ -23,8 +23,8 @@ from urllib.parse import quote
 
 import aiohttp
 
+from tljh.hub import accounts
 from tljh.system import paths, systemd
-from tljh.system import users as unix_users
 
 from . import report as reporting
 from .client import Profile, SimulatedUser
@@ -397,7 +397,7 @@ async def remove_people(hub, names):
     async def one(name):
         async with limit:
             await hub.delete(name)
-            await unix_users.remove_user(unix_users.unix_username(name))
+            await accounts.remove(name)
 
     results = await asyncio.gather(*(one(n) for n in names), return_exceptions=True)
     failed = [(n, r) for n, r in zip(names, results) if isinstance(r, Exception)]
