@@ -83,17 +83,8 @@ def test_alice_logs_in_with_her_old_password_to_her_old_account_and_files(tljh_s
     assert out == "jupyter-alice alice's notes, written under TLJH"
 
 
-# TLJH named bob's account jupyter-bob@uni.example; this project's name rule hashed names with '@' until the
-# Unix-account table of issue 19 (tljh.system.unix_accounts), which adopts TLJH's accounts. Strict: once that is
-# on main this test must pass.
-def _adopts_existing_accounts():
-    from tljh.install import installer
-
-    return any(name == "Recording users' Unix accounts" for name, _ in installer.STEPS)
-
-
-@pytest.mark.xfail(not _adopts_existing_accounts(), strict=True,
-                   reason="needs issue 19's account policy (the installer step that adopts existing accounts)")
+# TLJH named bob's account jupyter-bob@uni.example; the installer's step 'Recording users' Unix accounts' adopts
+# it as it is (tljh.system.unix_accounts), where this project's old name rule hashed names with '@'.
 def test_bob_whose_name_is_an_email_keeps_his_account_and_files(tljh_server):
     out = run(logs_in_and_reads_old_file(tljh_server, "bob@uni.example"))
     assert out == "jupyter-bob@uni.example bob@uni.example's notes, written under TLJH"

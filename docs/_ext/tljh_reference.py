@@ -465,10 +465,9 @@ PATH_NOTES = {
     "UNIX_ACCOUNTS_DB": (
         "file",
         "0600",
-        "The table of which Unix account belongs to which hub user (`tljh.system.unix_accounts`: one account "
-        "per name, closed accounts, the groups the hub manages). Not written by this release yet: the file is "
-        "absent until the hub keeps its accounts there. `tljh backup` copies it when present and `tljh restore` puts "
-        "it back.",
+        "Which Unix account belongs to which hub user (one account per name; `sudo tljh unix-names` shows it), "
+        "which accounts the hub closed, and which groups it manages and created (what `uninstall --purge` "
+        "removes). `tljh backup` copies it and `tljh restore` puts it back.",
     ),
     "HUB_FINGERPRINT": (
         "file",
