@@ -390,3 +390,15 @@ def test_a_start_waits_until_the_previous_unit_is_unloaded(monkeypatch):
     seen.clear()
     run(spawner._wait_previous_unit_unloaded())
     assert seen == ["jupyter-alice"]
+
+
+def test_tljh_users_shows_the_account_the_table_gives(server):
+    """`tljh users list` names each user's account from the table (TLJH's '@' names included), not a rule."""
+    from tljh.cli import users as users_cli
+
+    assert users_cli.unix_name("bob@uni.example") is None  # no table yet
+    run(accounts.ensure_account("bob@uni.example"))
+    run(accounts.unix_name("carol"))  # claimed at login, no account made yet
+    assert users_cli.unix_name("bob@uni.example") == "jupyter-bob@uni.example"
+    assert users_cli.unix_name("carol") is None
+    assert users_cli.unix_name("dave") is None

@@ -11,15 +11,21 @@ from tljh.install import bulk_users
 from tljh.settings import config_file
 from tljh.settings.effective import load_settings
 from tljh.settings.errors import ConfigError
-from tljh.system import paths, users as unix_users
+from tljh.system import paths, unix_accounts, users as unix_users
 
 EXIT_FAILED, EXIT_REFUSED = 1, 2
 
 
 def unix_name(hub_name: str) -> str | None:
-    """The Unix account of a hub user, if it has one yet."""
-    name = unix_users.unix_username(hub_name)
-    return name if unix_users.user_exists(name) else None
+    """The Unix account of a hub user, if it has one yet (the hub's account table says whose it is)."""
+    if not os.path.exists(paths.UNIX_ACCOUNTS_DB):
+        return None
+    table = unix_accounts.AccountTable()
+    try:
+        name = table.get(hub_name)
+    finally:
+        table.close()
+    return name if name and unix_users.user_exists(name) else None
 
 
 def hub_database_users(db_file=None) -> dict:
