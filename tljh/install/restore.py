@@ -34,7 +34,7 @@ from tljh.install import backup
 from tljh.settings import config_file
 from tljh.settings.effective import effective_settings
 from tljh.settings.errors import ConfigError
-from tljh.system import files, paths, systemd, venvs
+from tljh.system import files, paths, systemd, unix_accounts, venvs
 from tljh.system.paths import HUB_UNIT
 
 # Members outside these are not ours: a foreign or damaged archive.
@@ -606,6 +606,27 @@ def run_installer(timeout=1800) -> None:
         raise RestoreError(f"the installer failed after the restore (exit {result.returncode}); see {paths.INSTALLER_LOG}")
 
 
+def record_unix_names(manifest, say, undo: Undo) -> None:
+    """The archive's accounts are its hub users' here too. An archive with the account table has put it back
+    (place_state); for one without it (made before the table existed) the table records what the installer's
+    adoption would. Without this the restored users' logins were refused: their accounts existed here, but
+    the table did not say they were the hub's."""
+    from tljh.install import hub_database
+
+    undo.save_file(paths.UNIX_ACCOUNTS_DB)  # the hub is stopped: nothing else writes the table now
+    table = unix_accounts.AccountTable()
+    try:
+        names = [a["name"] for a in manifest.get("accounts", [])]
+        adoption = table.adopt_existing(hub_database.user_names(paths.HUB_DATABASE), names)
+    finally:
+        table.close()
+    for account, hub_names in adoption.ambiguous:
+        say(f"  warning: the account {account} could belong to hub users {', '.join(hub_names)}: "
+            f"sudo tljh unix-names assign NAME {account}")
+    if adoption.adopted:
+        say(f"  accounts: {len(adoption.adopted)} recorded as their hub users' (sudo tljh unix-names)")
+
+
 def restore(archive, *, say=print, preflight=None, installer=run_installer) -> dict:
     """Check ``archive`` completely, then make this server what it holds. Returns a summary.
 
@@ -641,6 +662,7 @@ def restore(archive, *, say=print, preflight=None, installer=run_installer) -> d
                 uid_map = ensure_accounts(manifest, say, undo)
                 gid_map = {gid: grp.getgrnam(name).gr_gid for name, gid in manifest.get("groups", {}).items()}
                 place_state(unpacked, say, undo)
+                record_unix_names(manifest, say, undo)
                 homes = place_homes(unpacked, uid_map, gid_map, say, undo)
                 create_missing_homes(manifest, undo)
                 say(f"  config, secrets, hub database, passwords, certificates in place; {homes} home(s) restored")
