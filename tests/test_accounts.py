@@ -402,3 +402,21 @@ def test_tljh_users_shows_the_account_the_table_gives(server):
     assert users_cli.unix_name("bob@uni.example") == "jupyter-bob@uni.example"
     assert users_cli.unix_name("carol") is None
     assert users_cli.unix_name("dave") is None
+
+
+def test_a_spawner_finds_its_users_account_before_any_start(server):
+    """After a hub restart, stop and poll find a server's socket link by the account name: the table's (an
+    adopted or assigned account too), the rule's for a name not in it yet, and never an error."""
+    from tljh.hub.spawner import UserCreatingSpawner
+    from tljh.system import unix_accounts
+
+    def spawner(name):
+        return UserCreatingSpawner(user=types.SimpleNamespace(name=name, admin=False, id=1, groups=[]))
+
+    assert spawner("alice").username_template == "jupyter-alice"  # no table yet
+    table = unix_accounts.AccountTable()
+    table.assign("alice", "jupyter-old-alice")
+    table.close()
+    assert spawner("alice").username_template == "jupyter-old-alice"
+    assert spawner("josé").username_template == "jupyter-jos--4745b"
+    assert spawner("lab.service").username_template.startswith("jupyter-lab.service")
