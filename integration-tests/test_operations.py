@@ -320,7 +320,7 @@ def test_export_to_z2jh_and_back(hub):
             "set auth.GitHubOAuthenticator.client_secret s3cret",
             "add-item auth.GitHubOAuthenticator.allowed_organizations lab",
             "add-item users.banned mallory",
-            "add-item users.extra_user_groups.staff admin",
+            "add-item users.extra_user_groups.teachers admin",
             "set limits.memory 2G",
             "set limits.cpu 1.5",
             "set user_environment.default_app classic",

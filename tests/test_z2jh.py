@@ -28,7 +28,7 @@ EVERY_KEY = {
         "admin": ["teacher"],
         "allowed": ["alice", "bob"],
         "banned": ["mallory"],
-        "extra_user_groups": {"stats101": ["alice"], "staff": ["teacher"]},
+        "extra_user_groups": {"stats101": ["alice"], "teachers": ["teacher"]},
     },
     "limits": {"memory": "2G", "cpu": 1.5},
     "user_environment": {"default_app": "classic"},
@@ -134,7 +134,7 @@ def test_export_maps_every_key(chart):
     assert v["hub"]["config"]["JupyterHub"]["authenticator_class"] == "oauthenticator.github.GitHubOAuthenticator"
     assert v["hub"]["config"]["GitHubOAuthenticator"]["allowed_organizations"] == ["lab"]
     assert v["hub"]["config"]["Authenticator"] == {"admin_users": ["teacher"], "allowed_users": ["alice", "bob"], "blocked_users": ["mallory"]}
-    assert v["hub"]["config"]["JupyterHub"]["load_groups"] == {"stats101": {"users": ["alice"]}, "staff": {"users": ["teacher"]}}
+    assert v["hub"]["config"]["JupyterHub"]["load_groups"] == {"stats101": {"users": ["alice"]}, "teachers": {"users": ["teacher"]}}
     assert (v["hub"]["allowNamedServers"], v["hub"]["namedServerLimitPerUser"]) == (True, 3)
     assert v["singleuser"]["memory"] == {"limit": "2G"} and v["singleuser"]["cpu"] == {"limit": 1.5}
     assert v["singleuser"]["defaultUrl"] == "/tree"
@@ -175,7 +175,7 @@ def test_unexpressible_settings_are_listed():
     raw["https"]["acme"] = {"directory": "https://ca.internal/dir", "trusted_roots": ["/etc/ca.pem"]}
     raw["backup"] = {"daily": True}
     profiles = copy.deepcopy(PROFILES)
-    profiles[1]["allowed_groups"] = ["staff"]
+    profiles[1]["allowed_groups"] = ["teachers"]
     profiles[1]["spawner_override"]["session_installs"] = True
     _, notes = export(full_config(raw, profiles), snippets=["/opt/tljh/config/jupyterhub_config.d/extra.py"], plugins=["tljh-repo2docker"])
     text = "\n".join(notes)
@@ -184,7 +184,7 @@ def test_unexpressible_settings_are_listed():
         "http.address 10.0.0.5",
         "https.acme.trusted_roots",
         "backup.daily",
-        "profiles[1].allowed_groups ['staff']",
+        "profiles[1].allowed_groups ['teachers']",
         "profiles[1].spawner_override.session_installs",
         "jupyterhub_config.d/extra.py",
         "plugin tljh-repo2docker",
