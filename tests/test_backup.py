@@ -9,6 +9,8 @@ import os
 import shutil
 import sqlite3
 import tarfile
+import tempfile
+import types
 
 import pytest
 from jupyterhub import orm
@@ -516,3 +518,20 @@ def test_accounts_of_an_archive_without_the_account_table_are_their_hub_users(re
     assert mapping == {"alice": ("jupyter-alice", "adopted"), "bob": ("jupyter-bob", "adopted"),
                        "teacher": ("jupyter-teacher", "rule")}
     assert "  accounts: 2 recorded as their hub users' (sudo tljh unix-names)" in lines
+
+
+def test_restore_stops_the_hub_and_the_servers_of_the_hubs_accounts(monkeypatch):
+    """Servers of the accounts in the hub's account table; a jupyter-* unit of another account is not the hub's."""
+    from tljh.install import uninstall
+    from tljh.system import systemd
+
+    stopped = []
+    monkeypatch.setattr(uninstall, "hub_accounts", lambda: (["jupyter-alice"], []))
+    monkeypatch.setattr(uninstall.pwd, "getpwnam", lambda name: types.SimpleNamespace(pw_uid=1001))
+    monkeypatch.setattr(systemd, "list_units", lambda pattern: ["jupyter-alice.service", "jupyter-other.service"])
+    monkeypatch.setattr(systemd, "property_of", lambda unit, name: "1001" if "alice" in unit else "1002")
+    monkeypatch.setattr(systemd, "stop", lambda unit, check=True: stopped.append(unit))
+    lines = []
+    restore.stop_hub_and_servers(lines.append, restore.Undo(tempfile.mkdtemp()))
+    assert stopped == [paths.HUB_UNIT, "jupyter-alice.service"]
+    assert lines == ["  stopped the hub and 1 user server(s)"]

@@ -589,9 +589,10 @@ def rebuild_environments(unpacked: Unpacked, say, undo: Undo) -> None:
 
 
 def stop_hub_and_servers(say, undo: Undo) -> None:
-    from tljh.install.uninstall import user_server_units
+    from tljh.install.uninstall import hub_accounts, user_server_units
 
-    servers = user_server_units()
+    accounts, _ = hub_accounts()  # the account table's: only the hub's servers
+    servers = user_server_units(accounts)
     undo.add("start the hub again", lambda: systemd.restart(HUB_UNIT))
     systemd.stop(HUB_UNIT, check=False)
     for unit in servers:
