@@ -3,6 +3,7 @@
 import asyncio
 import inspect
 import pwd
+import time
 
 from jupyterhub.utils import maybe_future
 from systemdspawner import SystemdSpawner
