@@ -263,3 +263,24 @@ def test_fuzz_every_name_gets_a_valid_unique_account_or_a_refusal(tmp_path):
     for name in rng.sample(sorted(given), 500):
         assert again.claim(name) == given[name]
     again.close()
+
+
+def test_recording_what_is_already_recorded_leaves_the_file_as_it_is(tmp_path):
+    """The hub records config.yaml's admins at every start and the installer its groups at every run: when
+    nothing changed the file must not (backups, and a failed restore that must leave the server as it was)."""
+    path = tmp_path / "t.sqlite"
+    table = AccountTable(str(path), account_exists=lambda name: False)
+    table.set_config_admins(["admin", "teacher"])
+    table.record_group("jupyterhub-users", created=True)
+    before = path.read_bytes()
+    table.set_config_admins(["teacher", "admin"])
+    table.record_group("jupyterhub-users", created=True)
+    table.record_group("jupyterhub-users")
+    table.close()
+    table = AccountTable(str(path), account_exists=lambda name: False)
+    table.close()
+    assert path.read_bytes() == before
+    table = AccountTable(str(path), account_exists=lambda name: False)
+    table.set_config_admins(["admin"])  # teacher taken out: a change, written
+    assert table.take_demotion("teacher") and not table.take_demotion("admin")
+    table.close()

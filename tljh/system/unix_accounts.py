@@ -257,6 +257,9 @@ class AccountTable:
         return [r[0] for r in rows]
 
     def record_group(self, group: str, created: bool = False) -> None:
+        row = self._db.execute("SELECT created FROM managed_groups WHERE name = ?", (group,)).fetchone()
+        if row is not None and row[0] >= int(created):
+            return  # already recorded: no write (the installer records its groups at every run)
         self._db.execute(
             "INSERT INTO managed_groups (name, created) VALUES (?, ?) "
             "ON CONFLICT(name) DO UPDATE SET created = max(created, excluded.created)",
@@ -272,6 +275,9 @@ class AccountTable:
     def set_config_admins(self, names) -> None:
         """config.yaml's users.admin now: anyone listed before and not now is to be demoted (take_demotion)."""
         names = set(names)
+        current = dict(self._db.execute("SELECT hub_name, listed FROM config_admins"))
+        if current == {n: int(n in names) for n in set(current) | names}:
+            return  # no write at all: the hub does this at every start, and the file is part of backups
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute("UPDATE config_admins SET listed = 0")
