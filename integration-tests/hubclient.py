@@ -163,8 +163,9 @@ class HubClient:
         if result != "2":
             raise HubError(f"1+1 gave {result!r}")
 
-    async def start_kernel(self):
-        model = await self.api("POST", f"user/{self.username}/api/kernels", expect=(201,), json={"name": "python3"})
+    async def start_kernel(self, name="python3"):
+        """Start a kernel of kernelspec ``name`` in the user's server; returns its id."""
+        model = await self.api("POST", f"user/{self.username}/api/kernels", expect=(201,), json={"name": name})
         return model["id"]
 
     async def open_kernel(self, kernel_id=None, *, name=""):

@@ -7,6 +7,8 @@ import pwd
 from systemdspawner import SystemdSpawner
 from traitlets import Bool, Dict, Float, Integer, List, Unicode, default
 
+from tljh.environments import collect_unused, server_environment
+from tljh.environments.serving import is_environment_bin
 from tljh.hub import profiles, session_installs
 from tljh.hub.start_queue import StartQueue, parallel_for
 from tljh.plugins import get_plugin_manager
@@ -53,9 +55,19 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
         "default",
         config=True,
         help="""
-        The environment a server runs from: ``default`` (/opt/tljh/user) or a name under ``environments``.
+        The environment servers run from: ``default`` (/opt/tljh/user) or a name under ``environments`` in
+        config.yaml (/opt/tljh/envs/<name>). A profile sets it with ``spawner_override.user_environment``.
+        The server keeps the build that is current when it starts until it stops.
+        """,
+    )
 
-        A profile sets it through ``spawner_override.user_environment``.
+    environment_kernels = List(
+        Unicode(),
+        config=True,
+        help="""
+        Environments every server offers as kernels, besides its own ``python3``.
+
+        Set from config.yaml: every environment whose ``offer_kernel`` is true, when there are two or more.
         """,
     )
 
@@ -200,6 +212,23 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
         # in this hub process (stop and poll after a hub restart find the server's socket link by it).
         return users.unix_username(self.user.name)
 
+    def _apply_environment(self):
+        """Run from ``user_environment``: its bin/ first on PATH, its jupyterhub-singleuser, the kernels of the
+        offered environments, and every environment pinned to its current build in the unit's mounts.
+        Idempotent: a spawner object serves every start of a user's server, in any environment."""
+        env = server_environment(self.user_environment, self.environment_kernels)
+        self.extra_paths = [*env.extra_paths, *(p for p in self.extra_paths if not is_environment_bin(p))]
+        self.cmd = env.command(self.cmd)
+        managed = ("JUPYTER_PATH", "TLJH_ENVIRONMENT")
+        self.environment = {**{k: v for k, v in self.environment.items() if k not in managed}, **env.environment}
+        self.unit_extra_properties = {**self.unit_extra_properties, **env.unit_properties}
+
+    def _collect_unused(self):
+        try:
+            collect_unused()
+        except Exception:
+            self.log.exception("Could not delete unused environment builds")
+
     async def start(self):
         try:
             return await self._start()
@@ -223,6 +252,8 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
         for group, members in self.user_groups.items():
             if self.user.name in members:
                 await users.ensure_user_group(system_username, group)
+        # The environment first: the session layer stands on its prefix and kernels.
+        self._apply_environment()
         layer = None
         if self.session_installs:
             account = pwd.getpwnam(system_username)
@@ -254,6 +285,8 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
     async def stop(self, now=False):
         await super().stop(now=now)
         await asyncio.to_thread(session_installs.remove_layer, self.unit_name)
+        # The builds this server had pinned may now be unused: delete them, without making the stop wait.
+        asyncio.get_running_loop().run_in_executor(None, self._collect_unused)
 
     # True while systemdspawner's start() waits for the unit to run (and the socket mixin for it to bind its
     # socket): systemdspawner asks poll() once a second for start_timeout seconds and never looks whether

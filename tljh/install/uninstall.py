@@ -55,7 +55,7 @@ def uninstall(purge=False, say=print):
     units = [paths.BACKUP_TIMER, paths.BACKUP_UNIT, HUB_UNIT, PROXY_UNIT, PROXY_ADMIN_UNIT]
     if os.path.exists(os.path.join(paths.UNIT_DIR, OLD_ROUTER_UNIT)):  # installed by an earlier release
         units.append(OLD_ROUTER_UNIT)
-    servers = user_server_units()
+    servers = user_server_units() + systemd.list_units("tljh-env-*")  # users' servers, environment builds
     for unit in servers + units:
         systemd.stop(unit, check=False)
     say(f"stopped {', '.join(servers + units)}")
@@ -83,6 +83,9 @@ def uninstall(purge=False, say=print):
         if users.group_exists(paths.PROXY_GROUP):
             subprocess.run(["groupdel", paths.PROXY_GROUP], capture_output=True)
         say(f"removed the proxy's system account {paths.PROXY_USER}")
+    if users.user_exists(paths.BUILDER_USER):
+        subprocess.run(["userdel", paths.BUILDER_USER], capture_output=True)
+        say(f"removed the system user {paths.BUILDER_USER} (it built the environments)")
 
     if purge:
         accounts = hub_accounts()

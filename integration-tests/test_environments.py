@@ -1,0 +1,293 @@
+"""Issue 12 (environments): several environments on a fresh server, as an admin and users meet them.
+
+One machine, installed with the real bootstrap; the tests run in order as one admin's afternoon: declare an
+environment, build it, use it from a server, update it under a running server, kill a build, add R. Each
+test leaves the machine in a state the next ones expect (environments built, no server running).
+"""
+
+import asyncio
+import io
+import tarfile
+import time
+
+import pytest
+from hubclient import HubClient
+from installed import installed_machine
+
+ADMIN_PASSWORD = "admin-password-1"
+SNIPPET = "/opt/tljh/config/jupyterhub_config.d/test-environment.py"
+
+
+@pytest.fixture(scope="module")
+def hub(os_name):
+    with installed_machine(os_name, "--admin", f"admin:{ADMIN_PASSWORD}") as m:
+        yield m
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def config_digest(hub):
+    return hub.run("sha256sum /opt/tljh/config/config.yaml").stdout.split()[0]
+
+
+def serve_environment(hub, name):
+    """Servers start in ``name`` (what a profile's user_environment does; profiles are tested elsewhere)."""
+    if name == "default":
+        hub.run(f"rm -f {SNIPPET}")
+    else:
+        hub.run(f"echo 'c.UserCreatingSpawner.user_environment = \"{name}\"' > {SNIPPET}")
+    hub.run("tljh-config reload hub")
+
+
+async def admin_client(hub):
+    client = HubClient(hub.url())
+    await client.__aenter__()
+    await client.login("admin", ADMIN_PASSWORD)
+    return client
+
+
+def test_a_second_environment_with_pandas(hub):
+    before = hub.run("tljh env list").stdout
+    assert "default" in before and "up to date" in before
+    result = hub.run("tljh-config add-item environments.data.packages pandas")
+    assert "added pandas" in result.stdout
+    hub.run("tljh-config set environments.data.description 'Pandas for the statistics course'")
+    build = hub.run("tljh env build", timeout=900)
+    assert "default: up to date" in build.stdout
+    assert "data: build" in build.stdout and "is current" in build.stdout
+    listing = hub.run("tljh env list").stdout
+    assert [l.split()[:2] for l in listing.splitlines()[1:3]] == [["default", "up"], ["data", "up"]]
+    lock = hub.run("tljh env show data").stdout
+    assert "\npandas==" in lock and "\njupyterhub==" in lock and "\nipykernel==" in lock
+    # The output of show is itself a requirements file.
+    hub.run("tljh env show data > /tmp/data.txt && /opt/tljh/hub/bin/uv pip compile -q --system-certs /tmp/data.txt >/dev/null")
+
+
+def test_every_server_offers_every_environment_as_a_kernel(hub):
+    async def scenario():
+        admin = await admin_client(hub)
+        try:
+            await admin.start_server()
+            own = await admin.open_kernel()
+            assert await own.execute("import sys; sys.prefix") == "'/opt/tljh/user'"
+            await own.close()
+            other = await admin.open_kernel(await admin.start_kernel("data"))
+            assert await other.execute("import sys, pandas; sys.prefix") == "'/opt/tljh/envs/data'"
+            await other.close()
+            specs = await admin.api("GET", "user/admin/api/kernelspecs")
+            assert {"python3", "default", "data"} <= set(specs["kernelspecs"])
+            assert specs["kernelspecs"]["data"]["spec"]["display_name"].startswith("data (Python 3.")
+        finally:
+            await admin.stop_server()
+            await admin.__aexit__(None, None, None)
+
+    run(scenario())
+
+
+def test_a_server_of_the_data_environment(hub):
+    serve_environment(hub, "data")
+
+    async def scenario():
+        admin = await admin_client(hub)
+        try:
+            await admin.start_server()
+            kernel = await admin.open_kernel()
+            assert await kernel.execute("import sys, pandas; sys.prefix") == "'/opt/tljh/envs/data'"
+            assert await kernel.execute("import shutil; shutil.which('jupyterhub-singleuser')") == (
+                "'/opt/tljh/envs/data/bin/jupyterhub-singleuser'"
+            )
+            await kernel.close()
+        finally:
+            await admin.stop_server()
+            await admin.__aexit__(None, None, None)
+
+    try:
+        run(scenario())
+    finally:
+        serve_environment(hub, "default")
+
+
+def test_users_cannot_change_an_environment(hub):
+    hub.run("useradd -m carol")
+    for path in ("/opt/tljh/envs/data/lib", "/opt/tljh/user/lib", "/opt/tljh/envs/data"):
+        result = hub.run(f"touch {path}/x", user="carol", check=False)
+        assert result.returncode != 0 and "Permission denied" in result.stderr
+
+
+def test_bad_input_is_refused_and_config_yaml_is_unchanged(hub):
+    digest = config_digest(hub)
+    for command, expected in [
+        ("tljh-config add-item environments.data.packages no-such-package-tljh", "no package no-such-package-tljh"),
+        ("tljh-config set environments.data.python 3.7", "Python 3.7 is not available here: this system has"),
+        ("tljh-config add-item environments.data.apt no-such-os-package-tljh", "no-such-os-package-tljh"),
+        ("tljh-config set environments.Data.packages six", "environment name"),
+    ]:
+        result = hub.run(command, check=False)
+        assert result.returncode != 0, command
+        assert expected in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert config_digest(hub) == digest
+    assert "data" in hub.run("tljh env build data").stdout
+
+
+def test_updating_an_environment_under_a_running_server(hub):
+    hub.run("tljh-config add-item environments.default.packages cowsay==6.0")
+    hub.run("tljh env build default", timeout=600)
+
+    async def scenario():
+        admin = await admin_client(hub)
+        try:
+            await admin.start_server()
+            kernel = await admin.open_kernel()
+            assert await kernel.execute("import cowsay; cowsay.__version__") == "'6.0'"
+            # The admin changes the environment while the kernel runs.
+            hub.run("tljh-config remove-item environments.default.packages cowsay==6.0")
+            hub.run("tljh-config add-item environments.default.packages cowsay==6.1")
+            assert "is current" in hub.run("tljh env build default", timeout=600).stdout
+            assert hub.run("/opt/tljh/user/bin/python -c 'import cowsay; print(cowsay.__version__)'").stdout.strip() == "6.1"
+            # The running kernel keeps what it imported; new imports of unchanged packages work.
+            assert await kernel.execute("import cowsay; cowsay.__version__") == "'6.0'"
+            assert await kernel.execute("import json, idna; idna.__name__") == "'idna'"
+            # The whole server keeps its build until it stops: a new kernel there still sees 6.0.
+            second = await admin.open_kernel()
+            assert await second.execute("import cowsay; cowsay.__version__") == "'6.0'"
+            await second.close()
+            await kernel.close()
+            assert hub.run("ls /opt/tljh/envs/.retired").stdout.split()  # kept while the server runs
+            await admin.stop_server()
+            await admin.start_server()
+            kernel = await admin.open_kernel()
+            assert await kernel.execute("import cowsay; cowsay.__version__") == "'6.1'"
+            await kernel.close()
+        finally:
+            await admin.stop_server()
+            await admin.__aexit__(None, None, None)
+
+    run(scenario())
+    deadline = time.monotonic() + 30
+    while hub.run("ls /opt/tljh/envs/.retired").stdout.split() and time.monotonic() < deadline:
+        time.sleep(1)  # the hub deletes a build no server uses any more after the server stops
+    assert hub.run("ls /opt/tljh/envs/.retired").stdout.split() == []
+
+
+def test_removing_an_environment_under_a_running_server(hub):
+    async def scenario():
+        admin = await admin_client(hub)
+        try:
+            await admin.start_server()
+            kernel = await admin.open_kernel(await admin.start_kernel("data"))
+            assert await kernel.execute("import pandas; 6*7") == "42"
+            result = hub.run("tljh env remove data")
+            assert "servers started with it keep it until they stop" in result.stdout
+            assert "data" not in hub.run("tljh env list").stdout
+            assert await kernel.execute("import pandas.plotting; 6*7") == "42"
+            await kernel.close()
+            again = await admin.open_kernel(await admin.start_kernel("data"))  # still offered until restart
+            assert await again.execute("import sys; sys.prefix") == "'/opt/tljh/envs/data'"
+            await again.close()
+        finally:
+            await admin.stop_server()
+            await admin.__aexit__(None, None, None)
+
+    run(scenario())
+    assert "data" not in hub.run("ls /opt/tljh/envs").stdout
+
+
+def test_a_killed_build_leaves_the_previous_one_serving_and_a_rerun_completes(hub):
+    hub.run("tljh-config add-item environments.data.packages idna")
+    hub.run("tljh env build data", timeout=900)
+    previous = hub.run("python3 -c \"import json; print(json.load(open('/opt/tljh/envs/data/tljh-environment.json'))['build'])\"").stdout.strip()
+    hub.run("tljh-config add-item environments.data.packages scipy")
+    hub.run("systemd-run --unit=killed-build --collect tljh env build data")
+    deadline = time.monotonic() + 300
+    while hub.run("systemctl is-active tljh-env-build-data", check=False).stdout.strip() != "active":
+        assert time.monotonic() < deadline, "the build never started installing"
+        time.sleep(0.2)
+    hub.run("systemctl kill -s KILL killed-build")
+    # The previous build serves meanwhile.
+    assert hub.run("/opt/tljh/envs/data/bin/python -c 'import idna; print(1)'").stdout.strip() == "1"
+    assert previous in hub.run("cat /opt/tljh/envs/data/tljh-environment.json").stdout
+    rerun = hub.run("tljh env build data", timeout=900)
+    assert "is current" in rerun.stdout
+    hub.run("/opt/tljh/envs/data/bin/python -c 'import scipy'")
+    assert hub.run("ls /opt/tljh/envs/.building").stdout.split() == []
+
+
+def test_an_r_environment(hub):
+    hub.run("tljh-config set environments.stats.r true")
+    hub.run("tljh-config set environments.stats.description 'R for the statistics course'")
+    hub.run("tljh env build stats", timeout=1200)
+    serve_environment(hub, "stats")
+
+    async def scenario():
+        admin = await admin_client(hub)
+        try:
+            await admin.start_server()
+            kernel = await admin.open_kernel(await admin.start_kernel("ir"))
+            assert await kernel.execute("1+1") == "[1] 2"
+            await kernel.close()
+        finally:
+            await admin.stop_server()
+            await admin.__aexit__(None, None, None)
+
+    try:
+        run(scenario())
+    finally:
+        serve_environment(hub, "default")
+
+
+EVIL_SETUP = """
+import os, sys
+report = []
+for path in ("/opt/tljh/hub/pwned", "/etc/pwned", "/opt/tljh/user/pwned", "/opt/tljh/envs/data/pwned"):
+    try:
+        open(path, "w").write("x")
+        report.append("WROTE " + path)
+    except OSError as e:
+        report.append("refused %s: %s" % (path, e.strerror))
+for path in ("/opt/tljh/config/config.yaml", "/opt/tljh/state/jupyterhub_cookie_secret"):
+    try:
+        open(path).read()
+        report.append("READ " + path)
+    except OSError as e:
+        report.append("refused %s: %s" % (path, e.strerror))
+sys.exit("EVIL uid=%d: %s" % (os.getuid(), "; ".join(report)))
+"""
+
+
+def tar_of(files):
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w") as tar:
+        for name, text in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(text.encode()), 0o644
+            tar.addfile(info, io.BytesIO(text.encode()))
+    return data.getvalue()
+
+
+def test_a_build_runs_without_root_and_writes_only_its_own_directory(hub):
+    """A package's build code (an sdist's setup.py) tries to write the hub, /etc and the served environments,
+    and to read the config and the hub's state: as the builder user, in the sandbox, all of it fails."""
+    hub.copy_tar(tar_of({"setup.py": EVIL_SETUP}), "/srv/evil")
+    hub.run("chmod -R a+rX /srv/evil")
+    # tljh-config already refuses it: its packages do not resolve (resolving ran its setup.py, sandboxed).
+    assert hub.run("tljh-config add-item environments.evil.packages /srv/evil", check=False).returncode != 0
+    # Written into config.yaml by hand, then built: the build fails with what the setup.py saw.
+    hub.run(
+        "/opt/tljh/hub/bin/python -c \"from ruamel.yaml import YAML; y = YAML(); p = '/opt/tljh/config/config.yaml'; "
+        "d = y.load(open(p)); d.setdefault('environments', {})['evil'] = {'packages': ['/srv/evil']}; "
+        "y.dump(d, open(p, 'w'))\""
+    )
+    try:
+        build = hub.run("tljh env build evil", check=False, timeout=600)
+        output = build.stdout + build.stderr
+        assert build.returncode != 0
+        builder = hub.run("id -u tljh-builder").stdout.strip()
+        assert f"EVIL uid={builder}:" in output, output
+        assert "WROTE" not in output and "READ" not in output, output
+        for path in ("/opt/tljh/hub/pwned", "/etc/pwned", "/opt/tljh/user/pwned", "/opt/tljh/envs/data/pwned"):
+            assert hub.run(f"test -e {path}", check=False).returncode != 0
+    finally:
+        hub.run("tljh-config unset environments.evil")

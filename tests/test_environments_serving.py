@@ -1,0 +1,68 @@
+"""What a server of an environment runs from (the interface the spawner uses)."""
+
+import os
+
+import pytest
+from environments_testing import fake_build, prefix, uv_cache  # noqa: F401
+
+from tljh.environments import serving, store
+from tljh.system import paths
+
+
+def built(name, build="20260101T000000-aaaa", kernel=True):
+    path = fake_build(paths.environment_prefix(name), name, build)
+    if kernel:
+        os.makedirs(os.path.join(path, "share", "tljh", "kernels", name))
+    return path
+
+
+def test_a_server_runs_from_the_stable_path_of_its_environment(prefix):
+    built("default")
+    built("data")
+    env = serving.server_environment("data")
+    assert env.prefix == str(prefix / "envs" / "data") and env.build == "20260101T000000-aaaa"
+    assert env.extra_paths == [str(prefix / "envs" / "data" / "bin")]
+    assert env.python == str(prefix / "envs" / "data" / "bin" / "python")
+    assert env.environment["TLJH_ENVIRONMENT"] == "data"
+    default = serving.server_environment("default")
+    assert default.prefix == str(prefix / "user")
+
+
+def test_the_command_moves_to_the_environments_bin(prefix):
+    built("data")
+    env = serving.server_environment("data")
+    cmd = [str(prefix / "user" / "bin" / "jupyterhub-singleuser"), "--debug"]
+    assert env.command(cmd) == [str(prefix / "envs" / "data" / "bin" / "jupyterhub-singleuser"), "--debug"]
+    assert env.command(["/usr/local/bin/other"]) == ["/usr/local/bin/other"]
+
+
+def test_an_environment_without_a_build_is_not_ready_with_what_to_do(prefix):
+    with pytest.raises(serving.EnvironmentNotReady) as e:
+        serving.server_environment("data")
+    assert "sudo tljh env build data" in str(e.value)
+
+
+def test_a_tljh_user_environment_without_a_record_still_serves(prefix):
+    os.makedirs(prefix / "user" / "bin")
+    os.symlink("/usr/bin/python3", prefix / "user" / "bin" / "python")
+    assert serving.server_environment("default").build == store.LEGACY_BUILD
+
+
+def test_the_unit_pins_its_environment_and_the_offered_ones_and_keeps_the_rest_of_the_prefix(prefix):
+    built("default")
+    built("data")
+    built("stats")
+    props = serving.server_environment("data", offered=["default", "data"]).unit_properties
+    assert props["TemporaryFileSystem"] == f"{prefix}:ro"
+    binds = props["BindPaths"].split()
+    assert binds == [f"-{prefix}/config", f"-{prefix}/hub", f"-{prefix}/state", f"{prefix}/envs/data", f"{prefix}/user"]
+    assert not any("{" in v or "}" in v for v in props.values())  # systemdspawner str.formats them
+
+
+def test_offered_kernels_are_on_jupyter_path_only_if_built_with_one(prefix):
+    built("default")
+    built("data")
+    built("nokernel", kernel=False)
+    env = serving.server_environment("default", offered=["default", "data", "nokernel", "missing"])
+    assert env.environment["JUPYTER_PATH"] == f"{prefix}/user/share/tljh:{prefix}/envs/data/share/tljh"
+    assert "JUPYTER_PATH" not in serving.server_environment("default", offered=[]).environment
