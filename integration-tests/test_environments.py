@@ -57,6 +57,9 @@ def test_a_second_environment_with_pandas(hub):
     build = hub.run("tljh env build", timeout=900)
     assert "default: up to date" in build.stdout
     assert "data: build" in build.stdout and "is current" in build.stdout
+    assert "run `sudo tljh-config reload` so servers started from now on offer" in build.stdout
+    hub.run("tljh-config reload hub")
+    assert "tljh-config reload" not in hub.run("tljh env build").stdout
     listing = hub.run("tljh env list").stdout
     assert [l.split()[:2] for l in listing.splitlines()[1:3]] == [["default", "up"], ["data", "up"]]
     lock = hub.run("tljh env show data").stdout

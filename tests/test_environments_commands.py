@@ -38,3 +38,36 @@ def test_show_prints_a_requirements_file(prefix, plain_specs):
     assert "six==1.17.0" in lines
     with pytest.raises(LookupError, match="sudo tljh env build new"):
         commands.show_lines({"environments": {"new": {}}}, "new")
+
+
+def test_remove_takes_it_out_of_config_and_service(prefix, plain_specs):
+    from tljh.environments import store
+
+    config_file = prefix / "config" / "config.yaml"
+    config_file.write_text("# mine\nenvironments:\n  data:\n    packages: [six]\n  keep:\n    packages: [idna]\n")
+    fake_build(paths.environment_prefix("data"), "data", "20260102T000000-bbbb")
+    said = []
+    commands.remove("data", str(config_file), out=said.append)
+    assert "data:" not in config_file.read_text() and "# mine" in config_file.read_text()
+    assert store.current("data") is None and store.retired() == []  # nothing had it mounted: deleted
+    assert said[-1] == "data: removed"
+    with pytest.raises(ValueError, match="cannot be removed"):
+        commands.remove("default", str(config_file))
+
+
+def test_check_refuses_an_unavailable_python_and_unknown_os_packages(prefix, monkeypatch):
+    from tljh.environments import checks
+    from tljh.settings.errors import ConfigError
+    from tljh.system import apt, pythons
+
+    monkeypatch.setattr(pythons, "installed", lambda: {"3.11": "/usr/bin/python3.11"})
+    monkeypatch.setattr(pythons, "archive_versions", lambda: ["3.11", "3.12"])
+    monkeypatch.setattr(apt, "lists_present", lambda: True)
+    monkeypatch.setattr(apt, "unknown", lambda names: [n for n in names if n.startswith("no-")])
+    before = {"environments": {"data": {"packages": ["six"]}}}
+    with pytest.raises(ConfigError, match="environments.data.python: Python 3.7 is not available here"):
+        checks.check_change(before, {"environments": {"data": {"packages": ["six"], "python": "3.7"}}})
+    with pytest.raises(ConfigError, match="environments.data.apt: not in this system's package archive: no-such"):
+        checks.check_change(before, {"environments": {"data": {"packages": ["six"], "apt": ["no-such", "libx"]}}})
+    # A description alone needs no resolve (nothing to build).
+    checks.check_change(before, {"environments": {"data": {"packages": ["six"], "description": "d"}}})

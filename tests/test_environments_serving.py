@@ -66,3 +66,46 @@ def test_offered_kernels_are_on_jupyter_path_only_if_built_with_one(prefix):
     env = serving.server_environment("default", offered=["default", "data", "nokernel", "missing"])
     assert env.environment["JUPYTER_PATH"] == f"{prefix}/user/share/tljh:{prefix}/envs/data/share/tljh"
     assert "JUPYTER_PATH" not in serving.server_environment("default", offered=[]).environment
+
+
+def test_the_spawner_applies_an_environment_idempotently(prefix):
+    """Each start applies the chosen environment over what the last start left (one spawner object per server)."""
+    from types import SimpleNamespace
+
+    from tljh.hub.spawner import UserCreatingSpawner
+
+    built("default")
+    built("data")
+    spawner = SimpleNamespace(
+        user_environment="data",
+        environment_kernels=["default", "data"],
+        extra_paths=[f"{prefix}/user/bin", "/usr/local/extra"],
+        cmd=[f"{prefix}/user/bin/jupyterhub-singleuser"],
+        environment={"COURSE": "stats", "JUPYTER_PATH": "stale"},
+        unit_extra_properties={"MemoryHigh": "1G"},
+    )
+    UserCreatingSpawner._apply_environment(spawner)
+    assert spawner.extra_paths == [f"{prefix}/envs/data/bin", "/usr/local/extra"]
+    assert spawner.cmd == [f"{prefix}/envs/data/bin/jupyterhub-singleuser"]
+    assert spawner.environment["COURSE"] == "stats" and spawner.environment["TLJH_ENVIRONMENT"] == "data"
+    assert spawner.environment["JUPYTER_PATH"] == f"{prefix}/user/share/tljh:{prefix}/envs/data/share/tljh"
+    assert spawner.unit_extra_properties["MemoryHigh"] == "1G"
+    assert f"{prefix}/envs/data" in spawner.unit_extra_properties["BindPaths"].split()
+
+    spawner.user_environment, spawner.environment_kernels = "default", []
+    UserCreatingSpawner._apply_environment(spawner)
+    assert spawner.extra_paths == [f"{prefix}/user/bin", "/usr/local/extra"]
+    assert spawner.cmd == [f"{prefix}/user/bin/jupyterhub-singleuser"]
+    assert "JUPYTER_PATH" not in spawner.environment and spawner.environment["TLJH_ENVIRONMENT"] == "default"
+    assert f"{prefix}/envs/data" not in spawner.unit_extra_properties["BindPaths"].split()
+
+
+def test_a_spawn_in_an_environment_that_is_not_built_fails_with_what_to_do(prefix):
+    from types import SimpleNamespace
+
+    from tljh.hub.spawner import UserCreatingSpawner
+
+    spawner = SimpleNamespace(user_environment="stats", environment_kernels=[], extra_paths=[], cmd=[],
+                              environment={}, unit_extra_properties={})
+    with pytest.raises(serving.EnvironmentNotReady, match="sudo tljh env build stats"):
+        UserCreatingSpawner._apply_environment(spawner)

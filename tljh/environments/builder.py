@@ -338,8 +338,10 @@ class Builder:
             os.chown(path, *sandbox.owner_ids())
 
     def _uv_line(self, line):
-        if line.strip():
-            self.out("    " + line.strip())
+        # uv's summary lines; its per-package "+ x==1" lines are summed up by _report_changes already.
+        line = line.strip()
+        if line and not line.startswith(("+ ", "- ", "~ ")):
+            self.out("    " + line)
 
     def _report_changes(self, name, old, new):
         before, after = pins(old), pins(new)

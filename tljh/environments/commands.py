@@ -7,6 +7,7 @@ import signal
 import sys
 
 from ..settings.environments import DEFAULT, environment_names
+from ..settings.errors import ConfigError
 from ..system import paths, venvs
 from . import store
 from .builder import Builder, by_hand, last_failure, state_of
@@ -26,6 +27,19 @@ def build(config: dict, pm=None, names=None, *, force=False, from_lock=None, out
             out(f"{name}: build failed: {outcome.message}")
         outcomes.append(outcome)
     return outcomes
+
+
+def reload_hint(config: dict) -> str | None:
+    """What to run so the hub offers what config.yaml now declares, if its environments changed since the
+    hub last started (the kernels every server lists and the profiles' choices come from the hub's config)."""
+    from ..settings.config_file import load_raw
+
+    if not os.path.exists(paths.LAST_GOOD_FILE):
+        return None
+    running = (load_raw(paths.LAST_GOOD_FILE) or {}).get("environments") or {}
+    if running == (config.get("environments") or {}):
+        return None
+    return "run `sudo tljh-config reload` so servers started from now on offer the environments as built"
 
 
 def list_lines(config: dict, pm=None) -> list[str]:
@@ -85,15 +99,16 @@ def show_lines(config: dict, name: str, pm=None) -> list[str]:
 def remove(name: str, config_path=paths.CONFIG_FILE, out=print) -> None:
     """Take ``name`` out of config.yaml (refused while a profile uses it) and out of service."""
     from ..settings import editing
-    from ..settings.config_file import load_config
+    from ..settings.config_file import load_raw
 
     if name == DEFAULT:
         raise ValueError("the default environment (/opt/tljh/user) cannot be removed")
-    raw = load_config(config_path) or {}
+    raw = load_raw(config_path) or {}
     if name in (raw.get("environments") or {}):
         editing.unset_config_value(config_path, f"environments.{name}")
         out(f"removed environments.{name} from {config_path}")
     with store.environments_lock():
+        store.prepare_directories()
         retired = store.retire(name)
         _, kept = store.collect()
     if retired is None:
@@ -132,11 +147,14 @@ def main(args, config_path=paths.CONFIG_FILE) -> int:
         elif args.env_verb == "build":
             outcomes = build(config, pm, [name] if name else None, force=args.force, from_lock=args.from_lock,
                              out=lambda line: print(line, flush=True))
+            hint = reload_hint(config)
+            if hint:
+                print(hint)
             return 1 if any(o.state == "failed" for o in outcomes) else 0
         elif args.env_verb == "remove":
             remove(name, config_path)
-    except (LookupError, ValueError) as e:
-        print(f"tljh env: {e}", file=sys.stderr)
+    except (LookupError, ValueError, ConfigError) as e:
+        print(f"tljh env: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     return 0
 
