@@ -1,5 +1,6 @@
 """`tljh env list` and `tljh env show` as an admin reads them."""
 
+import shutil
 import dataclasses
 
 import pytest
@@ -71,3 +72,25 @@ def test_check_refuses_an_unavailable_python_and_unknown_os_packages(prefix, mon
         checks.check_change(before, {"environments": {"data": {"packages": ["six"], "apt": ["no-such", "libx"]}}})
     # A description alone needs no resolve (nothing to build).
     checks.check_change(before, {"environments": {"data": {"packages": ["six"], "description": "d"}}})
+
+
+def test_status_has_an_entry_per_environment_and_a_problem_for_a_failed_build(prefix, plain_specs, monkeypatch):
+    import os
+
+    from tljh.environments import builder
+
+    monkeypatch.setattr("tljh.plugins.get_plugin_manager", lambda: None)
+    fake_build(paths.environment_prefix("default"), "default", "20260101T000000-aaaa", python="3.11")
+    (entry,) = commands.status_entries({})
+    assert entry.text.startswith("default: needs a build (build 20260101T000000-aaaa), Python 3.11, 0 packages")
+    # The fake build's interpreter is missing, as after an OS upgrade removed it.
+    assert entry.problem == "environment default's Python does not run (an OS upgrade?)"
+    os.makedirs(paths.ENVIRONMENT_STATE_DIR)
+    with open(builder.failure_file("default"), "w") as f:
+        f.write("the packages of environment default do not resolve:\nBecause ...\n")
+    (entry,) = commands.status_entries({})
+    assert "LAST BUILD FAILED: the packages of environment default do not resolve:" in entry.text
+    assert entry.problem.startswith("the last build of environment default failed") and "tljh env build default" in entry.fix
+    shutil.rmtree(paths.USER_ENV_PREFIX)
+    (entry,) = commands.status_entries({})
+    assert entry.problem == "environment default is not built" and entry.fix == "sudo tljh env build default"

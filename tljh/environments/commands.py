@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from dataclasses import dataclass
 
 from ..settings.environments import DEFAULT, environment_names
 from ..settings.errors import ConfigError
@@ -40,6 +41,43 @@ def reload_hint(config: dict) -> str | None:
     if running == (config.get("environments") or {}):
         return None
     return "run `sudo tljh-config reload` so servers started from now on offer the environments as built"
+
+
+@dataclass
+class StatusEntry:
+    name: str
+    text: str
+    problem: str | None = None
+    fix: str | None = None
+    packages: int = 0
+
+
+def status_entries(config: dict) -> list[StatusEntry]:
+    """One entry per environment for `tljh status`: state, build, Python, the server packages that matter to
+    users; a problem when it has no build, its last build failed or its Python does not run."""
+    from ..plugins import get_plugin_manager
+
+    entries = []
+    for name, spec in specs(config, get_plugin_manager()).items():
+        state, current = state_of(spec)
+        entry = StatusEntry(name, f"{name}: {state}")
+        if current is None:
+            entry.problem, entry.fix = f"environment {name} is not built", f"sudo tljh env build {name}"
+        else:
+            packages = venvs.installed_packages(current.path)
+            shown = ", ".join(f"{n} {packages[n]}" for n in ("jupyterlab", "notebook", "jupyterhub") if n in packages)
+            entry.packages = len(packages)
+            entry.text += f" (build {current.build}), Python {current.python or '?'}, {len(packages)} packages ({shown})"
+            if not current.works():
+                entry.problem = f"environment {name}'s Python does not run (an OS upgrade?)"
+                entry.fix = "rerun the install command: it rebuilds the environments with their packages"
+        failure = last_failure(name)
+        if failure:
+            entry.text += f"; LAST BUILD FAILED: {failure.splitlines()[0]}"
+            entry.problem = f"the last build of environment {name} failed: {failure.splitlines()[0]}"
+            entry.fix = f"sudo tljh env build {name} (after fixing what its message says: sudo tljh env list)"
+        entries.append(entry)
+    return entries
 
 
 def list_lines(config: dict, pm=None) -> list[str]:

@@ -223,6 +223,18 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
         self.environment = {**{k: v for k, v in self.environment.items() if k not in managed}, **env.environment}
         self.unit_extra_properties = {**self.unit_extra_properties, **env.unit_properties}
 
+    async def _wait_previous_unit_unloaded(self, timeout=10):
+        """systemd unloads a stopped transient unit a moment after it stops (later on a busy machine); a new
+        unit of the same name started before that fails ("already loaded") and systemdspawner would then wait
+        its whole start_timeout. A running or failed unit is systemdspawner's to stop or reset."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = await systemd.properties(self.unit_name, "LoadState", "ActiveState")
+            if state["LoadState"] != "loaded" or state["ActiveState"] != "inactive":
+                return
+            await asyncio.sleep(0.1)
+        self.log.warning("Unit %s is still loaded %d s after it stopped; starting anyway", self.unit_name, timeout)
+
     def _collect_unused(self):
         try:
             collect_unused()
@@ -254,6 +266,8 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
                 await users.ensure_user_group(system_username, group)
         # The environment first: the session layer stands on its prefix and kernels.
         self._apply_environment()
+        # Before the session layer is written: the previous unit's ExecStopPost removes the layer's directory.
+        await self._wait_previous_unit_unloaded()
         layer = None
         if self.session_installs:
             account = pwd.getpwnam(system_username)
