@@ -143,3 +143,22 @@ def test_uv_reasons_in_one_line():
         "cause: Because you require six==1.0 and six==2.0, we can conclude that your requirements are unsatisfiable."
     )
     assert checks.one_line(conflict).startswith("Because you require six==1.0 and six==2.0")
+
+
+def test_a_build_from_a_lock_installs_exactly_it(build, tmp_path):
+    """Moving an environment: `tljh env show` on one server, `tljh env build NAME --from-lock` on another."""
+    config = {"environments": {"data": {"packages": ["idna"]}}}
+    hub = specs_module.hub_version()
+    lock = tmp_path / "lock.txt"
+    lock.write_text(f"idna==3.7\npip==24.0\nsix==1.16.0\njupyterhub=={hub}\n")
+    spec = small(config, "data")
+    # The lock must carry the hub's jupyterhub, or servers of this environment would not talk to this hub.
+    bad = tmp_path / "bad.txt"
+    bad.write_text("idna==3.7\njupyterhub==1.0\n")
+    refused = build(spec, from_lock=str(bad))
+    assert refused.state == "failed" and f"must pin jupyterhub=={hub}" in refused.message
+    outcome = build(spec, from_lock=str(lock))
+    assert outcome.state == "built", outcome.message
+    assert builder_module.pins(store.current("data").lock())["idna"] == "3.7"
+    installed = builder_module.venvs.installed_packages(store.current("data").path)
+    assert installed["idna"] == "3.7" and installed["six"] == "1.16.0"
