@@ -32,6 +32,7 @@ def prefix(tmp_path, monkeypatch, uv_cache):
         "ENVIRONMENT_STATE_DIR": root / "state" / "environments",
         "ENVIRONMENTS_LOCK": root / "state" / "environments" / "build.lock",
         "BOOTSTRAP_REQUIREMENTS_FILE": root / "state" / "environments" / "default-bootstrap-requirements.txt",
+        "PLUGIN_CONDA_REQUIREMENTS_FILE": root / "state" / "environments" / "default-plugin-conda-requirements.txt",
         "ENVIRONMENTS_UV_CACHE_DIR": uv_cache,
     }
     for key, value in values.items():

@@ -87,3 +87,28 @@ def test_this_process_is_in_the_host_namespace_and_is_not_reexecuted(monkeypatch
 
     monkeypatch.setattr(os, "execvp", fail)
     namespaces.reexec_in_host_mount_namespace()
+
+
+def test_a_unit_name_is_reused_only_once_systemd_has_unloaded_the_last_unit(monkeypatch):
+    """A build runs several commands under one unit name; systemd unloads each a moment after it ends."""
+    import subprocess
+
+    from tljh.system import systemd
+
+    states = iter(["loaded inactive", "loaded failed", "loaded inactive", "not-found inactive"])
+    calls = []
+
+    def fake_systemctl(*args, check=True, timeout=None):
+        calls.append(args[0])
+        if args[0] == "show":
+            load, active = next(states).split()
+            return subprocess.CompletedProcess(args, 0, f"LoadState={load}\nActiveState={active}\n", "")
+        return subprocess.CompletedProcess(args, 0, "", "")
+
+    monkeypatch.setattr(systemd, "systemctl", fake_systemctl)
+    monkeypatch.setattr(systemd.time, "sleep", lambda s: None)
+    assert systemd.wait_unloaded("tljh-env-build-data") is True
+    assert calls == ["show", "show", "reset-failed", "show", "show"]
+
+    states = iter(["loaded active"])
+    assert systemd.wait_unloaded("tljh-env-build-data") is False  # a running unit is the caller's to stop

@@ -458,6 +458,11 @@ PATH_NOTES = {
         "0600",
         "The requirements file given to bootstrap with `--user-requirements-txt-url`, part of `default`'s spec.",
     ),
+    "PLUGIN_CONDA_REQUIREMENTS_FILE": (
+        "file",
+        "0600",
+        "The PyPI packages of plugins' conda requests (written by the installer), part of `default`'s spec.",
+    ),
     "BUILDER_USER": ("user", "", "The system user that resolves and installs environments' packages (never root)."),
     "STATE_DIR": (
         "directory",

@@ -73,6 +73,8 @@ class Sandbox:
 
     def run(self, argv, on_line=None, cwd="/") -> Result:
         """Run ``argv`` in ``cwd``; every line it prints goes to ``on_line`` as it comes. Never raises."""
+        # A build runs several commands under the one unit name, one after another.
+        systemd.wait_unloaded(self.unit)
         return _stream(self.command(argv, cwd), None, on_line)
 
     def stop(self) -> None:
