@@ -129,6 +129,83 @@ def test_a_server_of_the_data_environment(hub):
         serve_environment(hub, "default")
 
 
+PROFILES = """
+profiles:
+  - display_name: Python
+    description: The shared environment.
+    default: true
+  - display_name: Data
+    description: Pandas for the statistics course.
+    spawner_override: {user_environment: data}
+  - display_name: Later
+    description: Declared, not built yet.
+    kubespawner_override: {user_environment: later}
+"""
+
+WRITE_ENVIRONMENTS = (
+    "import os, sys\n"
+    "for d in ('/opt/tljh/user/lib', '/opt/tljh/envs/data/lib', sys.prefix):\n"
+    "    try:\n"
+    "        open(os.path.join(d, 'written-by-a-user'), 'w')\n"
+    "        print('WROTE', d)\n"
+    "    except OSError as e:\n"
+    "        print('refused', d, e.errno)\n"
+)
+
+
+def test_a_profile_chooses_the_environment_and_users_cannot_write_it(hub):
+    """A profile's user_environment is the server's environment (its kernel's sys.prefix), for a user who is not
+    an admin; an environment that is not built yet is refused with what to do, and nothing starts."""
+    hub.run("tljh-config set environments.later.description 'Declared, not built yet'")
+    hub.run("cat >> /opt/tljh/config/config.yaml", input=PROFILES)
+    hub.run("tljh-config reload hub")
+
+    async def scenario():
+        admin = await admin_client(hub)
+        await admin.create_users("bob")
+        await admin.__aexit__(None, None, None)
+        bob = HubClient(hub.url())
+        await bob.__aenter__()
+        await bob.login("bob", "bob-password-1")
+        bob.hub = hub
+        prefixes = {}
+        try:
+            for profile in ("data", "python"):
+                await bob.start_server(180, user_options={"profile": profile})
+                kernel = await bob.open_kernel()
+                prefixes[profile] = await kernel.execute("import sys; sys.prefix")
+                written = await kernel.execute(WRITE_ENVIRONMENTS + "print(os.getuid())")
+                await kernel.close()
+                await bob.stop_server()
+                assert "WROTE" not in written, written
+                assert written.count("refused") == 3, written
+                assert written.split()[-1] == hub.run("id -u jupyter-bob").stdout.strip()
+            # The REST API says why, with the status of "not yet".
+            async with bob.session.post(bob.url("hub/api/users/bob/server"), json={"profile": "later"},
+                                        headers=bob._auth()) as r:
+                api = r.status, await r.text()
+            # So does the spawn page, as a person picks the profile in the form.
+            async with bob.session.get(bob.url("hub/spawn")) as r:
+                assert r.status == 200 and 'id="profile-item-later"' in await r.text()
+            async with bob.session.post(bob.url("hub/spawn"), data={"profile": "later", "_xsrf": bob._xsrf()},
+                                        allow_redirects=False) as r:
+                page = r.status, await r.text()
+            model = await bob.api("GET", "hub/api/users/bob")
+            return prefixes, api, page, model
+        finally:
+            await bob.__aexit__(None, None, None)
+
+    try:
+        prefixes, api, page, model = run(scenario())
+    finally:
+        hub.run("tljh-config unset profiles && tljh-config unset environments.later && tljh-config reload hub")
+    assert prefixes == {"data": "'/opt/tljh/envs/data'", "python": "'/opt/tljh/user'"}
+    assert api[0] == 503 and "The environment 'later' is not built yet" in api[1], api
+    assert "sudo tljh env build later" in api[1]
+    assert page[0] == 503 and "The environment &#39;later&#39; is not built yet" in page[1], page[0]
+    assert not model["servers"], "a refused start must not leave a server behind"
+
+
 def test_users_cannot_change_an_environment(hub):
     hub.run("useradd -m carol")
     for path in ("/opt/tljh/envs/data/lib", "/opt/tljh/user/lib", "/opt/tljh/envs/data"):

@@ -1,7 +1,7 @@
 """`tljh env list` and `tljh env show` as an admin reads them."""
 
-import shutil
 import dataclasses
+import shutil
 
 import pytest
 from environments_testing import fake_build, prefix, uv_cache  # noqa: F401

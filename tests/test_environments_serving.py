@@ -109,3 +109,28 @@ def test_a_spawn_in_an_environment_that_is_not_built_fails_with_what_to_do(prefi
                               environment={}, unit_extra_properties={})
     with pytest.raises(serving.EnvironmentNotReady, match="sudo tljh env build stats"):
         UserCreatingSpawner._apply_environment(spawner)
+
+
+def test_the_spawn_page_and_the_api_get_the_reason_and_nothing_is_created(prefix, monkeypatch):
+    """JupyterHub shows an HTTPError's message on the spawn form, the REST API and the spawn-pending page; any
+    other exception in the first second of a spawn becomes "Unhandled error starting server"."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from tornado import web
+
+    from tljh.hub import spawner as spawner_module
+    from tljh.hub.spawner import UserCreatingSpawner
+
+    async def must_not_run(*args):
+        raise AssertionError("a Unix account was touched for a server that cannot start")
+
+    monkeypatch.setattr(spawner_module.users, "ensure_user", must_not_run)
+    spawner = SimpleNamespace(user_environment="stats", environment_kernels=[], extra_paths=[], cmd=[],
+                              environment={}, unit_extra_properties={}, user=SimpleNamespace(name="bob"))
+    spawner._apply_environment = lambda: UserCreatingSpawner._apply_environment(spawner)
+    with pytest.raises(web.HTTPError) as e:
+        asyncio.run(UserCreatingSpawner.start(spawner))
+    assert e.value.status_code == 503
+    assert "environment 'stats' is not built yet" in e.value.log_message
+    assert e.value.jupyterhub_message == e.value.log_message

@@ -3,11 +3,13 @@
 import asyncio
 import inspect
 import pwd
+import time
 
 from systemdspawner import SystemdSpawner
+from tornado import web
 from traitlets import Bool, Dict, Float, Integer, List, Unicode, default
 
-from tljh.environments import collect_unused, server_environment
+from tljh.environments import EnvironmentNotReady, collect_unused, server_environment
 from tljh.environments.serving import is_environment_bin
 from tljh.hub import profiles, session_installs
 from tljh.hub.start_queue import StartQueue, parallel_for
@@ -147,7 +149,9 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
         return UserCreatingSpawner._start_queue
 
     async def run_pre_spawn_hook(self):
-        """Wait for this server's turn (outside JupyterHub's start_timeout), then the configured hook."""
+        """Refuse a server whose environment cannot serve, before anything is created or waited for; wait for
+        this server's turn (outside JupyterHub's start_timeout), then the configured hook."""
+        self._apply_environment_or_refuse()
         queue = self.start_queue
         try:
             await asyncio.wait_for(queue.acquire(self), self.start_queue_timeout)
@@ -235,6 +239,12 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
             await asyncio.sleep(0.1)
         self.log.warning("Unit %s is still loaded %d s after it stopped; starting anyway", self.unit_name, timeout)
 
+    def _apply_environment_or_refuse(self):
+        try:
+            self._apply_environment()
+        except EnvironmentNotReady as e:
+            raise environment_not_ready(str(e)) from None
+
     def _collect_unused(self):
         try:
             collect_unused()
@@ -249,6 +259,8 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
             self.start_queue.release(self)
 
     async def _start(self):
+        # Again at the turn (a no-op unless a build was switched in meanwhile): the unit pins what is current now.
+        self._apply_environment_or_refuse()
         system_username = self.username_template
         # systemdspawner reads the unit name from this attribute. Named servers need units of their own;
         # ':' is valid in unit names and never in Unix names.
@@ -264,8 +276,6 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
         for group, members in self.user_groups.items():
             if self.user.name in members:
                 await users.ensure_user_group(system_username, group)
-        # The environment first: the session layer stands on its prefix and kernels.
-        self._apply_environment()
         # Before the session layer is written: the previous unit's ExecStopPost removes the layer's directory.
         await self._wait_previous_unit_unloaded()
         layer = None
@@ -331,3 +341,12 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
             await asyncio.to_thread(session_installs.remove_layer, self.unit_name)
             await self.remove_link()
         return 1
+
+
+def environment_not_ready(message: str) -> web.HTTPError:
+    """The error a start raises when its environment is not built: an HTTPError, because JupyterHub passes those
+    through to the spawn form and the REST API with their message (any other exception raised within the first
+    second of a spawn becomes "Unhandled error starting server")."""
+    error = web.HTTPError(503, message)
+    error.jupyterhub_message = message  # what the spawn-pending page shows after the failure
+    return error
