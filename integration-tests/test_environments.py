@@ -325,7 +325,8 @@ def test_a_killed_build_leaves_the_previous_one_serving_and_a_rerun_completes(hu
     hub.run("tljh-config add-item environments.data.packages scipy")
     hub.run("systemd-run --unit=killed-build --collect tljh env build data")
     deadline = time.monotonic() + 300
-    while hub.run("systemctl is-active tljh-env-build-data", check=False).stdout.strip() != "active":
+    building = "systemctl list-units --state=active --plain --no-legend 'tljh-env-build-data:*'"
+    while not hub.run(building, check=False).stdout.strip():
         assert time.monotonic() < deadline, "the build never started installing"
         time.sleep(0.2)
     hub.run("systemctl kill -s KILL killed-build")

@@ -3,14 +3,17 @@ that can write only the directories the build needs.
 
 Package builds run code from the packages (sdist build backends) and talk to the network. In the unit they
 cannot write the system, the hub's environment or its cache, cannot read the configuration, the state or
-anyone's home, and cannot gain privileges. The unit is named after what it builds, so a later run can stop
-one that a killed run left behind.
+anyone's home, and cannot gain privileges. Each command gets a unit of its own, named after what it builds
+(``tljh-env-build-data:<id>``), so a later run can stop what a killed run left behind. Not one fixed name: systemd
+frees a name only once it has removed the finished unit's cgroup, which can take long or never happen (seen in
+test machines, whose cgroups systemd cannot remove), and a second unit of the name is refused.
 """
 
 from __future__ import annotations
 
 import os
 import pwd
+import secrets
 import subprocess
 from dataclasses import dataclass, field
 
@@ -33,7 +36,7 @@ class Result:
 
 
 class Sandbox:
-    """Run commands as ``user`` in the transient unit ``unit``, writing only ``writable`` (and reading
+    """Run commands as ``user``, each in a transient unit ``<unit>:<id>``, writing only ``writable`` (and reading
     ``readable`` even inside homes)."""
 
     def __init__(self, unit: str, writable, readable=(), env=None, user=paths.BUILDER_USER):
@@ -63,7 +66,8 @@ class Sandbox:
         }
         if self.readable:
             props["BindReadOnlyPaths"] = " ".join(self.readable)
-        cmd = ["systemd-run", "--quiet", "--wait", "--pipe", "--collect", "--service-type=exec", f"--unit={self.unit}"]
+        unit = f"{self.unit}:{secrets.token_hex(4)}"  # ':' never occurs in the names units are made from
+        cmd = ["systemd-run", "--quiet", "--wait", "--pipe", "--collect", "--service-type=exec", f"--unit={unit}"]
         cmd += [f"--property={k}={v}" for k, v in props.items()]
         env = {k: os.environ[k] for k in PASSED_VARIABLES if k in os.environ}
         env.update(self.env)
@@ -73,14 +77,12 @@ class Sandbox:
 
     def run(self, argv, on_line=None, cwd="/") -> Result:
         """Run ``argv`` in ``cwd``; every line it prints goes to ``on_line`` as it comes. Never raises."""
-        # A build runs several commands under the one unit name, one after another.
-        systemd.wait_unloaded(self.unit)
         return _stream(self.command(argv, cwd), None, on_line)
 
     def stop(self) -> None:
-        """Stop what a killed earlier run of this unit may still be doing."""
-        systemd.stop(self.unit, check=False)
-        systemd.systemctl("reset-failed", self.unit, check=False)
+        """Stop what a killed earlier run may still be doing (every unit of this name's pattern)."""
+        systemd.stop(f"{self.unit}:*", check=False)
+        systemd.systemctl("reset-failed", f"{self.unit}:*", check=False)
 
 
 class Unsandboxed(Sandbox):

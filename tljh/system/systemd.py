@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from importlib import resources
 
 from . import files, paths
@@ -85,26 +84,6 @@ def restart(unit, check=True):
 
 def stop(unit, check=True):
     return systemctl("stop", unit, check=check)
-
-
-def wait_unloaded(unit, timeout=30):
-    """Wait until a stopped transient unit of this name is gone, so a new one can take the name; True if it is.
-
-    systemd unloads a finished transient unit a moment after it ends (seconds later on a busy machine, and
-    `systemd-run --wait --collect` returns before that); starting another unit of the same name meanwhile fails
-    with "already loaded". A failed unit is reset (that unloads it); a running one is left alone (False).
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        shown = systemctl("show", "--property=LoadState,ActiveState", unit, check=False).stdout
-        unit_state = dict(line.split("=", 1) for line in shown.splitlines() if "=" in line)
-        if unit_state.get("LoadState") != "loaded":
-            return True
-        if unit_state.get("ActiveState") not in ("inactive", "failed") or time.monotonic() > deadline:
-            return False
-        if unit_state.get("ActiveState") == "failed":
-            systemctl("reset-failed", unit, check=False)
-        time.sleep(0.1)
 
 
 def list_units(pattern):
