@@ -49,10 +49,10 @@ async def admin_client(hub):
     return client
 
 
-async def start(client, timeout=180):
+async def start(client, timeout=180, user_options=None):
     """Start the user's server; if it does not come up, fail with what its unit and the hub said."""
     try:
-        return await client.start_server(timeout=timeout)
+        return await client.start_server(timeout=timeout, user_options=user_options)
     except HubError:
         unit = client.hub.run(
             f"systemctl show -p LoadState,ActiveState,SubState,Result jupyter-{client.username}; "
@@ -171,7 +171,7 @@ def test_a_profile_chooses_the_environment_and_users_cannot_write_it(hub):
         prefixes = {}
         try:
             for profile in ("data", "python"):
-                await bob.start_server(180, user_options={"profile": profile})
+                await start(bob, user_options={"profile": profile})
                 kernel = await bob.open_kernel()
                 prefixes[profile] = await kernel.execute("import sys; sys.prefix")
                 written = await kernel.execute(WRITE_ENVIRONMENTS + "print(os.getuid())")
