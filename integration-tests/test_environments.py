@@ -14,13 +14,18 @@ import pytest
 from hubclient import HubClient, HubError
 from installed import installed_machine
 
+# Names no other test module uses: every test machine on a host shares one cgroup2 directory per unit name
+# (/work/notes/finding-machines-share-unified-cgroup.md), and a unit of the same name in another machine keeps a
+# stopped server's name taken here ("already loaded").
+ADMIN = "envadmin"
+USER = "envbob"
 ADMIN_PASSWORD = "admin-password-1"
 SNIPPET = "/opt/tljh/config/jupyterhub_config.d/test-environment.py"
 
 
 @pytest.fixture(scope="module")
 def hub(os_name):
-    with installed_machine(os_name, "--admin", f"admin:{ADMIN_PASSWORD}") as m:
+    with installed_machine(os_name, "--admin", f"{ADMIN}:{ADMIN_PASSWORD}") as m:
         yield m
 
 
@@ -44,7 +49,7 @@ def serve_environment(hub, name):
 async def admin_client(hub):
     client = HubClient(hub.url())
     await client.__aenter__()
-    await client.login("admin", ADMIN_PASSWORD)
+    await client.login(ADMIN, ADMIN_PASSWORD)
     client.hub = hub
     return client
 
@@ -96,7 +101,7 @@ def test_every_server_offers_every_environment_as_a_kernel(hub):
             other = await admin.open_kernel(await admin.start_kernel("data"))
             assert await other.execute("import sys, pandas; sys.prefix") == "'/opt/tljh/envs/data'"
             await other.close()
-            specs = await admin.api("GET", "user/admin/api/kernelspecs")
+            specs = await admin.api("GET", f"user/{ADMIN}/api/kernelspecs")
             assert {"python3", "default", "data"} <= set(specs["kernelspecs"])
             assert specs["kernelspecs"]["data"]["spec"]["display_name"].startswith("data (Python 3.")
         finally:
@@ -162,11 +167,11 @@ def test_a_profile_chooses_the_environment_and_users_cannot_write_it(hub):
 
     async def scenario():
         admin = await admin_client(hub)
-        await admin.create_users("bob")
+        await admin.create_users(USER)
         await admin.__aexit__(None, None, None)
         bob = HubClient(hub.url())
         await bob.__aenter__()
-        await bob.login("bob", "bob-password-1")
+        await bob.login(USER, "bob-password-1")
         bob.hub = hub
         prefixes = {}
         try:
@@ -179,9 +184,9 @@ def test_a_profile_chooses_the_environment_and_users_cannot_write_it(hub):
                 await bob.stop_server()
                 assert "WROTE" not in written, written
                 assert written.count("refused") == 3, written
-                assert written.split()[-1] == hub.run("id -u jupyter-bob").stdout.strip()
+                assert written.split()[-1] == hub.run(f"id -u jupyter-{USER}").stdout.strip()
             # The REST API says why, with the status of "not yet".
-            async with bob.session.post(bob.url("hub/api/users/bob/server"), json={"profile": "later"},
+            async with bob.session.post(bob.url(f"hub/api/users/{USER}/server"), json={"profile": "later"},
                                         headers=bob._auth()) as r:
                 api = r.status, await r.text()
             # So does the spawn page, as a person picks the profile in the form.
@@ -190,7 +195,7 @@ def test_a_profile_chooses_the_environment_and_users_cannot_write_it(hub):
             async with bob.session.post(bob.url("hub/spawn"), data={"profile": "later", "_xsrf": bob._xsrf()},
                                         allow_redirects=False) as r:
                 page = r.status, await r.text()
-            model = await bob.api("GET", "hub/api/users/bob")
+            model = await bob.api("GET", f"hub/api/users/{USER}")
             return prefixes, api, page, model
         finally:
             await bob.__aexit__(None, None, None)
@@ -207,9 +212,9 @@ def test_a_profile_chooses_the_environment_and_users_cannot_write_it(hub):
 
 
 def test_users_cannot_change_an_environment(hub):
-    hub.run("useradd -m carol")
+    hub.run("useradd -m envcarol")
     for path in ("/opt/tljh/envs/data/lib", "/opt/tljh/user/lib", "/opt/tljh/envs/data"):
-        result = hub.run(f"touch {path}/x", user="carol", check=False)
+        result = hub.run(f"touch {path}/x", user="envcarol", check=False)
         assert result.returncode != 0 and "Permission denied" in result.stderr
 
 
