@@ -7,6 +7,7 @@ test leaves the machine in a state the next ones expect (environments built, no 
 
 import asyncio
 import io
+import re
 import tarfile
 import time
 
@@ -21,6 +22,10 @@ ADMIN = "envadmin"
 USER = "envbob"
 ADMIN_PASSWORD = "admin-password-1"
 SNIPPET = "/opt/tljh/config/jupyterhub_config.d/test-environment.py"
+# The environment a kernel stands on. Kernels run in their server's session layer (session packages, on by
+# default: sys.prefix is the layer), which lists the environment's site-packages last on sys.path.
+ENVIRONMENT_OF_KERNEL = "import sys; [p for p in sys.path if p.endswith('site-packages')][-1].split('/lib/')[0]"
+LAYER = f"/opt/tljh/sessions/jupyter-{ADMIN}"
 
 
 @pytest.fixture(scope="module")
@@ -96,10 +101,13 @@ def test_every_server_offers_every_environment_as_a_kernel(hub):
         try:
             await start(admin)
             own = await admin.open_kernel()
-            assert await own.execute("import sys; sys.prefix") == "'/opt/tljh/user'"
+            assert await own.execute(ENVIRONMENT_OF_KERNEL) == "'/opt/tljh/user'"
+            assert await own.execute("import sys; sys.prefix") == repr(LAYER)
             await own.close()
             other = await admin.open_kernel(await admin.start_kernel("data"))
-            assert await other.execute("import sys, pandas; sys.prefix") == "'/opt/tljh/envs/data'"
+            assert await other.execute("import pandas; " + ENVIRONMENT_OF_KERNEL) == "'/opt/tljh/envs/data'"
+            # The other environment's kernel has a session layer of its own, over that environment.
+            assert await other.execute("import sys; sys.prefix") == repr(f"{LAYER}/envs/opt-tljh-envs-data")
             await other.close()
             specs = await admin.api("GET", f"user/{ADMIN}/api/kernelspecs")
             assert {"python3", "default", "data"} <= set(specs["kernelspecs"])
@@ -119,19 +127,28 @@ def test_a_server_of_the_data_environment(hub):
         try:
             await start(admin)
             kernel = await admin.open_kernel()
-            assert await kernel.execute("import sys, pandas; sys.prefix") == "'/opt/tljh/envs/data'"
+            assert await kernel.execute("import pandas; " + ENVIRONMENT_OF_KERNEL) == "'/opt/tljh/envs/data'"
+            assert await kernel.execute("import sys; sys.prefix") == repr(LAYER)
             assert await kernel.execute("import shutil; shutil.which('jupyterhub-singleuser')") == (
                 "'/opt/tljh/envs/data/bin/jupyterhub-singleuser'"
             )
+            # Session packages work in a server pinned to another environment: uv is in every environment
+            # (`%uv` runs `python -m uv`), and the layer under /opt/tljh/sessions is writable from the unit.
+            installed = await kernel.execute("%uv pip install pyjokes==0.8.3", timeout=300)
+            imported = await kernel.execute("import pyjokes; pyjokes.__file__")
             await kernel.close()
+            return installed, imported
         finally:
             await admin.stop_server()
             await admin.__aexit__(None, None, None)
 
     try:
-        run(scenario())
+        installed, imported = run(scenario())
     finally:
         serve_environment(hub, "default")
+    assert "+ pyjokes==0.8.3" in re.sub(r"\x1b\[[0-9;]*m", "", installed), installed
+    assert imported.startswith(f"'{LAYER}/lib/python3."), imported
+    assert hub.run("/opt/tljh/envs/data/bin/python -c 'import pyjokes'", check=False).returncode != 0
 
 
 PROFILES = """
@@ -149,7 +166,8 @@ profiles:
 
 WRITE_ENVIRONMENTS = (
     "import os, sys\n"
-    "for d in ('/opt/tljh/user/lib', '/opt/tljh/envs/data/lib', sys.prefix):\n"
+    "env = [p for p in sys.path if p.endswith('site-packages')][-1].split('/lib/')[0]\n"
+    "for d in ('/opt/tljh/user/lib', '/opt/tljh/envs/data/lib', env):\n"
     "    try:\n"
     "        open(os.path.join(d, 'written-by-a-user'), 'w')\n"
     "        print('WROTE', d)\n"
@@ -159,8 +177,8 @@ WRITE_ENVIRONMENTS = (
 
 
 def test_a_profile_chooses_the_environment_and_users_cannot_write_it(hub):
-    """A profile's user_environment is the server's environment (its kernel's sys.prefix), for a user who is not
-    an admin; an environment that is not built yet is refused with what to do, and nothing starts."""
+    """A profile's user_environment is the server's environment (under its kernel's session layer), for a user
+    who is not an admin; an environment that is not built yet is refused with what to do, and nothing starts."""
     hub.run("tljh-config set environments.later.description 'Declared, not built yet'")
     hub.run("cat >> /opt/tljh/config/config.yaml", input=PROFILES)
     hub.run("tljh-config reload hub")
@@ -178,7 +196,7 @@ def test_a_profile_chooses_the_environment_and_users_cannot_write_it(hub):
             for profile in ("data", "python"):
                 await start(bob, user_options={"profile": profile})
                 kernel = await bob.open_kernel()
-                prefixes[profile] = await kernel.execute("import sys; sys.prefix")
+                prefixes[profile] = await kernel.execute(ENVIRONMENT_OF_KERNEL)
                 written = await kernel.execute(WRITE_ENVIRONMENTS + "print(os.getuid())")
                 await kernel.close()
                 await bob.stop_server()
@@ -306,7 +324,7 @@ def test_removing_an_environment_under_a_running_server(hub):
             assert await kernel.execute("import pandas.plotting; 6*7") == "42"
             await kernel.close()
             again = await admin.open_kernel(await admin.start_kernel("data"))  # still offered until restart
-            assert await again.execute("import sys; sys.prefix") == "'/opt/tljh/envs/data'"
+            assert await again.execute(ENVIRONMENT_OF_KERNEL) == "'/opt/tljh/envs/data'"
             await again.close()
         finally:
             await admin.stop_server()

@@ -162,3 +162,45 @@ def test_a_build_from_a_lock_installs_exactly_it(build, tmp_path):
     assert builder_module.pins(store.current("data").lock())["idna"] == "3.7"
     installed = builder_module.venvs.installed_packages(store.current("data").path)
     assert installed["idna"] == "3.7" and installed["six"] == "1.16.0"
+
+
+def test_a_build_whose_python_is_gone_comes_back_with_its_kernels_and_settings(build, tmp_path):
+    """After an OS upgrade removed the build's Python: a new venv, with the kernelspecs and unowned settings of
+    the old one; a package nothing can reinstall (its directory is gone) is named, and the old build is kept."""
+    config = {"environments": {"data": {"packages": ["idna"]}}}
+    build(small(config, "data"))
+    old = store.current("data")
+    extra = os.path.join(old.path, "share", "jupyter", "kernels", "extra")
+    os.makedirs(extra)
+    with open(os.path.join(extra, "kernel.json"), "w") as f:
+        json.dump({"argv": ["/bin/true", "{connection_file}"], "display_name": "Extra", "language": "x"}, f)
+    settings = os.path.join(old.path, "share", "jupyter", "lab", "settings")
+    os.makedirs(settings)
+    open(os.path.join(settings, "overrides.json"), "w").write("{}")
+    info = os.path.join(site_packages(old.path), "gone_plugin-0.1.dist-info")
+    os.makedirs(info)
+    open(os.path.join(info, "METADATA"), "w").write("Metadata-Version: 2.1\nName: gone-plugin\nVersion: 0.1\n")
+    json.dump({"url": f"file://{tmp_path}/deleted", "dir_info": {}}, open(os.path.join(info, "direct_url.json"), "w"))
+    bin_dir = os.path.join(old.path, "bin")
+    for name in os.listdir(bin_dir):
+        if name.startswith("python") and os.path.islink(os.path.join(bin_dir, name)):
+            os.unlink(os.path.join(bin_dir, name))
+            os.symlink("/usr/bin/python3.0-removed-by-os-upgrade", os.path.join(bin_dir, name))
+    assert not old.works()
+
+    outcome = build(small(config, "data"))
+    assert outcome.state == "built", outcome.message
+    new = store.current("data")
+    assert new.works() and new.build != old.build
+    text = "\n".join(outcome.lines)
+    assert "data: rebuilt for this system's Python" in text
+    assert "data: copied 1 kernelspecs and 1 configuration files" in text
+    assert os.path.exists(os.path.join(new.path, "share", "jupyter", "kernels", "extra", "kernel.json"))
+    assert os.path.exists(os.path.join(new.path, "share", "jupyter", "lab", "settings", "overrides.json"))
+    kept = [d for d in os.listdir(paths.ENVIRONMENTS_DIR) if d.startswith("data.before-")]
+    assert len(kept) == 1, os.listdir(paths.ENVIRONMENTS_DIR)
+    warning = [w for w in outcome.warnings if "not carried over" in w]
+    assert warning and "gone-plugin==0.1 (installed from a path that no longer exists)" in warning[0]
+    assert os.path.join(paths.ENVIRONMENTS_DIR, kept[0]) in warning[0]
+    assert store.built_names() == ["data"]  # the kept build is not an environment
+    assert store.collect()[0] == []  # nor a retired build to delete
