@@ -26,6 +26,7 @@ def prefix(tmp_path, monkeypatch, uv_cache):
         "STATE_DIR": root / "state",
         "CONFIG_DIR": root / "config",
         "CONFIG_FILE": root / "config" / "config.yaml",
+        "SESSIONS_DIR": root / "sessions",
         "ENVIRONMENTS_DIR": root / "envs",
         "BUILDER_DIR": root / "envs" / ".builder",
         "RETIRED_DIR": root / "envs" / ".retired",

@@ -55,7 +55,10 @@ def test_the_unit_pins_its_environment_and_the_offered_ones_and_keeps_the_rest_o
     props = serving.server_environment("data", offered=["default", "data"]).unit_properties
     assert props["TemporaryFileSystem"] == f"{prefix}:ro"
     binds = props["BindPaths"].split()
-    assert binds == [f"-{prefix}/config", f"-{prefix}/hub", f"-{prefix}/state", f"{prefix}/envs/data", f"{prefix}/user"]
+    # The session layers' directory too, although it does not exist yet: the spawner writes the layer after this.
+    assert not os.path.exists(prefix / "sessions")
+    assert binds == [f"-{prefix}/config", f"-{prefix}/hub", f"-{prefix}/sessions", f"-{prefix}/state",
+                     f"{prefix}/envs/data", f"{prefix}/user"]
     assert not any("{" in v or "}" in v for v in props.values())  # systemdspawner str.formats them
 
 
