@@ -246,6 +246,9 @@ class Kernel:
                 return reply["content"]["data"]["text/plain"]
             if kind == "stream":
                 output.append(reply["content"]["text"])
+            if kind == "display_data":
+                # IRkernel sends a cell's value as display_data, not execute_result.
+                output.append(reply["content"]["data"].get("text/plain", ""))
             if kind == "error":
                 raise HubError(f"kernel error: {reply['content']['ename']}: {reply['content']['evalue']}")
             if kind == "status" and reply["content"]["execution_state"] == "idle" and output:
