@@ -92,5 +92,6 @@ def test_status_has_an_entry_per_environment_and_a_problem_for_a_failed_build(pr
     assert "LAST BUILD FAILED: the packages of environment default do not resolve:" in entry.text
     assert entry.problem.startswith("the last build of environment default failed") and "tljh env build default" in entry.fix
     shutil.rmtree(paths.USER_ENV_PREFIX)
+    os.remove(builder.failure_file("default"))
     (entry,) = commands.status_entries({})
     assert entry.problem == "environment default is not built" and entry.fix == "sudo tljh env build default"
