@@ -132,8 +132,13 @@ def test_the_spawn_page_and_the_api_get_the_reason_and_nothing_is_created(prefix
     spawner = SimpleNamespace(user_environment="stats", environment_kernels=[], extra_paths=[], cmd=[],
                               environment={}, unit_extra_properties={}, user=SimpleNamespace(name="bob"))
     spawner._apply_environment = lambda: UserCreatingSpawner._apply_environment(spawner)
+    spawner._apply_environment_or_refuse = lambda: UserCreatingSpawner._apply_environment_or_refuse(spawner)
+    released = []
+    spawner.start_queue = SimpleNamespace(release=released.append)
+    spawner._start = lambda: UserCreatingSpawner._start(spawner)
     with pytest.raises(web.HTTPError) as e:
         asyncio.run(UserCreatingSpawner.start(spawner))
+    assert released == [spawner]  # its turn in the start line ends with the refusal
     assert e.value.status_code == 503
     assert "environment 'stats' is not built yet" in e.value.log_message
     assert e.value.jupyterhub_message == e.value.log_message

@@ -149,9 +149,7 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
         return UserCreatingSpawner._start_queue
 
     async def run_pre_spawn_hook(self):
-        """Refuse a server whose environment cannot serve, before anything is created or waited for; wait for
-        this server's turn (outside JupyterHub's start_timeout), then the configured hook."""
-        self._apply_environment_or_refuse()
+        """Wait for this server's turn (outside JupyterHub's start_timeout), then the configured hook."""
         queue = self.start_queue
         try:
             await asyncio.wait_for(queue.acquire(self), self.start_queue_timeout)
@@ -259,7 +257,7 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
             self.start_queue.release(self)
 
     async def _start(self):
-        # Again at the turn (a no-op unless a build was switched in meanwhile): the unit pins what is current now.
+        # First: a server whose environment cannot serve changes nothing (no account, no unit).
         self._apply_environment_or_refuse()
         system_username = self.username_template
         # systemdspawner reads the unit name from this attribute. Named servers need units of their own;
