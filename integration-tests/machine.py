@@ -779,9 +779,20 @@ class Machine:
         raise MachineError(f"{self.name} did not reach running within {timeout} s (state {state!r});"
                            f" console log tail:\n{self.console_log()}")
 
+    @staticmethod
+    def _readonly_controllers(pid1):
+        return [line.split()[4] for line in Path(f"/proc/{pid1}/mountinfo").read_text().splitlines()
+                if line.split()[4].startswith("/sys/fs/cgroup/") and line.split()[4].rsplit("/", 1)[1] in
+                CGROUP_CONTROLLERS and "ro" in line.split()[5].split(",")]
+
     def _fix_cgroups(self, pid1):
         """nspawn mounts the v1 controllers read-only; make them writable so the guest enforces limits."""
         if self._fixed_pid1 == pid1:
+            return
+        if not self._readonly_controllers(pid1):
+            # Already done for this boot (by another Machine object attached to this guest, e.g. a second
+            # process): a needless daemon-reexec would cut the guest's bus under commands running right now.
+            self._fixed_pid1 = pid1
             return
         script = ("for c in " + " ".join(CGROUP_CONTROLLERS) + "; do"
                   " if mountpoint -q /sys/fs/cgroup/$c; then mount -o remount,bind,rw /sys/fs/cgroup/$c || exit 1; fi;"
@@ -790,9 +801,7 @@ class Machine:
                            capture_output=True, text=True)
         if r.returncode != 0:
             raise MachineError(f"could not remount the guest's cgroup controllers rw: {r.stderr.strip()}")
-        ro = [line.split()[4] for line in Path(f"/proc/{pid1}/mountinfo").read_text().splitlines()
-              if line.split()[4].startswith("/sys/fs/cgroup/") and line.split()[4].rsplit("/", 1)[1] in
-              CGROUP_CONTROLLERS and "ro" in line.split()[5].split(",")]
+        ro = self._readonly_controllers(pid1)
         if ro:
             raise MachineError(f"the guest's cgroup controllers are still read-only: {ro}")
         # the guest's systemd must re-detect its cgroup setup; wait until it answers on its bus
@@ -859,6 +868,10 @@ class Machine:
             raise MachineCommandError(cmd, f"timeout after {timeout} s",
                                       _decode(e.stdout), _decode(e.stderr)) from None
         r.args = cmd
+        if "Failed to query unit state" in r.stderr:
+            # systemd-run lost the guest's bus (its systemd re-executed) before it read the command's result,
+            # and then exits 0 whatever the command did: the exit status is unknown, never "success".
+            raise MachineError(f"{cmd!r} in {self.name}: exit status lost (systemd-run: {r.stderr.strip()[-200:]})")
         if check and r.returncode != 0:
             raise MachineCommandError(cmd, r.returncode, r.stdout, r.stderr)
         return r
