@@ -163,8 +163,9 @@ class HubClient:
         if result != "2":
             raise HubError(f"1+1 gave {result!r}")
 
-    async def start_kernel(self):
-        model = await self.api("POST", f"user/{self.username}/api/kernels", expect=(201,), json={"name": "python3"})
+    async def start_kernel(self, name="python3"):
+        """Start a kernel of kernelspec ``name`` in the user's server; returns its id."""
+        model = await self.api("POST", f"user/{self.username}/api/kernels", expect=(201,), json={"name": name})
         return model["id"]
 
     async def open_kernel(self, kernel_id=None, *, name=""):
@@ -245,6 +246,9 @@ class Kernel:
                 return reply["content"]["data"]["text/plain"]
             if kind == "stream":
                 output.append(reply["content"]["text"])
+            if kind == "display_data":
+                # IRkernel sends a cell's value as display_data, not execute_result.
+                output.append(reply["content"]["data"].get("text/plain", ""))
             if kind == "error":
                 raise HubError(f"kernel error: {reply['content']['ename']}: {reply['content']['evalue']}")
             if kind == "status" and reply["content"]["execution_state"] == "idle" and output:

@@ -116,7 +116,7 @@ def test_reinstall_with_progress_page_sees_kept_home(machine):
     assert "Progress page server stopped successfully." in result.stdout.splitlines()
     progress = [p for p in pages if "Installing JupyterHub" in p]
     assert progress, "the progress page never answered on port 80 during the install"
-    assert any("Setting up the user environment" in p for p in progress)
+    assert any("Building environments" in p for p in progress)
     for page in progress:
         # Step names only: no secrets, no raw log.
         assert "carol-secret-pw" not in page and "Traceback" not in page and "uv pip" not in page

@@ -161,7 +161,7 @@ def test_system_python_change_rebuilds_venvs_with_their_packages(machine):
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     print(rerun.stdout)
     assert "The hub environment does not run with this system's Python any more: rebuilding it." in rerun.stdout
-    assert "rebuilt for this system's Python; reinstalled" in rerun.stdout
+    assert "default: rebuilt for this system's Python, keeping" in rerun.stdout
     assert "warning" not in rerun.stdout
     for prefix in ("/opt/tljh/hub", "/opt/tljh/user"):
         machine.run(f"{prefix}/bin/python -c 1")
@@ -203,9 +203,9 @@ def install_and_kill_at(machine, line, delay=0.0):
 def test_killed_install_completes_on_rerun_and_reruns_converge(machine):
     machine.copy_checkout()
     # First while bootstrap makes the hub venv (python3 -m venv and ensurepip take a few seconds), then a few
-    # seconds into the longest step of a first install: uv writing the user environment.
+    # seconds into the longest step of a first install: building the default environment (/opt/tljh/user).
     install_and_kill_at(machine, "Installing The Littlest JupyterHub", delay=1)
-    install_and_kill_at(machine, "] Setting up the user environment", delay=2)
+    install_and_kill_at(machine, "] Building environments", delay=2)
     # Then at a random point of what a rerun announces: bootstrap's phase and each installer step but the last
     # (after which nothing is left to interrupt).
     points = ["Installing the installer from"] + [f"] {name}" for name, _ in STEPS[:-1]]

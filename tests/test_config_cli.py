@@ -114,7 +114,21 @@ SET_CASES = [
     ("backup.keep", "14", 14),
     ("backup.homes", "yes", True),
     ("hub.concurrent_starts", "4", 4),
+    ("environments.data.description", "Pandas for the stats course", "Pandas for the stats course"),
+    ("environments.data.packages", "pandas,numpy>=2", ["pandas", "numpy>=2"]),
+    ("environments.data.requirements", "/srv/course/requirements.txt", "/srv/course/requirements.txt"),
+    ("environments.data.apt", "libxml2-dev", ["libxml2-dev"]),
+    ("environments.data.python", "3.12", "3.12"),
+    ("environments.data.r", "true", True),
+    ("environments.data.offer_kernel", "no", False),
 ]
+
+
+@pytest.fixture(autouse=True)
+def no_system_checks(monkeypatch):
+    """Edits of environments are also checked against the system (Python versions, apt, PyPI): that is
+    tested in test_environments_*; here only what tljh-config itself does."""
+    monkeypatch.setattr(cli, "_system_check", lambda key: None)
 
 
 @pytest.mark.parametrize("key,value,stored", SET_CASES)
@@ -145,7 +159,7 @@ def test_set_covers_every_documented_key():
     for key in schema.all_keys():
         if key.startswith("traefik_api") or key == "auth.<Class>.<trait>" or key == "profiles":
             continue  # profiles: a list of mappings, written in config.yaml (see test_set_profiles_points_to_the_file)
-        key = key.replace("<group>", "research")
+        key = key.replace("<group>", "research").replace("<name>", "data")
         assert key in covered, key
 
 

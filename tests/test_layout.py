@@ -1,7 +1,7 @@
 """The package layout holds: imports go down the layers, never up, and there are no import cycles.
 
 Layers, bottom to top (docs/explanation/architecture.md, "Code layout"):
-plugin hooks < system < settings < proxy | hub < install < cli < TLJH's public faces.
+plugin hooks < system < settings < environments < proxy | hub < install < cli < TLJH's public faces.
 proxy and hub are side by side: neither imports the other. Imports inside functions count too.
 """
 
@@ -19,6 +19,7 @@ LAYERS = {
     "plugins": 0.5,
     "system": 1,
     "settings": 2,
+    "environments": 2.5,
     "proxy": 3,
     "hub": 3,
     "install": 4,

@@ -67,6 +67,10 @@ def render_reference() -> str:
             elif sub.get("x-tljh-authenticator-traits"):
                 for t, tnode in sub.get("properties", {}).items():
                     rows.append((f"{key}.{t}", tnode))
+            elif sub.get("type") == "object" and "properties" in sub.get("additionalProperties", {}):
+                # A mapping of named sections (environments.<name>): documented as one section per key.
+                subsections.append((f"{key}.{sub.get('x-tljh-placeholder', '<name>')}", {**sub["additionalProperties"],
+                                    "description": sub.get("description", "")}))
             elif sub.get("type") == "object" and isinstance(sub.get("additionalProperties"), dict):
                 rows.append(
                     (

@@ -428,9 +428,42 @@ PATH_NOTES = {
     "USER_ENV_PREFIX": (
         "directory",
         "0755",
-        "The user environment (a Python venv): JupyterLab, Notebook and the kernels users run. Writable by "
-        "root only.",
+        "The environment named `default` (a Python venv, TLJH's user environment): JupyterLab, Notebook and "
+        "the kernels users run. Its current build; no user can write it.",
     ),
+    "ENVIRONMENTS_DIR": (
+        "directory",
+        "0755",
+        "The other environments, one directory each (`<name>`, the current build), plus the two below.",
+    ),
+    "BUILDER_DIR": (
+        "directory",
+        "0755",
+        "Owned by `tljh-builder`: builds in progress (`<name>`, never served) and the builds' uv cache.",
+    ),
+    "ENVIRONMENTS_UV_CACHE_DIR": (
+        "directory",
+        "0755",
+        "The builds' own uv cache (hard-linked into builds; never shared with the hub environment's).",
+    ),
+    "RETIRED_DIR": (
+        "directory",
+        "0700",
+        "Builds replaced or removed (`<name>.<build>`), kept while a running server has them; deleted after.",
+    ),
+    "ENVIRONMENT_STATE_DIR": ("directory", "0700", "Environments' state: why a build last failed (`<name>.failed`)."),
+    "ENVIRONMENTS_LOCK": ("file", "0600", "Held during a build, a removal or a clean-up: one at a time."),
+    "BOOTSTRAP_REQUIREMENTS_FILE": (
+        "file",
+        "0600",
+        "The requirements file given to bootstrap with `--user-requirements-txt-url`, part of `default`'s spec.",
+    ),
+    "PLUGIN_CONDA_REQUIREMENTS_FILE": (
+        "file",
+        "0600",
+        "The PyPI packages of plugins' conda requests (written by the installer), part of `default`'s spec.",
+    ),
+    "BUILDER_USER": ("user", "", "The system user that resolves and installs environments' packages (never root)."),
     "STATE_DIR": (
         "directory",
         "0700",
@@ -612,11 +645,12 @@ PATH_NOTES = {
 # Paths written as literals in the code: (shown as, strings the source must contain, source, kind, mode, what).
 # The source is checked at every build, so the build fails when the code changes and this page does not.
 LITERAL_PATHS = [
-    ("/opt/tljh/hub.previous, /opt/tljh/user.previous", ['".previous"'], "tljh/system/venvs.py", "directory", "",
-     "Only while an environment that no longer runs with the system's Python (after an OS upgrade) is rebuilt: "
-     "the old one, which its packages are reinstalled from. Deleted when the rebuild is complete; a rerun of an "
-     "interrupted rebuild resumes from it."),
-    ("/opt/tljh/hub.before-<date>-<time>, /opt/tljh/user.before-<date>-<time>", ['.before-{stamp}'],
+    ("/opt/tljh/hub.previous", ['".previous"'], "tljh/system/venvs.py", "directory", "",
+     "Only while the hub environment, which no longer runs with the system's Python (after an OS upgrade), is "
+     "rebuilt: the old one, which its packages are reinstalled from. Deleted when the rebuild is complete; a "
+     "rerun of an interrupted rebuild resumes from it. (Environments are rebuilt into a copy instead.)"),
+    ("/opt/tljh/hub.before-<date>-<time>, /opt/tljh/user.before-<date>-<time>, "
+     "/opt/tljh/envs/<name>.before-<date>-<time>", ['.before-{stamp}'],
      "tljh/system/venvs.py", "directory", "",
      "Only after such a rebuild could not bring everything over (a package with no release for the new Python, "
      "one installed from a directory that is gone, a kernel whose program is missing): the old environment, "

@@ -234,21 +234,13 @@ def check_kernel_debugger(report, config):
         report.add("kernel debugger", "off in users' servers", off=True)
 
 
-def check_environments(report):
-    """Each environment's Python and the server packages that matter to users."""
-    if not venvs.venv_works(paths.USER_ENV_PREFIX):
-        report.add(
-            "environment",
-            f"default ({paths.USER_ENV_PREFIX}) does not run",
-            problem="the user environment's Python does not run (an OS upgrade?)",
-            fix="rerun the install command: it rebuilds the environment with its packages",
-        )
-        return
-    packages = venvs.installed_packages(paths.USER_ENV_PREFIX)
-    site = venvs.site_packages(paths.USER_ENV_PREFIX)
-    python = "Python " + (site[0].split("/lib/python")[1].split("/")[0] if site else "?")
-    shown = ", ".join(f"{n} {packages[n]}" for n in ("jupyterlab", "notebook", "jupyterhub") if n in packages)
-    report.add("environment", f"default: {python}, {len(packages)} packages ({shown})", name="default", packages=len(packages))
+def check_environments(report, config):
+    """Each environment: its state and build, its Python and the server packages that matter to users."""
+    from tljh.environments.commands import status_entries
+
+    for entry in status_entries(config):
+        report.add("environment", entry.text, problem=entry.problem, fix=entry.fix, name=entry.name,
+                   packages=entry.packages)
 
 
 def check_https(report, config):
@@ -402,7 +394,7 @@ def report() -> Report:
     check_config(result, settings)
     check_services(result)
     check_hub(result, settings)
-    check_environments(result)
+    check_environments(result, config)
     check_conda(result)
     check_network(result, config)
     check_kernel_debugger(result, config)

@@ -4,6 +4,8 @@ import argparse
 import os
 import sys
 
+from tljh.system.namespaces import reexec_in_host_mount_namespace
+
 # Exit codes shared by the verbs: 0 done, 1 failed or unhealthy, 2 refused (usage, bad input; nothing changed).
 EXIT_FAILED = 1
 EXIT_REFUSED = 2
@@ -21,6 +23,29 @@ def build_parser():
     )
     remove.add_argument("--purge", action="store_true", help="also remove users' accounts, homes and groups; keep no backup")
     remove.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    env = verbs.add_parser(
+        "env",
+        help="list, show, build and remove the environments users' servers run from",
+        description="Environments are declared under `environments` in config.yaml (`default` is /opt/tljh/user). "
+        "A build goes into a copy and is switched in when complete; running servers keep the build they "
+        "started with.",
+    )
+    env_verbs = env.add_subparsers(dest="env_verb", metavar="ENV_VERB", required=True)
+    env_verbs.add_parser("list", help="every environment: up to date or not, its Python, build and description")
+    show = env_verbs.add_parser(
+        "show", help="print an environment's lock (exact versions), itself a valid requirements file"
+    )
+    show.add_argument("name", help="environment name")
+    build = env_verbs.add_parser("build", help="build the environments whose declaration changed (or NAME)")
+    build.add_argument("name", nargs="?", help="only this environment")
+    build.add_argument("--force", action="store_true", help="build even if nothing changed")
+    build.add_argument(
+        "--from-lock", metavar="FILE", help="install exactly the versions of FILE (a lock from `tljh env show`)"
+    )
+    env_remove = env_verbs.add_parser(
+        "remove", help="remove an environment from config.yaml and from service (running servers keep it)"
+    )
+    env_remove.add_argument("name", help="environment name (not default)")
     status = verbs.add_parser(
         "status",
         help="the admin's first stop: services, versions, certificates, disk, memory, users, backups, problems",
@@ -257,6 +282,12 @@ def _unix_names(args):
     return run(args.action or "list", getattr(args, "hub_name", None), getattr(args, "unix_name", None))
 
 
+def _env(args):
+    from tljh.environments import commands
+
+    return commands.main(args)
+
+
 def _uninstall(args):
     from tljh.install.uninstall import uninstall
 
@@ -274,6 +305,7 @@ def _uninstall(args):
 
 
 VERBS = {
+    "env": _env,
     "status": _status,
     "backup": _backup,
     "restore": _restore,
@@ -293,6 +325,9 @@ def main(argv=None):
     if os.geteuid() != 0:
         print("tljh: must run as root: sudo tljh " + " ".join(argv or sys.argv[1:]), file=sys.stderr)
         return EXIT_REFUSED
+    # From an admin's terminal in a user's server, act on the host's /opt/tljh, not the server's view of it
+    # (where each environment is the build the server started with).
+    reexec_in_host_mount_namespace()
     return VERBS[args.verb](args)
 
 

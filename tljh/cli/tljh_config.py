@@ -238,6 +238,17 @@ def _apply_hint(key):
     return f"Run `{command}` to apply."
 
 
+def _system_check(key):
+    """The check an edit of ``key`` needs beyond the schema, or None: environments must be buildable (their
+    Python available, OS packages known, packages resolving), so a value that is not is refused unwritten."""
+    if key != "environments" and not key.startswith("environments."):
+        return None
+    from tljh.environments.checks import check_change
+    from tljh.plugins import get_plugin_manager
+
+    return lambda before, after: check_change(before, after, get_plugin_manager())
+
+
 def _import_jsonschema_quickly():
     """Import jsonschema without its optional rfc3987_syntax ("iri" formats, which we never use).
 
@@ -268,7 +279,7 @@ def main(argv=None) -> int:
         if args.action == "show":
             show_config(path, args.key, args.effective, args.show_secrets)
         elif args.action == "set":
-            value = set_config_value(path, args.key, args.value)
+            value = set_config_value(path, args.key, args.value, check=_system_check(args.key))
             _say(schema.describe_value(args.key, value), f"{_apply_hint(args.key)}")
             if args.key == "limits.memory" and value and memory_to_bytes(value) < MIN_SENSIBLE_MEMORY:
                 warn(
@@ -276,17 +287,17 @@ def main(argv=None) -> int:
                     "servers may be stopped as they start. 512M or more is a sensible minimum."
                 )
         elif args.action == "unset":
-            if unset_config_value(path, args.key):
+            if unset_config_value(path, args.key, check=_system_check(args.key)):
                 _say(f"{args.key} removed; its default applies. {_apply_hint(args.key)}")
             else:
                 _say(f"{args.key} was not set; nothing changed.")
         elif args.action == "add-item":
-            if add_config_value(path, args.key, args.value):
+            if add_config_value(path, args.key, args.value, check=_system_check(args.key)):
                 _say(f"added {args.value} to {args.key}. {_apply_hint(args.key)}")
             else:
                 _say(f"{args.value} is already in {args.key}; nothing changed.")
         elif args.action == "remove-item":
-            remove_config_value(path, args.key, args.value)
+            remove_config_value(path, args.key, args.value, check=_system_check(args.key))
             _say(f"removed {args.value} from {args.key}. {_apply_hint(args.key)}")
         elif args.action == "reload":
             if args.component == "hub":

@@ -14,6 +14,7 @@ import sys
 
 from tljh.settings import authenticators, schema
 from tljh.settings.effective import load_settings
+from tljh.settings.environments import offered_kernels
 from tljh.settings.errors import ConfigError
 from tljh.settings.values import memory_to_bytes
 from tljh.system.paths import CONFIG_FILE
@@ -127,6 +128,7 @@ def _apply_user_environment(config, c):
     app = config["user_environment"]["default_app"]
     c.Spawner.default_url = {"jupyterlab": "/lab", "classic": "/tree"}[app]
     c.UserCreatingSpawner.session_installs = config["user_environment"]["session_installs"]
+    c.UserCreatingSpawner.environment_kernels = offered_kernels(config)
 
 
 def _apply_profiles(config, c):

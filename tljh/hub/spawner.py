@@ -7,8 +7,11 @@ import time
 
 from jupyterhub.utils import maybe_future
 from systemdspawner import SystemdSpawner
+from tornado import web
 from traitlets import Bool, CaselessStrEnum, Dict, Float, Integer, List, Unicode, default
 
+from tljh.environments import EnvironmentNotReady, collect_unused, server_environment
+from tljh.environments.serving import is_environment_bin
 from tljh.hub import profiles, session_installs
 from tljh.hub.start_queue import StartQueue, parallel_for
 from tljh.plugins import get_plugin_manager
@@ -94,7 +97,17 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
         "default",
         config=True,
         help="""
-        The environment a server runs from: ``default`` (/opt/tljh/user) or a name under ``environments``.
+        The environment servers run from: ``default`` (/opt/tljh/user) or a name under ``environments`` in
+        config.yaml (/opt/tljh/envs/<name>). A profile sets it with ``spawner_override.user_environment``.
+        The server keeps the build that is current when it starts until it stops.
+        """,
+    )
+
+    environment_kernels = List(
+        Unicode(),
+        config=True,
+        help="""
+        Environments every server offers as kernels, besides its own ``python3``.
 
         A profile sets it through ``spawner_override.user_environment``.
         """,
@@ -276,6 +289,37 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
         self.log.warning("Unit %s still loaded %.0f s after it stopped; starting anyway", self.unit_name,
                          self.unit_unload_timeout)
 
+    def _apply_environment(self):
+        """Run from ``user_environment``: its bin/ first on PATH, its jupyterhub-singleuser, the kernels of the
+        offered environments, and every environment pinned to its current build in the unit's mounts.
+        Idempotent: a spawner object serves every start of a user's server, in any environment."""
+        env = server_environment(self.user_environment, self.environment_kernels)
+        self.extra_paths = [*env.extra_paths, *(p for p in self.extra_paths if not is_environment_bin(p))]
+        self.cmd = env.command(self.cmd)
+        managed = ("JUPYTER_PATH", "TLJH_ENVIRONMENT")
+        self.environment = {**{k: v for k, v in self.environment.items() if k not in managed}, **env.environment}
+        self.unit_extra_properties = {**self.unit_extra_properties, **env.unit_properties}
+        self._tljh_environment_properties = dict(env.unit_properties)  # _apply_isolation keeps them
+
+    def _apply_environment_or_refuse(self):
+        try:
+            self._apply_environment()
+        except EnvironmentNotReady as e:
+            raise environment_not_ready(str(e)) from None
+
+    def _collect_unused(self):
+        try:
+            collect_unused()
+        except Exception:
+            self.log.exception("Could not delete unused environment builds")
+
+    def _configured(self):
+        """The admin's own unit properties, disable_user_sudo and isolate_devices, as they were before any start
+        changed them (taken once, before the first start's environment or sandbox)."""
+        return self.__dict__.setdefault(
+            "_tljh_configured", (dict(self.unit_extra_properties), self.disable_user_sudo, self.isolate_devices)
+        )
+
     def _apply_isolation(self):
         """The sandbox for this start, from the configured settings and the user's admin status now.
 
@@ -283,13 +327,12 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
         place): start from the admin's configured properties each time, or an admin's relaxed sandbox would stay
         with a demoted user's next server, and a non-admin's no_new_privs with a promoted one's (no sudo).
         """
-        properties, sudo_off, devices_off = self.__dict__.setdefault(
-            "_tljh_configured", (dict(self.unit_extra_properties), self.disable_user_sudo, self.isolate_devices)
-        )
+        properties, sudo_off, devices_off = self._configured()
         self.unit_extra_properties = {
             **isolation.unit_properties(self.user.admin, self.denied_addresses),
             **isolation.runtime_directories(self.unit_name),
             **properties,  # the admin's own settings win
+            **getattr(self, "_tljh_environment_properties", {}),  # this start's environment builds
         }
         # Admins keep sudo in their servers (TLJH: `sudo -E pip install X` in a terminal installs for everyone):
         # no NoNewPrivileges= for them (systemdspawner sets it by default), nor PrivateDevices=, which implies it.
@@ -304,6 +347,9 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
             self.start_queue.release(self)
 
     async def _start(self):
+        self._configured()
+        # First: a server whose environment cannot serve changes nothing (no account, no unit).
+        self._apply_environment_or_refuse()
         try:
             system_username = await accounts.ensure_account(
                 self.user.name, on_create=lambda unix: get_plugin_manager().hook.tljh_new_user_create(username=unix)
@@ -344,6 +390,8 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
     async def stop(self, now=False):
         await super().stop(now=now)
         await asyncio.to_thread(session_installs.remove_layer, self.unit_name)
+        # The builds this server had pinned may now be unused: delete them, without making the stop wait.
+        asyncio.get_running_loop().run_in_executor(None, self._collect_unused)
 
     # True while systemdspawner's start() waits for the unit to run (and the socket mixin for it to bind its
     # socket): systemdspawner asks poll() once a second for start_timeout seconds and never looks whether
@@ -374,3 +422,12 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
             await asyncio.to_thread(session_installs.remove_layer, self.unit_name)
             await self.remove_link()
         return 1
+
+
+def environment_not_ready(message: str) -> web.HTTPError:
+    """The error a start raises when its environment is not built: an HTTPError, because JupyterHub passes those
+    through to the spawn form and the REST API with their message (any other exception raised within the first
+    second of a spawn becomes "Unhandled error starting server")."""
+    error = web.HTTPError(503, message)
+    error.jupyterhub_message = message  # what the spawn-pending page shows after the failure
+    return error

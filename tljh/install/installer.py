@@ -33,7 +33,7 @@ from tljh.settings import config_file
 from tljh.settings.errors import ConfigError
 from tljh.settings.effective import effective_settings, load_settings
 from tljh.settings.reload import record_last_good
-from tljh.system import files, listeners, paths, systemd, unix_accounts, users, venvs
+from tljh.system import files, listeners, namespaces, paths, systemd, unix_accounts, users, venvs
 from tljh.system.paths import HUB_UNIT, OLD_ROUTER_UNIT, PROFILE_SCRIPT, PROXY_ADMIN_UNIT, PROXY_UNIT, SUDOERS_FILE
 
 log = logging.getLogger("tljh.installer")
@@ -45,19 +45,6 @@ SUDOERS = """\
 %jupyterhub-admins ALL = (ALL) NOPASSWD: ALL
 Defaults exempt_group = jupyterhub-admins
 """
-
-# What every user's server runs on. Ranges, not pins: the user env is the admins' to extend.
-# jupyterhub is pinned to the hub's own version at install time (see user_env_requirements).
-USER_ENV_PACKAGES = [
-    "pip",
-    "uv",  # `%uv pip install` in a notebook runs `python -m uv`
-    "jupyterlab>=4.4,<5",
-    "notebook>=7.4,<8",
-    "jupyter-resource-usage>=1.1,<2",
-    "nbgitpuller>=1.2,<2",
-    "ipywidgets>=8.1,<9",
-]
-
 
 # The units the installer writes and enables.
 UNITS = (HUB_UNIT, PROXY_ADMIN_UNIT, PROXY_UNIT)
@@ -168,7 +155,6 @@ def carry_over_tljh_environment(ctx):
         migrate_tljh.record_carried(migrate_tljh.Carried([], [], {}, [], {}, []))
         return "no TLJH environment to carry over"
     carried = migrate_tljh.carry_over()
-    _make_world_readable_only(paths.USER_ENV_PREFIX)
     state = migrate_tljh.record_carried(carried)
     lost = migrate_tljh.not_carried_lines(state)
     if lost:
@@ -221,42 +207,53 @@ def install_hub_extras(ctx):
     return f"installed {', '.join(packages)}"
 
 
-def user_env_requirements(pm, conda_plan=None):
-    hub_version = metadata.version("jupyterhub")
-    # The user env's jupyterhub (jupyterhub-singleuser) must speak the hub's protocol version.
-    plugin_packages = collect_list(pm.hook.tljh_extra_user_pip_packages())
-    conda_packages = conda_plan.pip_requirements if conda_plan else []
-    return [*USER_ENV_PACKAGES, f"jupyterhub=={hub_version}", *plugin_packages, *conda_packages]
+def build_environments(ctx):
+    """default (/opt/tljh/user) and every environment declared in config.yaml: what changed is built."""
+    from tljh.environments import commands
 
-
-def build_user_env(ctx):
-    rebuilt = ""
-    prefix = paths.USER_ENV_PREFIX
-    if os.path.isdir(venvs.moved_aside(prefix)) or (os.path.isdir(prefix) and not venvs.venv_works(prefix)):
-        # An OS upgrade changed the system Python: rebuild with the packages admins installed.
-        rebuilt = "rebuilt for this system's Python; " + _restored(venvs.rebuild_from(prefix)) + "; "
-    elif not os.path.isdir(prefix):
-        venvs.create_venv(prefix)
-        rebuilt = "created; "
-    requirements_files = []
-    with tempfile.TemporaryDirectory() as tmp:
-        if ctx.args.user_requirements_txt_url:
+    users.ensure_system_user(paths.BUILDER_USER)
+    _bring_back_moved_aside_user_env()
+    if ctx.args.user_requirements_txt_url:
+        # TLJH installs this file into the user environment; it stays part of default's spec from now on.
+        with tempfile.TemporaryDirectory() as tmp:
             try:
-                requirements_files.append(user_requirements.fetch(ctx.args.user_requirements_txt_url, tmp, _download))
+                fetched = user_requirements.fetch(ctx.args.user_requirements_txt_url, tmp, _download)
             except user_requirements.RequirementsError as e:
                 raise InstallError(f"--user-requirements-txt-url: {e}") from e
-        try:
-            result = venvs.pip_install(
-                paths.USER_ENV_PREFIX,
-                user_env_requirements(ctx.pm, ctx.conda),
-                upgrade_packages=["jupyterhub"],
-                requirements_files=requirements_files,
-            )
-        except RuntimeError as e:
-            hint = " (check the packages in --user-requirements-txt-url)" if requirements_files else ""
-            raise InstallError(f"could not install the user environment{hint}: {e}") from e
-    _make_world_readable_only(paths.USER_ENV_PREFIX)
-    return rebuilt + _uv_summary(result.stderr)
+            with open(fetched) as f:
+                files.write_atomic(paths.BOOTSTRAP_REQUIREMENTS_FILE, f.read())
+    # Plugins' conda requests that are PyPI projects go into the user environment, as TLJH's conda installs did;
+    # kept as a file of default's spec so that `tljh env build` builds the same environment as the installer.
+    conda_pypi = ctx.conda.pip_requirements if ctx.conda else []
+    if conda_pypi:
+        files.write_atomic(paths.PLUGIN_CONDA_REQUIREMENTS_FILE, "".join(f"{r}\n" for r in conda_pypi))
+    elif os.path.exists(paths.PLUGIN_CONDA_REQUIREMENTS_FILE):
+        os.remove(paths.PLUGIN_CONDA_REQUIREMENTS_FILE)
+
+    def out(line):
+        print("    " + line, flush=True)
+        log.info("%s", line)
+
+    outcomes = commands.build(load_settings().config, ctx.pm, out=out)
+    failed = {o.name: o for o in outcomes if o.state == "failed"}
+    if "default" in failed:
+        hint = " (check the packages in --user-requirements-txt-url)" if ctx.args.user_requirements_txt_url else ""
+        raise InstallError(f"could not build the default environment{hint}: {failed['default'].message}")
+    for name in failed:
+        print(f"    warning: environment {name} was not built; its previous build (if any) serves. "
+              f"Fix it and run: sudo tljh env build {name}", flush=True)
+    return "; ".join(f"{o.name}: {o.state}" for o in outcomes)
+
+
+def _bring_back_moved_aside_user_env():
+    """An older release rebuilt /opt/tljh/user after a Python change by moving it aside first; if that was
+    interrupted, the moved-aside venv is the one with the admins' packages: it becomes the current one again
+    (and is rebuilt with them)."""
+    old = venvs.moved_aside(paths.USER_ENV_PREFIX)
+    if os.path.isdir(old):
+        if os.path.lexists(paths.USER_ENV_PREFIX):
+            subprocess.run(["rm", "-rf", paths.USER_ENV_PREFIX], check=True)
+        os.rename(old, paths.USER_ENV_PREFIX)
 
 
 def restore_hub_packages(ctx):
@@ -617,7 +614,7 @@ STEPS = [
     ("Checking plugin requests", plan_conda_requests),
     ("Installing apt packages for plugins", install_apt_packages),
     ("Installing hub packages for plugins", install_hub_extras),
-    ("Setting up the user environment", build_user_env),
+    ("Building environments", build_environments),
     ("Carrying over TLJH's user environment", carry_over_tljh_environment),
     ("Setting up groups and admin sudo", ensure_groups_and_sudoers),
     ("Putting the server's PATH into terminals", install_profile_script),
@@ -713,16 +710,6 @@ def _restored(rebuilt):
         print(f"    warning: {'; '.join(lost)}. The previous environment is kept at {rebuilt.kept}: install them "
               "again by hand, then remove it.", flush=True)
     return text
-
-
-def _make_world_readable_only(prefix):
-    # Shared environment: everyone reads and runs it, only root writes it.
-    os.chmod(prefix, 0o755)
-
-
-def _uv_summary(stderr):
-    lines = [l.strip() for l in stderr.splitlines() if l.strip().startswith(("Installed", "Audited", "Uninstalled", "Resolved"))]
-    return "; ".join(lines[-2:]) if lines else "done"
 
 
 def _package_version(name):
@@ -957,6 +944,8 @@ def main(argv=None):
     if problem:
         print(f"tljh.installer: {problem}", file=sys.stderr)
         return 1
+    # Run from an admin's terminal in a user's server, act on the host's /opt/tljh, not the server's view.
+    namespaces.reexec_in_host_mount_namespace()
     _setup_logging()
     ctx = Context(args)
     progress = Progress([name for name, _ in STEPS], os.environ.get("TLJH_PROGRESS_FILE"))

@@ -66,7 +66,7 @@ def uninstall(purge=False, say=print):
     if os.path.exists(os.path.join(paths.UNIT_DIR, OLD_ROUTER_UNIT)):  # installed by an earlier release
         units.append(OLD_ROUTER_UNIT)
     accounts, groups = hub_accounts()  # read before the state directory goes
-    servers = user_server_units(accounts)
+    servers = user_server_units(accounts) + systemd.list_units("tljh-env-*")  # users' servers, environment builds
     for unit in servers + units:
         systemd.stop(unit, check=False)
     say(f"stopped {', '.join(servers + units)}")
@@ -97,6 +97,9 @@ def uninstall(purge=False, say=print):
         if users.group_exists(paths.PROXY_GROUP):
             subprocess.run(["groupdel", paths.PROXY_GROUP], capture_output=True)
         say(f"removed the proxy's system account {paths.PROXY_USER}")
+    if users.user_exists(paths.BUILDER_USER):
+        subprocess.run(["userdel", paths.BUILDER_USER], capture_output=True)
+        say(f"removed the system user {paths.BUILDER_USER} (it built the environments)")
 
     if purge:
         for name in accounts:

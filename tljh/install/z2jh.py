@@ -21,7 +21,7 @@ from tljh.settings import authenticators, config_file, schema
 from tljh.settings.effective import effective_settings
 from tljh.settings.errors import ConfigError
 from tljh.settings.values import memory_to_bytes, normalize_memory
-from tljh.system import files, paths, venvs
+from tljh.system import files, paths
 
 LETSENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
 LETSENCRYPT_PRODUCTION = "https://acme-v02.api.letsencrypt.org/directory"
@@ -480,11 +480,13 @@ def apply_assignments(doc, assignments: dict) -> None:
 
 
 def _lock_of(name):
-    """(lock text, where to read it) of environment ``name`` on this server."""
-    if name == "default" and venvs.venv_works(paths.USER_ENV_PREFIX):
-        lock = "".join(f"{r}\n" for r in venvs.requirements_of(paths.USER_ENV_PREFIX).values())
-        return lock, f"sudo {paths.USER_ENV_PREFIX}/bin/pip freeze"
-    return None, "not built on this server"
+    """(lock text, where to read it) of environment ``name`` on this server: its build's lock."""
+    from tljh.environments import store
+
+    build = store.current(name)
+    if build is None:
+        return None, "not built on this server"
+    return build.lock(), f"sudo tljh env show {name}"
 
 
 def _snippets():

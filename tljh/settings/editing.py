@@ -2,7 +2,8 @@
 
 Every edit runs under the config lock, keeps the admin's comments, is validated as a whole (an edit that adds
 a problem is refused with one line and nothing is written; problems that were there already are warned
-about) and is written atomically. These are also TLJH's public functions (tljh.config re-exports them).
+about) and is written atomically. ``check(before, after)``, if given, may refuse an edit for reasons only the
+system can tell (the CLI passes the environments' check: packages must resolve). These are also TLJH's public functions (tljh.config re-exports them).
 """
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ def _snapshot(doc):
     return parse_document(dump_document(doc))
 
 
-def _edit(config_path, key, change):
+def _edit(config_path, key, change, check=None):
     """Run change(doc, info) under the lock; validate the result; write atomically. Returns change()'s result."""
     result = {}
 
@@ -118,6 +119,8 @@ def _edit(config_path, key, change):
         before = _snapshot(doc)
         result["value"] = change(doc)
         _check_new_problems(before, doc, key)
+        if check is not None:  # a check that needs the system (e.g. environments: do the packages resolve?)
+            check(to_plain(before), to_plain(doc))
 
     try:
         update_document(config_path, mutate)
@@ -134,7 +137,7 @@ def key_info(doc, key):
         raise ConfigError(str(e)) from None
 
 
-def set_config_value(config_path, key_path, value):
+def set_config_value(config_path, key_path, value, check=None):
     """Set KEY to VALUE (a command-line string, or a Python value). Returns the stored value."""
 
     def change(doc):
@@ -146,11 +149,11 @@ def set_config_value(config_path, key_path, value):
         set_key(parent, info.parts[-1], parsed)
         return parsed
 
-    stored = _edit(config_path, key_path, change)
+    stored = _edit(config_path, key_path, change, check)
     return to_plain(stored)
 
 
-def unset_config_value(config_path, key_path):
+def unset_config_value(config_path, key_path, check=None):
     """Remove KEY (a value or a whole section) so its default applies. Returns False if it was not set."""
 
     def change(doc):
@@ -171,7 +174,7 @@ def unset_config_value(config_path, key_path):
                 break
         return True
 
-    return _edit(config_path, key_path, change)
+    return _edit(config_path, key_path, change, check)
 
 
 def _list_at(doc, info, create):
@@ -200,7 +203,7 @@ def _item_value(info, raw):
     return values.parse_scalar(items, raw)
 
 
-def add_config_value(config_path, key_path, value):
+def add_config_value(config_path, key_path, value, check=None):
     """Append VALUE to the list at KEY. Returns False when it was already there (nothing changed)."""
 
     def change(doc):
@@ -212,10 +215,10 @@ def add_config_value(config_path, key_path, value):
         append_item(current, item)
         return True
 
-    return _edit(config_path, key_path, change)
+    return _edit(config_path, key_path, change, check)
 
 
-def remove_config_value(config_path, key_path, value):
+def remove_config_value(config_path, key_path, value, check=None):
     """Remove VALUE from the list at KEY. Refuses when it is not there."""
 
     def change(doc):
@@ -227,4 +230,4 @@ def remove_config_value(config_path, key_path, value):
         current.remove(item)
         return True
 
-    return _edit(config_path, key_path, change)
+    return _edit(config_path, key_path, change, check)

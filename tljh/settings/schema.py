@@ -14,6 +14,8 @@ below implements them:
   the check needs the key the mapping sits under) against the class's real traitlets: the trait must exist
   and be ``config=True``, and the value is validated by the trait itself.
 - ``x-tljh-ip-address``: an IP address, or empty for all addresses.
+- ``x-tljh-requirement``: a pip requirement string (``pandas>=2``), a path or a URL.
+- ``x-tljh-placeholder``: how the reference writes the free part of a key (``environments.<name>``).
 - ``x-tljh-finite``: a number that is not infinite or NaN (YAML has ``.inf`` and ``.nan``; JSON Schema's bounds
   let NaN through).
 - ``x-tljh-unprivileged-group``: a Unix group name that gives no root-equivalent rights (not sudo, docker,
@@ -41,10 +43,9 @@ from typing import Any
 
 from tljh.system import paths
 
-from . import authenticators, profiles
+from . import authenticators, environments, profiles
 from .authenticators import DEFAULT_AUTHENTICATOR
 from .config_file import to_plain
-from .environments import environment_names
 from .errors import ConfigError, UnknownKeyError, ValueParseError, did_you_mean
 from .values import describe_duration, describe_memory, normalize_base_url, normalize_memory
 
@@ -409,6 +410,7 @@ def _build_schema() -> dict:
                     },
                 },
             },
+            "environments": environments.schema_section(),
             "services": {
                 "type": "object",
                 "additionalProperties": False,
@@ -567,6 +569,12 @@ def _ext_authenticator_class(validator, enabled, instance, schema):
             yield _validation_error(str(e))
 
 
+def _ext_requirement(validator, enabled, instance, schema):
+    problem = environments.requirement_problem(instance) if enabled else None
+    if problem:
+        yield _validation_error(problem)
+
+
 def _ext_finite(validator, enabled, instance, schema):
     import math
 
@@ -585,6 +593,7 @@ def _ext_unprivileged_group(validator, enabled, instance, schema):
 
 
 _EXTENSIONS = {
+    "x-tljh-requirement": _ext_requirement,
     "x-tljh-finite": _ext_finite,
     "x-tljh-unprivileged-group": _ext_unprivileged_group,
     "x-tljh-memory": _ext_memory,
@@ -748,7 +757,7 @@ def validate_config(config: dict) -> list[Problem]:
     # an unknown auth.<name> is better explained by "unknown key ... did you mean" than by its type
     problems = [p for p in problems if p.key not in unknown_sections]
     problems.extend(Problem("", p.message, p.severity, p.unknown_key) for p in auth_problems)
-    problems.extend(Problem(k, m) for k, m in profiles.check_profiles(config, environment_names(config)))
+    problems.extend(Problem(k, m) for k, m in profiles.check_profiles(config, environments.environment_names(config)))
     for name, node in schema["properties"].items():
         if node.get("x-tljh-ignored") and name in config:
             problems.append(Problem(name, node["x-tljh-ignored"], "warning"))
@@ -885,7 +894,12 @@ def all_keys() -> list[str]:
             if sub.get("type") == "object" and "properties" in sub and not sub.get("x-tljh-authenticator-traits"):
                 walk(sub, key + ".")
             elif sub.get("type") == "object" and isinstance(sub.get("additionalProperties"), dict):
-                keys.append(f"{key}.<group>")
+                named = sub["additionalProperties"]
+                placeholder = sub.get("x-tljh-placeholder", "<group>")
+                if "properties" in named:
+                    walk(named, f"{key}.{placeholder}.")
+                else:
+                    keys.append(f"{key}.{placeholder}")
             elif sub.get("x-tljh-authenticator-traits"):
                 for t in sub.get("properties", {}):
                     keys.append(f"{key}.{t}")

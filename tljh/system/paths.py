@@ -103,6 +103,31 @@ COMMANDS = ("tljh-config", "tljh")
 CACHE_DIR = "/var/cache/tljh"
 UV_CACHE_DIR = os.path.join(CACHE_DIR, "uv")
 RATTLER_CACHE_DIR = os.path.join(CACHE_DIR, "rattler")
+
+# Environments (tljh/environments): each one's current build is served from a stable path — TLJH's
+# USER_ENV_PREFIX for "default", ENVIRONMENTS_DIR/<name> for the others (see environment_prefix).
+ENVIRONMENTS_DIR = os.path.join(INSTALL_PREFIX, "envs")
+# The builder user's workspace: builds in progress and the builds' own uv cache. One directory, because hard
+# links from the cache into a build cannot cross the mount points of the build's sandbox.
+BUILDER_DIR = os.path.join(ENVIRONMENTS_DIR, ".builder")
+ENVIRONMENTS_UV_CACHE_DIR = os.path.join(BUILDER_DIR, "uv-cache")
+# Builds replaced or removed, kept until no running server has them mounted (root only).
+RETIRED_DIR = os.path.join(ENVIRONMENTS_DIR, ".retired")
+ENVIRONMENT_STATE_DIR = os.path.join(STATE_DIR, "environments")
+ENVIRONMENTS_LOCK = os.path.join(ENVIRONMENT_STATE_DIR, "build.lock")
+# What --user-requirements-txt-url gave bootstrap: kept, as part of the default environment's spec.
+BOOTSTRAP_REQUIREMENTS_FILE = os.path.join(ENVIRONMENT_STATE_DIR, "default-bootstrap-requirements.txt")
+# The PyPI packages of plugins' conda requests (tljh.install.conda_requests), part of default's spec too.
+PLUGIN_CONDA_REQUIREMENTS_FILE = os.path.join(ENVIRONMENT_STATE_DIR, "default-plugin-conda-requirements.txt")
+# The system user that resolves and installs packages for environments (never root).
+BUILDER_USER = "tljh-builder"
+
+
+def environment_prefix(name: str) -> str:
+    """Where environment ``name`` is served from: TLJH's /opt/tljh/user for ``default``."""
+    return USER_ENV_PREFIX if name == "default" else os.path.join(ENVIRONMENTS_DIR, name)
+
+
 # `tljh uninstall` saves config and state here first.
 UNINSTALL_BACKUP_DIR = "/var/backups"
 

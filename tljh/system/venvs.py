@@ -87,10 +87,11 @@ def installed_packages(prefix):
     Read from the dist-info files, without running the venv's interpreter: this must work on a venv whose
     system Python an OS upgrade removed, to rebuild it with the same packages.
     """
-    return {canonical(d.metadata["Name"]): d.version for d in _distributions(prefix)}
+    return {canonical(d.metadata["Name"]): d.version for d in distributions(prefix)}
 
 
-def _distributions(prefix):
+def distributions(prefix):
+    """The installed distributions of the venv at ``prefix`` (read from its files)."""
     # A dist-info without metadata is what a killed install leaves half-written: nothing to reinstall from it.
     return [d for d in metadata.distributions(path=site_packages(prefix)) if d.metadata and d.metadata["Name"]]
 
@@ -104,7 +105,7 @@ def requirements_of(prefix):
     """{canonical name: requirement string} reinstalling what the venv at ``prefix`` holds: ``name==version``,
     or ``name @ url`` for packages installed from a path or a git URL (plugins), if that path still exists."""
     requirements = {}
-    for dist in _distributions(prefix):
+    for dist in distributions(prefix):
         name = dist.metadata["Name"]
         origin = json.loads(dist.read_text("direct_url.json") or "null")
         if origin and "url" in origin:
