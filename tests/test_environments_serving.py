@@ -128,10 +128,11 @@ def test_the_spawn_page_and_the_api_get_the_reason_and_nothing_is_created(prefix
     async def must_not_run(*args):
         raise AssertionError("a Unix account was touched for a server that cannot start")
 
-    monkeypatch.setattr(spawner_module.users, "ensure_user", must_not_run)
+    monkeypatch.setattr(spawner_module.accounts, "ensure_account", must_not_run)
     spawner = SimpleNamespace(user_environment="stats", environment_kernels=[], extra_paths=[], cmd=[],
                               environment={}, unit_extra_properties={}, user=SimpleNamespace(name="bob"))
     spawner._apply_environment = lambda: UserCreatingSpawner._apply_environment(spawner)
+    spawner._configured = lambda: None
     spawner._apply_environment_or_refuse = lambda: UserCreatingSpawner._apply_environment_or_refuse(spawner)
     released = []
     spawner.start_queue = SimpleNamespace(release=released.append)
