@@ -213,6 +213,31 @@ def test_restore_repairs_a_broken_server(restored_hub, broken):
     assert tls_saved == ([] if broken == "unreadable config.yaml" else [str(hub["tls"] / "hub.key")])
 
 
+def test_archive_without_account_table_takes_this_servers_away(restored_hub):
+    """A backup from before the table existed: the server's own table (which knows none of the restored accounts)
+    is removed for the installer to adopt them again; a failed restore puts it back."""
+    hub = restored_hub
+    os.unlink(paths.UNIX_ACCOUNTS_DB)
+    archive = str(hub["tmp"] / "b.tar.gz")
+    backup.create(archive)
+    assert backup.UNIX_ACCOUNTS not in members(archive)
+    _unix_names_changed()  # this server's table
+    table = open(paths.UNIX_ACCOUNTS_DB, "rb").read()
+    runs = []
+
+    def installer():  # the restored state's run fails; the rollback's run (previous state) works
+        runs.append(os.path.exists(paths.UNIX_ACCOUNTS_DB))
+        if len(runs) == 1:
+            raise restore.RestoreError("the hub did not start")
+
+    with pytest.raises(restore.RestoreError, match="every change was taken back"):
+        restore.restore(archive, say=lambda line: None, installer=installer)
+    assert runs == [False, True]  # the installer ran without the table, the rollback's with it back
+    assert open(paths.UNIX_ACCOUNTS_DB, "rb").read() == table
+    restore.restore(archive, say=lambda line: None, installer=lambda: None)
+    assert not os.path.exists(paths.UNIX_ACCOUNTS_DB)
+
+
 def _unix_names_changed():
     """The account table moves on: a name released, another claimed."""
     table = unix_accounts.AccountTable(account_exists=lambda name: False)

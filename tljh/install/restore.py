@@ -498,12 +498,17 @@ def _replace_file(source, target, undo: Undo, mode=0o600):
 
 
 def _replace_database(source, target, undo: Undo):
+    """Put the SQLite file ``source`` at ``target`` (``source`` None: no database there, as in the archive)."""
     # The hub is stopped: no journal of the old database may be replayed into the new one.
     for suffix in ("-journal", "-wal", "-shm"):
         if os.path.lexists(target + suffix):
             undo.save_file(target + suffix)
             os.unlink(target + suffix)
-    _replace_file(source, target, undo)
+    if source is not None:
+        _replace_file(source, target, undo)
+    elif os.path.lexists(target):
+        undo.save_file(target)
+        os.unlink(target)
 
 
 def place_state(unpacked: Unpacked, say, undo: Undo) -> None:
@@ -516,9 +521,13 @@ def place_state(unpacked: Unpacked, say, undo: Undo) -> None:
         _replace_tree(unpacked.path(backup.CONFIG_D), paths.JUPYTERHUB_CONFIG_D, undo)
     if unpacked.has(backup.COOKIE_SECRET):
         _replace_file(unpacked.path(backup.COOKIE_SECRET), paths.COOKIE_SECRET_FILE, undo)
-    for member, target in ((backup.HUB_DATABASE, paths.HUB_DATABASE), (backup.UNIX_ACCOUNTS, paths.UNIX_ACCOUNTS_DB)):
-        if unpacked.has(member):
-            _replace_database(unpacked.path(member), target, undo)
+    if unpacked.has(backup.HUB_DATABASE):
+        _replace_database(unpacked.path(backup.HUB_DATABASE), paths.HUB_DATABASE, undo)
+    # The account table goes with the hub database it describes. A hub backed up before it had a table gets
+    # none: this server's table knows none of the restored accounts, and a table whose adoption of existing
+    # accounts already ran would refuse them; without one, the installer's run at the end adopts them again.
+    has_table = unpacked.has(backup.UNIX_ACCOUNTS)
+    _replace_database(unpacked.path(backup.UNIX_ACCOUNTS) if has_table else None, paths.UNIX_ACCOUNTS_DB, undo)
     if unpacked.has(backup.FIRSTUSE_PASSWORDS):
         # The store's files byte for byte (a rewrite with the same content is not the same file).
         old = firstuse_files()
