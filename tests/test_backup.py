@@ -74,7 +74,6 @@ def hub(tmp_path, monkeypatch):
         "LAST_BACKUP_FILE": state / "last-backup.json",
         "DEFAULT_BACKUP_DIR": tmp_path / "backups",
         "RESTORE_STAGING_PREFIX": state / "restore-",
-        "UNIX_ACCOUNTS_DB": state / "unix-accounts.sqlite",
     }.items():
         monkeypatch.setattr(paths, name, str(value))
     (config_dir / "config.yaml").write_text(CONFIG.format(cert=tls / "hub.pem", key=tls / "hub.key"))
@@ -214,6 +213,31 @@ def test_restore_repairs_a_broken_server(restored_hub, broken):
     assert kept == ("users: [unclosed\n" if broken == "unreadable config.yaml" else good)
     # Unreadable: no certificate is known; missing: the key is saved, the certificate that was gone is not.
     assert tls_saved == ([] if broken == "unreadable config.yaml" else [str(hub["tls"] / "hub.key")])
+
+
+def test_archive_without_account_table_takes_this_servers_away(restored_hub):
+    """A backup from before the table existed: the server's own table (which knows none of the restored accounts)
+    is removed for the installer to adopt them again; a failed restore puts it back."""
+    hub = restored_hub
+    os.unlink(paths.UNIX_ACCOUNTS_DB)
+    archive = str(hub["tmp"] / "b.tar.gz")
+    backup.create(archive)
+    assert backup.UNIX_ACCOUNTS not in members(archive)
+    _unix_names_changed()  # this server's table
+    table = open(paths.UNIX_ACCOUNTS_DB, "rb").read()
+    runs = []
+
+    def installer():  # the restored state's run fails; the rollback's run (previous state) works
+        runs.append(os.path.exists(paths.UNIX_ACCOUNTS_DB))
+        if len(runs) == 1:
+            raise restore.RestoreError("the hub did not start")
+
+    with pytest.raises(restore.RestoreError, match="every change was taken back"):
+        restore.restore(archive, say=lambda line: None, installer=installer)
+    assert runs == [False, True]  # the installer ran without the table, the rollback's with it back
+    assert open(paths.UNIX_ACCOUNTS_DB, "rb").read() == table
+    restore.restore(archive, say=lambda line: None, installer=lambda: None)
+    assert not os.path.exists(paths.UNIX_ACCOUNTS_DB)
 
 
 def _unix_names_changed():
@@ -487,37 +511,6 @@ def test_file_changing_while_read_keeps_archive_valid(tmp_path, monkeypatch):
     assert data == b"a" * 10 + b"\0" * 99990
     assert hashlib.sha256(data).hexdigest() == sums["homes/x/big"]
     assert gzip.open(tmp_path / "a.tar.gz").read()  # the gzip stream is complete
-
-
-def test_accounts_of_an_archive_without_the_account_table_are_their_hub_users(restored_hub, monkeypatch):
-    """An archive from a server without the account table (made before it existed): the restored accounts are
-    recorded as their hub users' as the installer's adoption would (TLJH's and the old rule's names; a plain
-    jupyter-X for X). Without it their logins were refused: existing accounts the table did not hold."""
-    from tljh.system import users
-
-    hub = restored_hub
-    accounts = [backup.Account(name=n, uid=2000 + i, gid=2000 + i, group=n, groups=[users.USERS_GROUP],
-                               home=f"/home/{n}", shell="/bin/bash") for i, n in enumerate(["jupyter-alice", "jupyter-bob"])]
-    monkeypatch.setattr(backup, "hub_accounts", lambda: accounts)
-    monkeypatch.setattr(backup, "group_ids", lambda accounts: {})
-    monkeypatch.setattr(restore, "ensure_accounts", lambda manifest, say, undo: {})
-    monkeypatch.setattr(restore, "create_missing_homes", lambda manifest, undo: None)
-    monkeypatch.setattr(users, "user_exists", {"jupyter-alice", "jupyter-bob"}.__contains__)
-    os.unlink(paths.UNIX_ACCOUNTS_DB)  # the old server had no table
-    archive = str(hub["tmp"] / "older.tar.gz")
-    backup.create(archive)
-    assert backup.UNIX_ACCOUNTS not in members(archive)
-    table = unix_accounts.AccountTable()  # the new server's, from its install
-    table.claim("teacher")
-    table.close()
-    lines = []
-    restore.restore(archive, say=lines.append, installer=hub["installer"])
-    table = unix_accounts.AccountTable()
-    mapping = {e.hub_name: (e.unix_name, e.origin) for e in table.entries()}
-    table.close()
-    assert mapping == {"alice": ("jupyter-alice", "adopted"), "bob": ("jupyter-bob", "adopted"),
-                       "teacher": ("jupyter-teacher", "rule")}
-    assert "  accounts: 2 recorded as their hub users' (sudo tljh unix-names)" in lines
 
 
 def test_restore_stops_the_hub_and_the_servers_of_the_hubs_accounts(monkeypatch):

@@ -34,7 +34,7 @@ from tljh.install import backup
 from tljh.settings import config_file
 from tljh.settings.effective import effective_settings
 from tljh.settings.errors import ConfigError
-from tljh.system import files, paths, systemd, unix_accounts, venvs
+from tljh.system import files, paths, systemd, venvs
 from tljh.system.paths import HUB_UNIT
 
 # Members outside these are not ours: a foreign or damaged archive.
@@ -498,12 +498,17 @@ def _replace_file(source, target, undo: Undo, mode=0o600):
 
 
 def _replace_database(source, target, undo: Undo):
+    """Put the SQLite file ``source`` at ``target`` (``source`` None: no database there, as in the archive)."""
     # The hub is stopped: no journal of the old database may be replayed into the new one.
     for suffix in ("-journal", "-wal", "-shm"):
         if os.path.lexists(target + suffix):
             undo.save_file(target + suffix)
             os.unlink(target + suffix)
-    _replace_file(source, target, undo)
+    if source is not None:
+        _replace_file(source, target, undo)
+    elif os.path.lexists(target):
+        undo.save_file(target)
+        os.unlink(target)
 
 
 def place_state(unpacked: Unpacked, say, undo: Undo) -> None:
@@ -516,9 +521,13 @@ def place_state(unpacked: Unpacked, say, undo: Undo) -> None:
         _replace_tree(unpacked.path(backup.CONFIG_D), paths.JUPYTERHUB_CONFIG_D, undo)
     if unpacked.has(backup.COOKIE_SECRET):
         _replace_file(unpacked.path(backup.COOKIE_SECRET), paths.COOKIE_SECRET_FILE, undo)
-    for member, target in ((backup.HUB_DATABASE, paths.HUB_DATABASE), (backup.UNIX_ACCOUNTS, paths.UNIX_ACCOUNTS_DB)):
-        if unpacked.has(member):
-            _replace_database(unpacked.path(member), target, undo)
+    if unpacked.has(backup.HUB_DATABASE):
+        _replace_database(unpacked.path(backup.HUB_DATABASE), paths.HUB_DATABASE, undo)
+    # The account table goes with the hub database it describes. A hub backed up before it had a table gets
+    # none: this server's table knows none of the restored accounts, and a table whose adoption of existing
+    # accounts already ran would refuse them; without one, the installer's run at the end adopts them again.
+    has_table = unpacked.has(backup.UNIX_ACCOUNTS)
+    _replace_database(unpacked.path(backup.UNIX_ACCOUNTS) if has_table else None, paths.UNIX_ACCOUNTS_DB, undo)
     if unpacked.has(backup.FIRSTUSE_PASSWORDS):
         # The store's files byte for byte (a rewrite with the same content is not the same file).
         old = firstuse_files()
@@ -607,27 +616,6 @@ def run_installer(timeout=1800) -> None:
         raise RestoreError(f"the installer failed after the restore (exit {result.returncode}); see {paths.INSTALLER_LOG}")
 
 
-def record_unix_names(manifest, say, undo: Undo) -> None:
-    """The archive's accounts are its hub users' here too. An archive with the account table has put it back
-    (place_state); for one without it (made before the table existed) the table records what the installer's
-    adoption would. Without this the restored users' logins were refused: their accounts existed here, but
-    the table did not say they were the hub's."""
-    from tljh.install import hub_database
-
-    undo.save_file(paths.UNIX_ACCOUNTS_DB)  # the hub is stopped: nothing else writes the table now
-    table = unix_accounts.AccountTable()
-    try:
-        names = [a["name"] for a in manifest.get("accounts", [])]
-        adoption = table.adopt_existing(hub_database.user_names(paths.HUB_DATABASE), names)
-    finally:
-        table.close()
-    for account, hub_names in adoption.ambiguous:
-        say(f"  warning: the account {account} could belong to hub users {', '.join(hub_names)}: "
-            f"sudo tljh unix-names assign NAME {account}")
-    if adoption.adopted:
-        say(f"  accounts: {len(adoption.adopted)} recorded as their hub users' (sudo tljh unix-names)")
-
-
 def restore(archive, *, say=print, preflight=None, installer=run_installer) -> dict:
     """Check ``archive`` completely, then make this server what it holds. Returns a summary.
 
@@ -663,7 +651,6 @@ def restore(archive, *, say=print, preflight=None, installer=run_installer) -> d
                 uid_map = ensure_accounts(manifest, say, undo)
                 gid_map = {gid: grp.getgrnam(name).gr_gid for name, gid in manifest.get("groups", {}).items()}
                 place_state(unpacked, say, undo)
-                record_unix_names(manifest, say, undo)
                 homes = place_homes(unpacked, uid_map, gid_map, say, undo)
                 create_missing_homes(manifest, undo)
                 say(f"  config, secrets, hub database, passwords, certificates in place; {homes} home(s) restored")
