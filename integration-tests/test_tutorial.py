@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from browser import chromium, screenshot
 from hubclient import HubClient, HubError
 from machine import Machine
 
@@ -65,6 +66,32 @@ def test_first_login_page(server):
     for _, command in commands("tutorial/first-login.md", prefix="sudo"):
         result = server.run(command, user=f"jupyter-{ADMIN}", check=False)
         assert result.returncode == 0, (command, result.stdout, result.stderr)
+
+
+def test_pages_a_new_admin_sees(server):
+    """The login page, the control panel and the admin panel's Add Users, as the admin sees them: the docs show
+    these screenshots (docs/_static/), so they are taken here, where a page that breaks turns the test red."""
+    with chromium() as page:
+        # next= keeps the login from starting a server, so the control panel shows what the tutorial's admin sees.
+        page.goto(server.url("/hub/login?next=/hub/home"))
+        page.wait_for_selector("#username_input", state="visible")
+        assert page.locator("#password_input").is_visible() and page.locator("#login_submit").is_visible()
+        screenshot(page, "login.png")
+        page.fill("#username_input", ADMIN)
+        page.fill("#password_input", "alice-chose-this")
+        page.click("#login_submit")
+        page.wait_for_url("**/hub/home")
+        start = page.wait_for_selector("#start", state="visible")
+        assert " ".join(start.inner_text().split()) == "Start My Server"
+        assert page.locator("a[href$='/hub/admin']").first.is_visible()  # the admin's link to the admin panel
+        screenshot(page, "control-panel.png")
+        page.goto(server.url("/hub/admin"))
+        page.wait_for_selector(f"td:has-text(\"{ADMIN}\")")  # the user table has loaded
+        page.click(".add-users-button")
+        names = page.wait_for_selector("#add-user-textarea", state="visible")
+        names.fill("bob\ncarol")  # shown, not submitted: the next test expects bob not to be a user yet
+        assert page.get_by_role("button", name="Add Users").is_visible()
+        screenshot(page, "admin-add-users.png")
 
 
 def test_add_users_page(server):
