@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 
 from ..system import apt, env_contents, files, paths, pythons, sandbox, venvs
-from . import store
+from . import repository, store
 from .spec import EnvironmentSpec, R_PACKAGES, hub_version
 
 KERNELS_SUBDIR = os.path.join("share", "tljh")  # <prefix>/share/tljh/kernels/<name>/kernel.json
@@ -61,6 +61,11 @@ def state_of(spec: EnvironmentSpec) -> tuple[str, store.Build | None]:
     if current is None:
         legacy = os.path.exists(os.path.join(spec.prefix, "pyvenv.cfg"))
         return ("needs a build" if legacy else "not built"), None
+    if spec.repository and spec.commit is None:
+        # What the repository asks for is known only after a fetch (tljh env build): compare the config entry.
+        built_from = (current.record.get("spec") or {}).get("repository") or {}
+        same = built_from.get("declared_fingerprint") == spec.fingerprint("")
+        return ("up to date" if same and current.works() else "needs a build"), current
     try:
         _, version, _ = python_for(spec) if spec.python else (None, pythons.system_version(), None)
     except pythons.PythonNotAvailable:
@@ -100,38 +105,59 @@ class Builder:
 
     def build(self, spec: EnvironmentSpec, *, force=False, from_lock: str | None = None) -> Outcome:
         started = time.monotonic()
+        if not spec.repository:
+            with store.environments_lock():
+                return self._build_if_needed(spec, force, from_lock, started)
+        if from_lock:
+            return self._failed(spec, f"{spec.name} comes from a repository: --from-lock does not apply", started)
+        if spec.name == "default":
+            return self._failed(spec, "the default environment (/opt/tljh/user) cannot come from a repository", started)
+        with store.environments_lock():
+            store.prepare_directories()
+            try:
+                repository.ensure_git(out=self.out)
+                spec = repository.fetch(spec, self._fetch_sandbox(spec), out=self.out)
+                for item in spec.unsupported:  # allow_unsupported is true, or fetch would have refused
+                    self.out(f"warning: {spec.name}: not built from the repository: {item}")
+                return self._build_if_needed(spec, force, None, started)
+            except (repository.RepositoryError, apt.AptError) as e:
+                return self._failed(spec, str(e), started)
+            finally:
+                shutil.rmtree(repository.checkout_path(spec.name), ignore_errors=True)
+
+    def _build_if_needed(self, spec, force, from_lock, started) -> Outcome:
         name = spec.name
         try:
             interpreter, version, python_package = python_for(spec)
         except pythons.PythonNotAvailable as e:
             return self._failed(spec, str(e), started)
         fingerprint = spec.fingerprint(version)
-        with store.environments_lock():
-            store.prepare_directories()
-            store.adopt_legacy(name)
-            note = store.recover(name, fingerprint)
-            if note:
-                self.out(f"{name}: {note}")
-            current = store.current(name)
-            if current and current.fingerprint == fingerprint and current.works() and not (force or from_lock):
-                return Outcome(name, "up to date", seconds=time.monotonic() - started)
-            try:
-                outcome = self._build(spec, interpreter, version, python_package, fingerprint, current, from_lock)
-            except (BuildError, apt.AptError) as e:
-                shutil.rmtree(store.staging_path(name), ignore_errors=True)
-                shutil.rmtree(store.work_path(name), ignore_errors=True)
-                return self._failed(spec, str(e), started)
-            except KeyboardInterrupt:  # SIGINT, or SIGTERM through commands.main: stop the sandboxed uv too
-                self._sandbox(spec).stop()
-                raise
-            outcome.seconds = time.monotonic() - started
-            self._clear_failure(name)
-            self.out(f"{name}: build {outcome.message} is current ({outcome.seconds:.1f} s)")
-            _, kept = store.collect()
-            waiting = [k for k in kept if k.startswith(name + ".")]
-            if waiting:
-                self.out(f"{name}: {len(waiting)} earlier build(s) kept until the servers using them stop")
-            return outcome
+        store.prepare_directories()
+        store.adopt_legacy(name)
+        note = store.recover(name, fingerprint)
+        if note:
+            self.out(f"{name}: {note}")
+        current = store.current(name)
+        if current and current.fingerprint == fingerprint and current.works() and not (force or from_lock):
+            return Outcome(name, "up to date", seconds=time.monotonic() - started)
+        try:
+            outcome = self._build(spec, interpreter, version, python_package, fingerprint, current, from_lock)
+        except (BuildError, apt.AptError) as e:
+            shutil.rmtree(store.staging_path(name), ignore_errors=True)
+            shutil.rmtree(store.work_path(name), ignore_errors=True)
+            return self._failed(spec, str(e), started)
+        except KeyboardInterrupt:  # SIGINT, or SIGTERM through commands.main: stop the sandboxed uv too
+            self._sandbox(spec).stop()
+            self._post_build_sandbox(spec).stop()
+            raise
+        outcome.seconds = time.monotonic() - started
+        self._clear_failure(name)
+        self.out(f"{name}: build {outcome.message} is current ({outcome.seconds:.1f} s)")
+        _, kept = store.collect()
+        waiting = [k for k in kept if k.startswith(name + ".")]
+        if waiting:
+            self.out(f"{name}: {len(waiting)} earlier build(s) kept until the servers using them stop")
+        return outcome
 
     def check_resolves(self, spec: EnvironmentSpec) -> None:
         """Raise BuildError (uv's reason) unless the spec's packages resolve. Changes nothing that serves."""
@@ -175,6 +201,9 @@ class Builder:
         preferences = venvs.requirements_of(current.path) if current else {}
         runs = current is not None and current.works()
         source = current.path if runs and pythons.version_of(os.path.join(current.path, "bin", "python")) == version else None
+        new_venv = current is not None and source is None  # another Python, or the build no longer runs
+        if spec.post_build:
+            source = None  # postBuild may write files in place: in a hard-linked copy, into the serving build
         if current is not None and not runs:
             self.out(f"{name}: rebuilt for this system's Python, keeping {len(carried)} packages installed by hand")
 
@@ -200,9 +229,11 @@ class Builder:
         )
         if result.returncode != 0:
             raise BuildError(f"installing the environment {name} failed:\n{result.tail()}")
+        if spec.post_build:
+            self._post_build(spec, staging)
 
         lost = []
-        if current is not None and source is None:
+        if new_venv:
             # A new venv (another Python): what the old build held beyond packages comes over too, and what
             # cannot is named; the old build is then kept instead of deleted (see below).
             kernels, refused, copied = env_contents.carry_configuration(current.path, staging, served_at=spec.prefix)
@@ -300,8 +331,25 @@ class Builder:
             if result.returncode != 0:
                 raise BuildError(f"creating the environment {spec.name} failed:\n{result.tail()}")
 
+    def _post_build(self, spec, staging):
+        """The repository's postBuild, as the builder in a sandbox that can write only the new build and the
+        checkout (not the uv cache, not other builds), with the new build's programs first on PATH."""
+        self.out(f"{spec.name}: running postBuild")
+        os.chmod(spec.post_build, 0o755)  # repo2docker runs it whether or not git kept its executable bit
+        box = self._post_build_sandbox(spec, staging)
+        result = box.run([spec.post_build], on_line=lambda line: self.out("    " + line), cwd=spec.checkout)
+        if result.returncode != 0:
+            raise BuildError(
+                f"postBuild of {spec.repository} failed (exit status {result.returncode}):\n{result.tail()}"
+            )
+        _no_shared_writes(staging)
+
     def _write_kernelspec(self, staging, spec, version):
-        directory = os.path.join(staging, KERNELS_SUBDIR, "kernels", spec.name)
+        relative = os.path.join(KERNELS_SUBDIR, "kernels", spec.name)
+        if not _no_links(staging, relative):
+            # Root writes here: a link left by a postBuild could point it anywhere.
+            raise BuildError(f"the build has a symbolic link on the way to {relative}: refused")
+        directory = os.path.join(staging, relative)
         os.makedirs(directory, mode=0o755, exist_ok=True)
         bin_dir = os.path.join(spec.prefix, "bin")
         kernel = {
@@ -315,7 +363,9 @@ class Builder:
         self._write(os.path.join(directory, "kernel.json"), json.dumps(kernel, indent=1) + "\n", mode=0o644)
         logos = os.path.join(staging, "share", "jupyter", "kernels", "python3")
         for logo in ("logo-32x32.png", "logo-64x64.png", "logo-svg.svg"):
-            if os.path.exists(os.path.join(logos, logo)):
+            # Root copies these into a file every user can read: never through a link.
+            relative = os.path.join("share", "jupyter", "kernels", "python3", logo)
+            if os.path.exists(os.path.join(logos, logo)) and _no_links(staging, relative):
                 shutil.copyfile(os.path.join(logos, logo), os.path.join(directory, logo))
 
     # -- helpers -------------------------------------------------------------------------------
@@ -325,6 +375,24 @@ class Builder:
         # writable path is its own mount in the sandbox.
         env = {"UV_CACHE_DIR": paths.ENVIRONMENTS_UV_CACHE_DIR, "UV_SYSTEM_CERTS": "1", "UV_NO_PROGRESS": "1"}
         return self.make_sandbox(unit or f"tljh-env-build-{spec.name}", [paths.BUILDER_DIR], env=env)
+
+    def _fetch_sandbox(self, spec):
+        env = repository.sandbox_env()
+        return self.make_sandbox(
+            f"tljh-env-fetch-{spec.name}", [paths.BUILDER_DIR], readable=repository.readable_paths(spec), env=env
+        )
+
+    def _post_build_sandbox(self, spec, staging=None):
+        staging = staging or store.staging_path(spec.name)
+        bin_dir = os.path.join(staging, "bin")
+        env = {
+            "PATH": f"{bin_dir}:/usr/local/bin:/usr/bin:/bin",
+            "VIRTUAL_ENV": staging,
+            "NB_PYTHON_PREFIX": staging,  # repo2docker's name for the environment a postBuild adds to
+            "PIP_NO_CACHE_DIR": "1",
+        }
+        checkout = spec.checkout or repository.checkout_path(spec.name)
+        return self.make_sandbox(f"tljh-env-postbuild-{spec.name}", [staging, checkout], env=env)
 
     def _fresh_dir(self, path):
         shutil.rmtree(path, ignore_errors=True)
@@ -373,6 +441,25 @@ def gone_by_hand(build_path: str, lock_text: str) -> list[str]:
     locked, reinstallable = pins(lock_text), venvs.requirements_of(build_path)
     return [f"{n}=={v} (installed from a path that no longer exists)"
             for n, v in venvs.installed_packages(build_path).items() if n not in reinstallable and n not in locked]
+
+
+def _no_links(base: str, relative: str) -> bool:
+    """No component of ``relative`` under ``base`` (that exists) is a symbolic link."""
+    path = base
+    for part in relative.split(os.sep):
+        path = os.path.join(path, part)
+        if os.path.islink(path):
+            return False
+    return True
+
+
+def _no_shared_writes(path: str) -> None:
+    """Nothing a postBuild left in a build may be writable by group or others: users share the build."""
+    for root, dirs, names in os.walk(path):
+        for entry in [root, *(os.path.join(root, n) for n in names)]:
+            st = os.lstat(entry)
+            if not os.path.islink(entry) and st.st_mode & 0o7022:
+                os.chmod(entry, st.st_mode & ~0o7022 & 0o7777)
 
 
 def clone(source: str, target: str) -> None:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import re
 
 from ..settings.errors import ConfigError
-from ..system import apt, pythons
+from ..settings.environments import DEFAULT
+from ..system import apt, pythons, sandbox
+from . import repository
 from . import spec as specs_module
 from .builder import Builder, BuildError
 
@@ -26,6 +28,8 @@ def check_change(before: dict, after: dict, pm=None) -> None:
         if entry == previous:
             continue
         key = f"environments.{name}"
+        if entry.get("repository"):
+            check_repository(name, entry, previous, after, pm)
         if entry.get("python") and entry.get("python") != previous.get("python"):
             try:
                 pythons.interpreter(str(entry["python"]))
@@ -45,6 +49,24 @@ def check_change(before: dict, after: dict, pm=None) -> None:
                 Builder(out=lambda line: None).check_resolves(spec)
             except (BuildError, pythons.PythonNotAvailable) as e:
                 raise ConfigError(f"{key}: {one_line(str(e))}") from None
+
+
+def check_repository(name, entry, previous, config, pm=None) -> None:
+    """The repository answers and has the ref (read as the builder, like the build will)."""
+    key = f"environments.{name}.repository"
+    if name == DEFAULT:
+        raise ConfigError(f"{key}: the default environment (/opt/tljh/user) cannot come from a repository")
+    if (entry.get("repository"), entry.get("ref")) == (previous.get("repository"), previous.get("ref")):
+        return
+    spec = specs_module.specs(config, pm)[name]
+    try:
+        repository.ensure_git(out=lambda line: None)
+        box = sandbox.sandbox(
+            f"tljh-env-check-{name}", [], readable=repository.readable_paths(spec), env=repository.sandbox_env()
+        )
+        repository.check_reachable(spec, box)
+    except (repository.RepositoryError, apt.AptError) as e:
+        raise ConfigError(f"{key}: {e}") from None
 
 
 def one_line(message: str) -> str:

@@ -125,6 +125,12 @@ def show_lines(config: dict, name: str, pm=None) -> list[str]:
     for key in ("packages", "requirements", "apt"):
         if summary.get(key):
             lines.append(f"# {key}: {' '.join(summary[key])}")
+    origin = summary.get("repository")
+    if origin:
+        lines.append(f"# repository: {origin['url']} @ {origin.get('ref') or 'HEAD'} = commit {origin['commit']}"
+                     + (" (with postBuild)" if origin.get("post_build") else ""))
+        for item in origin.get("unsupported") or []:
+            lines.append(f"# not built from the repository: {item}")
     if summary.get("r"):
         lines.append("# r: R and IRkernel from the OS archive")
     hand = by_hand(current.path, current.lock())

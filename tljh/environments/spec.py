@@ -47,6 +47,18 @@ class EnvironmentSpec:
     r: bool = False
     offer_kernel: bool = True
     server_packages: tuple[str, ...] = field(default=SERVER_PACKAGES)
+    # From a repository (tljh.environments.repository): what config.yaml says ...
+    repository: str | None = None
+    ref: str | None = None
+    allow_unsupported: bool = False
+    allow_apt: tuple[str, ...] = ()
+    # ... and, once fetched, what the repository at one commit asks for.
+    commit: str | None = None
+    checkout: str | None = None
+    declared_fingerprint: str | None = None  # the fingerprint of the config entry alone (no fetch needed)
+    post_build: str | None = None
+    post_build_text: str = ""
+    unsupported: tuple[str, ...] = ()
 
     @property
     def prefix(self) -> str:
@@ -73,6 +85,15 @@ class EnvironmentSpec:
             "os": self.os_packages(),
             "excluded": venvs.EXCLUDED,
         }
+        if self.repository:
+            data["repository"] = {
+                "url": self.repository,
+                "ref": self.ref,
+                "commit": self.commit,
+                "allow_apt": sorted(self.allow_apt),
+                "allow_unsupported": self.allow_unsupported,
+                "post_build": hashlib.sha256(self.post_build_text.encode()).hexdigest(),
+            }
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:32]
 
     def summary(self) -> dict:
@@ -80,11 +101,22 @@ class EnvironmentSpec:
         return {
             "description": self.description,
             "packages": list(self.packages),
-            "requirements": [p for p, _ in self.requirements_files],
+            "requirements": [os.path.relpath(p, self.checkout) if self.checkout else p for p, _ in self.requirements_files],
             "apt": list(self.apt),
             "python": self.python,
             "r": self.r,
             "server_packages": list(self.server_packages),
+            **({"repository": self.repository_summary()} if self.repository else {}),
+        }
+
+    def repository_summary(self) -> dict:
+        return {
+            "url": self.repository,
+            "ref": self.ref,
+            "commit": self.commit,
+            "declared_fingerprint": self.declared_fingerprint,
+            "post_build": bool(self.post_build),
+            "unsupported": list(self.unsupported),
         }
 
 
@@ -123,6 +155,10 @@ def specs(config: dict, pm=None) -> dict[str, EnvironmentSpec]:
             r=bool(entry.get("r")),
             offer_kernel=entry.get("offer_kernel", True) is not False,
             server_packages=packages,
+            repository=entry.get("repository") or None,
+            ref=str(entry["ref"]) if entry.get("ref") else None,
+            allow_unsupported=entry.get("allow_unsupported") is True,
+            allow_apt=tuple(entry.get("allow_apt") or ()),
         )
     return result
 
@@ -147,4 +183,4 @@ def read_requirement_files(path: str, _seen=None) -> list[tuple[str, str]]:
 
 def _includes_of(path: str, text: str) -> list[str]:
     base = os.path.dirname(path)
-    return [os.path.join(base, m.group(1)) for m in map(_INCLUDE.match, text.splitlines()) if m]
+    return [os.path.abspath(os.path.join(base, m.group(1))) for m in map(_INCLUDE.match, text.splitlines()) if m]

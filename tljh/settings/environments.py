@@ -13,6 +13,9 @@ NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
 # An environment's name is also the name of the kernel it offers in every server: these are taken.
 RESERVED_NAMES = ("python", "python3", "ir")
 _APT_NAME = r"^[a-z0-9][a-z0-9+.-]+$"
+_REPOSITORY = r"^(https?://|git://|ssh://|file:///|/)[^\s]+$"
+_REF = r"^[A-Za-z0-9_][A-Za-z0-9._/-]*$"
+FROM_REPOSITORY = "an environment with a repository takes {key} from the repository's {file}: remove {key}"
 
 
 def environment_names(config: dict) -> list[str]:
@@ -97,12 +100,57 @@ def schema_section() -> dict:
                 "default": False,
                 "description": "Add R and its Jupyter kernel from the OS archive (r-base, r-cran-irkernel).",
             },
+            "repository": {
+                "type": ["string", "null"],
+                "pattern": _REPOSITORY,
+                "x-tljh-expect": "a git URL (https://, http://, git://, ssh://, file://) or an absolute path",
+                "default": None,
+                "description": (
+                    "Build this environment from a git repository, the way mybinder.org reads it: `binder/` or "
+                    "`.binder/` before the root; requirements.txt, runtime.txt (python-3.X), apt.txt (names in "
+                    "`allow_apt`) and postBuild (run without root). Anything else it asks for is named and fails "
+                    "the build unless `allow_unsupported` is true. Fetched again at every `tljh env build`; a "
+                    "new commit is a new build."
+                ),
+            },
+            "ref": {
+                "type": ["string", "null"],
+                "pattern": _REF,
+                "x-tljh-expect": "a branch, a tag or a full commit id",
+                "default": None,
+                "description": "Branch, tag or full commit of `repository` to build; none = the repository's HEAD.",
+            },
+            "allow_unsupported": {
+                "type": "boolean",
+                "default": False,
+                "description": (
+                    "Build a `repository` that also asks for what is not supported here (a Dockerfile, conda, "
+                    "Julia, ...) from what is; the rest is listed by the build and `tljh env show`."
+                ),
+            },
+            "allow_apt": {
+                "type": "array",
+                "items": {"type": "string", "pattern": _APT_NAME, "x-tljh-expect": "a Debian package name"},
+                "default": [],
+                "description": (
+                    "The `apt.txt` lines of `repository` that may be installed (OS packages are machine-wide and "
+                    "installed as root, so the admin names them); others are not supported."
+                ),
+            },
             "offer_kernel": {
                 "type": "boolean",
                 "default": True,
                 "description": "Offer this environment as a kernel in every server (when there are two or more).",
             },
         },
+    }
+    # What a repository provides cannot also come from config.yaml.
+    entry["if"] = {"required": ["repository"], "properties": {"repository": {"type": "string"}}}
+    entry["then"] = {
+        "properties": {
+            key: {"type": "null", "x-tljh-message": FROM_REPOSITORY.format(key=key, file=file)}
+            for key, file in (("requirements", "requirements.txt"), ("python", "runtime.txt"))
+        }
     }
     return {
         "type": "object",

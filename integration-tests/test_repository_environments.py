@@ -1,0 +1,221 @@
+"""Issue 14 (environments from a repository, without Docker) on a fresh server, as an admin meets it.
+
+GitHub is not reachable here: the machine serves a git repository itself (`git daemon` on 127.0.0.1, the
+git:// protocol every git speaks). Packages come from PyPI. The tests run in order on one machine: build from
+the repository, use it from a server, refusals that leave the last good build serving, a hostile postBuild.
+"""
+
+import asyncio
+import io
+import tarfile
+
+import pytest
+from hubclient import HubClient, HubError
+from installed import installed_machine
+
+ADMIN_PASSWORD = "admin-password-1"
+SNIPPET = "/opt/tljh/config/jupyterhub_config.d/test-environment.py"
+WORK = "/root/course"  # the course's working copy; pushed to the served bare repository
+URL = "git://127.0.0.1/course.git"
+GIT = f"git -C {WORK} -c user.name=Teacher -c user.email=teacher@example.org"
+
+POST_BUILD = """#!/bin/sh
+set -e
+# What a course's postBuild does: data files next to the environment, a check that its packages import.
+echo "built by uid $(id -u) from $(pwd)" > "$NB_PYTHON_PREFIX/share/course-data.txt"
+python -c 'import cowsay; print("postBuild sees cowsay", cowsay.__version__)'
+"""
+
+HOSTILE_POST_BUILD = """#!/bin/sh
+for path in /opt/tljh/hub/pwned /opt/tljh/user/pwned /opt/tljh/envs/course/pwned /home/jupyter-alice/pwned \
+            /opt/tljh/envs/.builder/uv-cache/pwned /etc/pwned; do
+    if echo x > "$path" 2>/dev/null; then echo "WROTE $path"; else echo "refused $path"; fi
+done
+for path in /opt/tljh/config/config.yaml /opt/tljh/state/jupyterhub_cookie_secret /home/jupyter-alice/secret.txt; do
+    if cat "$path" >/dev/null 2>&1; then echo "READ $path"; else echo "refused $path"; fi
+done
+if sudo -n true 2>/dev/null; then echo "ROOT via sudo"; else echo "refused sudo"; fi
+exit 1
+"""
+
+
+def tar_of(files):
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w") as tar:
+        for name, text in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(text.encode())
+            info.mode = 0o755 if name.endswith("postBuild") else 0o644
+            tar.addfile(info, io.BytesIO(text.encode()))
+    return data.getvalue()
+
+
+def push(hub, files, remove=(), message="course update"):
+    """Commit ``files`` (and removals) in the working copy and push them to the served repository."""
+    if files:
+        hub.copy_tar(tar_of(files), WORK)
+    for path in remove:
+        hub.run(f"{GIT} rm -q -r {path}")
+    hub.run(f"{GIT} add -A && {GIT} commit -q -m '{message}' && {GIT} push -q origin HEAD:main")
+    return hub.run(f"{GIT} rev-parse HEAD").stdout.strip()
+
+
+def serve_git(hub):
+    hub.run(
+        "systemd-run --unit=test-git-daemon --collect git daemon --reuseaddr --listen=127.0.0.1 "
+        "--base-path=/srv/git --export-all /srv/git"
+    )
+    hub.run(f"for i in $(seq 50); do git ls-remote {URL} >/dev/null 2>&1 && exit 0; sleep 0.2; done; exit 1")
+
+
+@pytest.fixture(scope="module")
+def hub(os_name):
+    with installed_machine(os_name, "--admin", f"admin:{ADMIN_PASSWORD}") as m:
+        # The test's own git (the server's is installed by the first repository build, as tljh needs it).
+        m.run("apt-get install -y -qq git >/dev/null", timeout=600)
+        m.run(f"git init -q --bare -b main /srv/git/course.git && git init -q -b main {WORK}")
+        m.run(f"{GIT} remote add origin /srv/git/course.git")
+        m.python = m.run("python3 -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])'").stdout.strip()
+        serve_git(m)
+        yield m
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def config_digest(hub):
+    return hub.run("sha256sum /opt/tljh/config/config.yaml").stdout.split()[0]
+
+
+def current_build(hub, name="course"):
+    return hub.run(
+        f"python3 -c \"import json; print(json.load(open('/opt/tljh/envs/{name}/tljh-environment.json'))['build'])\""
+    ).stdout.strip()
+
+
+async def start(client, timeout=240):
+    try:
+        return await client.start_server(timeout=timeout)
+    except HubError:
+        log = client.hub.run(f"journalctl -u jupyter-{client.username} -u jupyterhub --no-pager | tail -40", check=False)
+        raise HubError(f"server of {client.username} did not start:\n{log.stdout}") from None
+
+
+def test_an_environment_from_a_repository(hub):
+    head = push(hub, {
+        "binder/requirements.txt": "cowsay==6.1\n",
+        "binder/runtime.txt": f"python-{hub.python}\n",
+        "binder/postBuild": POST_BUILD,
+        "requirements.txt": "this-root-file-is-ignored-because-binder-exists\n",
+        "README.md": "The statistics course\n",
+    })
+    hub.run(f"tljh-config set environments.course.repository {URL}")
+    hub.run("tljh-config set environments.course.ref main")
+    hub.run("tljh-config set environments.course.description 'The course, from its repository'")
+    build = hub.run("tljh env build course", timeout=900)
+    assert f"course: commit {head}" in build.stdout
+    assert "postBuild sees cowsay 6.1" in build.stdout
+    assert "course: build" in build.stdout and "is current" in build.stdout
+    # postBuild ran as the builder (not root) in the checkout.
+    builder = hub.run("id -u tljh-builder").stdout.strip()
+    data = hub.run("cat /opt/tljh/envs/course/share/course-data.txt").stdout
+    assert data.startswith(f"built by uid {builder} from /opt/tljh/envs/.builder/course.src"), data
+    show = hub.run("tljh env show course").stdout
+    assert f"# repository: {URL} @ main = commit {head} (with postBuild)" in show
+    assert "\ncowsay==6.1" in show
+    assert "course: up to date" in hub.run("tljh env build course").stdout  # same commit: nothing to do
+    listing = hub.run("tljh env list").stdout
+    assert any(l.split()[:3] == ["course", "up", "to"] for l in listing.splitlines()), listing
+    # Nothing of the build is writable by users, and the checkout is gone.
+    assert hub.run("find /opt/tljh/envs/course -perm /022 ! -type l | head -3").stdout == ""
+    assert hub.run("ls /opt/tljh/envs/.builder").stdout.split() == ["uv-cache"]
+
+
+def test_a_users_server_runs_in_it(hub):
+    hub.run(f"echo 'c.UserCreatingSpawner.user_environment = \"course\"' > {SNIPPET}")
+    hub.run("tljh-config reload hub")
+
+    async def scenario():
+        async with HubClient(hub.url()) as client:
+            client.hub = hub
+            await client.login("alice", "alice-password-1")
+            try:
+                await start(client)
+                kernel = await client.open_kernel()
+                assert await kernel.execute("import sys, cowsay; sys.prefix") == "'/opt/tljh/envs/course'"
+                assert await kernel.execute("open(sys.prefix + '/share/course-data.txt').read()[:12]") == "'built by uid'"
+                # A file the last test's hostile postBuild must not be able to read.
+                await kernel.execute("open('/home/jupyter-alice/secret.txt', 'w').write('alice only')")
+                await kernel.close()
+            finally:
+                await client.stop_server()
+
+    run(scenario())
+
+
+def test_tljh_config_refuses_an_unreachable_repository_or_unknown_ref(hub):
+    digest = config_digest(hub)
+    for command, expected in [
+        ("tljh-config set environments.course.repository git://127.0.0.1:1/nowhere.git", "cannot reach git://127.0.0.1:1/nowhere.git"),
+        ("tljh-config set environments.course.ref no-such-branch", "has no branch or tag 'no-such-branch'"),
+        ("tljh-config set environments.course.python 3.11", "takes python from the repository's runtime.txt"),
+        ("tljh-config set environments.course.ref --upload-pack=touch", "a branch, a tag or a full commit id"),
+        ("tljh-config set environments.default.repository " + URL, "cannot come from a repository"),
+    ]:
+        result = hub.run(command, check=False)
+        assert result.returncode != 0, command
+        assert expected in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert config_digest(hub) == digest
+
+
+def test_failed_builds_leave_the_last_good_build_serving(hub):
+    serving = current_build(hub)
+
+    def refused(*words):
+        result = hub.run("tljh env build course", check=False, timeout=900)
+        output = result.stdout + result.stderr
+        assert result.returncode == 1, output
+        for word in words:
+            assert word in output, output
+        assert f"build {serving} keeps serving" in output
+        assert current_build(hub) == serving
+        hub.run("/opt/tljh/envs/course/bin/python -c 'import cowsay'")
+        assert "last build failed" in hub.run("tljh env list").stdout
+        assert hub.run("ls /opt/tljh/envs/.builder").stdout.split() == ["uv-cache"]
+
+    # Something the repository asks for that is not supported here.
+    push(hub, {"Dockerfile": "FROM debian:12\n"})
+    refused("a Dockerfile (no Docker here)", "allow_unsupported")
+    # A postBuild that fails: its output is in the message.
+    push(hub, {"binder/postBuild": "#!/bin/sh\necho the data server is down\nexit 4\n"}, remove=["Dockerfile"])
+    refused("postBuild of git://127.0.0.1/course.git failed (exit status 4)", "the data server is down")
+    # The branch disappears.
+    hub.run(f"git -C /srv/git/course.git branch -q -m main gone")
+    refused("has no branch, tag or commit 'main'")
+    hub.run(f"git -C /srv/git/course.git branch -q -m gone main")
+    # The server does not answer.
+    hub.run("systemctl stop test-git-daemon")
+    refused("cannot fetch git://127.0.0.1/course.git")
+    serve_git(hub)
+    # Fixed: the next build succeeds and clears the failure.
+    head = push(hub, {"binder/postBuild": POST_BUILD})
+    build = hub.run("tljh env build course", timeout=900)
+    assert f"course: commit {head}" in build.stdout and "is current" in build.stdout
+    assert current_build(hub) != serving
+    assert "last build failed" not in hub.run("tljh env list").stdout
+
+
+def test_a_hostile_post_build_cannot_write_outside_its_build_or_read_others_files(hub):
+    serving = current_build(hub)
+    push(hub, {"binder/postBuild": HOSTILE_POST_BUILD})
+    result = hub.run("tljh env build course", check=False, timeout=900)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1 and "postBuild of" in output, output
+    assert "refused /opt/tljh/hub/pwned" in output and "refused sudo" in output, output
+    assert "WROTE" not in output and "READ " not in output and "ROOT" not in output, output
+    for path in ("/opt/tljh/hub/pwned", "/opt/tljh/user/pwned", "/opt/tljh/envs/course/pwned",
+                 "/home/jupyter-alice/pwned", "/opt/tljh/envs/.builder/uv-cache/pwned", "/etc/pwned"):
+        assert hub.run(f"test -e {path}", check=False).returncode != 0, path
+    assert current_build(hub) == serving

@@ -1,0 +1,198 @@
+"""Environments from a git repository, built with the real git and uv (issue 14): what is read, the commit a
+build is pinned to, refusals that leave the last good build serving.
+
+Repositories are local git repositories made here; on a server git and uv run as tljh-builder in sandboxed
+units (integration tests), here unsandboxed as the test's user, through the same code.
+"""
+
+import dataclasses
+import json
+import os
+import subprocess
+
+import pytest
+from environments_testing import prefix, uv_cache  # noqa: F401
+
+from tljh.environments import builder as builder_module
+from tljh.environments import checks, repository, spec as specs_module, store
+from tljh.settings import schema
+from tljh.settings.errors import ConfigError
+
+
+def git(repo, *args):
+    return subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.org", *args],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()
+
+
+def commit(repo, files, message="change", remove=()):
+    """Write ``files`` ({path: text}) into the repository (an executable bit for postBuild) and commit."""
+    for path, text in files.items():
+        full = os.path.join(repo, path)
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        with open(full, "w") as f:
+            f.write(text)
+        if os.path.basename(path) == "postBuild":
+            os.chmod(full, 0o755)
+    for path in remove:
+        git(repo, "rm", "-q", "-r", path)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", message)
+    return git(repo, "rev-parse", "HEAD")
+
+
+@pytest.fixture
+def repo(tmp_path):
+    path = tmp_path / "course"
+    path.mkdir()
+    git(path, "init", "-q", "-b", "main")
+    commit(path, {"requirements.txt": "idna\n", "README.md": "a course\n"})
+    return path
+
+
+def small(config, name, **changes):
+    spec = specs_module.specs(config)[name]
+    return dataclasses.replace(spec, server_packages=("pip", "six"), **changes)
+
+
+@pytest.fixture
+def build(prefix):
+    lines = []
+    b = builder_module.Builder(out=lines.append)
+
+    def run(spec, **kw):
+        lines.clear()
+        outcome = b.build(spec, **kw)
+        outcome.lines = list(lines)
+        return outcome
+
+    return run
+
+
+def course(repo, **entry):
+    return {"environments": {"course": {"repository": str(repo), **entry}}}
+
+
+def test_requirements_and_post_build_from_binder_directory(build, repo):
+    # binder/ wins over the root: the root's requirements.txt (idna) is not what is built.
+    head = commit(repo, {
+        "binder/requirements.txt": "-r more.txt\n",
+        "binder/more.txt": "packaging\n",
+        "binder/runtime.txt": "python-3.%s\n" % __import__("sys").version_info[1],
+        "binder/postBuild": "#!/bin/sh\nset -e\necho made-by-postbuild > \"$NB_PYTHON_PREFIX/postbuild.txt\"\n"
+                            "python -c 'import packaging' && echo packaging-importable\n",
+    })
+    outcome = build(small(course(repo), "course"))
+    assert outcome.state == "built", outcome.message
+    text = "\n".join(outcome.lines)
+    assert f"course: commit {head}" in text and "packaging-importable" in text
+    current = store.current("course")
+    pins = builder_module.pins(current.lock())
+    assert "packaging" in pins and "idna" not in pins
+    with open(os.path.join(current.path, "postbuild.txt")) as f:
+        assert f.read() == "made-by-postbuild\n"
+    origin = current.record["spec"]["repository"]
+    assert origin["commit"] == head and origin["post_build"] is True
+    assert current.record["spec"]["requirements"] == ["binder/requirements.txt", "binder/more.txt"]
+    assert not os.path.exists(repository.checkout_path("course"))  # the checkout is not kept
+    # Same commit, same config: nothing to do; the state seen without a fetch agrees.
+    assert build(small(course(repo), "course")).state == "up to date"
+    assert builder_module.state_of(small(course(repo), "course"))[0] == "up to date"
+    # A config change is seen without a fetch; a new commit only by the next build.
+    assert builder_module.state_of(small(course(repo, allow_apt=["less"]), "course"))[0] == "needs a build"
+    newer = commit(repo, {"binder/more.txt": "packaging\nidna\n"})
+    again = build(small(course(repo), "course"))
+    assert again.state == "built" and store.current("course").record["spec"]["repository"]["commit"] == newer
+
+
+def test_ref_selects_a_branch_a_tag_or_a_commit(build, repo):
+    first = git(repo, "rev-parse", "HEAD")
+    git(repo, "tag", "v1")
+    git(repo, "checkout", "-q", "-b", "other")
+    other = commit(repo, {"requirements.txt": "packaging\n"})
+    git(repo, "checkout", "-q", "main")
+    for ref, wanted in (("other", other), ("v1", first), (first, first), (None, first)):
+        outcome = build(small(course(repo, **({"ref": ref} if ref else {})), "course"))
+        assert outcome.state == "built", outcome.message
+        assert store.current("course").record["spec"]["repository"]["commit"] == wanted
+
+
+def test_refusals_leave_the_last_good_build_serving(build, repo, tmp_path):
+    assert build(small(course(repo), "course")).state == "built"
+    serving = store.current("course").build
+
+    def refused(spec, *words):
+        outcome = build(spec)
+        assert outcome.state == "failed", outcome.lines
+        for word in words:
+            assert word in outcome.message, outcome.message
+        assert f"build {serving} keeps serving" in outcome.message
+        assert store.current("course").build == serving
+        assert builder_module.last_failure("course").startswith(outcome.message.splitlines()[0])
+        assert not os.path.exists(store.staging_path("course"))
+        assert not os.path.exists(repository.checkout_path("course"))
+
+    refused(small(course(tmp_path / "nowhere"), "course"), "cannot fetch")
+    refused(small(course(repo, ref="no-such-branch"), "course"), "has no branch, tag or commit 'no-such-branch'")
+    commit(repo, {"Dockerfile": "FROM debian\n", "environment.yml": "dependencies: []\n"})
+    refused(small(course(repo), "course"), "a Dockerfile (no Docker here)", "conda (environment.yml)",
+            "allow_unsupported")
+    commit(repo, {"postBuild": "#!/bin/sh\necho about to fail\nexit 3\n"}, remove=["Dockerfile", "environment.yml"])
+    refused(small(course(repo), "course"), "postBuild", "exit status 3", "about to fail")
+    commit(repo, {"postBuild": "#!/bin/sh\ntrue\n", "requirements.txt": "-r /etc/passwd\n"})
+    refused(small(course(repo), "course"), "points outside the repository")
+    os.symlink("/etc/passwd", repo / "apt.txt")
+    commit(repo, {"requirements.txt": "idna\n"})
+    refused(small(course(repo), "course"), "apt.txt points outside the repository")
+
+
+def test_allow_unsupported_reads_the_rest_and_names_what_is_not_built(repo):
+    commit(repo, {"Dockerfile": "FROM debian\n", "apt.txt": "less\n# a comment\ncowsay\n"})
+    # What is read (installing OS packages with apt needs a server: the integration tests).
+    spec = repository.read(
+        small(course(repo, allow_unsupported=True, allow_apt=["less"]), "course"), str(repo), "0" * 40
+    )
+    assert spec.apt == ("less",)
+    assert spec.unsupported == ("a Dockerfile (no Docker here)", "apt.txt package cowsay (not in environments.course.allow_apt)")
+    with pytest.raises(repository.RepositoryError) as e:
+        repository.read(small(course(repo, allow_apt=["less", "cowsay"]), "course"), str(repo), "0" * 40)
+    assert "a Dockerfile" in str(e.value) and "cowsay" not in str(e.value)
+
+
+def test_both_binder_directories_are_refused(repo):
+    commit(repo, {"binder/requirements.txt": "idna\n", ".binder/requirements.txt": "idna\n"})
+    with pytest.raises(repository.RepositoryError, match="both binder/ and .binder/"):
+        repository.read(small(course(repo), "course"), str(repo), "0" * 40)
+
+
+def test_tljh_config_checks_the_repository_and_ref(prefix, repo, tmp_path):
+    checks.check_repository("course", {"repository": str(repo), "ref": "main"}, {}, course(repo, ref="main"))
+    with pytest.raises(ConfigError) as e:
+        checks.check_repository("course", {"repository": str(repo), "ref": "nope"}, {}, course(repo, ref="nope"))
+    assert str(e.value) == f"environments.course.repository: {repo} has no branch or tag 'nope'"
+    with pytest.raises(ConfigError) as e:
+        missing = tmp_path / "missing"
+        checks.check_repository("course", {"repository": str(missing)}, {}, course(missing))
+    assert str(e.value).startswith(f"environments.course.repository: cannot reach {missing}: ")
+    assert "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match="default environment"):
+        checks.check_repository("default", {"repository": str(repo)}, {}, {"environments": {"default": {"repository": str(repo)}}})
+
+
+def test_schema_refuses_what_the_repository_provides():
+    def errors(config):
+        return [str(p) for p in schema.errors_only(schema.validate_config(config))]
+
+    ok = {"environments": {"course": {"repository": "https://git.example.org/course.git", "ref": "v1.0"}}}
+    assert errors(ok) == []
+    for key, value, words in (
+        ("python", "3.11", "takes python from the repository's runtime.txt"),
+        ("requirements", "/srv/r.txt", "takes requirements from the repository's requirements.txt"),
+        ("ref", "--upload-pack=x", "a branch, a tag or a full commit id"),
+        ("repository", "-oProxyCommand=x", "a git URL"),
+    ):
+        bad = json.loads(json.dumps(ok))
+        bad["environments"]["course"][key] = value
+        found = errors(bad)
+        assert len(found) == 1 and words in found[0], found

@@ -1,0 +1,218 @@
+"""Environments declared from a git repository: fetch it at one commit (as the builder, never root), and read
+what it asks for the way repo2docker does (``binder/`` or ``.binder/`` before the root).
+
+What can be honoured here becomes an ordinary :class:`EnvironmentSpec` (requirements files, Python version, OS
+packages the admin allowed, a postBuild script); what cannot is named, never silently ignored, and fails the
+build unless the environment's ``allow_unsupported`` is true.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import shutil
+
+from ..system import apt, paths
+from .spec import EnvironmentSpec
+
+# Files repo2docker reads that are not honoured here (yet), with why, in the words the admin will see.
+UNSUPPORTED = {
+    "Dockerfile": "a Dockerfile (no Docker here)",
+    "Project.toml": "Julia (Project.toml)",
+    "REQUIRE": "Julia (REQUIRE)",
+    "Manifest.toml": "Julia (Manifest.toml)",
+    "default.nix": "Nix (default.nix)",
+    "install.R": "R packages (install.R)",
+    "DESCRIPTION": "an R package (DESCRIPTION)",
+    "environment.yml": "conda (environment.yml)",
+    "Pipfile": "Pipfile",
+    "Pipfile.lock": "Pipfile.lock",
+    "setup.py": "installing the repository itself (setup.py)",
+    "pyproject.toml": "installing the repository itself (pyproject.toml)",
+    "start": "a start script",
+}
+# The docs page that lists what is and is not honoured.
+DOCS = "docs/howto/repository-environments"
+_RUNTIME_PYTHON = re.compile(r"^python-(3\.[0-9]+)(?:\.[0-9]+)?$")
+_APT_LINE = re.compile(r"^[a-z0-9][a-z0-9+.-]*$")
+_INCLUDE = re.compile(r"^\s*(?:-r|--requirement|-c|--constraint)[\s=]+(\S+)")
+_SHA = re.compile(r"^[0-9a-f]{40}$")
+
+
+class RepositoryError(Exception):
+    """The repository cannot be fetched or asks for something not honoured here; the message says which."""
+
+
+def checkout_path(name: str) -> str:
+    """Where the builder checks the repository out (next to the build; names hold no '.')."""
+    return os.path.join(paths.BUILDER_DIR, name + ".src")
+
+
+def ensure_git(out=print) -> None:
+    """git from the OS archive, the first time a repository is used (root installs; the builder runs it)."""
+    if shutil.which("git") is None:
+        apt.install(["git"], no_recommends=True, out=out)
+
+
+def _git(*args) -> list[str]:
+    # No prompt for a password (a private repository fails at once); a repository path owned by someone else
+    # is what the admin named, so git's ownership check would only refuse it.
+    return ["git", "-c", "safe.directory=*", "-c", "advice.detachedHead=false", *args]
+
+
+def sandbox_env() -> dict[str, str]:
+    return {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false", "SSH_ASKPASS": "/bin/false"}
+
+
+def readable_paths(spec: EnvironmentSpec) -> list[str]:
+    """A repository on this server's disk is read by the builder, even under /home."""
+    url = spec.repository or ""
+    local = url[len("file://"):] if url.startswith("file://") else url
+    return [local] if local.startswith("/") and os.path.exists(local) else []
+
+
+def fetch(spec: EnvironmentSpec, box, out=print) -> EnvironmentSpec:
+    """Check ``spec.repository`` out at ``spec.ref`` (its HEAD if none) as the sandbox's user and return the
+    spec of what it asks for. Raises RepositoryError."""
+    target = checkout_path(spec.name)
+    shutil.rmtree(target, ignore_errors=True)
+    where = f"{spec.repository}" + (f" @ {spec.ref}" if spec.ref else "")
+    out(f"{spec.name}: fetching {where}")
+    result = box.run(_git("clone", "--quiet", "--no-checkout", "--", spec.repository, target))
+    if result.returncode != 0:
+        raise RepositoryError(f"cannot fetch {spec.repository}: {_git_reason(result.lines)}")
+    commit = resolve(box, target, spec.ref)
+    if commit is None:
+        raise RepositoryError(f"{spec.repository} has no branch, tag or commit {spec.ref!r}")
+    result = box.run(_git("-C", target, "checkout", "--quiet", "--detach", commit))
+    if result.returncode != 0:
+        raise RepositoryError(f"cannot check out {commit} of {spec.repository}: {_git_reason(result.lines)}")
+    out(f"{spec.name}: commit {commit}")
+    return read(spec, target, commit)
+
+
+def resolve(box, checkout: str, ref: str | None) -> str | None:
+    """The commit ``ref`` names in a clone: a branch (the remote's), a tag, or a commit; HEAD if None."""
+    candidates = ["HEAD"] if not ref else [f"refs/remotes/origin/{ref}", f"refs/tags/{ref}"]
+    if ref and _SHA.match(ref):
+        candidates = [ref]
+    for candidate in candidates:
+        result = box.run(_git("-C", checkout, "rev-parse", "--verify", "--quiet", f"{candidate}^{{commit}}"))
+        if result.returncode == 0 and result.lines and _SHA.match(result.lines[-1].strip()):
+            return result.lines[-1].strip()
+    return None
+
+
+def check_reachable(spec: EnvironmentSpec, box) -> None:
+    """Raise RepositoryError unless the repository answers and has ``spec.ref`` (a commit id cannot be checked
+    without fetching: only the repository is). Reads refs only: seconds, even for a large repository."""
+    result = box.run(_git("ls-remote", "--", spec.repository))
+    if result.returncode != 0:
+        raise RepositoryError(f"cannot reach {spec.repository}: {_git_reason(result.lines)}")
+    if not spec.ref or _SHA.match(spec.ref):
+        return
+    refs = {line.split("\t", 1)[1] for line in result.lines if "\t" in line}
+    if not refs & {f"refs/heads/{spec.ref}", f"refs/tags/{spec.ref}"}:
+        raise RepositoryError(f"{spec.repository} has no branch or tag {spec.ref!r}")
+
+
+def binder_directory(checkout: str) -> str:
+    """``binder/`` or ``.binder/`` if the repository has one, else its root (repo2docker's rule)."""
+    found = [d for d in ("binder", ".binder") if os.path.isdir(os.path.join(checkout, d))]
+    if len(found) == 2:
+        raise RepositoryError("the repository has both binder/ and .binder/: keep one")
+    return os.path.join(checkout, found[0]) if found else checkout
+
+
+def read(spec: EnvironmentSpec, checkout: str, commit: str) -> EnvironmentSpec:
+    """The spec of the checked-out repository (``spec`` is the environment's entry in config.yaml)."""
+    directory = binder_directory(checkout)
+    present = set(os.listdir(directory))
+    unsupported = [UNSUPPORTED[f] for f in UNSUPPORTED if f in present]
+
+    python = None
+    if "runtime.txt" in present:
+        runtime = _read_inside(checkout, os.path.join(directory, "runtime.txt")).strip()
+        match = _RUNTIME_PYTHON.match(runtime)
+        if match:
+            python = match.group(1)
+        else:
+            unsupported.append(f"runtime.txt {runtime!r} (only python-3.X)")
+
+    os_packages = list(spec.apt)
+    if "apt.txt" in present:
+        text = _read_inside(checkout, os.path.join(directory, "apt.txt"))
+        for line in text.splitlines():
+            name = line.split("#", 1)[0].strip()
+            if not name:
+                continue
+            if not _APT_LINE.match(name):
+                raise RepositoryError(f"apt.txt: {name!r} is not a Debian package name")
+            if name not in spec.allow_apt:
+                unsupported.append(f"apt.txt package {name} (not in environments.{spec.name}.allow_apt)")
+            elif name not in os_packages:
+                os_packages.append(name)
+
+    requirements = []
+    if "requirements.txt" in present:
+        requirements = read_requirement_files(checkout, os.path.join(directory, "requirements.txt"))
+
+    post_build = os.path.join(directory, "postBuild") if "postBuild" in present else None
+    if post_build:
+        _read_inside(checkout, post_build)  # a link out of the repository is refused like any other file
+
+    if unsupported and not spec.allow_unsupported:
+        raise RepositoryError(
+            f"the repository asks for what is not supported here: {'; '.join(unsupported)} "
+            f"(set environments.{spec.name}.allow_unsupported true to build the rest; see {DOCS})"
+        )
+    return dataclasses.replace(
+        spec,
+        commit=commit,
+        checkout=checkout,
+        declared_fingerprint=spec.fingerprint(""),
+        requirements_files=tuple(requirements),
+        python=python,
+        apt=tuple(os_packages),
+        post_build=post_build,
+        post_build_text=_read_inside(checkout, post_build) if post_build else "",
+        unsupported=tuple(unsupported),
+    )
+
+
+def read_requirement_files(checkout: str, path: str, _seen=None) -> list[tuple[str, str]]:
+    """[(path, content)] of a requirements file of the repository and the files it includes with -r/-c, all of
+    which must be inside the repository: root reads them, and a repository must not name /etc/shadow."""
+    seen = _seen if _seen is not None else set()
+    if path in seen:
+        return []
+    seen.add(path)
+    text = _read_inside(checkout, path)
+    found = [(path, text)]
+    for line in text.splitlines():
+        match = _INCLUDE.match(line)
+        if match:
+            included = os.path.abspath(os.path.join(os.path.dirname(path), match.group(1)))
+            found += read_requirement_files(checkout, included, seen)
+    return found
+
+
+def _read_inside(checkout: str, path: str) -> str:
+    real, root = os.path.realpath(path), os.path.realpath(checkout)
+    relative = os.path.relpath(path, checkout)
+    if os.path.commonpath([real, root]) != root:
+        raise RepositoryError(f"{relative} points outside the repository")
+    try:
+        with open(real, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise RepositoryError(f"cannot read {relative} of the repository: {getattr(e, 'strerror', e)}") from None
+
+
+def _git_reason(lines) -> str:
+    """git's own explanation, one line: its last 'fatal:' line if it has one."""
+    lines = [l.strip() for l in lines if l.strip()]
+    fatal = [l for l in lines if l.startswith("fatal:")]
+    reason = (fatal or lines or ["git failed"])[-1]
+    return reason.removeprefix("fatal: ")
