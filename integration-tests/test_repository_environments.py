@@ -72,7 +72,7 @@ def serve_git(hub):
 def hub(os_name):
     with installed_machine(os_name, "--admin", f"admin:{ADMIN_PASSWORD}") as m:
         # The test's own git (the server's is installed by the first repository build, as tljh needs it).
-        m.run("apt-get install -y -qq git >/dev/null", timeout=600)
+        m.run("apt-get update -qq && apt-get install -y -qq git >/dev/null", timeout=600)
         m.run(f"git init -q --bare -b main /srv/git/course.git && git init -q -b main {WORK}")
         m.run(f"{GIT} remote add origin /srv/git/course.git")
         m.python = m.run("python3 -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])'").stdout.strip()

@@ -121,6 +121,10 @@ SET_CASES = [
     ("environments.data.python", "3.12", "3.12"),
     ("environments.data.r", "true", True),
     ("environments.data.offer_kernel", "no", False),
+    ("environments.data.repository", "https://git.example.org/course.git", "https://git.example.org/course.git"),
+    ("environments.data.ref", "v1.0", "v1.0"),
+    ("environments.data.allow_unsupported", "yes", True),
+    ("environments.data.allow_apt", "libgdal-dev", ["libgdal-dev"]),
 ]
 
 
