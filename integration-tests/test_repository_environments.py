@@ -14,7 +14,6 @@ from hubclient import HubClient, HubError
 from installed import installed_machine
 
 ADMIN_PASSWORD = "admin-password-1"
-SNIPPET = "/opt/tljh/config/jupyterhub_config.d/test-environment.py"
 WORK = "/root/course"  # the course's working copy; pushed to the served bare repository
 URL = "git://127.0.0.1/course.git"
 GIT = f"git -C {WORK} -c user.name=Teacher -c user.email=teacher@example.org"
@@ -94,9 +93,9 @@ def current_build(hub, name="course"):
     ).stdout.strip()
 
 
-async def start(client, timeout=240):
+async def start(client, timeout=240, user_options=None):
     try:
-        return await client.start_server(timeout=timeout)
+        return await client.start_server(timeout=timeout, user_options=user_options)
     except HubError:
         log = client.hub.run(f"journalctl -u jupyter-{client.username} -u jupyterhub --no-pager | tail -40", check=False)
         raise HubError(f"server of {client.username} did not start:\n{log.stdout}") from None
@@ -132,24 +131,40 @@ def test_an_environment_from_a_repository(hub):
     assert hub.run("ls /opt/tljh/envs/.builder").stdout.split() == ["uv-cache"]
 
 
-def test_a_users_server_runs_in_it(hub):
-    hub.run(f"echo 'c.UserCreatingSpawner.user_environment = \"course\"' > {SNIPPET}")
+PROFILES = """
+profiles:
+  - display_name: Python
+    description: The shared environment.
+    default: true
+  - display_name: Course
+    description: The statistics course, built from its repository.
+    spawner_override: {user_environment: course}
+"""
+
+
+def test_a_user_picks_it_in_a_profile(hub):
+    hub.run("cat >> /opt/tljh/config/config.yaml", input=PROFILES)
     hub.run("tljh-config reload hub")
 
     async def scenario():
-        async with HubClient(hub.url()) as client:
-            client.hub = hub
-            await client.login("alice", "alice-password-1")
+        async with HubClient(hub.url()) as admin:
+            await admin.login("admin", ADMIN_PASSWORD)
+            await admin.create_users("alice")
+        async with HubClient(hub.url()) as alice:
+            alice.hub = hub
+            await alice.login("alice", "alice-password-1")
+            async with alice.session.get(alice.url("hub/spawn")) as r:
+                assert r.status == 200 and "built from its repository" in await r.text()
             try:
-                await start(client)
-                kernel = await client.open_kernel()
+                await start(alice, user_options={"profile": "course"})
+                kernel = await alice.open_kernel()
                 assert await kernel.execute("import sys, cowsay; sys.prefix") == "'/opt/tljh/envs/course'"
                 assert await kernel.execute("open(sys.prefix + '/share/course-data.txt').read()[:12]") == "'built by uid'"
                 # A file the last test's hostile postBuild must not be able to read.
                 await kernel.execute("open('/home/jupyter-alice/secret.txt', 'w').write('alice only')")
                 await kernel.close()
             finally:
-                await client.stop_server()
+                await alice.stop_server()
 
     run(scenario())
 
