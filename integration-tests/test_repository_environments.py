@@ -59,9 +59,9 @@ def push(hub, files, remove=(), message="course update"):
     return hub.run(f"{GIT} rev-parse HEAD").stdout.strip()
 
 
-def serve_git(hub):
+def serve_git(hub, unit="test-git-daemon"):
     hub.run(
-        "systemd-run --unit=test-git-daemon --collect git daemon --reuseaddr --listen=127.0.0.1 "
+        f"systemd-run --unit={unit} --collect git daemon --reuseaddr --listen=127.0.0.1 "
         "--base-path=/srv/git --export-all /srv/git"
     )
     hub.run(f"for i in $(seq 50); do git ls-remote {URL} >/dev/null 2>&1 && exit 0; sleep 0.2; done; exit 1")
@@ -175,7 +175,7 @@ def test_tljh_config_refuses_an_unreachable_repository_or_unknown_ref(hub):
         ("tljh-config set environments.course.repository git://127.0.0.1:1/nowhere.git", "cannot reach git://127.0.0.1:1/nowhere.git"),
         ("tljh-config set environments.course.ref no-such-branch", "has no branch or tag 'no-such-branch'"),
         ("tljh-config set environments.course.python 3.11", "takes python from the repository's runtime.txt"),
-        ("tljh-config set environments.course.ref --upload-pack=touch", "a branch, a tag or a full commit id"),
+        ("tljh-config set environments.course.ref -- --upload-pack=touch", "a branch, a tag or a full commit id"),
         ("tljh-config set environments.default.repository " + URL, "cannot come from a repository"),
     ]:
         result = hub.run(command, check=False)
@@ -213,7 +213,7 @@ def test_failed_builds_leave_the_last_good_build_serving(hub):
     # The server does not answer.
     hub.run("systemctl stop test-git-daemon")
     refused("cannot fetch git://127.0.0.1/course.git")
-    serve_git(hub)
+    serve_git(hub, unit="test-git-daemon-again")
     # Fixed: the next build succeeds and clears the failure.
     head = push(hub, {"binder/postBuild": POST_BUILD})
     build = hub.run("tljh env build course", timeout=900)
