@@ -122,6 +122,9 @@ class Builder:
                 return self._build_if_needed(spec, force, None, started)
             except (repository.RepositoryError, apt.AptError) as e:
                 return self._failed(spec, str(e), started)
+            except KeyboardInterrupt:  # a killed build also stops a git still fetching
+                self._fetch_sandbox(spec).stop()
+                raise
             finally:
                 shutil.rmtree(repository.checkout_path(spec.name), ignore_errors=True)
 
