@@ -200,11 +200,12 @@ def test_failed_builds_leave_the_last_good_build_serving(hub):
         assert "last build failed" in hub.run("tljh env list").stdout
         assert hub.run("ls /opt/tljh/envs/.builder").stdout.split() == ["uv-cache"]
 
-    # Something the repository asks for that is not supported here.
-    push(hub, {"Dockerfile": "FROM debian:12\n"})
+    # Something the repository asks for that is not supported here (in binder/: with binder/ present the root's
+    # files are not read, as repo2docker does).
+    push(hub, {"binder/Dockerfile": "FROM debian:12\n"})
     refused("a Dockerfile (no Docker here)", "allow_unsupported")
     # A postBuild that fails: its output is in the message.
-    push(hub, {"binder/postBuild": "#!/bin/sh\necho the data server is down\nexit 4\n"}, remove=["Dockerfile"])
+    push(hub, {"binder/postBuild": "#!/bin/sh\necho the data server is down\nexit 4\n"}, remove=["binder/Dockerfile"])
     refused("postBuild of git://127.0.0.1/course.git failed (exit status 4)", "the data server is down")
     # The branch disappears.
     hub.run(f"git -C /srv/git/course.git branch -q -m main gone")
