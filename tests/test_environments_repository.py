@@ -196,3 +196,13 @@ def test_schema_refuses_what_the_repository_provides():
         bad["environments"]["course"][key] = value
         found = errors(bad)
         assert len(found) == 1 and words in found[0], found
+
+
+def test_with_a_binder_directory_the_roots_files_are_not_read(repo):
+    commit(repo, {"Dockerfile": "FROM debian\n", "binder/requirements.txt": "packaging\n"})
+    spec = repository.read(small(course(repo), "course"), str(repo), "0" * 40)
+    assert spec.unsupported == ()
+    assert [os.path.relpath(p, repo) for p, _ in spec.requirements_files] == ["binder/requirements.txt"]
+    commit(repo, {"binder/Dockerfile": "FROM debian\n"})
+    with pytest.raises(repository.RepositoryError, match="a Dockerfile"):
+        repository.read(small(course(repo), "course"), str(repo), "0" * 40)
