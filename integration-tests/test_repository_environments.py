@@ -26,11 +26,11 @@ python -c 'import cowsay; print("postBuild sees cowsay", cowsay.__version__)'
 """
 
 HOSTILE_POST_BUILD = """#!/bin/sh
-for path in /opt/tljh/hub/pwned /opt/tljh/user/pwned /opt/tljh/envs/course/pwned /home/jupyter-alice/pwned \
+for path in /opt/tljh/hub/pwned /opt/tljh/user/pwned /opt/tljh/envs/course/pwned /home/jupyter-repostudent/pwned \
             /opt/tljh/envs/.builder/uv-cache/pwned /etc/pwned; do
     if echo x > "$path" 2>/dev/null; then echo "WROTE $path"; else echo "refused $path"; fi
 done
-for path in /opt/tljh/config/config.yaml /opt/tljh/state/jupyterhub_cookie_secret /home/jupyter-alice/secret.txt; do
+for path in /opt/tljh/config/config.yaml /opt/tljh/state/jupyterhub_cookie_secret /home/jupyter-repostudent/secret.txt; do
     if cat "$path" >/dev/null 2>&1; then echo "READ $path"; else echo "refused $path"; fi
 done
 if sudo -n true 2>/dev/null; then echo "ROOT via sudo"; else echo "refused sudo"; fi
@@ -149,22 +149,22 @@ def test_a_user_picks_it_in_a_profile(hub):
     async def scenario():
         async with HubClient(hub.url()) as admin:
             await admin.login("admin", ADMIN_PASSWORD)
-            await admin.create_users("alice")
-        async with HubClient(hub.url()) as alice:
-            alice.hub = hub
-            await alice.login("alice", "alice-password-1")
-            async with alice.session.get(alice.url("hub/spawn")) as r:
+            await admin.create_users("repostudent")
+        async with HubClient(hub.url()) as student:
+            student.hub = hub
+            await student.login("repostudent", "student-password-1")
+            async with student.session.get(student.url("hub/spawn")) as r:
                 assert r.status == 200 and "built from its repository" in await r.text()
             try:
-                await start(alice, user_options={"profile": "course"})
-                kernel = await alice.open_kernel()
+                await start(student, user_options={"profile": "course"})
+                kernel = await student.open_kernel()
                 assert await kernel.execute("import sys, cowsay; sys.prefix") == "'/opt/tljh/envs/course'"
                 assert await kernel.execute("open(sys.prefix + '/share/course-data.txt').read()[:12]") == "'built by uid'"
                 # A file the last test's hostile postBuild must not be able to read.
-                await kernel.execute("open('/home/jupyter-alice/secret.txt', 'w').write('alice only')")
+                await kernel.execute("open('/home/jupyter-repostudent/secret.txt', 'w').write('student only')")
                 await kernel.close()
             finally:
-                await alice.stop_server()
+                await student.stop_server()
 
     run(scenario())
 
@@ -232,6 +232,6 @@ def test_a_hostile_post_build_cannot_write_outside_its_build_or_read_others_file
     assert "refused /opt/tljh/hub/pwned" in output and "refused sudo" in output, output
     assert "WROTE" not in output and "READ " not in output and "ROOT" not in output, output
     for path in ("/opt/tljh/hub/pwned", "/opt/tljh/user/pwned", "/opt/tljh/envs/course/pwned",
-                 "/home/jupyter-alice/pwned", "/opt/tljh/envs/.builder/uv-cache/pwned", "/etc/pwned"):
+                 "/home/jupyter-repostudent/pwned", "/opt/tljh/envs/.builder/uv-cache/pwned", "/etc/pwned"):
         assert hub.run(f"test -e {path}", check=False).returncode != 0, path
     assert current_build(hub) == serving
