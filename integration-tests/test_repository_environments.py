@@ -25,9 +25,19 @@ echo "built by uid $(id -u) from $(pwd)" > "$NB_PYTHON_PREFIX/share/course-data.
 python -c 'import cowsay; print("postBuild sees cowsay", cowsay.__version__)'
 """
 
+# The environment a kernel stands on: kernels run in their server's session layer (session packages, on by
+# default: sys.prefix is the layer), which lists the environment's site-packages last on sys.path.
+ENVIRONMENT_OF_KERNEL = "import sys; [p for p in sys.path if p.endswith('site-packages')][-1].split('/lib/')[0]"
+
+# Where a hostile postBuild tries to write: the hub, the shared environments (and the serving build of its own),
+# a student's home and session layer, the builder's package cache, the system.
+HOSTILE_TARGETS = (
+    "/opt/tljh/hub/pwned", "/opt/tljh/user/pwned", "/opt/tljh/envs/course/pwned", "/home/jupyter-repostudent/pwned",
+    "/opt/tljh/sessions/pwned", "/opt/tljh/sessions/jupyter-repostudent/pwned", "/opt/tljh/envs/.builder/uv-cache/pwned",
+    "/etc/pwned",
+)
 HOSTILE_POST_BUILD = """#!/bin/sh
-for path in /opt/tljh/hub/pwned /opt/tljh/user/pwned /opt/tljh/envs/course/pwned /home/jupyter-repostudent/pwned \
-            /opt/tljh/envs/.builder/uv-cache/pwned /etc/pwned; do
+for path in """ + " ".join(HOSTILE_TARGETS) + """; do
     if echo x > "$path" 2>/dev/null; then echo "WROTE $path"; else echo "refused $path"; fi
 done
 for path in /opt/tljh/config/config.yaml /opt/tljh/state/jupyterhub_cookie_secret /home/jupyter-repostudent/secret.txt; do
@@ -158,8 +168,12 @@ def test_a_user_picks_it_in_a_profile(hub):
             try:
                 await start(student, user_options={"profile": "course"})
                 kernel = await student.open_kernel()
-                assert await kernel.execute("import sys, cowsay; sys.prefix") == "'/opt/tljh/envs/course'"
-                assert await kernel.execute("open(sys.prefix + '/share/course-data.txt').read()[:12]") == "'built by uid'"
+                # The kernel runs in the student's session layer, which stands on the environment (its
+                # site-packages last on sys.path).
+                assert await kernel.execute("import cowsay; " + ENVIRONMENT_OF_KERNEL) == "'/opt/tljh/envs/course'"
+                assert await kernel.execute("open('/opt/tljh/envs/course/share/course-data.txt').read()[:12]") == (
+                    "'built by uid'"
+                )
                 # A file the last test's hostile postBuild must not be able to read.
                 await kernel.execute("open('/home/jupyter-repostudent/secret.txt', 'w').write('student only')")
                 await kernel.close()
@@ -231,7 +245,6 @@ def test_a_hostile_post_build_cannot_write_outside_its_build_or_read_others_file
     assert result.returncode == 1 and "postBuild of" in output, output
     assert "refused /opt/tljh/hub/pwned" in output and "refused sudo" in output, output
     assert "WROTE" not in output and "READ " not in output and "ROOT" not in output, output
-    for path in ("/opt/tljh/hub/pwned", "/opt/tljh/user/pwned", "/opt/tljh/envs/course/pwned",
-                 "/home/jupyter-repostudent/pwned", "/opt/tljh/envs/.builder/uv-cache/pwned", "/etc/pwned"):
+    for path in HOSTILE_TARGETS:
         assert hub.run(f"test -e {path}", check=False).returncode != 0, path
     assert current_build(hub) == serving
