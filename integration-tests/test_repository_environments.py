@@ -16,7 +16,13 @@ from installed import installed_machine
 ADMIN_PASSWORD = "admin-password-1"
 WORK = "/root/course"  # the course's working copy; pushed to the served bare repository
 URL = "git://127.0.0.1/course.git"
-GIT = f"git -C {WORK} -c user.name=Teacher -c user.email=teacher@example.org"
+
+
+def git_in(work):
+    return f"git -C {work} -c user.name=Teacher -c user.email=teacher@example.org"
+
+
+GIT = git_in(WORK)
 
 POST_BUILD = """#!/bin/sh
 set -e
@@ -59,14 +65,15 @@ def tar_of(files):
     return data.getvalue()
 
 
-def push(hub, files, remove=(), message="course update"):
+def push(hub, files, remove=(), message="course update", work=WORK):
     """Commit ``files`` (and removals) in the working copy and push them to the served repository."""
+    git = git_in(work)
     if files:
-        hub.copy_tar(tar_of(files), WORK)
+        hub.copy_tar(tar_of(files), work)
     for path in remove:
-        hub.run(f"{GIT} rm -q -r {path}")
-    hub.run(f"{GIT} add -A && {GIT} commit -q -m '{message}' && {GIT} push -q origin HEAD:main")
-    return hub.run(f"{GIT} rev-parse HEAD").stdout.strip()
+        hub.run(f"{git} rm -q -r {path}")
+    hub.run(f"{git} add -A && {git} commit -q -m '{message}' && {git} push -q origin HEAD:main")
+    return hub.run(f"{git} rev-parse HEAD").stdout.strip()
 
 
 def serve_git(hub, unit="test-git-daemon"):
@@ -248,3 +255,47 @@ def test_a_hostile_post_build_cannot_write_outside_its_build_or_read_others_file
     for path in HOSTILE_TARGETS:
         assert hub.run(f"test -e {path}", check=False).returncode != 0, path
     assert current_build(hub) == serving
+
+
+ENVIRONMENT_YML = """\
+channels: [conda-forge]
+dependencies:
+  - python={python}
+  - pip
+  - tqdm=4
+  - csvtk
+  - pip:
+      - -r requirements.txt
+"""
+
+
+def test_an_environment_yml_builds_what_maps_to_pypi_and_lists_the_rest(hub):
+    """environment.yml: its pip section, a conda name that is exactly a PyPI project (tqdm) and one that is not
+    (csvtk, a program): the build fails naming csvtk, or, with allow_unsupported, builds the rest and lists it."""
+    work, url = "/root/conda-course", "git://127.0.0.1/conda-course.git"
+    hub.run(f"git init -q --bare -b main /srv/git/conda-course.git && git init -q -b main {work}")
+    hub.run(f"{git_in(work)} remote add origin /srv/git/conda-course.git")
+    head = push(hub, {
+        "environment.yml": ENVIRONMENT_YML.format(python=hub.python),
+        "requirements.txt": "cowsay==6.1\n",
+    }, work=work)
+    hub.run(f"tljh-config set environments.conda.repository {url}")
+    result = hub.run("tljh env build conda", check=False, timeout=900)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "conda package 'csvtk' (no exact PyPI equivalent)" in output and "allow_unsupported" in output, output
+    assert "tqdm" not in output.split("not supported here:", 1)[1], output
+    assert hub.run("test -e /opt/tljh/envs/conda", check=False).returncode != 0  # nothing half-built
+
+    hub.run("tljh-config set environments.conda.allow_unsupported true")
+    build = hub.run("tljh env build conda", timeout=900)
+    assert f"conda: commit {head}" in build.stdout
+    assert "warning: conda: not built from the repository: conda package 'csvtk' (no exact PyPI equivalent)" in (
+        build.stdout + build.stderr
+    )
+    hub.run("/opt/tljh/envs/conda/bin/python -c 'import tqdm, cowsay'")
+    assert hub.run("/opt/tljh/envs/conda/bin/python -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])'").stdout.strip() == hub.python
+    show = hub.run("tljh env show conda").stdout
+    assert "# not built from the repository: conda package 'csvtk' (no exact PyPI equivalent)" in show, show
+    assert "# requirements: environment.yml requirements.txt" in show, show
+    assert "\ntqdm==4." in show and "\ncowsay==6.1" in show, show

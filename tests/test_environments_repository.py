@@ -9,6 +9,7 @@ import dataclasses
 import json
 import os
 import subprocess
+import sys
 
 import pytest
 from environments_testing import prefix, uv_cache  # noqa: F401
@@ -135,10 +136,10 @@ def test_refusals_leave_the_last_good_build_serving(build, repo, tmp_path):
 
     refused(small(course(tmp_path / "nowhere"), "course"), "cannot fetch")
     refused(small(course(repo, ref="no-such-branch"), "course"), "has no branch, tag or commit 'no-such-branch'")
-    commit(repo, {"Dockerfile": "FROM debian\n", "environment.yml": "dependencies: []\n"})
-    refused(small(course(repo), "course"), "a Dockerfile (no Docker here)", "conda (environment.yml)",
+    commit(repo, {"Dockerfile": "FROM debian\n", "Pipfile": "[packages]\n"})
+    refused(small(course(repo), "course"), "a Dockerfile (no Docker here)", "Pipfile",
             "allow_unsupported")
-    commit(repo, {"postBuild": "#!/bin/sh\necho about to fail\nexit 3\n"}, remove=["Dockerfile", "environment.yml"])
+    commit(repo, {"postBuild": "#!/bin/sh\necho about to fail\nexit 3\n"}, remove=["Dockerfile", "Pipfile"])
     refused(small(course(repo), "course"), "postBuild", "exit status 3", "about to fail")
     commit(repo, {"postBuild": "#!/bin/sh\ntrue\n", "requirements.txt": "-r /etc/passwd\n"})
     refused(small(course(repo), "course"), "points outside the repository")
@@ -206,3 +207,87 @@ def test_with_a_binder_directory_the_roots_files_are_not_read(repo):
     commit(repo, {"binder/Dockerfile": "FROM debian\n"})
     with pytest.raises(repository.RepositoryError, match="a Dockerfile"):
         repository.read(small(course(repo), "course"), str(repo), "0" * 40)
+
+
+ENVIRONMENT_YML = """\
+name: course
+channels:
+  - conda-forge
+dependencies:
+  - python=3.%d
+  - pip
+  - conda-forge::tqdm=4
+  - csvtk
+  - pip:
+      - -r requirements.txt
+      - packaging
+"""
+
+
+def test_environment_yml_pip_section_and_exact_conda_names(build, repo):
+    # tqdm is a PyPI project on conda-forge (the installer's exact map); csvtk is a program with no PyPI
+    # equivalent: listed, and the flag decides. requirements.txt next to environment.yml is read only through
+    # the pip section's -r (repo2docker's precedence), and the root's (idna) not at all.
+    commit(repo, {
+        "binder/environment.yml": ENVIRONMENT_YML % sys.version_info[1],
+        "binder/requirements.txt": "typing-extensions\n",
+    })
+    refused = build(small(course(repo), "course"))
+    assert refused.state == "failed"
+    assert "conda package 'csvtk' (no exact PyPI equivalent)" in refused.message
+    assert "allow_unsupported" in refused.message and "tqdm" not in refused.message
+    outcome = build(small(course(repo, allow_unsupported=True), "course"))
+    assert outcome.state == "built", outcome.message
+    assert "warning: course: not built from the repository: conda package 'csvtk' (no exact PyPI equivalent)" in outcome.lines
+    current = store.current("course")
+    pins = builder_module.pins(current.lock())
+    assert {"tqdm", "packaging", "typing-extensions"} <= set(pins) and "idna" not in pins
+    assert pins["tqdm"].startswith("4.")
+    spec = current.record["spec"]
+    assert spec["requirements"] == ["binder/environment.yml", "binder/requirements.txt"]
+    assert spec["repository"]["unsupported"] == ["conda package 'csvtk' (no exact PyPI equivalent)"]
+    assert current.python == "3.%d" % sys.version_info[1]
+
+
+def read_yml(repo, text, **entry):
+    commit(repo, {"environment.yml": text})
+    return repository.read(small(course(repo, allow_unsupported=True, **entry), "course"), str(repo), "0" * 40)
+
+
+def test_environment_yml_what_translates(repo):
+    spec = read_yml(repo, "dependencies: [python==3.12.4, 'tqdm>=4.60,<5', matplotlib-base=3.9, pyyaml,"
+                          " bioconda::numpy, 'numpy 1.26', python-dateutil, r-ggplot2, {pip: [idna]}]\n"
+                          "variables: {A: b}\n")
+    assert spec.python == "3.12"
+    ((path, text),) = spec.requirements_files
+    assert path == os.path.join(repo, "environment.yml")
+    assert text.splitlines()[1:] == ["tqdm>=4.60,<5", "matplotlib==3.9.*", "PyYAML", "idna"]
+    assert spec.unsupported == (
+        "conda package 'bioconda::numpy' (a conda channel or version spec with no PyPI equivalent)",
+        "conda package 'numpy 1.26' (a conda channel or version spec with no PyPI equivalent)",
+        "conda package 'python-dateutil' (no exact PyPI equivalent)",
+        "conda package 'r-ggplot2' (no exact PyPI equivalent)",
+        "environment.yml variables",
+    )
+    # requirements.txt and runtime.txt are not read next to environment.yml (repo2docker's precedence).
+    commit(repo, {"requirements.txt": "idna\n", "runtime.txt": "python-3.11\n"})
+    spec = read_yml(repo, "dependencies: [python, pip]\n")
+    assert spec.python is None and spec.unsupported == ()
+    assert [text for _, text in spec.requirements_files] == ["# from environment.yml\n"]
+    assert read_yml(repo, "dependencies: ['python>=3.9']\n").unsupported == (
+        "environment.yml 'python>=3.9' (only python=3.X)",
+    )
+
+
+@pytest.mark.parametrize("text, words", [
+    ("dependencies: [a\n", "environment.yml is not valid YAML"),
+    ("- numpy\n", "environment.yml must be a mapping"),
+    ("dependencies: numpy\n", "dependencies must be a list"),
+    ("dependencies: [{pip: idna}]\n", "the pip section must be a list"),
+    ("dependencies: [{conda: [idna]}]\n", "is neither a conda package nor the pip section"),
+    ("dependencies: [{pip: ['-r /etc/passwd']}]\n", "points outside the repository"),
+])
+def test_environment_yml_refusals(repo, text, words):
+    with pytest.raises(repository.RepositoryError, match=words) as e:
+        read_yml(repo, text)
+    assert "\n" not in str(e.value)

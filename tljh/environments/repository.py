@@ -13,6 +13,10 @@ import os
 import re
 import shutil
 
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+from ..install.conda_requests import PYPI_PROJECTS, conda_name, pypi_requirement
 from ..system import apt, paths
 from .spec import EnvironmentSpec
 
@@ -25,7 +29,6 @@ UNSUPPORTED = {
     "default.nix": "Nix (default.nix)",
     "install.R": "R packages (install.R)",
     "DESCRIPTION": "an R package (DESCRIPTION)",
-    "environment.yml": "conda (environment.yml)",
     "Pipfile": "Pipfile",
     "Pipfile.lock": "Pipfile.lock",
     "setup.py": "installing the repository itself (setup.py)",
@@ -38,6 +41,8 @@ _RUNTIME_PYTHON = re.compile(r"^python-(3\.[0-9]+)(?:\.[0-9]+)?$")
 _APT_LINE = re.compile(r"^[a-z0-9][a-z0-9+.-]*$")
 _INCLUDE = re.compile(r"^\s*(?:-r|--requirement|-c|--constraint)[\s=]+(\S+)")
 _SHA = re.compile(r"^[0-9a-f]{40}$")
+# environment.yml's Python: ``python``, ``python=3.11``, ``python==3.11.4``, ``python 3.11``, ``python=3.11.*``.
+_CONDA_PYTHON = re.compile(r"^(?:=?=|\s)\s*(3\.[0-9]+)(?:\.(?:[0-9]+|\*))?$")
 
 
 class RepositoryError(Exception):
@@ -131,15 +136,6 @@ def read(spec: EnvironmentSpec, checkout: str, commit: str) -> EnvironmentSpec:
     present = set(os.listdir(directory))
     unsupported = [UNSUPPORTED[f] for f in UNSUPPORTED if f in present]
 
-    python = None
-    if "runtime.txt" in present:
-        runtime = _read_inside(checkout, os.path.join(directory, "runtime.txt")).strip()
-        match = _RUNTIME_PYTHON.match(runtime)
-        if match:
-            python = match.group(1)
-        else:
-            unsupported.append(f"runtime.txt {runtime!r} (only python-3.X)")
-
     os_packages = list(spec.apt)
     if "apt.txt" in present:
         text = _read_inside(checkout, os.path.join(directory, "apt.txt"))
@@ -154,9 +150,24 @@ def read(spec: EnvironmentSpec, checkout: str, commit: str) -> EnvironmentSpec:
             elif name not in os_packages:
                 os_packages.append(name)
 
-    requirements = []
-    if "requirements.txt" in present:
-        requirements = read_requirement_files(checkout, os.path.join(directory, "requirements.txt"))
+    python, requirements = None, []
+    if "environment.yml" in present:
+        # repo2docker's precedence: with environment.yml, requirements.txt and runtime.txt are not read
+        # (its pip section can include requirements.txt with -r).
+        python, requirements, conda_unsupported = read_environment_yml(
+            checkout, os.path.join(directory, "environment.yml")
+        )
+        unsupported += conda_unsupported
+    else:
+        if "runtime.txt" in present:
+            runtime = _read_inside(checkout, os.path.join(directory, "runtime.txt")).strip()
+            match = _RUNTIME_PYTHON.match(runtime)
+            if match:
+                python = match.group(1)
+            else:
+                unsupported.append(f"runtime.txt {runtime!r} (only python-3.X)")
+        if "requirements.txt" in present:
+            requirements = read_requirement_files(checkout, os.path.join(directory, "requirements.txt"))
 
     post_build = os.path.join(directory, "postBuild") if "postBuild" in present else None
     if post_build:
@@ -181,14 +192,66 @@ def read(spec: EnvironmentSpec, checkout: str, commit: str) -> EnvironmentSpec:
     )
 
 
-def read_requirement_files(checkout: str, path: str, _seen=None) -> list[tuple[str, str]]:
+def read_environment_yml(checkout: str, path: str) -> tuple[str | None, list[tuple[str, str]], list[str]]:
+    """(python, requirements files, unsupported) of a conda environment.yml.
+
+    Its pip section is installed as it is; a conda package is installed from PyPI only when it *is* that PyPI
+    project (the installer's exact map, :data:`tljh.install.conda_requests.PYPI_PROJECTS`) with a version spec
+    that translates; every other conda package is listed as unsupported. The requirements "file" is
+    environment.yml's path with the translated lines, so a ``-r`` in the pip section is read relative to it,
+    as conda does."""
+    try:
+        data = YAML(typ="safe", pure=True).load(_read_inside(checkout, path))
+    except YAMLError as e:
+        raise RepositoryError(f"environment.yml is not valid YAML: {' '.join(str(e).split())}") from None
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise RepositoryError("environment.yml must be a mapping (name, channels, dependencies)")
+    dependencies = data.get("dependencies") or []
+    if not isinstance(dependencies, list):
+        raise RepositoryError("environment.yml: dependencies must be a list")
+    python, lines, unsupported = None, ["# from environment.yml"], []
+    for dependency in dependencies:
+        if isinstance(dependency, dict) and set(dependency) == {"pip"}:
+            section = dependency["pip"] or []
+            if not isinstance(section, list) or not all(isinstance(line, str) for line in section):
+                raise RepositoryError("environment.yml: the pip section must be a list of requirement lines")
+            lines += [line.strip() for line in section if line.strip()]
+            continue
+        if not isinstance(dependency, (str, int, float)) or isinstance(dependency, bool):
+            raise RepositoryError(f"environment.yml: {dependency!r} is neither a conda package nor the pip section")
+        dependency = str(dependency).strip()
+        name = conda_name(dependency)
+        rest = dependency.split("::", 1)[-1].strip()[len(name):]
+        if name == "python":
+            match = _CONDA_PYTHON.match(rest)
+            if match:
+                python = match.group(1)
+            elif rest.strip():
+                unsupported.append(f"environment.yml {dependency!r} (only python=3.X)")
+        elif name == "pip":
+            continue  # every environment has pip
+        elif (requirement := pypi_requirement(dependency)) is not None:
+            lines.append(requirement)
+        elif name in PYPI_PROJECTS:
+            unsupported.append(f"conda package {dependency!r} (a conda channel or version spec with no PyPI equivalent)")
+        else:
+            unsupported.append(f"conda package {dependency!r} (no exact PyPI equivalent)")
+    if data.get("variables"):
+        unsupported.append("environment.yml variables")
+    return python, read_requirement_files(checkout, path, text="\n".join(lines) + "\n"), unsupported
+
+
+def read_requirement_files(checkout: str, path: str, _seen=None, text=None) -> list[tuple[str, str]]:
     """[(path, content)] of a requirements file of the repository and the files it includes with -r/-c, all of
-    which must be inside the repository: root reads them, and a repository must not name /etc/shadow."""
+    which must be inside the repository: root reads them, and a repository must not name /etc/shadow.
+    ``text``: the content of ``path`` when it is not the file's (environment.yml's requirements)."""
     seen = _seen if _seen is not None else set()
     if path in seen:
         return []
     seen.add(path)
-    text = _read_inside(checkout, path)
+    if text is None:
+        text = _read_inside(checkout, path)
     found = [(path, text)]
     for line in text.splitlines():
         match = _INCLUDE.match(line)

@@ -107,8 +107,9 @@ def schema_section() -> dict:
                 "default": None,
                 "description": (
                     "Build this environment from a git repository, the way mybinder.org reads it: `binder/` or "
-                    "`.binder/` before the root; requirements.txt, runtime.txt (python-3.X), apt.txt (names in "
-                    "`allow_apt`) and postBuild (run without root). Anything else it asks for is named and fails "
+                    "`.binder/` before the root; requirements.txt, runtime.txt (python-3.X), environment.yml (its pip "
+                    "section and conda packages that are exactly a PyPI project), apt.txt (names in `allow_apt`) "
+                    "and postBuild (run without root). Anything else it asks for is named and fails "
                     "the build unless `allow_unsupported` is true. Fetched again at every `tljh env build`; a "
                     "new commit is a new build."
                 ),
@@ -124,8 +125,8 @@ def schema_section() -> dict:
                 "type": "boolean",
                 "default": False,
                 "description": (
-                    "Build a `repository` that also asks for what is not supported here (a Dockerfile, conda, "
-                    "Julia, ...) from what is; the rest is listed by the build and `tljh env show`."
+                    "Build a `repository` that also asks for what is not supported here (a Dockerfile, conda "
+                    "packages with no PyPI equivalent, Julia, ...) from what is; the rest is listed by the build and `tljh env show`."
                 ),
             },
             "allow_apt": {
@@ -149,7 +150,7 @@ def schema_section() -> dict:
     entry["then"] = {
         "properties": {
             key: {"type": "null", "x-tljh-message": FROM_REPOSITORY.format(key=key, file=file)}
-            for key, file in (("requirements", "requirements.txt"), ("python", "runtime.txt"))
+            for key, file in (("requirements", "requirements.txt or environment.yml"), ("python", "runtime.txt or environment.yml"))
         }
     }
     return {
