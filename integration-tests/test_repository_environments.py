@@ -299,3 +299,15 @@ def test_an_environment_yml_builds_what_maps_to_pypi_and_lists_the_rest(hub):
     assert "# not built from the repository: conda package 'csvtk' (no exact PyPI equivalent)" in show, show
     assert "# requirements: environment.yml requirements.txt" in show, show
     assert "\ntqdm==4." in show and "\ncowsay==6.1" in show, show
+    # The next commit makes the repository a package (pyproject.toml in the root, no environment.yml): it is
+    # built as the builder and installed with the root's requirements.txt.
+    head = push(hub, {
+        "pyproject.toml": '[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "setuptools.build_meta"\n'
+                          '[project]\nname = "course-tools"\nversion = "1.0"\ndependencies = ["tqdm"]\n',
+        "course_tools/__init__.py": "ANSWER = 42\n",
+    }, remove=["environment.yml"], work=work)
+    build = hub.run("tljh env build conda", timeout=900)
+    assert f"conda: commit {head}" in build.stdout and "not built from the repository" not in build.stdout
+    assert hub.run("cd / && /opt/tljh/envs/conda/bin/python -c 'import course_tools, cowsay, tqdm; "
+                   "print(course_tools.ANSWER)'").stdout.strip() == "42"
+    assert "# the repository itself is installed" in hub.run("tljh env show conda").stdout

@@ -291,3 +291,58 @@ def test_environment_yml_refusals(repo, text, words):
     with pytest.raises(repository.RepositoryError, match=words) as e:
         read_yml(repo, text)
     assert "\n" not in str(e.value)
+
+
+PYPROJECT = """\
+[build-system]
+requires = ["setuptools>=61"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "course-tools"
+version = "1.0"
+dependencies = ["packaging"]
+"""
+
+
+def test_the_repository_itself_is_installed(build, repo):
+    # A package at the root (no binder/): installed like `pip install .`, with its dependencies and the root's
+    # requirements.txt. Its name and version stay the same from commit to commit: the new code must be built.
+    commit(repo, {"pyproject.toml": PYPROJECT, "course_tools/__init__.py": "ANSWER = 1\n"})
+    outcome = build(small(course(repo), "course"))
+    assert outcome.state == "built", outcome.message
+    current = store.current("course")
+    pins = builder_module.pins(current.lock())
+    assert {"packaging", "idna"} <= set(pins)
+    assert f"course-tools @ file://{repository.checkout_path('course')}\n" in current.lock()
+    assert "course-tools" in builder_module.locked_names(current.lock())
+    assert builder_module.by_hand(current.path, current.lock()) == {}  # locked, not installed by hand
+    assert current.record["spec"]["repository"]["installs_itself"] is True
+
+    def answer():
+        python = os.path.join(store.current("course").path, "bin", "python")
+        return subprocess.run([python, "-c", "import course_tools; print(course_tools.ANSWER)"],
+                              check=True, capture_output=True, text=True, cwd="/").stdout.strip()
+
+    assert answer() == "1"
+    commit(repo, {"course_tools/__init__.py": "ANSWER = 2\n"})
+    assert build(small(course(repo), "course")).state == "built"
+    assert answer() == "2" and store.current("course").record["by_hand"] == []
+
+
+def test_what_counts_as_the_repository_s_own_package(repo):
+    def reads(files, remove=()):
+        commit(repo, files, remove=remove)
+        return repository.read(small(course(repo, allow_unsupported=True), "course"), str(repo), "0" * 40)
+
+    assert reads({"setup.py": "from setuptools import setup\nsetup()\n"}).installs_itself is True
+    # A pyproject.toml holding only tools' settings is not a package.
+    tools_only = reads({"pyproject.toml": "[tool.black]\nline-length = 100\n"}, remove=["setup.py"])
+    assert tools_only.installs_itself is False and tools_only.unsupported == ()
+    assert reads({"pyproject.toml": PYPROJECT}).installs_itself is True
+    # Not with environment.yml, nor with a binder directory (repo2docker's rules); a pyproject.toml in binder/
+    # (repo2docker would install the root from it) is named.
+    assert reads({"environment.yml": "dependencies: [pip]\n"}).installs_itself is False
+    in_binder = reads({"binder/pyproject.toml": PYPROJECT}, remove=["environment.yml"])
+    assert in_binder.installs_itself is False
+    assert in_binder.unsupported == ("pyproject.toml in the binder directory (installing the repository's root from it)",)

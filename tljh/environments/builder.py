@@ -24,6 +24,7 @@ from .spec import EnvironmentSpec, R_PACKAGES, hub_version
 KERNELS_SUBDIR = os.path.join("share", "tljh")  # <prefix>/share/tljh/kernels/<name>/kernel.json
 _INCLUDE = re.compile(r"^\s*(-r|--requirement|-c|--constraint)[\s=]+(\S+)")
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;]+)")
+_PIN_URL = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?\s+@\s")
 
 
 class BuildError(Exception):
@@ -47,6 +48,12 @@ def pins(lock_text: str) -> dict[str, str]:
         if match:
             found[venvs.canonical(match.group(1))] = match.group(2)
     return found
+
+
+def locked_names(lock_text: str) -> set[str]:
+    """Canonical names a lock installs: its pins and its ``name @ url`` lines (a repository's own package)."""
+    urls = (_PIN_URL.match(line.strip()) for line in lock_text.splitlines())
+    return set(pins(lock_text)) | {venvs.canonical(m.group(1)) for m in urls if m}
 
 
 def python_for(spec: EnvironmentSpec) -> tuple[str, str, str | None]:
@@ -80,7 +87,7 @@ def by_hand(build_path: str, lock_text: str) -> dict[str, str]:
     those the lock does not hold and no other installed package needs (what an admin asked for; what they
     pulled in follows). Requirements are plain names (the installed version is a preference), or
     ``name @ url`` for a package installed from a path or repository that still exists."""
-    locked = pins(lock_text)
+    locked = locked_names(lock_text)
     installed = venvs.requirements_of(build_path)
     needed = set()
     for dist in venvs.distributions(build_path):
@@ -205,8 +212,10 @@ class Builder:
         runs = current is not None and current.works()
         source = current.path if runs and pythons.version_of(os.path.join(current.path, "bin", "python")) == version else None
         new_venv = current is not None and source is None  # another Python, or the build no longer runs
-        if spec.post_build:
-            source = None  # postBuild may write files in place: in a hard-linked copy, into the serving build
+        if spec.post_build or spec.installs_itself:
+            # postBuild may write files in place: in a hard-linked copy, into the serving build. The repository's
+            # own package keeps its name and version from commit to commit: a copy would look up to date.
+            source = None
         if current is not None and not runs:
             self.out(f"{name}: rebuilt for this system's Python, keeping {len(carried)} packages installed by hand")
 
@@ -441,7 +450,7 @@ class Builder:
 
 def gone_by_hand(build_path: str, lock_text: str) -> list[str]:
     """Packages of a build that nothing can reinstall: installed from a path that no longer exists."""
-    locked, reinstallable = pins(lock_text), venvs.requirements_of(build_path)
+    locked, reinstallable = locked_names(lock_text), venvs.requirements_of(build_path)
     return [f"{n}=={v} (installed from a path that no longer exists)"
             for n, v in venvs.installed_packages(build_path).items() if n not in reinstallable and n not in locked]
 

@@ -129,6 +129,8 @@ def show_lines(config: dict, name: str, pm=None) -> list[str]:
     if origin:
         lines.append(f"# repository: {origin['url']} @ {origin.get('ref') or 'HEAD'} = commit {origin['commit']}"
                      + (" (with postBuild)" if origin.get("post_build") else ""))
+        if origin.get("installs_itself"):
+            lines.append("# the repository itself is installed (its setup.py / pyproject.toml)")
         for item in origin.get("unsupported") or []:
             lines.append(f"# not built from the repository: {item}")
     if summary.get("r"):

@@ -31,8 +31,9 @@ UNSUPPORTED = {
     "DESCRIPTION": "an R package (DESCRIPTION)",
     "Pipfile": "Pipfile",
     "Pipfile.lock": "Pipfile.lock",
-    "setup.py": "installing the repository itself (setup.py)",
-    "pyproject.toml": "installing the repository itself (pyproject.toml)",
+    # In the root it is the repository's own package, installed (PROJECT_FILES); repo2docker would install the
+    # root for one in binder/ too.
+    "pyproject.toml": "pyproject.toml in the binder directory (installing the repository's root from it)",
     "start": "a start script",
 }
 # The docs page that lists what is and is not honoured.
@@ -41,6 +42,9 @@ _RUNTIME_PYTHON = re.compile(r"^python-(3\.[0-9]+)(?:\.[0-9]+)?$")
 _APT_LINE = re.compile(r"^[a-z0-9][a-z0-9+.-]*$")
 _INCLUDE = re.compile(r"^\s*(?:-r|--requirement|-c|--constraint)[\s=]+(\S+)")
 _SHA = re.compile(r"^[0-9a-f]{40}$")
+PROJECT_FILES = ("setup.py", "pyproject.toml")
+# A pyproject.toml that describes a package (not only tools' settings).
+_PYPROJECT_PACKAGE = re.compile(r"^\[(?:project|build-system)\]\s*(?:#.*)?$", re.MULTILINE)
 # environment.yml's Python: ``python``, ``python=3.11``, ``python==3.11.4``, ``python 3.11``, ``python=3.11.*``.
 _CONDA_PYTHON = re.compile(r"^(?:=?=|\s)\s*(3\.[0-9]+)(?:\.(?:[0-9]+|\*))?$")
 
@@ -134,7 +138,10 @@ def read(spec: EnvironmentSpec, checkout: str, commit: str) -> EnvironmentSpec:
     """The spec of the checked-out repository (``spec`` is the environment's entry in config.yaml)."""
     directory = binder_directory(checkout)
     present = set(os.listdir(directory))
-    unsupported = [UNSUPPORTED[f] for f in UNSUPPORTED if f in present]
+    in_root = directory == checkout
+    unsupported = [UNSUPPORTED[f] for f in UNSUPPORTED if f in present and not (in_root and f in PROJECT_FILES)]
+    # repo2docker installs the root's setup.py only without a binder directory, and neither with environment.yml.
+    itself = in_root and "environment.yml" not in present and describes_a_package(checkout, present)
 
     os_packages = list(spec.apt)
     if "apt.txt" in present:
@@ -189,7 +196,18 @@ def read(spec: EnvironmentSpec, checkout: str, commit: str) -> EnvironmentSpec:
         post_build=post_build,
         post_build_text=_read_inside(checkout, post_build) if post_build else "",
         unsupported=tuple(unsupported),
+        installs_itself=itself,
     )
+
+
+def describes_a_package(checkout: str, present: set[str]) -> bool:
+    """A setup.py, or a pyproject.toml with a [project] or [build-system] table (one with only tools' settings
+    is not a package)."""
+    if "setup.py" in present:
+        return True
+    if "pyproject.toml" not in present:
+        return False
+    return bool(_PYPROJECT_PACKAGE.search(_read_inside(checkout, os.path.join(checkout, "pyproject.toml"))))
 
 
 def read_environment_yml(checkout: str, path: str) -> tuple[str | None, list[tuple[str, str]], list[str]]:

@@ -58,6 +58,7 @@ class EnvironmentSpec:
     declared_fingerprint: str | None = None  # the fingerprint of the config entry alone (no fetch needed)
     post_build: str | None = None
     post_build_text: str = ""
+    installs_itself: bool = False  # setup.py / pyproject.toml at the root: the checkout is one of the requirements
     unsupported: tuple[str, ...] = ()
 
     @property
@@ -66,7 +67,8 @@ class EnvironmentSpec:
 
     def requirements(self) -> list[str]:
         """Requirement strings (the files come separately, as paths)."""
-        return [*self.server_packages, *self.packages]
+        itself = [f"file://{self.checkout}"] if self.installs_itself and self.checkout else []
+        return [*self.server_packages, *self.packages, *itself]
 
     def top_requirement_files(self) -> list[str]:
         included = {inc for path, text in self.requirements_files for inc in _includes_of(path, text)}
@@ -116,6 +118,7 @@ class EnvironmentSpec:
             "commit": self.commit,
             "declared_fingerprint": self.declared_fingerprint,
             "post_build": bool(self.post_build),
+            "installs_itself": self.installs_itself,
             "unsupported": list(self.unsupported),
         }
 
