@@ -311,3 +311,12 @@ def test_an_environment_yml_builds_what_maps_to_pypi_and_lists_the_rest(hub):
     assert hub.run("cd / && /opt/tljh/envs/conda/bin/python -c 'import course_tools, cowsay, tqdm; "
                    "print(course_tools.ANSWER)'").stdout.strip() == "42"
     assert "# the repository itself is installed" in hub.run("tljh env show conda").stdout
+    # The same files as an archive on the server (a forge's download: one top directory), unpacked by the builder.
+    hub.run(f"{git_in(work)} archive --format=tar.gz --prefix=conda-course-main/ -o /srv/conda-course.tar.gz HEAD")
+    hub.run("tljh-config set environments.conda.repository /srv/conda-course.tar.gz")
+    build = hub.run("tljh env build conda", timeout=900)
+    digest = hub.run("sha256sum /srv/conda-course.tar.gz").stdout.split()[0]
+    assert f"conda: archive sha256:{digest}" in build.stdout, build.stdout
+    assert hub.run("cd / && /opt/tljh/envs/conda/bin/python -c 'import course_tools; print(course_tools.ANSWER)'").stdout.strip() == "42"
+    assert f"# archive: /srv/conda-course.tar.gz = sha256:{digest}" in hub.run("tljh env show conda").stdout
+    assert "up to date" in hub.run("tljh env build conda").stdout

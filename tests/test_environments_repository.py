@@ -15,7 +15,7 @@ import pytest
 from environments_testing import prefix, uv_cache  # noqa: F401
 
 from tljh.environments import builder as builder_module
-from tljh.environments import checks, repository, spec as specs_module, store
+from tljh.environments import checks, commands as commands_module, repository, spec as specs_module, store
 from tljh.settings import schema
 from tljh.settings.errors import ConfigError
 
@@ -346,3 +346,68 @@ def test_what_counts_as_the_repository_s_own_package(repo):
     in_binder = reads({"binder/pyproject.toml": PYPROJECT}, remove=["environment.yml"])
     assert in_binder.installs_itself is False
     assert in_binder.unsupported == ("pyproject.toml in the binder directory (installing the repository's root from it)",)
+
+
+def make_archive(path, files, top=None):
+    """A .tar.gz or .zip of ``files`` ({name: text}), inside directory ``top`` if given."""
+    import io
+    import tarfile
+    import zipfile
+
+    names = {(f"{top}/{n}" if top else n): text for n, text in files.items()}
+    if str(path).endswith(".zip"):
+        with zipfile.ZipFile(path, "w") as z:
+            for name, text in names.items():
+                z.writestr(name, text)
+        return
+    with tarfile.open(path, "w:gz") as tar:
+        for name, text in names.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(text.encode())
+            info.mode = 0o755 if name.endswith("postBuild") else 0o644
+            tar.addfile(info, io.BytesIO(text.encode()))
+
+
+def test_an_archive_of_a_repository(build, tmp_path, prefix):
+    # A forge's download holds one directory: the files are read from inside it. The archive's sha256 plays
+    # the commit's part: same content, up to date; new content, a new build.
+    archive = tmp_path / "course-main.tar.gz"
+    make_archive(archive, {"binder/requirements.txt": "packaging\n", "binder/postBuild": "#!/bin/sh\necho from-the-archive\n"},
+                 top="course-main")
+    config = {"environments": {"course": {"repository": str(archive)}}}
+    outcome = build(small(config, "course"))
+    assert outcome.state == "built", outcome.message
+    assert "from-the-archive" in "\n".join(outcome.lines)
+    current = store.current("course")
+    digest = "sha256:" + __import__("hashlib").sha256(archive.read_bytes()).hexdigest()
+    assert current.record["spec"]["repository"]["commit"] == digest
+    assert current.record["spec"]["requirements"] == ["binder/requirements.txt"]
+    assert "packaging" in builder_module.pins(current.lock())
+    assert build(small(config, "course")).state == "up to date"
+    show = "\n".join(commands_module.show_lines(config, "course"))
+    assert f"# archive: {archive} = {digest} (with postBuild)" in show, show
+    # A zip without a top directory; a member naming ../ stays inside the checkout.
+    make_archive(tmp_path / "course.zip", {"requirements.txt": "idna\n", "../outside.txt": "x"})
+    zipped = {"environments": {"course": {"repository": str(tmp_path / "course.zip")}}}
+    assert build(small(zipped, "course")).state == "built"
+    assert "idna" in builder_module.pins(store.current("course").lock())
+    assert not (tmp_path / "outside.txt").exists() and not (prefix / "envs" / "outside.txt").exists()
+
+
+def test_archive_refusals(build, tmp_path, prefix):
+    archive = tmp_path / "course.tar.gz"
+    make_archive(archive, {"requirements.txt": "idna\n"})
+    with_ref = small({"environments": {"course": {"repository": str(archive), "ref": "main"}}}, "course")
+    outcome = build(with_ref)
+    assert outcome.state == "failed" and "is an archive: it has no branch or tag" in outcome.message
+    with pytest.raises(ConfigError, match="is an archive: it has no branch or tag"):
+        checks.check_repository("course", {"repository": str(archive), "ref": "main"}, {},
+                                {"environments": {"course": {"repository": str(archive), "ref": "main"}}})
+    missing = str(tmp_path / "missing.zip")
+    with pytest.raises(ConfigError, match=f"cannot read the archive {missing}"):
+        checks.check_repository("course", {"repository": missing}, {}, {"environments": {"course": {"repository": missing}}})
+    (tmp_path / "broken.tar.gz").write_text("not an archive")
+    broken = small({"environments": {"course": {"repository": str(tmp_path / "broken.tar.gz")}}}, "course")
+    outcome = build(broken)
+    assert outcome.state == "failed" and outcome.message.startswith(f"cannot unpack {tmp_path / 'broken.tar.gz'}: ")
+    assert not os.path.exists(repository.checkout_path("course"))

@@ -122,7 +122,8 @@ class Builder:
         with store.environments_lock():
             store.prepare_directories()
             try:
-                repository.ensure_git(out=self.out)
+                if not repository.archive_path(spec):
+                    repository.ensure_git(out=self.out)
                 spec = repository.fetch(spec, self._fetch_sandbox(spec), out=self.out)
                 for item in spec.unsupported:  # allow_unsupported is true, or fetch would have refused
                     self.out(f"warning: {spec.name}: not built from the repository: {item}")

@@ -60,7 +60,8 @@ def check_repository(name, entry, previous, config, pm=None) -> None:
         return
     spec = specs_module.specs(config, pm)[name]
     try:
-        repository.ensure_git(out=lambda line: None)
+        if not repository.archive_path(spec):
+            repository.ensure_git(out=lambda line: None)
         box = sandbox.sandbox(
             f"tljh-env-check-{name}", [], readable=repository.readable_paths(spec), env=repository.sandbox_env()
         )

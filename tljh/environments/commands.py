@@ -127,8 +127,9 @@ def show_lines(config: dict, name: str, pm=None) -> list[str]:
             lines.append(f"# {key}: {' '.join(summary[key])}")
     origin = summary.get("repository")
     if origin:
-        lines.append(f"# repository: {origin['url']} @ {origin.get('ref') or 'HEAD'} = commit {origin['commit']}"
-                     + (" (with postBuild)" if origin.get("post_build") else ""))
+        source = (f"archive: {origin['url']} = {origin['commit']}" if origin["commit"].startswith("sha256:") else
+                  f"repository: {origin['url']} @ {origin.get('ref') or 'HEAD'} = commit {origin['commit']}")
+        lines.append(f"# {source}" + (" (with postBuild)" if origin.get("post_build") else ""))
         if origin.get("installs_itself"):
             lines.append("# the repository itself is installed (its setup.py / pyproject.toml)")
         for item in origin.get("unsupported") or []:

@@ -9,6 +9,7 @@ build unless the environment's ``allow_unsupported`` is true.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import re
 import shutil
@@ -43,6 +44,8 @@ _APT_LINE = re.compile(r"^[a-z0-9][a-z0-9+.-]*$")
 _INCLUDE = re.compile(r"^\s*(?:-r|--requirement|-c|--constraint)[\s=]+(\S+)")
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 PROJECT_FILES = ("setup.py", "pyproject.toml")
+# `repository` naming a file with one of these suffixes is an archive of the repository's files.
+ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".zip")
 # A pyproject.toml that describes a package (not only tools' settings).
 _PYPROJECT_PACKAGE = re.compile(r"^\[(?:project|build-system)\]\s*(?:#.*)?$", re.MULTILINE)
 # environment.yml's Python: ``python``, ``python=3.11``, ``python==3.11.4``, ``python 3.11``, ``python=3.11.*``.
@@ -74,18 +77,31 @@ def sandbox_env() -> dict[str, str]:
     return {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false", "SSH_ASKPASS": "/bin/false"}
 
 
-def readable_paths(spec: EnvironmentSpec) -> list[str]:
-    """A repository on this server's disk is read by the builder, even under /home."""
-    url = spec.repository or ""
+def local_path(url: str) -> str | None:
+    """The path of a repository or archive on this server's disk, None for a remote one."""
     local = url[len("file://"):] if url.startswith("file://") else url
-    return [local] if local.startswith("/") and os.path.exists(local) else []
+    return local if local.startswith("/") else None
+
+
+def archive_path(spec: EnvironmentSpec) -> str | None:
+    """The path of the archive the environment is built from, if ``repository`` names one (by its suffix)."""
+    local = local_path(spec.repository or "")
+    return local if local and local.lower().endswith(ARCHIVE_SUFFIXES) else None
+
+
+def readable_paths(spec: EnvironmentSpec) -> list[str]:
+    """A repository or archive on this server's disk is read by the builder, even under /home."""
+    local = local_path(spec.repository or "")
+    return [local] if local and os.path.exists(local) else []
 
 
 def fetch(spec: EnvironmentSpec, box, out=print) -> EnvironmentSpec:
-    """Check ``spec.repository`` out at ``spec.ref`` (its HEAD if none) as the sandbox's user and return the
-    spec of what it asks for. Raises RepositoryError."""
+    """Check ``spec.repository`` out at ``spec.ref`` (its HEAD if none), or unpack the archive it names, as the
+    sandbox's user and return the spec of what it asks for. Raises RepositoryError."""
     target = checkout_path(spec.name)
     shutil.rmtree(target, ignore_errors=True)
+    if archive_path(spec):
+        return unpack(spec, box, target, out)
     where = f"{spec.repository}" + (f" @ {spec.ref}" if spec.ref else "")
     out(f"{spec.name}: fetching {where}")
     result = box.run(_git("clone", "--quiet", "--no-checkout", "--", spec.repository, target))
@@ -99,6 +115,39 @@ def fetch(spec: EnvironmentSpec, box, out=print) -> EnvironmentSpec:
         raise RepositoryError(f"cannot check out {commit} of {spec.repository}: {_git_reason(result.lines)}")
     out(f"{spec.name}: commit {commit}")
     return read(spec, target, commit)
+
+
+def unpack(spec: EnvironmentSpec, box, target: str, out=print) -> EnvironmentSpec:
+    """Unpack the archive as the sandbox's user (tar or Python's zipfile: neither writes outside ``target``);
+    its content is identified by its sha256, which plays the commit's part. An archive holding one directory
+    (as a forge's download does) is read from inside it."""
+    path = archive_path(spec)
+    if spec.ref:
+        raise RepositoryError(f"{path} is an archive: it has no branch or tag (remove environments.{spec.name}.ref)")
+    out(f"{spec.name}: unpacking {path}")
+    try:
+        sha = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                sha.update(block)
+        digest = "sha256:" + sha.hexdigest()
+    except OSError as e:
+        raise RepositoryError(f"cannot read {path}: {e.strerror}") from None
+    result = box.run(["mkdir", "-p", "--", target])
+    if result.returncode == 0:
+        if path.lower().endswith(".zip"):
+            result = box.run(["python3", "-m", "zipfile", "--extract", path, target])
+        else:
+            result = box.run(["tar", "--extract", "--no-same-owner", "--no-same-permissions", "--file", path,
+                              "--directory", target])
+    if result.returncode != 0:
+        lines = [l.strip() for l in result.lines if l.strip()]
+        raise RepositoryError(f"cannot unpack {path}: {lines[-1] if lines else 'unpacking failed'}")
+    entries = os.listdir(target)
+    root = os.path.join(target, entries[0]) if len(entries) == 1 else target
+    root = root if os.path.isdir(root) and not os.path.islink(root) else target
+    out(f"{spec.name}: archive {digest}")
+    return read(spec, root, digest)
 
 
 def resolve(box, checkout: str, ref: str | None) -> str | None:
@@ -116,6 +165,13 @@ def resolve(box, checkout: str, ref: str | None) -> str | None:
 def check_reachable(spec: EnvironmentSpec, box) -> None:
     """Raise RepositoryError unless the repository answers and has ``spec.ref`` (a commit id cannot be checked
     without fetching: only the repository is). Reads refs only: seconds, even for a large repository."""
+    path = archive_path(spec)
+    if path:
+        if spec.ref:
+            raise RepositoryError(f"{path} is an archive: it has no branch or tag")
+        if box.run(["test", "-f", path, "-a", "-r", path]).returncode != 0:
+            raise RepositoryError(f"cannot read the archive {path} (as the builder user)")
+        return
     result = box.run(_git("ls-remote", "--", spec.repository))
     if result.returncode != 0:
         raise RepositoryError(f"cannot reach {spec.repository}: {_git_reason(result.lines)}")

@@ -103,16 +103,20 @@ def schema_section() -> dict:
             "repository": {
                 "type": ["string", "null"],
                 "pattern": _REPOSITORY,
-                "x-tljh-expect": "a git URL (https://, http://, git://, ssh://, file://) or an absolute path",
+                "x-tljh-expect": (
+                    "a git URL (https://, http://, git://, ssh://, file://) or an absolute path (a git repository "
+                    "or a .tar[.gz|.bz2|.xz] / .zip archive)"
+                ),
                 "default": None,
                 "description": (
-                    "Build this environment from a git repository, the way mybinder.org reads it: `binder/` or "
+                    "Build this environment from a git repository (or an archive of one's files on this server), "
+                    "the way mybinder.org reads it: `binder/` or "
                     "`.binder/` before the root; requirements.txt, runtime.txt (python-3.X), environment.yml (its pip "
                     "section and conda packages that are exactly a PyPI project), the root's setup.py/pyproject.toml "
                     "(the repository's own package), apt.txt (names in `allow_apt`) and postBuild (run without "
-                    "root). Anything else it asks for is named and fails "
-                    "the build unless `allow_unsupported` is true. Fetched again at every `tljh env build`; a "
-                    "new commit is a new build."
+                    "root). Anything else it asks for is named and fails the build unless `allow_unsupported` "
+                    "is true. Fetched again at every `tljh env build`; a new commit (an archive's new content) "
+                    "is a new build."
                 ),
             },
             "ref": {
