@@ -31,6 +31,12 @@ echo "built by uid $(id -u) from $(pwd)" > "$NB_PYTHON_PREFIX/share/course-data.
 python -c 'import cowsay; print("postBuild sees cowsay", cowsay.__version__)'
 """
 
+# repo2docker's start: runs before the server, whose command it is given.
+START = """#!/bin/bash
+export COURSE_STARTED_BY="start as $(id -un)"
+exec "$@"
+"""
+
 # The environment a kernel stands on: kernels run in their server's session layer (session packages, on by
 # default: sys.prefix is the layer), which lists the environment's site-packages last on sys.path.
 ENVIRONMENT_OF_KERNEL = "import sys; [p for p in sys.path if p.endswith('site-packages')][-1].split('/lib/')[0]"
@@ -123,6 +129,7 @@ def test_an_environment_from_a_repository(hub):
         "binder/requirements.txt": "cowsay==6.1\n",
         "binder/runtime.txt": f"python-{hub.python}\n",
         "binder/postBuild": POST_BUILD,
+        "binder/start": START,
         "requirements.txt": "this-root-file-is-ignored-because-binder-exists\n",
         "README.md": "The statistics course\n",
     })
@@ -138,7 +145,7 @@ def test_an_environment_from_a_repository(hub):
     data = hub.run("cat /opt/tljh/envs/course/share/course-data.txt").stdout
     assert data.startswith(f"built by uid {builder} from /opt/tljh/envs/.builder/course.src"), data
     show = hub.run("tljh env show course").stdout
-    assert f"# repository: {URL} @ main = commit {head} (with postBuild)" in show
+    assert f"# repository: {URL} @ main = commit {head} (with postBuild, start)" in show
     assert "\ncowsay==6.1" in show
     assert "course: up to date" in hub.run("tljh env build course").stdout  # same commit: nothing to do
     listing = hub.run("tljh env list").stdout
@@ -180,6 +187,10 @@ def test_a_user_picks_it_in_a_profile(hub):
                 assert await kernel.execute("import cowsay; " + ENVIRONMENT_OF_KERNEL) == "'/opt/tljh/envs/course'"
                 assert await kernel.execute("open('/opt/tljh/envs/course/share/course-data.txt').read()[:12]") == (
                     "'built by uid'"
+                )
+                # The repository's start ran the server (the kernel inherits the server's environment).
+                assert await kernel.execute("import os; os.environ.get('COURSE_STARTED_BY')") == (
+                    "'start as jupyter-repostudent'"
                 )
                 # A file the last test's hostile postBuild must not be able to read.
                 await kernel.execute("open('/home/jupyter-repostudent/secret.txt', 'w').write('student only')")

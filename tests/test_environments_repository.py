@@ -411,3 +411,34 @@ def test_archive_refusals(build, tmp_path, prefix):
     outcome = build(broken)
     assert outcome.state == "failed" and outcome.message.startswith(f"cannot unpack {tmp_path / 'broken.tar.gz'}: ")
     assert not os.path.exists(repository.checkout_path("course"))
+
+
+def test_start_wraps_the_server_command(build, repo, prefix):
+    from tljh.environments import serving
+    from tljh.hub import session_installs
+    from tljh.system import paths
+
+    commit(repo, {"start": '#!/bin/sh\nexport COURSE_STARTED=yes\nexec "$@"\n'})
+    outcome = build(small(course(repo), "course"))
+    assert outcome.state == "built", outcome.message
+    current = store.current("course")
+    assert current.record["spec"]["repository"]["start"] is True
+    script = os.path.join(current.path, builder_module.START_SCRIPT)
+    assert os.stat(script).st_mode & 0o777 == 0o755
+    ran = subprocess.run([script, "sh", "-c", "echo $COURSE_STARTED"], capture_output=True, text=True, check=True)
+    assert ran.stdout == "yes\n"
+    show = "\n".join(commands_module.show_lines(course(repo), "course"))
+    assert "(with start)" in show, show
+
+    course_bin = os.path.join(paths.environment_prefix("course"), "bin")
+    user_bin = os.path.join(paths.USER_ENV_PREFIX, "bin")
+    env = serving.server_environment("course")
+    cmd = env.command([os.path.join(user_bin, "jupyterhub-singleuser"), "--debug"])
+    assert cmd == [os.path.join(course_bin, "tljh-repository-start"), os.path.join(course_bin, "jupyterhub-singleuser"), "--debug"]
+    # The session layer still finds the environment the server runs from.
+    assert session_installs.server_prefix(cmd) == paths.environment_prefix("course")
+    # A spawner keeps its command between starts: one wrapper, and none in an environment without start.
+    assert env.command(cmd) == cmd
+    os.makedirs(user_bin)
+    open(os.path.join(user_bin, "python"), "w").close()
+    assert serving.server_environment("default").command(cmd) == [os.path.join(user_bin, "jupyterhub-singleuser"), "--debug"]

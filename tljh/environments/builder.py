@@ -22,6 +22,8 @@ from . import repository, store
 from .spec import EnvironmentSpec, R_PACKAGES, hub_version
 
 KERNELS_SUBDIR = os.path.join("share", "tljh")  # <prefix>/share/tljh/kernels/<name>/kernel.json
+# A repository's `start`, in the build: servers of the environment run their command through it.
+START_SCRIPT = os.path.join("bin", "tljh-repository-start")
 _INCLUDE = re.compile(r"^\s*(-r|--requirement|-c|--constraint)[\s=]+(\S+)")
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;]+)")
 _PIN_URL = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?\s+@\s")
@@ -257,6 +259,10 @@ class Builder:
 
         build_id = store.new_build_id()
         self._write_kernelspec(staging, spec, version)
+        if spec.start_text:
+            if not _no_links(staging, START_SCRIPT):
+                raise BuildError(f"the build has a symbolic link on the way to {START_SCRIPT}: refused")
+            self._write(os.path.join(staging, START_SCRIPT), spec.start_text, mode=0o755)
         self._write(os.path.join(staging, store.LOCK_FILE), lock_text)
         record = {
             "name": name,

@@ -129,7 +129,8 @@ def show_lines(config: dict, name: str, pm=None) -> list[str]:
     if origin:
         source = (f"archive: {origin['url']} = {origin['commit']}" if origin["commit"].startswith("sha256:") else
                   f"repository: {origin['url']} @ {origin.get('ref') or 'HEAD'} = commit {origin['commit']}")
-        lines.append(f"# {source}" + (" (with postBuild)" if origin.get("post_build") else ""))
+        scripts = [s for s, key in (("postBuild", "post_build"), ("start", "start")) if origin.get(key)]
+        lines.append(f"# {source}" + (f" (with {', '.join(scripts)})" if scripts else ""))
         if origin.get("installs_itself"):
             lines.append("# the repository itself is installed (its setup.py / pyproject.toml)")
         for item in origin.get("unsupported") or []:

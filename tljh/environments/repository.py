@@ -35,7 +35,6 @@ UNSUPPORTED = {
     # In the root it is the repository's own package, installed (PROJECT_FILES); repo2docker would install the
     # root for one in binder/ too.
     "pyproject.toml": "pyproject.toml in the binder directory (installing the repository's root from it)",
-    "start": "a start script",
 }
 # The docs page that lists what is and is not honoured.
 DOCS = "docs/howto/repository-environments"
@@ -251,6 +250,7 @@ def read(spec: EnvironmentSpec, checkout: str, commit: str) -> EnvironmentSpec:
         apt=tuple(os_packages),
         post_build=post_build,
         post_build_text=_read_inside(checkout, post_build) if post_build else "",
+        start_text=_read_inside(checkout, os.path.join(directory, "start")) if "start" in present else "",
         unsupported=tuple(unsupported),
         installs_itself=itself,
     )

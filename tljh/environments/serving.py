@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from ..settings.environments import DEFAULT
 from ..system import paths
 from . import store
-from .builder import KERNELS_SUBDIR
+from .builder import KERNELS_SUBDIR, START_SCRIPT
 
 
 class EnvironmentNotReady(Exception):
@@ -33,6 +33,7 @@ class ServerEnvironment:
     extra_paths: list[str] = field(default_factory=list)
     environment: dict[str, str] = field(default_factory=dict)
     unit_properties: dict[str, str] = field(default_factory=dict)
+    start: str | None = None  # the repository's start script, which runs the server's command
 
     @property
     def bin_dir(self) -> str:
@@ -43,12 +44,22 @@ class ServerEnvironment:
         return os.path.join(self.bin_dir, "python")
 
     def command(self, cmd: list[str]) -> list[str]:
-        """The spawner's command with any environment's bin/ (e.g. /opt/tljh/user/bin/) swapped for this one's."""
-        return retarget_command(cmd, self.bin_dir)
+        """The spawner's command with any environment's bin/ (e.g. /opt/tljh/user/bin/) swapped for this one's,
+        run through the environment's start script if it has one (replacing the one an earlier start of the
+        same spawner, in any environment, put in front)."""
+        if cmd and is_start_script(cmd[0]):
+            cmd = cmd[1:]
+        cmd = retarget_command(cmd, self.bin_dir)
+        return [self.start, *cmd] if self.start else cmd
 
 
 def _bin_pattern():
     return re.compile("^(?:%s|%s/[^/]+)/bin(?=/|$)" % (re.escape(paths.USER_ENV_PREFIX), re.escape(paths.ENVIRONMENTS_DIR)))
+
+
+def is_start_script(path) -> bool:
+    """True for an environment's copy of a repository's start script (START_SCRIPT)."""
+    return isinstance(path, str) and path.endswith("/" + START_SCRIPT) and is_environment_bin(os.path.dirname(path))
 
 
 def is_environment_bin(path: str) -> bool:
@@ -84,7 +95,12 @@ def server_environment(name: str, offered: list[str] | None = None) -> ServerEnv
         extra_paths=[os.path.join(prefix, "bin")],
         environment=environment,
         unit_properties=pinning_properties(binds),
+        start=os.path.join(prefix, START_SCRIPT) if build and _has_start(build) else None,
     )
+
+
+def _has_start(build) -> bool:
+    return bool(((build.record.get("spec") or {}).get("repository") or {}).get("start"))
 
 
 def pinning_properties(environment_prefixes: list[str]) -> dict[str, str]:

@@ -58,6 +58,7 @@ class EnvironmentSpec:
     declared_fingerprint: str | None = None  # the fingerprint of the config entry alone (no fetch needed)
     post_build: str | None = None
     post_build_text: str = ""
+    start_text: str = ""  # the repository's start script: wraps the server's command (repo2docker's `start`)
     installs_itself: bool = False  # setup.py / pyproject.toml at the root: the checkout is one of the requirements
     unsupported: tuple[str, ...] = ()
 
@@ -95,6 +96,7 @@ class EnvironmentSpec:
                 "allow_apt": sorted(self.allow_apt),
                 "allow_unsupported": self.allow_unsupported,
                 "post_build": hashlib.sha256(self.post_build_text.encode()).hexdigest(),
+                "start": hashlib.sha256(self.start_text.encode()).hexdigest(),
             }
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:32]
 
@@ -118,6 +120,7 @@ class EnvironmentSpec:
             "commit": self.commit,
             "declared_fingerprint": self.declared_fingerprint,
             "post_build": bool(self.post_build),
+            "start": bool(self.start_text),
             "installs_itself": self.installs_itself,
             "unsupported": list(self.unsupported),
         }

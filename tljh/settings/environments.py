@@ -113,8 +113,8 @@ def schema_section() -> dict:
                     "the way mybinder.org reads it: `binder/` or "
                     "`.binder/` before the root; requirements.txt, runtime.txt (python-3.X), environment.yml (its pip "
                     "section and conda packages that are exactly a PyPI project), the root's setup.py/pyproject.toml "
-                    "(the repository's own package), apt.txt (names in `allow_apt`) and postBuild (run without "
-                    "root). Anything else it asks for is named and fails the build unless `allow_unsupported` "
+                    "(the repository's own package), apt.txt (names in `allow_apt`), postBuild (run without root) "
+                    "and start (runs every server of the environment). Anything else it asks for is named and fails the build unless `allow_unsupported` "
                     "is true. Fetched again at every `tljh env build`; a new commit (an archive's new content) "
                     "is a new build."
                 ),
