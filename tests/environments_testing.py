@@ -1,10 +1,13 @@
-"""Helpers for the environments tests: a private install prefix, and fake builds on disk."""
+"""Helpers for the environments tests: a private install prefix, fake builds on disk, small real builds."""
 
+import dataclasses
 import json
 import os
 
 import pytest
 
+from tljh.environments import builder as builder_module
+from tljh.environments import spec as specs_module
 from tljh.environments import store
 from tljh.system import paths
 
@@ -56,3 +59,23 @@ def fake_build(path, name, build, fingerprint="fp", python=None, lock="six==1.17
     with open(os.path.join(path, "tljh-environment.json"), "w") as f:
         json.dump(record, f)
     return path
+
+
+def small(config, name, **changes):
+    """The spec of ``name`` with a two-package stand-in for the server packages (fast, still real)."""
+    spec = specs_module.specs(config)[name]
+    return dataclasses.replace(spec, server_packages=("pip", "six"), **changes)
+
+
+@pytest.fixture
+def build(prefix):
+    lines = []
+    b = builder_module.Builder(out=lines.append)
+
+    def run(spec, **kw):
+        lines.clear()
+        outcome = b.build(spec, **kw)
+        outcome.lines = list(lines)
+        return outcome
+
+    return run

@@ -4,38 +4,17 @@ On a server the builder's uv runs as tljh-builder in a sandboxed systemd unit (i
 unsandboxed as the test's user, through the same code.
 """
 
-import dataclasses
 import json
 import os
 import subprocess
 
 import pytest
-from environments_testing import prefix, uv_cache  # noqa: F401
+from environments_testing import build, prefix, small, uv_cache  # noqa: F401
 
 from tljh.environments import builder as builder_module
 from tljh.environments import checks, spec as specs_module, store
 from tljh.settings.errors import ConfigError
 from tljh.system import paths
-
-
-def small(config, name, **changes):
-    """The spec of ``name`` with a two-package stand-in for the server packages (fast, still real)."""
-    spec = specs_module.specs(config)[name]
-    return dataclasses.replace(spec, server_packages=("pip", "six"), **changes)
-
-
-@pytest.fixture
-def build(prefix):
-    lines = []
-    b = builder_module.Builder(out=lines.append)
-
-    def run(spec, **kw):
-        lines.clear()
-        outcome = b.build(spec, **kw)
-        outcome.lines = list(lines)
-        return outcome
-
-    return run
 
 
 def site_packages(path):

@@ -5,14 +5,13 @@ Repositories are local git repositories made here; on a server git and uv run as
 units (integration tests), here unsandboxed as the test's user, through the same code.
 """
 
-import dataclasses
 import json
 import os
 import subprocess
 import sys
 
 import pytest
-from environments_testing import prefix, uv_cache  # noqa: F401
+from environments_testing import build, prefix, small, uv_cache  # noqa: F401
 
 from tljh.environments import builder as builder_module
 from tljh.environments import checks, commands as commands_module, repository, spec as specs_module, store
@@ -50,25 +49,6 @@ def repo(tmp_path):
     git(path, "init", "-q", "-b", "main")
     commit(path, {"requirements.txt": "idna\n", "README.md": "a course\n"})
     return path
-
-
-def small(config, name, **changes):
-    spec = specs_module.specs(config)[name]
-    return dataclasses.replace(spec, server_packages=("pip", "six"), **changes)
-
-
-@pytest.fixture
-def build(prefix):
-    lines = []
-    b = builder_module.Builder(out=lines.append)
-
-    def run(spec, **kw):
-        lines.clear()
-        outcome = b.build(spec, **kw)
-        outcome.lines = list(lines)
-        return outcome
-
-    return run
 
 
 def course(repo, **entry):
