@@ -14,6 +14,7 @@ from conda_channel import build_test_channels
 from tljh import hooks
 from tljh.hooks import hookimpl
 from tljh.install import conda_requests as cr
+from tljh.system import conda_names
 
 
 @pytest.mark.parametrize(
@@ -39,11 +40,11 @@ from tljh.install import conda_requests as cr
     ],
 )
 def test_only_listed_plain_specs_become_pypi_requirements(spec, requirement):
-    assert cr.pypi_requirement(spec) == requirement
+    assert conda_names.pypi_requirement(spec) == requirement
 
 
 def test_list_names_are_lowercase_conda_names():
-    assert all(name == name.lower() for name in cr.PYPI_PROJECTS)
+    assert all(name == name.lower() for name in conda_names.PYPI_PROJECTS)
 
 
 def manager(*plugins):

@@ -17,8 +17,8 @@ import shutil
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
-from ..install.conda_requests import PYPI_PROJECTS, conda_name, pypi_requirement
 from ..system import apt, paths
+from ..system.conda_names import PYPI_PROJECTS, conda_name, pypi_requirement
 from .spec import EnvironmentSpec
 
 # Files repo2docker reads that are not honoured here (yet), with why, in the words the admin will see.
@@ -270,7 +270,7 @@ def read_environment_yml(checkout: str, path: str) -> tuple[str | None, list[tup
     """(python, requirements files, unsupported) of a conda environment.yml.
 
     Its pip section is installed as it is; a conda package is installed from PyPI only when it *is* that PyPI
-    project (the installer's exact map, :data:`tljh.install.conda_requests.PYPI_PROJECTS`) with a version spec
+    project (the installer's exact map, :data:`tljh.system.conda_names.PYPI_PROJECTS`) with a version spec
     that translates; every other conda package is listed as unsupported. The requirements "file" is
     environment.yml's path with the translated lines, so a ``-r`` in the pip section is read relative to it,
     as conda does."""

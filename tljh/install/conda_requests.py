@@ -3,9 +3,10 @@
 There is no conda environment here (the user environment is a venv), but a plugin's conda request must not
 cost the admin the hub. Each requested package is honoured one of two ways:
 
-- **From PyPI**, when the conda package *is* a PyPI project: only names in :data:`PYPI_PROJECTS` (conda-forge
-  packages built from that PyPI project's own release), with a version spec that translates to PEP 440. It is
-  installed into the user environment with the plugins' pip packages.
+- **From PyPI**, when the conda package *is* a PyPI project: only names in
+  :data:`tljh.system.conda_names.PYPI_PROJECTS` (conda-forge packages built from that PyPI project's own
+  release), with a version spec that translates to PEP 440. It is installed into the user environment with the
+  plugins' pip packages.
 - **With py-rattler**, everything else (programs such as ``csvtk``): solved against the plugin's channels (plus
   conda-forge, as TLJH does) and installed into a prefix of its own, ``paths.CONDA_PREFIX``. The programs of
   the requested packages (not of their dependencies) are linked into the user environment's ``bin/``, so they
@@ -33,42 +34,10 @@ import subprocess
 import sys
 
 from tljh.system import files, paths
+from tljh.system.conda_names import conda_name, pypi_requirement
 
-# conda package name -> PyPI project, for conda-forge packages that are built from that PyPI project's own
-# release (the feedstock's source is the project's sdist or wheel) and install the same importable package.
-# Deliberately short: a missing name is still installed (with rattler, as a program); a wrong one would put a
-# different package into every user's environment. Not here on purpose: metapackages that pull more than the
-# PyPI project (conda-forge's ``matplotlib`` adds Qt, ``dask`` adds distributed and bokeh, ``seaborn`` adds
-# statsmodels) — their ``-base``/``-core`` packages are listed instead.
-PYPI_PROJECTS = {
-    "beautifulsoup4": "beautifulsoup4",
-    "bokeh": "bokeh",
-    "dask-core": "dask",
-    "ipywidgets": "ipywidgets",
-    "matplotlib-base": "matplotlib",
-    "nbgitpuller": "nbgitpuller",
-    "networkx": "networkx",
-    "numpy": "numpy",
-    "pandas": "pandas",
-    "plotly": "plotly",
-    "pyyaml": "PyYAML",
-    "requests": "requests",
-    "scikit-learn": "scikit-learn",
-    "scipy": "scipy",
-    "seaborn-base": "seaborn",
-    "sympy": "sympy",
-    "tqdm": "tqdm",
-    "xarray": "xarray",
-}
-
-# Channels whose packages of the names above are those PyPI projects (TLJH always adds conda-forge).
-PYPI_CHANNELS = {"conda-forge", "defaults", "anaconda", "main", "pkgs/main"}
 DEFAULT_CHANNEL = "conda-forge"
 DEFAULT_CHANNEL_ALIAS = "https://conda.anaconda.org/"
-
-_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]*"
-_VERSION = r"[0-9][0-9A-Za-z.!+*]*"
-_CONSTRAINT = rf"(?:==|!=|>=|<=|>|<|~=)\s*{_VERSION}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,41 +88,6 @@ def collect(pm):
             if channel not in channels:
                 channels.append(str(channel).strip())
     return requests, channels
-
-
-def conda_name(spec):
-    """The package name of a conda match spec: ``conda-forge::tqdm>=4`` -> ``tqdm``."""
-    spec = spec.split("::", 1)[-1].strip()
-    match = re.match(_NAME, spec)
-    return match.group(0).lower() if match else spec
-
-
-def pypi_requirement(spec):
-    """The PEP 508 requirement installing conda spec ``spec`` from PyPI, or None when it is not a PyPI project.
-
-    Only plain specs translate: ``tqdm``, ``tqdm>=4.60,<5``, ``tqdm==4.66.1``, ``tqdm=4.66`` (conda's "4.66.*").
-    A build string, a channel other than the PyPI_CHANNELS, brackets or alternatives (``|``) mean a particular
-    conda build was wanted: that goes to rattler, not PyPI.
-    """
-    channel, _, rest = spec.strip().rpartition("::")
-    if channel and channel not in PYPI_CHANNELS:
-        return None
-    match = re.fullmatch(rf"({_NAME})\s*(.*)", rest.strip())
-    if not match:
-        return None
-    name, constraint = match.group(1).lower(), match.group(2).replace(" ", "")
-    project = PYPI_PROJECTS.get(name)
-    if project is None:
-        return None
-    if not constraint:
-        return project
-    single = re.fullmatch(rf"={_VERSION}", constraint)
-    if single:  # conda's fuzzy "=1.2" is "1.2.*"
-        version = constraint[1:]
-        return f"{project}=={version if version.endswith('*') else version + '.*'}"
-    if all(re.fullmatch(_CONSTRAINT, part) for part in constraint.split(",")):
-        return project + constraint
-    return None
 
 
 def plan(requests, channels):
