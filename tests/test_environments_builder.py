@@ -33,6 +33,8 @@ def test_build_then_nothing_to_do(build):
     kernel = json.load(open(os.path.join(current.path, "share/tljh/kernels/data/kernel.json")))
     assert kernel["argv"][0] == os.path.join(paths.environment_prefix("data"), "bin", "python")
     assert os.path.exists(os.path.join(site_packages(current.path), "idna", "__pycache__"))  # bytecode compiled
+    # uv makes its lock 0666 for whoever runs uv next: in a served environment only root may write it
+    assert os.stat(os.path.join(current.path, ".lock")).st_mode & 0o022 == 0
     again = build(small(config, "data"))
     assert again.state == "up to date" and again.lines == []
     assert store.current("data").build == current.build

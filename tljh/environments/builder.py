@@ -147,6 +147,11 @@ class Builder:
         fingerprint = spec.fingerprint(version)
         store.prepare_directories()
         store.adopt_legacy(name)
+        if os.path.lexists(store.staging_path(name)) or os.path.lexists(store.work_path(name)):
+            # A killed run (SIGKILL skips the KeyboardInterrupt path) may have left its sandboxed uv or postBuild
+            # writing there: stop it before tidying, or the removal races with its writes (ENOTEMPTY).
+            self._sandbox(spec).stop()
+            self._post_build_sandbox(spec).stop()
         note = store.recover(name, fingerprint)
         if note:
             self.out(f"{name}: {note}")
@@ -276,6 +281,7 @@ class Builder:
             "tljh_version": _tljh_version(),
         }
         os.chmod(staging, 0o755)
+        venvs.close_lock(staging)  # uv made it 0666 as the builder: served, any user could write it
         files.write_json(os.path.join(staging, store.RECORD_FILE), record, mode=0o644)  # last: now complete
         previous = store.switch_in(name)
         shutil.rmtree(work, ignore_errors=True)

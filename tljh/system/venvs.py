@@ -191,7 +191,8 @@ def lock_file(prefix):
     return os.path.join(prefix, ".lock")
 
 
-def _close_lock(prefix):
+def close_lock(prefix):
+    """uv's lock in a shared environment: writable by root only."""
     # uv creates <venv>/.lock with mode 0666 on purpose (any user who runs uv next may take it) and keeps the
     # mode of a lock that exists: in a shared environment only root writes, so one chmod after uv suffices.
     with contextlib.suppress(FileNotFoundError):
@@ -201,7 +202,7 @@ def _close_lock(prefix):
 def create_venv(prefix):
     """(Re)create the venv at ``prefix`` with the system python3, keeping nothing from a broken one."""
     run_uv("venv", "--clear", "--python", "/usr/bin/python3", prefix)
-    _close_lock(prefix)
+    close_lock(prefix)
 
 
 def pip_install(prefix, requirements, upgrade_packages=(), requirements_files=()):
@@ -223,7 +224,7 @@ def pip_install(prefix, requirements, upgrade_packages=(), requirements_files=()
     present = [name for name in EXCLUDED if name in installed_packages(prefix)]
     if present:
         run_uv("pip", "uninstall", "--python", python_of(prefix), *present)
-    _close_lock(prefix)
+    close_lock(prefix)
     return result
 
 
@@ -251,4 +252,4 @@ def revert_packages(prefix, before: dict):
         run_uv("pip", "uninstall", "--python", python_of(prefix), *added)
     if changed:
         pip_install(prefix, changed)
-    _close_lock(prefix)
+    close_lock(prefix)
