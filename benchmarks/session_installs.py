@@ -72,7 +72,12 @@ def set_session_installs(m, on):
     m.run(f"tljh-config set user_environment.session_installs {'true' if on else 'false'} && tljh-config reload")
 
 
-async def spawns(m, n):
+def server_cpu(m, unit=f"jupyter-{ADMIN}"):
+    """CPU seconds the server's unit has used: what a start costs, little moved by the host's other load."""
+    return int(m.run(["systemctl", "show", "--value", "-p", "CPUUsageNSec", unit]).stdout.strip()) / 1e9
+
+
+async def spawns(m, n, cpu=None):
     times = []
     async with HubClient(m.url()) as admin:
         await admin.login(ADMIN, PASSWORD)
@@ -83,6 +88,8 @@ async def spawns(m, n):
             if status != 200:
                 raise RuntimeError(f"lab page answered {status}")
             times.append(time.monotonic() - started)
+            if cpu is not None:
+                cpu.append(await asyncio.to_thread(server_cpu, m))
             await admin.stop_server()
             await asyncio.to_thread(wait_unloaded, m)
     return times
@@ -125,16 +132,19 @@ def main():
     with installed_machine(args.os, "--admin", f"{ADMIN}:{PASSWORD}") as m:
         asyncio.run(spawns(m, 1))  # creates the admin's Unix account; not counted
         times = {True: [], False: []}
+        cpu = {True: [], False: []}
         for r in range(args.rounds):
             for on in ((True, False) if r % 2 == 0 else (False, True)):
                 set_session_installs(m, on)
-                times[on] += asyncio.run(spawns(m, args.spawns))
+                times[on] += asyncio.run(spawns(m, args.spawns, cpu[on]))
         for on in (True, False):
             t = times[on]
             print(f"spawn with session layer {'on ' if on else 'off'}: median {statistics.median(t):.3f} s, "
-                  f"p95 {p95(t):.3f} s, n={len(t)}")
+                  f"p95 {p95(t):.3f} s, n={len(t)}; the server's CPU until its Lab page: median "
+                  f"{statistics.median(cpu[on]):.3f} s")
         diff = statistics.median(times[True]) - statistics.median(times[False])
-        print(f"median difference (on - off): {diff * 1000:+.0f} ms")
+        print(f"median difference (on - off): {diff * 1000:+.0f} ms; server CPU "
+              f"{(statistics.median(cpu[True]) - statistics.median(cpu[False])) * 1000:+.0f} ms")
         print(f"load after the spawns: {load()}")
         median, low, high = layer_creation(m, args.layers)
         print(f"layer creation in the hub: median {median:.1f} ms, min {low:.1f} ms, max {high:.1f} ms, "
