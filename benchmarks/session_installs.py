@@ -74,7 +74,8 @@ def set_session_installs(m, on):
 
 def server_cpu(m, unit=f"jupyter-{ADMIN}"):
     """CPU seconds the server's unit has used: what a start costs, little moved by the host's other load."""
-    return int(m.run(["systemctl", "show", "--value", "-p", "CPUUsageNSec", unit]).stdout.strip()) / 1e9
+    value = m.run(["systemctl", "show", "--value", "-p", "CPUUsageNSec", unit]).stdout.strip()
+    return int(value) / 1e9 if value.isdigit() else float("nan")  # "[not set]": no CPU accounting there
 
 
 async def spawns(m, n, cpu=None):
