@@ -3,6 +3,8 @@
 import os
 import random
 import stat
+import subprocess
+import sys
 import unicodedata
 
 import pytest
@@ -101,6 +103,22 @@ def test_racing_claims_of_one_account_give_it_once(tmp_path):
     assert "'josé'" in refused.value.detail
     first.close()
     second.close()
+
+
+def test_opening_the_table_keeps_another_connections_lock(tmp_path):
+    """Closing any descriptor of the file drops this process's POSIX locks on it: opening the table while
+    another connection of the process is mid-transaction must not let a second process write under it
+    (found by `tljh loadtest`: the hub and the CLI got "disk I/O error" removing people at once)."""
+    path = str(tmp_path / "t.sqlite")
+    writer = AccountTable(path, account_exists=lambda n: False)
+    writer._db.execute("BEGIN IMMEDIATE")  # RESERVED: no other writer until it ends
+    AccountTable(path, account_exists=lambda n: False).close()
+    other_process = subprocess.run(
+        [sys.executable, "-c", "import sqlite3, sys; db = sqlite3.connect(sys.argv[1], timeout=0, "
+         "isolation_level=None); db.execute('BEGIN IMMEDIATE')", path], capture_output=True, text=True)
+    writer._db.execute("ROLLBACK")
+    writer.close()
+    assert "database is locked" in other_process.stderr, other_process.stderr or "the other process got the lock"
 
 
 def test_adopt_existing_keeps_tljh_and_previous_mappings(table):

@@ -17,6 +17,7 @@ import hashlib
 import os
 import re
 import sqlite3
+import threading
 from dataclasses import dataclass
 
 from . import paths, users
@@ -106,6 +107,22 @@ class Adoption:
     ambiguous: list  # [(unix name, [hub names])]: left unassigned, see `tljh unix-names`
 
 
+_creating = threading.Lock()
+
+
+def _create_root_only(path):
+    """Create the table's file root-only before SQLite opens it, and never open it otherwise: closing any
+    descriptor of a file drops every POSIX lock this process holds on it, so an open+close here while another
+    thread's connection is in a transaction let other processes write under it (`tljh loadtest` removing
+    people while the hub deleted them: "disk I/O error" on both sides)."""
+    with _creating:  # no connection of this process can exist before the file does
+        if not os.path.exists(path):
+            try:
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
+            except FileExistsError:  # another process made it
+                pass
+
+
 class AccountTable:
     """The table. Every method is one short transaction; concurrent users (hub, installer, CLI) are safe."""
 
@@ -113,7 +130,7 @@ class AccountTable:
         self.path = path or paths.UNIX_ACCOUNTS_DB
         self.account_exists = account_exists or users.user_exists
         os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
-        os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))  # created root-only before SQLite opens it
+        _create_root_only(self.path)
         self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         self._db.execute(
             """CREATE TABLE IF NOT EXISTS unix_names (
