@@ -96,6 +96,9 @@ def main():
     parser.add_argument("--os", default="debian-12")
     parser.add_argument("--out", help="where the JSON and PNG go (default /tmp/tljh-loadtest-<scenario>-<time>)")
     parser.add_argument("--keep", action="store_true", help="leave the machine running (prints its name)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a tljh-config setting for the run (repeatable), e.g. hub.concurrent_starts=2: "
+                             "tuning a default is comparing runs that differ only in it")
     parser.add_argument("extra", nargs="*", help="more `tljh loadtest` flags (after --)")
     args = parser.parse_args()
     scenario = dict(SCENARIOS[args.scenario])
@@ -114,6 +117,12 @@ def main():
             print(result.stdout[-3000:], result.stderr[-3000:])
             raise SystemExit("install failed")
         m.run("tljh-config set auth.type dummy")
+        for setting in args.set:
+            key, sep, value = setting.partition("=")
+            if not sep:
+                raise SystemExit(f"--set takes KEY=VALUE, not {setting!r}")
+            m.run(["tljh-config", "set", key, value])
+            print(f"set {key} = {value}", flush=True)
         if scenario.get("profiles"):
             m.run(["bash", "-c", f"cat >> /opt/tljh/config/config.yaml <<'EOF'\n{PROFILES_YAML}EOF"])
         reload = m.run("tljh-config reload hub", check=False)
