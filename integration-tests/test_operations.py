@@ -5,6 +5,7 @@ Everything as an admin does it: sudo tljh ..., tljh-config, logins through the p
 """
 
 import asyncio
+import base64
 import concurrent.futures
 import difflib
 import hashlib
@@ -15,6 +16,7 @@ import ssl
 import subprocess
 import sys
 import tarfile
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -120,26 +122,66 @@ def served_certificate(m):
     return ssl.DER_cert_to_PEM_cert(der)
 
 
-def with_extra_package(archive: bytes, requirement: str) -> bytes:
-    """The archive with one more line in the default environment's package list, its checksum list updated:
-    a well-formed backup whose restore fails at the environment step."""
+def with_extra_package(archive: bytes, member_name: str, requirement: str) -> bytes:
+    """The archive with one more line in an environment's lock or package list, its checksum list updated: a
+    well-formed backup whose restore fails at the environment step."""
     out = io.BytesIO()
     with tarfile.open(fileobj=io.BytesIO(archive)) as src, tarfile.open(fileobj=out, mode="w:gz") as dst:
         checksums = None
         for member in src:
             data = src.extractfile(member).read() if member.isreg() else None
-            if member.name == "environments/default.txt":
+            if member.name == member_name:
                 data += f"{requirement}\n".encode()
                 checksums_change = hashlib.sha256(data).hexdigest()
             if member.name == "tljh-backup.sha256":
                 checksums = json.loads(data)
-                checksums["environments/default.txt"] = checksums_change
+                checksums[member_name] = checksums_change
                 data = json.dumps(checksums).encode()
             if data is not None:
                 member.size = len(data)
             dst.addfile(member, io.BytesIO(data) if data is not None else None)
     assert checksums is not None
     return out.getvalue()
+
+
+# The extra environment's one package, from a package index served in the machine: A's index has 1.0 only, B's
+# also 2.0, so B building `data` from its spec would get 2.0; from the archive's lock it gets 1.0.
+PROBE = "tljh-restore-probe"
+INDEX_PORT = 18090
+INDEX = f"UV_EXTRA_INDEX_URL=http://127.0.0.1:{INDEX_PORT}/"
+
+
+def probe_wheel(version) -> tuple[str, bytes]:
+    """A pure-Python wheel of PROBE (written here: no build tools or network needed)."""
+    module, dist = PROBE.replace("-", "_"), f"{PROBE.replace('-', '_')}-{version}"
+    contents = {
+        f"{module}/__init__.py": f"VERSION = {version!r}\n",
+        f"{dist}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {PROBE}\nVersion: {version}\n",
+        f"{dist}.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: tljh-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = []
+    for path, text in contents.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(text.encode())}")
+    contents[f"{dist}.dist-info/RECORD"] = "\n".join(record + [f"{dist}.dist-info/RECORD,,"]) + "\n"
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as wheel:
+        for path, text in contents.items():
+            wheel.writestr(path, text)
+    return f"{dist}-py3-none-any.whl", out.getvalue()
+
+
+def serve_index(m, versions):
+    """A simple package index (a directory listing per project, as PEP 503 allows) on the machine's loopback."""
+    for version in versions:
+        name, data = probe_wheel(version)
+        write_file(m, f"/srv/index/{PROBE}/{name}", data, mode=0o644)
+    m.run(f"systemd-run --unit=local-index -p WorkingDirectory=/srv/index python3 -m http.server {INDEX_PORT} --bind 127.0.0.1")
+    m.run(f"for i in $(seq 50); do curl -sf http://127.0.0.1:{INDEX_PORT}/{PROBE}/ >/dev/null && exit 0; sleep 0.2; done; exit 1")
+
+
+def probe_version(m):
+    return m.run(f"/opt/tljh/envs/data/bin/python -c 'import importlib.metadata as m; print(m.version(\"{PROBE}\"))'").stdout.strip()
 
 
 def test_backup_on_a_restore_on_fresh_b(two_machines):
@@ -161,6 +203,12 @@ def test_backup_on_a_restore_on_fresh_b(two_machines):
     write_file(a, "/root/two.csv", b"name,admin,groups,password\nalice,no,lab,alice-password-1\nbob,no,,bob-password-1\n")
     a.run("tljh users import /root/two.csv")
     a.run("/opt/tljh/user/bin/pip install --quiet pyjokes==0.8.3", timeout=300)
+    # An extra environment, `data`, with one package from the local index (1.0, the only version A's index has).
+    serve_index(a, ["1.0"])
+    a.run(f"{INDEX} tljh-config add-item environments.data.packages {PROBE}", timeout=300)
+    a.run(f"{INDEX} tljh env build data", timeout=1200)
+    a.run("tljh-config reload hub")
+    assert probe_version(a) == "1.0"
     https = {"resolve": {DOMAIN: a.address}, "ssl_context": _tls_context(cert)}
 
     async def on_a():
@@ -176,12 +224,14 @@ def test_backup_on_a_restore_on_fresh_b(two_machines):
     uid_on_a = a.run("id -u jupyter-alice").stdout.strip()
     result = a.run("tljh backup /root/hub.tar.gz --homes")
     assert "backed up 2 account(s)" in result.stdout, result.stdout
+    assert "2 environment(s) (2 with a lock: default, data)" in result.stdout, result.stdout
     print(result.stdout, os.getloadavg())  # the size and time, for the report (pytest -rP shows it)
     assert a.run("stat -c %a /root/hub.tar.gz").stdout.strip() == "600"
     archive = read_file(a, "/root/hub.tar.gz")
 
     # --- B: a fresh install; alice's uid is taken there, so she gets another one and her files follow.
     b.run(f"useradd --uid {uid_on_a} squatter")
+    serve_index(b, ["1.0", "2.0"])
     write_file(b, "/root/hub.tar.gz", archive)
     write_file(b, "/root/cut.tar.gz", archive[: len(archive) * 2 // 3])
     write_file(b, "/root/other.tar.gz", subprocess.run(["tar", "czf", "-", "-C", str(CHART_RULES.parent), CHART_RULES.name], capture_output=True, check=True).stdout)
@@ -196,19 +246,26 @@ def test_backup_on_a_restore_on_fresh_b(two_machines):
         assert_unchanged(b, before)
     assert logins(b, [("other", "other-password-1")]) == {"other": None}  # B's own hub still works
 
-    # A restore that fails part-way (accounts, config, homes already placed; then a package that does not exist
-    # in the registry cannot be installed) takes every change back, and B's own hub runs again.
-    write_file(b, "/root/unbuildable.tar.gz", with_extra_package(archive, "tljh-no-such-package-16==1.0.0"))
-    failed = b.run("tljh restore --yes /root/unbuildable.tar.gz", check=False, timeout=1200)
+    # A restore that fails part-way (accounts, config, homes already placed, default environment as the lock has
+    # it; then `data`'s lock names a package the index does not have) takes every change back, the environments
+    # too, and B's own hub runs again.
+    default_build = read_file(b, "/opt/tljh/user/tljh-environment.json")
+    write_file(b, "/root/unbuildable.tar.gz",
+               with_extra_package(archive, "environments/data.lock", "tljh-no-such-package-16==1.0.0"))
+    failed = b.run(f"{INDEX} tljh restore --yes /root/unbuildable.tar.gz", check=False, timeout=1200)
     assert failed.returncode == 1, failed.stdout + failed.stderr
     assert "accounts: 1 created with their uid, 1 with a new uid" in failed.stdout, failed.stdout
+    assert "data: building from the archive's lock" in failed.stdout, failed.stdout
     assert "tljh-no-such-package-16" in failed.stderr and "every change was taken back" in failed.stderr, failed.stderr
     assert_unchanged(b, before)
+    assert read_file(b, "/opt/tljh/user/tljh-environment.json") == default_build
+    assert b.run("test -e /opt/tljh/envs/data", check=False).returncode == 1
+    assert b.run("ls -a /opt/tljh /opt/tljh/envs | grep -c before-restore", check=False).stdout.strip() == "0"
     assert logins(b, [("other", "other-password-1")]) == {"other": None}
 
     # Restoring is also how a broken server is repaired: B's config.yaml no longer parses.
     b.run("echo 'users: [unclosed' >> /opt/tljh/config/config.yaml")
-    restored = b.run("tljh restore --yes /root/hub.tar.gz", check=False, timeout=1200)
+    restored = b.run(f"{INDEX} tljh restore --yes /root/hub.tar.gz", check=False, timeout=1200)
     assert restored.returncode == 0, restored.stdout[-3000:] + restored.stderr[-3000:]
     assert "note on the saved state: config.yaml cannot be read" in restored.stdout, restored.stdout
     assert "1 created with their uid, 1 with a new uid" in restored.stdout, restored.stdout
@@ -218,6 +275,12 @@ def test_backup_on_a_restore_on_fresh_b(two_machines):
     assert b.run("stat -c %U:%G /home/jupyter-alice/notes.txt /home/jupyter-bob/notes.txt").stdout.split() == [
         "jupyter-alice:jupyter-alice", "jupyter-bob:jupyter-bob"]
     assert b.run("/opt/tljh/user/bin/python -c 'import importlib.metadata as m; print(m.version(\"pyjokes\"))'").stdout.strip() == "0.8.3"
+    # The extra environment is there, from A's lock: 1.0, although B's index offers 2.0; and the installer that
+    # ran after the restore found it up to date (it did not rebuild it from its spec).
+    assert "2/2 data: building from the archive's lock" in restored.stdout, restored.stdout
+    assert probe_version(b) == "1.0"
+    listed = b.run("tljh env list").stdout
+    assert any(line.split()[:4] == ["data", "up", "to", "date"] for line in listed.splitlines()), listed
     # The manual certificate is served by B, and people log in with their passwords and see their files.
     assert ssl.PEM_cert_to_DER_cert(served_certificate(b)) == ssl.PEM_cert_to_DER_cert(cert.decode())
     https_b = {"resolve": {DOMAIN: b.address}, "ssl_context": _tls_context(cert)}
@@ -229,6 +292,8 @@ def test_backup_on_a_restore_on_fresh_b(two_machines):
                 await c.start_server()
                 model = await c.api("GET", f"user/{name}/api/contents/notes.txt")
                 assert model["content"] == f"{name}'s notes"
+                kernels = await c.api("GET", f"user/{name}/api/kernelspecs")
+                assert "data" in kernels["kernelspecs"], kernels["kernelspecs"].keys()
                 await c.stop_server()
         async with HubClient(f"https://{DOMAIN}/", resolve=https_b["resolve"], ssl=https_b["ssl_context"]) as c:
             with pytest.raises(HubError, match="403"):

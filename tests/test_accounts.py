@@ -4,6 +4,7 @@ The real thing (useradd, gpasswd, usermod, a real login page) is in integration-
 """
 
 import asyncio
+import os
 import types
 
 import pytest
@@ -274,6 +275,11 @@ def test_installer_step_adopts_existing_accounts_once(server, monkeypatch, tmp_p
     assert installer.record_unix_accounts(None) == "2 accounts recorded"
     with pytest.raises(accounts.NameRefused):
         run(accounts.unix_name("carol"))
+    # A restore of an archive made before the table removes the table and reruns the installer: the accounts it
+    # brought back (all of them, carol too: nothing made them but a hub) are adopted again.
+    os.unlink(paths.UNIX_ACCOUNTS_DB)
+    assert installer.record_unix_accounts(None) == "kept 3 existing accounts, 1 left for you to assign"
+    assert run(accounts.unix_name("carol")) == "jupyter-carol"
 
 
 def test_uninstall_purge_takes_only_the_hubs_accounts_and_groups(server):

@@ -92,7 +92,7 @@ def hub(tmp_path, monkeypatch):
     table.assign("josé", "jupyter-jose")  # an admin's decision: not what the rule would give
     table.close()
     monkeypatch.setattr(backup, "hub_accounts", lambda: [])
-    monkeypatch.setattr(backup, "environment_locks", lambda: {"default": "numpy==2.0.0\n"})
+    monkeypatch.setattr(backup, "environment_states", lambda config: {"default": backup.EnvironmentState(None, "numpy==2.0.0\n")})
     monkeypatch.setattr(backup, "installed_plugins", lambda: {})
     return {"prefix": prefix, "tls": tls, "tmp": tmp_path}
 
@@ -528,3 +528,231 @@ def test_restore_stops_the_hub_and_the_servers_of_the_hubs_accounts(monkeypatch)
     restore.stop_hub_and_servers(lines.append, restore.Undo(tempfile.mkdtemp()))
     assert stopped == [paths.HUB_UNIT, "jupyter-alice.service"]
     assert lines == ["  stopped the hub and 1 user server(s)"]
+
+
+# --------------------------------------------------------------------------------------------
+# Environments: backed up with their locks, rebuilt from them
+
+
+def _env_build(path, name, build, pins, by_hand=None):
+    """A build as store and venvs read it: record, lock, a working interpreter link, dist-info of each package."""
+    from environments_testing import fake_build
+
+    from tljh.system import pythons
+
+    python = pythons.system_version()
+    fake_build(str(path), name, build, python=python, lock="".join(f"{n}=={v}\n" for n, v in pins.items()))
+    record = json.load(open(os.path.join(path, "tljh-environment.json")))
+    json.dump(dict(record, hub_version=pins.get("jupyterhub")), open(os.path.join(path, "tljh-environment.json"), "w"))
+    os.symlink(os.path.realpath(pythons.SYSTEM_PYTHON), os.path.join(path, "bin", "python"))
+    for n, v in {**pins, **(by_hand or {})}.items():
+        info = os.path.join(path, "lib", f"python{python}", "site-packages", f"{n}-{v}.dist-info")
+        os.makedirs(info)
+        with open(os.path.join(info, "METADATA"), "w") as f:
+            f.write(f"Metadata-Version: 2.1\nName: {n}\nVersion: {v}\n")
+    return path
+
+
+@pytest.fixture
+def env_hub(hub, monkeypatch):
+    """The fake server of ``hub`` with environments (no real builds: `tljh env build --from-lock` is played by a
+    fake that switches in a build of exactly the lock's pins; installing by hand adds dist-info)."""
+    from environments_testing import prefix as _  # noqa: F401  (same paths layout as the environments tests)
+
+    from tljh.environments import builder, commands, store
+    from tljh.environments.spec import hub_version
+    from tljh.system import venvs
+
+    root = hub["prefix"]
+    for name, value in {
+        "USER_ENV_PREFIX": root / "user",
+        "ENVIRONMENTS_DIR": root / "envs",
+        "BUILDER_DIR": root / "envs" / ".builder",
+        "RETIRED_DIR": root / "envs" / ".retired",
+        "ENVIRONMENTS_UV_CACHE_DIR": root / "envs" / ".builder" / "uv-cache",
+        "ENVIRONMENT_STATE_DIR": root / "state" / "environments",
+        "ENVIRONMENTS_LOCK": root / "state" / "environments" / "build.lock",
+        "BOOTSTRAP_REQUIREMENTS_FILE": root / "state" / "environments" / "bootstrap.txt",
+        "PLUGIN_CONDA_REQUIREMENTS_FILE": root / "state" / "environments" / "conda.txt",
+    }.items():
+        monkeypatch.setattr(paths, name, str(value))
+    (root / "state" / "environments").mkdir()
+    monkeypatch.setattr(store, "flush", lambda path: None)
+    monkeypatch.setattr(store, "prepare_directories", lambda: os.makedirs(paths.RETIRED_DIR, exist_ok=True))
+    monkeypatch.setattr(backup, "environment_states", ENVIRONMENT_STATES)
+    monkeypatch.setattr(restore, "stop_hub_and_servers", lambda say, undo: None)
+    with open(paths.CONFIG_FILE, "a") as f:
+        f.write("environments:\n  data:\n    packages: [pyjokes]\n")
+    calls = {"built": [], "installed": [], "fail": set()}
+
+    def build(config, pm, names, *, from_lock, out):
+        [name] = names
+        lock = open(from_lock).read()
+        calls["built"].append((name, lock))
+        if name in calls["fail"]:
+            message = ("installing the environment data failed:\n  × No solution found when resolving dependencies:\n"
+                       "  ╰─▶ Because tljh-no-such-package-16 was not found in the package registry, we can conclude "
+                       f"that your requirements are unsatisfiable.\n({name}: nothing was built)")
+            open(builder.failure_file(name), "w").write(message)
+            out(f"{name}: build failed: {message}")
+            return [builder.Outcome(name, "failed", message)]
+        os.makedirs(paths.BUILDER_DIR, exist_ok=True)
+        store.prepare_directories()
+        _env_build(store.staging_path(name), name, f"restored-{name}", builder.pins(lock))
+        store.switch_in(name)
+        return [builder.Outcome(name, "built", f"restored-{name}")]
+
+    def pip_install(prefix, requirements):
+        calls["installed"].append((prefix, list(requirements)))
+        for requirement in requirements:
+            n, v = requirement.split("==")
+            os.makedirs(os.path.join(venvs.site_packages(prefix)[0], f"{n}-{v}.dist-info"))
+            open(os.path.join(venvs.site_packages(prefix)[0], f"{n}-{v}.dist-info", "METADATA"), "w").write(
+                f"Metadata-Version: 2.1\nName: {n}\nVersion: {v}\n")
+
+    monkeypatch.setattr(commands, "build", build)
+    monkeypatch.setattr(venvs, "pip_install", pip_install)
+    hub.update(calls=calls, jupyterhub=hub_version(), root=root)
+    return hub
+
+
+ENVIRONMENT_STATES = backup.environment_states
+
+
+def _holders(root):
+    """Copies a restore kept aside (hard-link copies of builds): none may be left once it ended."""
+    return [os.path.join(d, n) for d in (root, root / "envs") if os.path.isdir(d) for n in os.listdir(d) if "before-restore" in n]
+
+
+def _as_on_a(hub):
+    """Server A: default at six 1.16.0; data at pyjokes 0.6.0 plus a package installed by hand."""
+    root, jh = hub["root"], hub["jupyterhub"]
+    _env_build(root / "user", "default", "a-default", {"jupyterhub": jh, "six": "1.16.0"})
+    _env_build(root / "envs" / "data", "data", "a-data", {"jupyterhub": jh, "pyjokes": "0.6.0"}, by_hand={"tljh-hand": "1.0"})
+
+
+def test_backup_holds_each_environments_lock_and_packages(env_hub):
+    _as_on_a(env_hub)
+    archive = str(env_hub["tmp"] / "b.tar.gz")
+    lines = []
+    backup.create(archive, say=lines.append)
+    with tarfile.open(archive) as tar:
+        manifest = json.load(tar.extractfile(backup.MANIFEST))
+        data_lock = tar.extractfile("environments/data.lock").read().decode()
+        data_packages = tar.extractfile("environments/data.txt").read().decode()
+    assert manifest["version"] == 2
+    assert sorted(manifest["environments"]) == ["data", "default"]
+    entry = manifest["environments"]["data"]
+    assert entry["lock"] == "environments/data.lock" and entry["packages"] == "environments/data.txt"
+    assert entry["build"] == "a-data" and entry["jupyterhub"] == env_hub["jupyterhub"] and entry["repository"] is None
+    assert data_lock == open(env_hub["root"] / "envs" / "data" / "tljh-lock.txt").read()
+    assert "pyjokes==0.6.0" in data_lock and "tljh-hand" not in data_lock
+    assert "tljh-hand==1.0" in data_packages.splitlines()
+    assert any("2 environment(s) (2 with a lock: default, data)" in line for line in lines), lines
+
+
+def test_restore_rebuilds_each_environment_from_its_lock(env_hub):
+    """On a fresh server (its default environment as the installer built it, no `data`): `data` is built from
+    the archive's lock (not its spec's newest versions) and gets what was installed by hand; default, at the
+    archive's versions already, is left as it is."""
+    hub = env_hub
+    _as_on_a(hub)
+    archive = str(hub["tmp"] / "b.tar.gz")
+    backup.create(archive)
+    a_lock = open(hub["root"] / "envs" / "data" / "tljh-lock.txt").read()
+    shutil.rmtree(hub["root"] / "envs")
+    shutil.rmtree(hub["root"] / "user")
+    _env_build(hub["root"] / "user", "default", "b-default", {"jupyterhub": hub["jupyterhub"], "six": "1.16.0"})
+    open(paths.CONFIG_FILE, "w").write("base_url: /other/\n")
+    lines = []
+    restore.restore(archive, say=lines.append, installer=lambda: None)
+    from tljh.environments import store
+
+    assert hub["calls"]["built"] == [("data", a_lock)]
+    assert store.current("data").lock() == a_lock and store.current("default").build == "b-default"
+    assert hub["calls"]["installed"] == [(str(hub["root"] / "envs" / "data"), ["tljh-hand==1.0"])]
+    assert "  environment 1/2 default: its build here has the archive's versions already" in lines
+    assert "  environment 2/2 data: building from the archive's lock (2 packages)" in lines
+    assert "environments:" in open(paths.CONFIG_FILE).read()
+    assert _holders(hub["root"]) == []
+
+
+def test_a_lock_that_does_not_build_takes_every_build_back(env_hub):
+    """default is rebuilt from the archive's lock, then data's lock does not build: the restore fails naming the
+    package, default's previous build serves again, data (new) is out of service, no failure is recorded."""
+    from tljh.environments import builder, store
+
+    hub = env_hub
+    _as_on_a(hub)
+    archive = str(hub["tmp"] / "b.tar.gz")
+    backup.create(archive)
+    shutil.rmtree(hub["root"] / "envs")
+    shutil.rmtree(hub["root"] / "user")
+    _env_build(hub["root"] / "user", "default", "b-default", {"jupyterhub": hub["jupyterhub"], "six": "1.17.0"})
+    b_default = open(hub["root"] / "user" / "tljh-lock.txt").read()
+    open(paths.CONFIG_FILE, "w").write("base_url: /other/\n")
+    hub["calls"]["fail"].add("data")
+    with pytest.raises(restore.RestoreError, match="every change was taken back") as e:
+        restore.restore(archive, say=lambda line: None, installer=lambda: None)
+    assert "environment data could not be built from its lock: no package tljh-no-such-package-16 on the package index" in str(e.value)
+    assert [name for name, _ in hub["calls"]["built"]] == ["default", "data"]
+    assert store.current("default").build == "b-default" and store.current("default").lock() == b_default
+    assert store.current("data") is None and store.built_names() == ["default"]
+    assert not os.path.exists(builder.failure_file("data"))
+    assert open(paths.CONFIG_FILE).read() == "base_url: /other/\n"
+    assert _holders(hub["root"]) == []
+
+
+def _plans(tmp_path, environments, members, config_environments):
+    """environment_plans of a hand-made staging directory."""
+    from tljh.settings.effective import effective_settings
+
+    staging = tmp_path / "staging"
+    for member, text in members.items():
+        (staging / member).parent.mkdir(parents=True, exist_ok=True)
+        (staging / member).write_text(text)
+    unpacked = restore.Unpacked(str(staging), {"environments": environments}, {}, 0, 0)
+    config = effective_settings({"environments": config_environments}).config
+    return restore.environment_plans(unpacked, config)
+
+
+def test_locks_that_do_not_fit_here_leave_the_environment_to_its_spec(env_hub, tmp_path):
+    from tljh.system import pythons
+
+    jh = env_hub["jupyterhub"]
+    fits = f"jupyterhub=={jh}\nsix==1.16.0\n"
+    plans, notes = _plans(
+        tmp_path,
+        {
+            "default": "environments/default.txt",  # format 1: the installed packages alone
+            "old": {"lock": "environments/old.lock", "packages": "environments/old.txt", "python": pythons.system_version()},
+            "py": {"lock": "environments/py.lock", "packages": None, "python": "2.7"},
+            "ok": {"lock": "environments/ok.lock", "packages": None, "python": pythons.system_version()},
+            "gone": {"lock": "environments/gone.lock", "packages": None},
+        },
+        {
+            "environments/default.txt": "six==1.16.0\n",
+            "environments/old.lock": "jupyterhub==1.0.0\nsix==1.16.0\n",
+            "environments/old.txt": "jupyterhub==1.0.0\nsix==1.16.0\ntljh-hand==1.0\n",
+            "environments/py.lock": fits,
+            "environments/ok.lock": fits,
+            "environments/gone.lock": fits,
+        },
+        {"old": {}, "py": {}, "ok": {}},
+    )
+    by_name = {p.name: p for p in plans}
+    assert by_name["default"].lock is None and by_name["default"].packages.endswith("environments/default.txt")
+    assert by_name["ok"].lock.endswith("environments/ok.lock") and by_name["ok"].locked == 2
+    assert by_name["old"].lock is None and by_name["py"].lock is None and "gone" not in by_name
+    assert notes == [
+        "environment gone is not in the archive's config.yaml: not rebuilt",
+        f"environment old is built from its spec (newest versions), not its lock: its lock pins jupyterhub 1.0.0, this hub runs {jh}",
+        "environment old: installed by hand there, install again: tljh-hand",
+        f"environment py is built from its spec (newest versions), not its lock: its lock is for Python 2.7, here it gets "
+        f"Python {pythons.system_version()}",
+    ]
+
+
+def test_a_manifest_naming_a_member_outside_its_place_is_refused(env_hub, tmp_path):
+    with pytest.raises(restore.RestoreError, match="does not hold; nothing was changed"):
+        _plans(tmp_path, {"data": {"lock": "config/config.yaml", "packages": None}}, {"config/config.yaml": "x"}, {"data": {}})

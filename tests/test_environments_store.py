@@ -155,3 +155,27 @@ def test_the_lock_serialises_and_can_be_tried(prefix):
         )
         out = subprocess.run([sys.executable, "-c", code, paths.ENVIRONMENTS_LOCK], capture_output=True, text=True)
         assert out.stdout.strip() == "busy"
+
+
+def test_a_hard_link_copy_of_the_current_build_is_put_back_after_a_rebuild(prefix):
+    """What a restore keeps to take a rebuild back: the copy outlives the rebuild and the collection that follows."""
+    staged("data", "20260101T000000-aaaa", lock="six==1.16.0\n")
+    store.switch_in("data")
+    copy = str(prefix / "envs" / ".data.held")
+    assert store.copy_current("data", copy)
+    staged("data", "20260102T000000-bbbb", lock="six==1.17.0\n")
+    store.switch_in("data")
+    store.collect()  # the rebuild's own clean-up removes the replaced build from .retired
+    store.reinstate("data", copy)
+    assert store.current("data").build == "20260101T000000-aaaa"
+    assert store.current("data").lock() == "six==1.16.0\n"
+    assert not os.path.exists(copy) and store.retired() == ["data.20260102T000000-bbbb"]
+    assert store.built_names() == ["data"]
+
+
+def test_reinstating_nothing_takes_a_new_environment_out_of_service(prefix):
+    assert not store.copy_current("data", str(prefix / "envs" / ".data.held"))
+    staged("data", "20260101T000000-aaaa")
+    store.switch_in("data")
+    store.reinstate("data", None)
+    assert store.current("data") is None and store.retired() == ["data.20260101T000000-aaaa"]

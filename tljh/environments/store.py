@@ -21,6 +21,7 @@ import json
 import os
 import secrets
 import shutil
+import subprocess
 import time
 from dataclasses import dataclass
 
@@ -156,6 +157,38 @@ def retire(name) -> str | None:
     retired = _retired_path(name, read(prefix))
     os.rename(prefix, retired)
     return retired
+
+
+def copy_current(name, target) -> bool:
+    """A copy of ``name``'s current build at ``target`` (same filesystem), made of hard links: cheap, and it
+    stays as it is whatever a rebuild does, because builds only ever replace files, never write them in place.
+    Nothing collects it: whoever made it puts it back (reinstate) or removes it. False if there is no build."""
+    prefix = paths.environment_prefix(name)
+    if not os.path.isdir(prefix):
+        return False
+    subprocess.run(["cp", "-a", "--link", prefix, target], check=True, capture_output=True)
+    return True
+
+
+def reinstate(name, copy: str | None) -> None:
+    """Make ``copy`` (from copy_current) ``name``'s current build again; None: ``name`` had no build, so its
+    build now is taken out of service. The build it replaces is retired like any other."""
+    prefix = paths.environment_prefix(name)
+    if copy is None:
+        retire(name)
+        return
+    if not os.path.lexists(prefix):
+        os.rename(copy, prefix)
+        return
+    try:
+        _exchange(copy, prefix)
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise
+        os.rename(prefix, _retired_path(name, read(prefix)))
+        os.rename(copy, prefix)
+        return
+    os.rename(copy, _retired_path(name, read(copy)))  # after the exchange, the replaced build is at ``copy``
 
 
 def recover(name, wanted_fingerprint) -> str | None:

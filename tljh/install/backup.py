@@ -36,7 +36,8 @@ from tljh.settings.effective import effective_settings, load_settings
 from tljh.system import files, paths, users, venvs
 
 FORMAT = "tljh-backup"
-VERSION = 1
+# 2: environments are entries (lock, packages, build, python) instead of a package list's member name.
+VERSION = 2
 MANIFEST = "tljh-backup.json"
 CHECKSUMS = "tljh-backup.sha256"
 # Where each part lives inside the archive.
@@ -135,12 +136,48 @@ def acme_storage_dirs() -> list[str]:
     return [paths.PROXY_DATA_DIR]
 
 
-def environment_locks() -> dict[str, str]:
-    """{environment name: what rebuilds it}. Today: the user environment's installed packages, pinned."""
-    if not venvs.venv_works(paths.USER_ENV_PREFIX):
-        return {}
-    requirements = venvs.requirements_of(paths.USER_ENV_PREFIX)
-    return {"default": "".join(f"{line}\n" for line in requirements.values())}
+@dataclasses.dataclass
+class EnvironmentState:
+    """What brings an environment back on another server."""
+
+    lock: str | None  # its build's lock (what `tljh env show` ends with); None: a venv from before environments
+    packages: str  # name==version of everything installed: packages installed by hand are not in the lock
+    build: str | None = None
+    python: str | None = None  # X.Y the lock was resolved for
+    jupyterhub: str | None = None  # the hub version it was built for (the lock pins it)
+    repository: str | None = None  # built from a repository: a lock does not rebuild it, the repository does
+
+    def manifest_entry(self, name) -> dict:
+        entry = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("lock", "packages")}
+        entry["lock"] = f"{ENVIRONMENTS}/{name}.lock" if self.lock else None
+        entry["packages"] = f"{ENVIRONMENTS}/{name}.txt"
+        return entry
+
+
+def environment_states(config) -> dict[str, EnvironmentState]:
+    """Every environment config.yaml declares that has a build here, ``default`` first."""
+    from tljh.environments import store
+    from tljh.settings.environments import environment_names
+
+    found = {}
+    for name in environment_names(config):
+        prefix = paths.environment_prefix(name)
+        build = store.current(name)
+        if build is None and not os.path.exists(os.path.join(prefix, "pyvenv.cfg")):
+            continue  # declared, never built: its spec (in config.yaml) is all there is
+        packages = "".join(f"{line}\n" for line in venvs.requirements_of(prefix).values())
+        if build is None:  # TLJH's /opt/tljh/user, not rebuilt since: no lock yet
+            found[name] = EnvironmentState(None, packages)
+            continue
+        found[name] = EnvironmentState(
+            lock=build.lock() or None,
+            packages=packages,
+            build=build.build,
+            python=build.python,
+            jupyterhub=build.record.get("hub_version"),
+            repository=((build.record.get("spec") or {}).get("repository") or {}).get("url"),
+        )
+    return found
 
 
 def installed_plugins() -> dict[str, str]:
@@ -335,7 +372,7 @@ def create(target, *, homes=False, say=print, as_found=False) -> dict:
         config = effective_settings({}).config
     accounts = hub_accounts()
     passwords = firstuse_passwords()
-    locks = environment_locks()
+    environments = environment_states(config)
     tls = tls_files(config)
     missing_tls = [p for p in tls if not os.path.isfile(p)]
     if missing_tls and not as_found:
@@ -354,7 +391,7 @@ def create(target, *, homes=False, say=print, as_found=False) -> dict:
         "accounts": [dataclasses.asdict(a) for a in accounts],
         "groups": group_ids(accounts),
         "tls_files": {f"{TLS_FILES}/{i}": {"path": p, "mode": stat.S_IMODE(os.stat(p).st_mode)} for i, p in enumerate(tls)},
-        "environments": {name: f"{ENVIRONMENTS}/{name}.txt" for name in locks},
+        "environments": {name: state.manifest_entry(name) for name, state in environments.items()},
         "plugins": installed_plugins(),
         "hub_database_revision": None,
     }
@@ -393,11 +430,15 @@ def create(target, *, homes=False, say=print, as_found=False) -> dict:
                 writer.add_path(member, info["path"])
             for directory in acme:
                 writer.add_path(ACME_STORAGE, directory)
-            for name, text in locks.items():
-                writer.add_bytes(manifest["environments"][name], text.encode(), mode=0o644)
+            for name, state in environments.items():
+                entry = manifest["environments"][name]
+                if state.lock:
+                    writer.add_bytes(entry["lock"], state.lock.encode(), mode=0o644)
+                writer.add_bytes(entry["packages"], state.packages.encode(), mode=0o644)
+            locked = [name for name, state in environments.items() if state.lock]
             say(
                 f"  config, secrets, {len(manifest['tls_files'])} certificate file(s), {len(accounts)} account(s), "
-                f"{len(locks)} environment package list(s)"
+                f"{len(environments)} environment(s) ({len(locked)} with a lock: {', '.join(locked) or 'none'})"
             )
             if homes:
                 for number, account in enumerate(accounts, 1):

@@ -8,7 +8,8 @@ database not from a newer JupyterHub). Anything wrong: one line, and this server
 Then this server's own state is saved (a backup without homes, named in the output), the hub and any users'
 servers stop, and the archive's content takes its place: Unix groups and accounts (uids and gids kept where they
 are free here, else new ones; files in restored homes belong to the account of the same name), config,
-secrets, hub database, passwords, certificates, homes, environments. The installer then runs, as on an upgrade:
+secrets, hub database, passwords, certificates, homes, environments (built from their locks: the same versions).
+The installer then runs, as on an upgrade:
 it applies the configuration and starts the proxy and the hub.
 """
 
@@ -74,6 +75,7 @@ class Unpacked:
     owners: dict  # staged path (relative) -> Owner, for homes
     members: int
     size: int
+    environments: list = dataclasses.field(default_factory=list)  # EnvironmentPlan, decided by check_fits
 
     def path(self, member):
         return os.path.join(self.staging, member)
@@ -132,6 +134,23 @@ class Undo:
         self.cleanups.append(holder)
         return aside
 
+    def keep_build(self, name) -> bool:
+        """Before environment ``name`` is rebuilt: keep its current build (a hard-link copy beside it) for
+        rollback to put back in service; with no build, rollback takes the new one out. True if one was kept."""
+        from tljh.environments import store
+
+        prefix = paths.environment_prefix(name)
+        with store.environments_lock():
+            if not os.path.isdir(prefix):
+                self.add(f"take environment {name} out of service", lambda: _reinstate(name, None, None))
+                return False
+            holder = tempfile.mkdtemp(prefix=f".{os.path.basename(prefix)}.before-restore-", dir=os.path.dirname(prefix))
+            copy = os.path.join(holder, os.path.basename(prefix))
+            store.copy_current(name, copy)
+        self.add(f"put back the previous build of environment {name}", lambda: _reinstate(name, copy, holder))
+        self.cleanups.append(holder)
+        return True
+
     def make_dirs(self, directory, mode=0o700):
         """``os.makedirs``; rollback removes what it created."""
         top = None
@@ -169,6 +188,16 @@ def _remove(path):
         shutil.rmtree(path)
     else:
         _unlink(path)
+
+
+def _reinstate(name, copy, holder):
+    from tljh.environments import store
+
+    with store.environments_lock():
+        store.reinstate(name, copy)
+        store.collect()  # the build that replaced it: no server can use it (the hub is stopped)
+    if holder:
+        os.rmdir(holder)
 
 
 # --------------------------------------------------------------------------------------------
@@ -330,7 +359,7 @@ def check_fits(unpacked: Unpacked, preflight=None) -> list[str]:
                 f"the archive's hub database is from JupyterHub {made_with}, newer than this server's: "
                 "upgrade this server first (rerun the install command); nothing was changed"
             )
-    notes = []
+    unpacked.environments, notes = environment_plans(unpacked, settings.config)
     here = backup.installed_plugins()
     missing = [name for name in manifest.get("plugins", {}) if name not in here]
     if missing:
@@ -568,33 +597,144 @@ def write_firstuse_passwords(passwords: dict, path=None) -> None:
             db[name.encode()] = hashed.encode()
 
 
-def rebuild_environments(unpacked: Unpacked, say, undo: Undo) -> None:
-    """Packages the backed-up environments had and this server's lack (installed by hand, or by plugins)."""
-    for name, member in unpacked.manifest.get("environments", {}).items():
-        if name != "default" or not unpacked.has(member):
+@dataclasses.dataclass
+class EnvironmentPlan:
+    """How one environment of the archive comes back here."""
+
+    name: str
+    lock: str | None  # staged lock to build from (`tljh env build NAME --from-lock`); None: not from a lock
+    packages: str | None  # staged list of what was installed: what the lock lacks was installed by hand
+    locked: int = 0  # packages the lock pins
+
+
+def _environment_entries(archive_manifest) -> dict[str, dict]:
+    """{name: manifest entry}; a format 1 archive named only the default environment's package list."""
+    entries = archive_manifest.get("environments") or {}
+    if not isinstance(entries, dict) or not all(isinstance(e, (str, dict)) for e in entries.values()):
+        raise RestoreError("the archive's manifest is damaged (its environments are not a mapping); nothing was changed")
+    return {name: {"lock": None, "packages": e} if isinstance(e, str) else dict(e) for name, e in entries.items()}
+
+
+def environment_plans(unpacked: Unpacked, config) -> tuple[list[EnvironmentPlan], list[str]]:
+    """Each environment is rebuilt from its lock (the versions the backed-up server had) when the lock fits this
+    server; otherwise the installer builds it from its spec in config.yaml at the newest versions, and a note
+    says why. Refuses (nothing changed yet) what could not be built at all."""
+    from tljh.environments import builder
+    from tljh.environments.spec import hub_version, specs
+    from tljh.plugins import get_plugin_manager
+    from tljh.system import pythons
+
+    try:
+        declared = specs(config, get_plugin_manager())
+    except OSError as e:  # a requirements file an environment names
+        raise RestoreError(
+            f"the archive's environments need {e.filename}, which this server lacks ({e.strerror}): "
+            "put it there, then restore again; nothing was changed"
+        ) from None
+    plans, notes = [], []
+    entries = _environment_entries(unpacked.manifest)
+    for name, entry in sorted(entries.items(), key=lambda item: (item[0] != "default", item[0])):
+        lock, packages = entry.get("lock"), entry.get("packages")
+        for member, suffix in ((lock, "lock"), (packages, "txt")):
+            if member is not None and (member != f"{backup.ENVIRONMENTS}/{name}.{suffix}" or not unpacked.has(member)):
+                raise RestoreError(f"the archive's manifest names {member!r}, which it does not hold; nothing was changed")
+        spec = declared.get(name)
+        if spec is None:
+            notes.append(f"environment {name} is not in the archive's config.yaml: not rebuilt")
             continue
-        installed = set(venvs.installed_packages(paths.USER_ENV_PREFIX))
-        wanted, unreachable = [], []
-        for line in files.read_bytes(unpacked.path(member)).decode().splitlines():
-            if not line.strip():
-                continue
-            project = venvs.canonical(line.split("==")[0].split(" @ ")[0].strip())
-            if project in installed:
-                continue
-            (unreachable if " @ file://" in line else wanted).append(line)
-        if wanted:
-            say(f"  environment {name}: installing {len(wanted)} package(s) it had: {', '.join(wanted)}")
-            before = venvs.installed_packages(paths.USER_ENV_PREFIX)
-            undo.add(f"packages of environment {name}", lambda: venvs.revert_packages(paths.USER_ENV_PREFIX, before))
-            try:
-                venvs.pip_install(paths.USER_ENV_PREFIX, wanted)
-            except RuntimeError as e:  # uv's own words; the last line says which package
-                last = str(e).strip().splitlines()[-1].strip()
-                raise RestoreError(f"environment {name}: {last.removeprefix('cause:').strip()}") from None
-        else:
-            say(f"  environment {name}: has every package it had")
-        for line in unreachable:
-            say(f"  environment {name}: {line} was installed from a local path; install it again by hand")
+        plan = EnvironmentPlan(name, None, unpacked.path(packages) if packages else None)
+        plans.append(plan)
+        text = files.read_bytes(unpacked.path(lock)).decode() if lock else ""
+        pinned = builder.pins(text)
+        python_here = spec.python or pythons.system_version()
+        why = None
+        if spec.repository:
+            why = f"it comes from {spec.repository}: the installer builds it from there"
+        elif not lock:
+            why = "the archive has no lock of it (its server had not rebuilt it since TLJH)"
+        elif pinned.get("jupyterhub") != hub_version():
+            why = f"its lock pins jupyterhub {pinned.get('jupyterhub')}, this hub runs {hub_version()}"
+        elif entry.get("python") and entry["python"] != python_here:
+            why = f"its lock is for Python {entry['python']}, here it gets Python {python_here}"
+        if why:
+            if lock or name != "default":
+                notes.append(f"environment {name} is built from its spec (newest versions), not its lock: {why}")
+            if lock and packages and not os.path.isdir(spec.prefix):
+                had = files.read_bytes(unpacked.path(packages)).decode()
+                by_hand = sorted(set(builder.pins(had)) - builder.locked_names(text))
+                if by_hand:
+                    notes.append(f"environment {name}: installed by hand there, install again: {', '.join(by_hand)}")
+            continue
+        plan.lock, plan.locked = unpacked.path(lock), len(pinned)
+    return plans, notes
+
+
+def rebuild_environments(unpacked: Unpacked, say, undo: Undo) -> None:
+    """Every environment the archive holds a lock of is built from that lock (`tljh env build NAME --from-lock`);
+    what was installed by hand on top is installed again. Environments without a usable lock are left to the
+    installer, which builds what config.yaml declares. A build that fails fails the restore."""
+    from tljh.plugins import get_plugin_manager
+    from tljh.settings.effective import load_settings
+    from tljh.settings.environments import environment_names
+
+    config = load_settings(paths.CONFIG_FILE).config  # the archive's, in place now
+    # Every environment this restore or the installer after it may build: rollback puts back the builds
+    # that served before, and takes out those that did not exist.
+    for name in environment_names(config):
+        undo.keep_build(name)
+    pm = get_plugin_manager()
+    for number, plan in enumerate(unpacked.environments, 1):
+        if plan.lock:
+            _build_from_lock(plan, f"{number}/{len(unpacked.environments)}", config, pm, say, undo)
+        if plan.packages and os.path.isdir(paths.environment_prefix(plan.name)):
+            _install_missing(plan, say)
+
+
+def _build_from_lock(plan: EnvironmentPlan, progress, config, pm, say, undo: Undo) -> None:
+    """Build ``plan.name`` from its lock, unless its build here has exactly those versions already."""
+    from tljh.environments import builder, checks, commands, store
+
+    name, lock = plan.name, files.read_bytes(plan.lock).decode()
+    current = store.current(name)
+    if current is not None and current.works() and _same_versions(current.lock(), lock):
+        say(f"  environment {progress} {name}: its build here has the archive's versions already")
+        return
+    say(f"  environment {progress} {name}: building from the archive's lock ({plan.locked} packages)")
+    undo.save_file(builder.failure_file(name))  # a failed build records why; a rollback takes that back too
+    [outcome] = commands.build(config, pm, [name], from_lock=plan.lock, out=lambda line: say(f"    {line}"))
+    if outcome.state == "failed":
+        raise RestoreError(f"environment {name} could not be built from its lock: {checks.one_line(outcome.message)}")
+
+
+def _same_versions(lock_a: str, lock_b: str) -> bool:
+    from tljh.environments.builder import locked_names, pins
+
+    return pins(lock_a) == pins(lock_b) and locked_names(lock_a) == locked_names(lock_b)
+
+
+def _install_missing(plan: EnvironmentPlan, say) -> None:
+    """Packages the environment had on the backed-up server that it lacks here: installed by hand there (the
+    lock does not hold them), or everything for a TLJH-era environment without a lock."""
+    from tljh.environments.checks import one_line
+
+    name, prefix = plan.name, paths.environment_prefix(plan.name)
+    installed = set(venvs.installed_packages(prefix))
+    wanted, unreachable = [], []
+    for line in files.read_bytes(plan.packages).decode().splitlines():
+        if not line.strip():
+            continue
+        project = venvs.canonical(line.split("==")[0].split(" @ ")[0].strip())
+        if project in installed:
+            continue
+        (unreachable if " @ file://" in line else wanted).append(line)
+    if wanted:
+        say(f"  environment {name}: installing {len(wanted)} package(s) it had beyond its lock: {', '.join(wanted)}")
+        try:  # rollback puts back the whole build (Undo.keep_build)
+            venvs.pip_install(prefix, wanted)
+        except RuntimeError as e:  # uv's own words; the last line says which package
+            raise RestoreError(f"environment {name}: {one_line(str(e))}") from None
+    for line in unreachable:
+        say(f"  environment {name}: {line} was installed from a local path; install it again by hand")
 
 
 def stop_hub_and_servers(say, undo: Undo) -> None:
