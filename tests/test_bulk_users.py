@@ -2,6 +2,7 @@
 
 import dbm
 import io
+import json
 import os
 import sqlite3
 
@@ -143,7 +144,7 @@ def test_list_shows_database_and_config(hub, tmp_path):
     session.commit()
     server = orm.Server()
     session.add(server)
-    spawner = orm.Spawner(user=alice, name="", server=server)
+    spawner = orm.Spawner(user=alice, name="", server=server, user_options={"profile": "small"})
     session.add(spawner)
     from datetime import datetime, timezone
 
@@ -155,7 +156,11 @@ def test_list_shows_database_and_config(hub, tmp_path):
     text = out.getvalue().splitlines()
     assert text[0].split() == ["NAME", "UNIX", "NAME", "ADMIN", "GROUPS", "LAST", "ACTIVITY", "SERVER"]
     by_name = {line.split()[0]: line.split() for line in text[1:-1]}
-    assert by_name["alice"][2:] == ["no", "course,lab", "just", "now", "running"]
+    assert by_name["alice"][2:] == ["no", "course,lab", "just", "now", "running", "(profile", "small)"]
     assert by_name["teacher"][2:] == ["yes", "-", "never", "stopped"]
     assert by_name["newbie"][2:] == ["no", "-", "never", "stopped"]
     assert text[-1] == "3 users, 1 with a running server"
+    out = io.StringIO()
+    users_cli.list_users(as_json=True, out=out)
+    alice = {row["name"]: row for row in json.loads(out.getvalue())}["alice"]
+    assert alice["servers"] == {"": "running"} and alice["profiles"] == {"": "small"}

@@ -29,7 +29,8 @@ def unix_name(hub_name: str) -> str | None:
 
 
 def hub_database_users(db_file=None) -> dict:
-    """{name: {admin, groups, last_activity, servers: {server name: state}}} as the hub's database holds them.
+    """{name: {admin, groups, last_activity, servers: {server name: state}, profiles: {server name: profile slug}}}
+    as the hub's database holds them.
 
     Read-only (SQLite opened with mode=ro) through JupyterHub's own ORM, so it works while the hub runs."""
     db_file = db_file or paths.HUB_DATABASE
@@ -44,15 +45,20 @@ def hub_database_users(db_file=None) -> dict:
     found = {}
     try:
         for user in session.query(orm.User).order_by(orm.User.name):
-            servers = {}
+            servers, profiles = {}, {}
             for spawner in user._orm_spawners:
                 if spawner.server is not None:
                     servers[spawner.name or ""] = "running"
+                    # The picker's choice, as KubeSpawner names it (tljh.hub.profiles): what the server runs.
+                    chosen = (spawner.user_options or {}).get("profile")
+                    if isinstance(chosen, str) and chosen:
+                        profiles[spawner.name or ""] = chosen
             found[user.name] = {
                 "admin": bool(user.admin),
                 "groups": sorted(g.name for g in user.groups),
                 "last_activity": user.last_activity.replace(tzinfo=datetime.timezone.utc).isoformat() if user.last_activity else None,
                 "servers": servers,
+                "profiles": profiles,
             }
     finally:
         session.close()
@@ -79,6 +85,7 @@ def rows(config: dict, in_database: dict) -> list[dict]:
                 "groups": sorted(groups),
                 "last_activity": db.get("last_activity"),
                 "servers": db.get("servers", {}),
+                "profiles": db.get("profiles", {}),
                 "banned": name in people["banned"],
             }
         )
@@ -96,11 +103,16 @@ def _when(iso):
     return "just now"
 
 
-def _server_words(servers):
+def _server_words(servers, profiles):
     if not servers:
         return "stopped"
-    names = ["default" if not n else n for n in servers]
-    return "running" if names == ["default"] else "running: " + ", ".join(names)
+
+    def with_profile(name, shown):
+        return f"{shown} (profile {profiles[name]})" if name in profiles else shown
+
+    if list(servers) == [""]:
+        return with_profile("", "running")
+    return "running: " + ", ".join(with_profile(n, n or "default") for n in servers)
 
 
 def list_users(as_json=False, out=sys.stdout) -> int:
@@ -117,7 +129,7 @@ def list_users(as_json=False, out=sys.stdout) -> int:
             "yes" if r["admin"] else "no",
             ",".join(r["groups"]) or "-",
             _when(r["last_activity"]),
-            _server_words(r["servers"]),
+            _server_words(r["servers"], r["profiles"]),
         )
         for r in table
     ]
