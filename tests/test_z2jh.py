@@ -192,6 +192,21 @@ def test_unexpressible_settings_are_listed():
         assert expected in text
 
 
+def test_what_images_need_beyond_the_lock_is_listed():
+    """The lock holds Python packages; an image for the environment also needs its Python, OS packages and R, or
+    is built from the environment's repository. Kernels of every environment in every server do not carry over."""
+    config = full_config()
+    config["environments"]["data"].update(python="3.12", apt=["libgdal-dev"], r=True)
+    config["environments"]["course"] = {"repository": "https://example.org/course.git"}
+    config["profiles"][1]["spawner_override"]["user_environment"] = "course"
+    _, notes = export(config)
+    assert "environments.data: its image needs Python 3.12, the OS packages libgdal-dev, R and IRkernel too" in "\n".join(notes)
+    assert any(n.startswith("environments.course: comes from https://example.org/course.git; build its image") for n in notes)
+    assert any(n.startswith("environments: every server here offers a kernel of each environment") for n in notes)
+    _, notes = export(full_config(profiles=None))
+    assert not [n for n in notes if n.startswith("environments")]
+
+
 def test_firstuse_and_manual_cert_notes(chart):
     raw = {"https": {"enabled": True, "tls": {"cert": "/etc/hub.pem", "key": "/etc/hub.key"}}}
     values, notes = export(full_config(raw, None))

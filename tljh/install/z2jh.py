@@ -197,6 +197,7 @@ def export_values(config: dict, *, read_text, lock_of, snippets=(), plugins=()) 
         single["profileList"] = [_convert_profile(p, i, notes, lock_of) for i, p in enumerate(profiles)]
     for name in sorted(set((config.get("environments") or {})) - {"default"} - _environments_in_profiles(profiles)):
         notes.append(f"environments.{name}: no profile uses it, so no image stands for it")
+    notes += _environment_notes(config.get("environments") or {}, {"default", *_environments_in_profiles(profiles)})
 
     cull = config["services"]["cull"]
     values["cull"] = CommentedMap((CULL_KEYS[k], cull[k]) for k in CULL_KEYS)
@@ -235,6 +236,34 @@ def export_values(config: dict, *, read_text, lock_of, snippets=(), plugins=()) 
     for plugin in plugins:
         notes.append(f"plugin {plugin}: TLJH plugins do not run on the chart; add what it does by hand")
     return values, notes
+
+
+def _environment_notes(environments: dict, imaged: set) -> list[str]:
+    """What an image standing for an environment needs beyond its lock (which holds Python packages only), and
+    what environments do here that images do not."""
+    notes = []
+    for name in sorted(imaged):
+        entry = environments.get(name) or {}
+        if entry.get("repository"):
+            notes.append(f"environments.{name}: comes from {entry['repository']}; build its image from that repository "
+                         "(repo2docker reads the same files)")
+            continue
+        needs = []
+        if entry.get("python"):
+            needs.append(f"Python {entry['python']}")
+        if entry.get("apt"):
+            needs.append(f"the OS packages {' '.join(entry['apt'])}")
+        if entry.get("r"):
+            needs.append("R and IRkernel")
+        if needs:
+            notes.append(f"environments.{name}: its image needs {', '.join(needs)} too (the lock holds Python packages only)")
+    offered = [n for n, e in environments.items() if n != "default" and (e or {}).get("offer_kernel", True) is not False]
+    if offered:
+        notes.append(
+            "environments: every server here offers a kernel of each environment; a server on the chart has the "
+            "kernels of its own image only"
+        )
+    return notes
 
 
 def _environments_in_profiles(profiles) -> set:
