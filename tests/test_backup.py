@@ -581,8 +581,12 @@ def env_hub(hub, monkeypatch):
     monkeypatch.setattr(store, "prepare_directories", lambda: os.makedirs(paths.RETIRED_DIR, exist_ok=True))
     monkeypatch.setattr(backup, "environment_states", ENVIRONMENT_STATES)
     monkeypatch.setattr(restore, "stop_hub_and_servers", lambda say, undo: None)
+    course = hub["tmp"] / "srv-course"  # a requirements file data names, including another
+    course.mkdir()
+    (course / "requirements.txt").write_text("-r base.txt\n")
+    (course / "base.txt").write_text("six\n")
     with open(paths.CONFIG_FILE, "a") as f:
-        f.write("environments:\n  data:\n    packages: [pyjokes]\n")
+        f.write(f"environments:\n  data:\n    packages: [pyjokes]\n    requirements: {course}/requirements.txt\n")
     calls = {"built": [], "installed": [], "fail": set()}
 
     def build(config, pm, names, *, from_lock, out):
@@ -612,7 +616,7 @@ def env_hub(hub, monkeypatch):
 
     monkeypatch.setattr(commands, "build", build)
     monkeypatch.setattr(venvs, "pip_install", pip_install)
-    hub.update(calls=calls, jupyterhub=hub_version(), root=root)
+    hub.update(calls=calls, jupyterhub=hub_version(), root=root, course=course)
     return hub
 
 
@@ -649,6 +653,11 @@ def test_backup_holds_each_environments_lock_and_packages(env_hub):
     assert "pyjokes==0.6.0" in data_lock and "tljh-hand" not in data_lock
     assert "tljh-hand==1.0" in data_packages.splitlines()
     assert any("2 environment(s) (2 with a lock: default, data)" in line for line in lines), lines
+    course = env_hub["course"]
+    assert manifest["requirement_files"] == {
+        "environments/files/0": {"path": str(course / "requirements.txt"), "mode": 0o644},
+        "environments/files/1": {"path": str(course / "base.txt"), "mode": 0o644},
+    }
 
 
 def test_restore_rebuilds_each_environment_from_its_lock(env_hub):
@@ -662,10 +671,13 @@ def test_restore_rebuilds_each_environment_from_its_lock(env_hub):
     a_lock = open(hub["root"] / "envs" / "data" / "tljh-lock.txt").read()
     shutil.rmtree(hub["root"] / "envs")
     shutil.rmtree(hub["root"] / "user")
+    shutil.rmtree(hub["course"])  # the new server does not have data's requirements files: the archive does
     _env_build(hub["root"] / "user", "default", "b-default", {"jupyterhub": hub["jupyterhub"], "six": "1.16.0"})
     open(paths.CONFIG_FILE, "w").write("base_url: /other/\n")
     lines = []
     restore.restore(archive, say=lines.append, installer=lambda: None)
+    assert (hub["course"] / "requirements.txt").read_text() == "-r base.txt\n"
+    assert (hub["course"] / "base.txt").read_text() == "six\n"
     from tljh.environments import store
 
     assert hub["calls"]["built"] == [("data", a_lock)]
@@ -699,8 +711,22 @@ def test_a_lock_that_does_not_build_takes_every_build_back(env_hub):
     assert store.current("default").build == "b-default" and store.current("default").lock() == b_default
     assert store.current("data") is None and store.built_names() == ["default"]
     assert not os.path.exists(builder.failure_file("data"))
+    assert (hub["course"] / "requirements.txt").read_text() == "-r base.txt\n"  # it was there: put back as it was
     assert open(paths.CONFIG_FILE).read() == "base_url: /other/\n"
     assert _holders(hub["root"]) == []
+
+
+def test_a_requirements_file_nobody_has_is_refused(env_hub):
+    """data names a requirements file that was gone when the backup was made and is not on this server either:
+    the backup says so, and the restore refuses before changing anything."""
+    os.unlink(env_hub["course"] / "requirements.txt")
+    archive = str(env_hub["tmp"] / "b.tar.gz")
+    lines = []
+    backup.create(archive, say=lines.append)
+    assert any("requirements.txt cannot be read (No such file or directory): not saved" in line for line in lines)
+    env_hub["installer"] = lambda: None
+    env_hub["calls"] = []
+    _refused_and_untouched(env_hub, archive, "needs its requirements file .*requirements.txt, which neither this server nor the archive has")
 
 
 def _plans(tmp_path, environments, members, config_environments):

@@ -50,6 +50,7 @@ FIRSTUSE_PASSWORDS = "state/firstuse-passwords.json"
 ACME_STORAGE = "certificates/acme"
 TLS_FILES = "certificates/files"
 ENVIRONMENTS = "environments"
+REQUIREMENT_FILES = "environments/files"
 HOMES = "homes"
 # Scheduled backups are named tljh-backup-<UTC time>.tar.gz; retention only ever deletes names of this form.
 SCHEDULED_NAME = re.compile(r"^tljh-backup-\d{8}T\d{6}Z\.tar\.gz$")
@@ -178,6 +179,23 @@ def environment_states(config) -> dict[str, EnvironmentState]:
             repository=((build.record.get("spec") or {}).get("repository") or {}).get("url"),
         )
     return found
+
+
+def requirement_files(config) -> tuple[list[str], list[str]]:
+    """(paths, notes): the requirements files environments name (`environments.NAME.requirements`) and the files
+    those include, part of the environments' spec; a note for each that cannot be read (not saved)."""
+    from tljh.environments.spec import read_requirement_files
+
+    found, notes = [], []
+    for name, entry in sorted((config.get("environments") or {}).items()):
+        path = (entry or {}).get("requirements")
+        if not path or (entry or {}).get("repository"):
+            continue
+        try:
+            found += [p for p, _ in read_requirement_files(path) if p not in found]
+        except OSError as e:
+            notes.append(f"environments.{name}.requirements: {e.filename} cannot be read ({e.strerror}): not saved")
+    return found, notes
 
 
 def installed_plugins() -> dict[str, str]:
@@ -373,6 +391,8 @@ def create(target, *, homes=False, say=print, as_found=False) -> dict:
     accounts = hub_accounts()
     passwords = firstuse_passwords()
     environments = environment_states(config)
+    requirements, unreadable = requirement_files(config)
+    notes += unreadable
     tls = tls_files(config)
     missing_tls = [p for p in tls if not os.path.isfile(p)]
     if missing_tls and not as_found:
@@ -392,6 +412,9 @@ def create(target, *, homes=False, say=print, as_found=False) -> dict:
         "groups": group_ids(accounts),
         "tls_files": {f"{TLS_FILES}/{i}": {"path": p, "mode": stat.S_IMODE(os.stat(p).st_mode)} for i, p in enumerate(tls)},
         "environments": {name: state.manifest_entry(name) for name, state in environments.items()},
+        "requirement_files": {
+            f"{REQUIREMENT_FILES}/{i}": {"path": p, "mode": stat.S_IMODE(os.stat(p).st_mode)} for i, p in enumerate(requirements)
+        },
         "plugins": installed_plugins(),
         "hub_database_revision": None,
     }
@@ -430,6 +453,9 @@ def create(target, *, homes=False, say=print, as_found=False) -> dict:
                 writer.add_path(member, info["path"])
             for directory in acme:
                 writer.add_path(ACME_STORAGE, directory)
+            for member, info in manifest["requirement_files"].items():
+                # Its content, never a link: a restore writes it back as a plain file.
+                writer.add_bytes(member, files.read_bytes(info["path"]), mode=info["mode"])
             for name, state in environments.items():
                 entry = manifest["environments"][name]
                 if state.lock:
@@ -450,6 +476,8 @@ def create(target, *, homes=False, say=print, as_found=False) -> dict:
         writer.abort()
         raise
     result = dict(manifest, file=target, size=os.path.getsize(target), seconds=round(time.monotonic() - started, 1), notes=notes)
+    for note in unreadable:
+        say(f"note: {note}")
     for path in writer.changed:
         say(f"warning: {path} changed while it was read; the archive holds it as it was then, padded to its first size")
     if writer.skipped:

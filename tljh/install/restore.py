@@ -344,6 +344,11 @@ def check_fits(unpacked: Unpacked, preflight=None) -> list[str]:
     named = {info.get("path") for info in manifest.get("tls_files", {}).values()}
     if named != expected or any(not unpacked.has(member) for member in manifest.get("tls_files", {})):
         raise RestoreError("the archive's certificate files do not match its https.tls settings; nothing was changed")
+    for member, info in manifest.get("requirement_files", {}).items():
+        path = info.get("path") if isinstance(info, dict) else None
+        if (not member.startswith(backup.REQUIREMENT_FILES + "/") or not unpacked.has(member) or not isinstance(path, str)
+                or not os.path.isabs(path) or os.path.normpath(path) != path):
+            raise RestoreError(f"the archive's requirements file {member!r} is not one it can restore; nothing was changed")
     if preflight is not None:
         try:
             preflight(raw)
@@ -570,6 +575,8 @@ def place_state(unpacked: Unpacked, say, undo: Undo) -> None:
         _replace_file(unpacked.path(member), info["path"], undo, mode=info.get("mode", 0o600) & 0o777)
     if unpacked.has(backup.ACME_STORAGE):
         _replace_tree(unpacked.path(backup.ACME_STORAGE), backup.acme_storage_dirs()[0], undo)
+    for member, info in manifest.get("requirement_files", {}).items():
+        _replace_file(unpacked.path(member), info["path"], undo, mode=info.get("mode", 0o644) & 0o777)
 
 
 def firstuse_files(path=None) -> list[str]:
@@ -620,17 +627,19 @@ def environment_plans(unpacked: Unpacked, config) -> tuple[list[EnvironmentPlan]
     server; otherwise the installer builds it from its spec in config.yaml at the newest versions, and a note
     says why. Refuses (nothing changed yet) what could not be built at all."""
     from tljh.environments import builder
-    from tljh.environments.spec import hub_version, specs
-    from tljh.plugins import get_plugin_manager
+    from tljh.environments.spec import hub_version
+    from tljh.settings.environments import environment_names
     from tljh.system import pythons
 
-    try:
-        declared = specs(config, get_plugin_manager())
-    except OSError as e:  # a requirements file an environment names
-        raise RestoreError(
-            f"the archive's environments need {e.filename}, which this server lacks ({e.strerror}): "
-            "put it there, then restore again; nothing was changed"
-        ) from None
+    declared = {name: (config.get("environments") or {}).get(name) or {} for name in environment_names(config)}
+    restored = {info["path"] for info in unpacked.manifest.get("requirement_files", {}).values()}
+    for name, entry in declared.items():
+        path = entry.get("requirements")
+        if path and not entry.get("repository") and not os.path.exists(path) and path not in restored:
+            raise RestoreError(
+                f"environment {name} needs its requirements file {path}, which neither this server nor the archive "
+                "has: put it there, then restore again; nothing was changed"
+            )
     plans, notes = [], []
     entries = _environment_entries(unpacked.manifest)
     for name, entry in sorted(entries.items(), key=lambda item: (item[0] != "default", item[0])):
@@ -638,18 +647,18 @@ def environment_plans(unpacked: Unpacked, config) -> tuple[list[EnvironmentPlan]
         for member, suffix in ((lock, "lock"), (packages, "txt")):
             if member is not None and (member != f"{backup.ENVIRONMENTS}/{name}.{suffix}" or not unpacked.has(member)):
                 raise RestoreError(f"the archive's manifest names {member!r}, which it does not hold; nothing was changed")
-        spec = declared.get(name)
-        if spec is None:
+        if name not in declared:
             notes.append(f"environment {name} is not in the archive's config.yaml: not rebuilt")
             continue
+        spec = declared[name]
         plan = EnvironmentPlan(name, None, unpacked.path(packages) if packages else None)
         plans.append(plan)
         text = files.read_bytes(unpacked.path(lock)).decode() if lock else ""
         pinned = builder.pins(text)
-        python_here = spec.python or pythons.system_version()
+        python_here = str(spec["python"]) if spec.get("python") else pythons.system_version()
         why = None
-        if spec.repository:
-            why = f"it comes from {spec.repository}: the installer builds it from there"
+        if spec.get("repository"):
+            why = f"it comes from {spec['repository']}: the installer builds it from there"
         elif not lock:
             why = "the archive has no lock of it (its server had not rebuilt it since TLJH)"
         elif pinned.get("jupyterhub") != hub_version():
@@ -659,7 +668,7 @@ def environment_plans(unpacked: Unpacked, config) -> tuple[list[EnvironmentPlan]
         if why:
             if lock or name != "default":
                 notes.append(f"environment {name} is built from its spec (newest versions), not its lock: {why}")
-            if lock and packages and not os.path.isdir(spec.prefix):
+            if lock and packages and not os.path.isdir(paths.environment_prefix(name)):
                 had = files.read_bytes(unpacked.path(packages)).decode()
                 by_hand = sorted(set(builder.pins(had)) - builder.locked_names(text))
                 if by_hand:
