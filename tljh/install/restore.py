@@ -612,6 +612,7 @@ class EnvironmentPlan:
     lock: str | None  # staged lock to build from (`tljh env build NAME --from-lock`); None: not from a lock
     packages: str | None  # staged list of what was installed: what the lock lacks was installed by hand
     locked: int = 0  # packages the lock pins
+    in_lock: frozenset = frozenset()  # names the archive's lock installs (used or not): not installed by hand
 
 
 def _environment_entries(archive_manifest) -> dict[str, dict]:
@@ -651,10 +652,12 @@ def environment_plans(unpacked: Unpacked, config) -> tuple[list[EnvironmentPlan]
             notes.append(f"environment {name} is not in the archive's config.yaml: not rebuilt")
             continue
         spec = declared[name]
-        plan = EnvironmentPlan(name, None, unpacked.path(packages) if packages else None)
-        plans.append(plan)
         text = files.read_bytes(unpacked.path(lock)).decode() if lock else ""
         pinned = builder.pins(text)
+        plan = EnvironmentPlan(
+            name, None, unpacked.path(packages) if packages else None, in_lock=frozenset(builder.locked_names(text))
+        )
+        plans.append(plan)
         python_here = str(spec["python"]) if spec.get("python") else pythons.system_version()
         why = None
         if spec.get("repository"):
@@ -733,7 +736,7 @@ def _install_missing(plan: EnvironmentPlan, say) -> None:
         if not line.strip():
             continue
         project = venvs.canonical(line.split("==")[0].split(" @ ")[0].strip())
-        if project in installed:
+        if project in installed or project in plan.in_lock:  # a spec build installs the lock's at its versions
             continue
         (unreachable if " @ file://" in line else wanted).append(line)
     if wanted:
