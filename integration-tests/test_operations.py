@@ -281,6 +281,8 @@ def test_backup_on_a_restore_on_fresh_b(two_machines):
     assert probe_version(b) == "1.0"
     listed = b.run("tljh env list").stdout
     assert any(line.split()[:4] == ["data", "up", "to", "date"] for line in listed.splitlines()), listed
+    [built] = [line.split()[2] for line in restored.stdout.splitlines() if line.strip().startswith("data: build ")]
+    assert f"# build {built}:" in b.run("tljh env show data").stdout  # the lock's build still serves
     # The manual certificate is served by B, and people log in with their passwords and see their files.
     assert ssl.PEM_cert_to_DER_cert(served_certificate(b)) == ssl.PEM_cert_to_DER_cert(cert.decode())
     https_b = {"resolve": {DOMAIN: b.address}, "ssl_context": _tls_context(cert)}
