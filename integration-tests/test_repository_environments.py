@@ -71,14 +71,15 @@ def tar_of(files):
     return data.getvalue()
 
 
-def push(hub, files, remove=(), message="course update", work=WORK):
-    """Commit ``files`` (and removals) in the working copy and push them to the served repository."""
+def push(hub, files, remove=(), message="course update", work=WORK, remote=True):
+    """Commit ``files`` (and removals) in the working copy and push them to the served repository (only
+    commit if not ``remote``)."""
     git = git_in(work)
     if files:
         hub.copy_tar(tar_of(files), work)
     for path in remove:
         hub.run(f"{git} rm -q -r {path}")
-    hub.run(f"{git} add -A && {git} commit -q -m '{message}' && {git} push -q origin HEAD:main")
+    hub.run(f"{git} add -A && {git} commit -q -m '{message}'" + (f" && {git} push -q origin HEAD:main" if remote else ""))
     return hub.run(f"{git} rev-parse HEAD").stdout.strip()
 
 
@@ -266,6 +267,23 @@ def test_a_hostile_post_build_cannot_write_outside_its_build_or_read_others_file
     for path in HOSTILE_TARGETS:
         assert hub.run(f"test -e {path}", check=False).returncode != 0, path
     assert current_build(hub) == serving
+
+
+def test_a_repository_given_as_a_path_on_the_server(hub):
+    """A git repository on the server's disk, made and owned by root (a teacher's checkout): tljh-config's check
+    and the build read it as the builder. They were refused: git's ownership check in the second program of a
+    fetch (upload-pack) does not see the `-c safe.directory` given to the first one."""
+    path = "/srv/course"
+    hub.run(f"git init -q -b main {path}")
+    head = push(hub, {"requirements.txt": "cowsay==6.1\n"}, work=path, message="local course", remote=False)
+    hub.run(f"tljh-config set environments.local.repository {path}")
+    build = hub.run("tljh env build local", timeout=900)
+    assert f"local: commit {head}" in build.stdout and "is current" in build.stdout, build.stdout
+    hub.run("/opt/tljh/envs/local/bin/python -c 'import cowsay'")
+    assert f"# repository: {path} @ HEAD = commit {head}" in hub.run("tljh env show local").stdout
+    assert "local: up to date" in hub.run("tljh env build local").stdout
+    # The builder only reads it: its files and history are as root left them.
+    assert hub.run(f"git -C {path} status --porcelain && find {path} ! -user root | head -3").stdout == ""
 
 
 ENVIRONMENT_YML = """\

@@ -161,6 +161,21 @@ def test_tljh_config_checks_the_repository_and_ref(prefix, repo, tmp_path):
         checks.check_repository("default", {"repository": str(repo)}, {}, {"environments": {"default": {"repository": str(repo)}}})
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving the repository another owner needs root")
+def test_a_repository_on_this_server_owned_by_someone_else(build, repo, monkeypatch):
+    # On a server the builder reads a repository that root or a teacher made: git's ownership check in the
+    # fetch's second program (upload-pack) refused it ("Could not read from remote repository"). Here the
+    # test's root reads a repository owned by nobody, which that check treats the same way.
+    monkeypatch.delenv("SUDO_UID", raising=False)  # git would take the sudo caller as the owner to compare
+    head = git(repo, "rev-parse", "HEAD")
+    subprocess.run(["chown", "-R", "65534:65534", str(repo)], check=True)
+    for url in (str(repo), f"file://{repo}"):
+        checks.check_repository("course", {"repository": url}, {}, {"environments": {"course": {"repository": url}}})
+    outcome = build(small(course(repo), "course"))
+    assert outcome.state == "built", outcome.message
+    assert store.current("course").record["spec"]["repository"]["commit"] == head
+
+
 def test_schema_refuses_what_the_repository_provides():
     def errors(config):
         return [str(p) for p in schema.errors_only(schema.validate_config(config))]

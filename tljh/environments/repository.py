@@ -72,6 +72,18 @@ def _git(*args) -> list[str]:
     return ["git", "-c", "safe.directory=*", "-c", "advice.detachedHead=false", *args]
 
 
+# The repository's side of a fetch from a path on this server is a second git program, upload-pack, started with
+# git's per-repository variables scrubbed: the `-c safe.directory` of _git does not reach it, and since git
+# 2.39.4/2.45.1 it refuses a repository owned by someone else (root, a teacher) as "dubious ownership" — seen by
+# the builder as "Could not read from remote repository". So it gets the setting on its own command line.
+_UPLOAD_PACK = "git -c safe.directory='*' upload-pack"
+
+
+def _source_options(url: str) -> list[str]:
+    """Options of `git clone` / `git ls-remote` for reading ``url``."""
+    return [f"--upload-pack={_UPLOAD_PACK}"] if local_path(url) else []
+
+
 def sandbox_env() -> dict[str, str]:
     return {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false", "SSH_ASKPASS": "/bin/false"}
 
@@ -103,7 +115,9 @@ def fetch(spec: EnvironmentSpec, box, out=print) -> EnvironmentSpec:
         return unpack(spec, box, target, out)
     where = f"{spec.repository}" + (f" @ {spec.ref}" if spec.ref else "")
     out(f"{spec.name}: fetching {where}")
-    result = box.run(_git("clone", "--quiet", "--no-checkout", "--", spec.repository, target))
+    result = box.run(
+        _git("clone", "--quiet", "--no-checkout", *_source_options(spec.repository), "--", spec.repository, target)
+    )
     if result.returncode != 0:
         raise RepositoryError(f"cannot fetch {spec.repository}: {_git_reason(result.lines)}")
     commit = resolve(box, target, spec.ref)
@@ -171,7 +185,7 @@ def check_reachable(spec: EnvironmentSpec, box) -> None:
         if box.run(["test", "-f", path, "-a", "-r", path]).returncode != 0:
             raise RepositoryError(f"cannot read the archive {path} (as the builder user)")
         return
-    result = box.run(_git("ls-remote", "--", spec.repository))
+    result = box.run(_git("ls-remote", *_source_options(spec.repository), "--", spec.repository))
     if result.returncode != 0:
         raise RepositoryError(f"cannot reach {spec.repository}: {_git_reason(result.lines)}")
     if not spec.ref or _SHA.match(spec.ref):
