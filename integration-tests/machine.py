@@ -675,6 +675,9 @@ class Machine:
             # nspawn's seccomp filter blocks bpf(); without it the guest's systemd silently ignores IPAddressDeny=
             # and IP accounting (cgroup BPF), which real servers enforce and the isolation tests check.
             "--system-call-filter=bpf",
+            # The hub writes nftables rules (users' ports kept to their owner), as root on a real server can: the
+            # machine has a network namespace of its own, so this reaches no further than the machine.
+            "--capability=CAP_NET_ADMIN",
         ]
         wrapper = WRAPPER.format(
             cgroup_files=" ".join(shlex.quote(f"{d}/cgroup.procs") for d in self.cgroups.values()),

@@ -216,6 +216,104 @@ def test_bob_cannot_reach_alices_kernels_and_alices_notebook_still_works(hub):
     run(check())
 
 
+# Runs in a kernel (or as a plain process): try each (host, port); what happened, by error type.
+CONNECT = r"""
+import json, socket
+def attempt(host, port):
+    try:
+        socket.create_connection((host, port), timeout=10).close()
+        return "connected"
+    except OSError as e:
+        return type(e).__name__
+print(json.dumps({{f"{{host}} {{port}}": attempt(host, port) for host, port in {targets}}}))
+"""
+
+# alice's "Dash app": a web server her kernel starts on every address (IPv4 and IPv6), left running.
+ALICES_APP = (
+    "import subprocess, sys\n"
+    "app = subprocess.Popen([sys.executable, '-m', 'http.server', '8050', '--bind', '::'], start_new_session=True,"
+    " stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+    "app.pid > 0"
+)
+
+# Output of a forked child reaches the notebook through ipykernel's output pipe (a TCP port of the kernel on
+# 127.0.0.1, which alice's own process must still reach); a shell command's (`!printf`) through the kernel's own
+# pipes.
+SUBPROCESS_OUTPUT = (
+    "import os, time\n"
+    "pid = os.fork()\n"
+    "if pid == 0:\n"
+    "    print('FORKED-' + str(6 * 7), flush=True)\n"
+    "    os._exit(0)\n"
+    "os.waitpid(pid, 0)\n"
+    "time.sleep(1)\n"
+    "!printf 'SHELL-%d\\n' 42\n"
+)
+
+
+def _connect(targets):
+    return CONNECT.format(targets=repr([tuple(t) for t in targets]))
+
+
+def test_bob_cannot_connect_to_a_port_alices_server_opened(hub):
+    """alice runs an app on port 8050 from her notebook: she reaches it from her kernel and her terminal, root
+    does, and bob does not — on any of the machine's addresses, from his kernel or from a login of his own —
+    nor her kernel's output pipe. The hub's API stays reachable (by design: servers call it), and so does the
+    outside world (test_session_installs installs from PyPI)."""
+    address = hub.run("ip -4 -o addr show dev eth0 | awk '{print $4}' | cut -d/ -f1").stdout.strip()
+    app = [("127.0.0.1", 8050), ("::1", 8050), (address, 8050)]
+
+    async def check():
+        admin = await _admin(hub)
+        await admin.create_users("alice", "bob")
+        await admin.__aexit__(None, None, None)
+        alice = await _user(hub, "alice")
+        kernel = await alice.open_kernel()
+        assert await kernel.execute(ALICES_APP) == "True"
+        hub.run("for i in $(seq 100); do curl -sf -o /dev/null http://127.0.0.1:8050/ && exit 0; sleep 0.1; done; "
+                "exit 1")  # root gets in (the loop waits for the app)
+        alice_uid = int(hub.run("id -u jupyter-alice").stdout)
+        listeners = sorted({int(line.split()[1].split(":")[1], 16) for table in ("tcp", "tcp6") for line in
+                            hub.run(f"tail -n +2 /proc/net/{table}").stdout.splitlines()
+                            if line.split()[3] == "0A" and int(line.split()[7]) == alice_uid})
+        pipes = [port for port in listeners if port != 8050]
+        assert 8050 in listeners and pipes, listeners  # her app, and her kernel's output pipe
+        ports = app + [("127.0.0.1", port) for port in pipes]
+
+        mine = json.loads(await kernel.execute(_connect(app)))
+        assert set(mine.values()) == {"connected"}, mine
+        assert await _terminal_says(alice, "curl -s -o /dev/null -w 'TERM-%{http_code}\\n' http://localhost:8050/") \
+            == "TERM-200"
+        output = await kernel.execute(SUBPROCESS_OUTPUT)
+        assert "FORKED-42" in output and "SHELL-42" in output, output
+
+        bob = await _user(hub, "bob")
+        bobs = await bob.open_kernel()
+        from_kernel = json.loads(await bobs.execute(_connect(ports + [("127.0.0.1", 15001)])))
+        assert from_kernel.pop("127.0.0.1 15001") == "connected"  # the hub's API
+        assert set(from_kernel.values()) == {"ConnectionRefusedError"}, from_kernel
+        await bobs.close()
+        for person in (alice, bob):
+            await person.__aexit__(None, None, None)
+        await kernel.close()
+        return ports
+
+    ports = run(check())
+    # bob outside his server (a login, cron, ssh: a process of his uid anywhere) gets the same
+    from_login = json.loads(hub.run(["python3", "-c", _connect(ports)], user="jupyter-bob").stdout)
+    assert set(from_login.values()) == {"ConnectionRefusedError"}, from_login
+    assert "users' ports: kept to their owner (nftables table inet tljh)" in hub.run("tljh status", check=False).stdout
+
+    async def alice_stops():
+        async with HubClient(hub.url()) as alice:
+            await alice.login("alice", PASSWORD)
+            await alice.stop_server()
+
+    assert "jupyter-alice.service" in hub.run("nft list table inet tljh").stdout
+    run(alice_stops())
+    assert "jupyter-alice.service" not in hub.run("nft list table inet tljh").stdout
+
+
 def _kernel_runtime_dir(hub, unit):
     """Where the unit's kernels keep connection files and sockets: its second RuntimeDirectory= (the spawner
     gives kernels a short one; the first is systemdspawner's)."""
@@ -277,7 +375,8 @@ for port in sorted(ports):
         s.close()
     except OSError as e:
         answers[port] = type(e).__name__
-print(json.dumps({{"listeners": sorted(ports), "dap": [p for p, a in answers.items() if a.startswith("Content-Length")]}}))
+print(json.dumps({{"listeners": sorted(ports), "dap": [p for p, a in answers.items() if a.startswith("Content-Length")],
+                  "answers": {{str(p): a for p, a in answers.items()}}}}))
 """
 
 
@@ -298,30 +397,35 @@ async def _debugger_as_alice_and_bob(hub):
     before = json.loads(await bobs.execute(DAP_PROBE.format(alice_uid=alice_uid)))
     await _kernel_request(kernel, "debug_request", DEBUG_INITIALIZE, "control")
     after = json.loads(await bobs.execute(DAP_PROBE.format(alice_uid=alice_uid)))
-    await kernel.close()
-    await bobs.close()
+    alices_other = await alice.open_kernel()
+    alices_own = json.loads(await alices_other.execute(DAP_PROBE.format(alice_uid=alice_uid)))
+    for k in (kernel, alices_other, bobs):
+        await k.close()
     for person in (alice, bob):
         await person.stop_server()
         await person.__aexit__(None, None, None)
-    return advertised, before, after
+    return advertised, before, after, alices_own
 
 
 def test_bob_cannot_reach_alices_kernel_debugger(hub):
     """The debugger is off by default: alice's kernel offers none, her debug request opens no port, and bob finds
     no debug adapter on any of her ports. With network.allow_kernel_debugger (the admin's choice), the same
-    request opens debugpy's adapter and bob reaches it — what the default prevents."""
+    request opens debugpy's adapter: alice reaches it from another kernel of hers, bob is refused (her ports
+    answer only her: test_bob_cannot_connect_to_a_port_alices_server_opened)."""
     assert "kernel debugger: off in users' servers" in hub.run("tljh status", check=False).stdout
-    advertised, before, after = run(_debugger_as_alice_and_bob(hub))
+    advertised, before, after, _ = run(_debugger_as_alice_and_bob(hub))
     assert not advertised
     assert after["dap"] == [] and after["listeners"] == before["listeners"], (before, after)
 
     hub.run("tljh-config set network.allow_kernel_debugger true && tljh-config reload hub")
     try:
-        advertised, before, after = run(_debugger_as_alice_and_bob(hub))
+        advertised, before, after, alices_own = run(_debugger_as_alice_and_bob(hub))
     finally:
         hub.run("tljh-config set network.allow_kernel_debugger false && tljh-config reload hub")
     assert advertised
-    assert after["dap"] and not set(after["dap"]) & set(before["listeners"]), (before, after)
+    adapters = set(alices_own["dap"]) - set(before["listeners"])
+    assert adapters, (before, alices_own)
+    assert {after["answers"][str(port)] for port in adapters} == {"ConnectionRefusedError"}, after
 
 
 async def _terminal_says(client, command, timeout=30):

@@ -81,6 +81,7 @@ SET_CASES = [
     ("limits.cpu", "null", None),
     ("network.allow_cloud_metadata", "true", True),
     ("network.allow_kernel_debugger", "true", True),
+    ("network.allow_connections_between_users", "true", True),
     ("hub_database.keep_backups", "3", 3),
     ("user_environment.default_app", "classic", "classic"),
     ("user_environment.default_app", "jupyterlab", "jupyterlab"),

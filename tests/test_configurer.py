@@ -83,6 +83,11 @@ def test_kernel_debugger_is_off_unless_allowed():
     assert applied({"network": {"allow_kernel_debugger": True}}).UserCreatingSpawner.kernel_debugger is True
 
 
+def test_users_ports_are_private_unless_allowed():
+    assert applied({}).UserCreatingSpawner.private_ports is True
+    assert applied({"network": {"allow_connections_between_users": True}}).UserCreatingSpawner.private_ports is False
+
+
 def test_cpu_limit():
     assert applied({"limits": {"cpu": 1.5}}).Spawner.cpu_limit == 1.5
     assert applied({"limits": {"cpu": 2}}).Spawner.cpu_limit == 2.0

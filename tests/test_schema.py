@@ -50,6 +50,7 @@ CONTRACT_DEFAULTS = {
     "hub.concurrent_starts": None,
     "network.allow_cloud_metadata": False,
     "network.allow_kernel_debugger": False,
+    "network.allow_connections_between_users": False,
     "hub_database.keep_backups": 5,
 }
 

@@ -17,6 +17,7 @@ pytestmark = pytest.mark.asyncio
 @pytest.fixture(autouse=True)
 def fresh_line(monkeypatch, tmp_path):
     monkeypatch.setattr(UserCreatingSpawner, "_start_queue", None)
+    monkeypatch.setattr(UserCreatingSpawner, "_port_isolation", None)
     # a poll that finds a server stopped cleans up after it: here, not in this host's /opt/tljh or /run/tljh
     monkeypatch.setattr(paths, "SESSIONS_DIR", str(tmp_path / "sessions"))
 
@@ -161,3 +162,48 @@ async def test_a_slow_start_is_waited_for_longer_than_jupyterhubs_defaults():
     assert alice.start_timeout > alice.http_timeout  # the wait for HTTP runs inside the start
     bob = make("bob", start_timeout=90, http_timeout=60)  # an admin's own setting wins
     assert (bob.start_timeout, bob.http_timeout) == (90, 60)
+
+
+class RecordedPorts:
+    """Stands in for the hub's port rules (tljh.hub.port_isolation): what the spawner asked of them."""
+
+    def __init__(self):
+        self.calls = []
+
+    async def update(self):
+        self.calls.append("update")
+
+    async def check(self):
+        self.calls.append("check")
+
+
+async def test_port_rules_follow_the_servers(monkeypatch):
+    """A running server's polls let the rules be checked; a stop, or a poll that finds the server stopped
+    behind the hub's back, rewrites them without it."""
+    ports = RecordedPorts()
+    monkeypatch.setattr(UserCreatingSpawner, "_port_isolation", ports)
+    alice = make("alice")
+    alice.unit_name = "jupyter-alice"
+
+    async def running(self):
+        return None
+
+    monkeypatch.setattr(spawner_module.SystemdSpawner, "poll", running)
+    assert await alice.poll() is None
+    assert ports.calls == ["check"]
+    stopped_unit(monkeypatch, alice, "inactive")
+    assert await alice.poll() == 1
+    assert ports.calls == ["check", "update"]
+
+    async def stop(self, now=False):
+        pass
+
+    monkeypatch.setattr(spawner_module.SystemdSpawner, "stop", stop)
+    await alice.stop()
+    assert ports.calls == ["check", "update", "update"]
+
+
+def test_one_port_rules_object_per_hub_with_the_configured_setting():
+    alice, bob = make("alice", private_ports=False), make("bob")
+    assert alice.port_isolation is bob.port_isolation
+    assert alice.port_isolation.enabled is False

@@ -174,3 +174,31 @@ def test_capacity_and_migration_lines(monkeypatch):
     assert report.healthy
     assert report.as_dict()["items"][0]["data"]["more"] == 5
 
+
+
+@pytest.mark.parametrize("setup, line, healthy", [
+    ({"allowed": True}, "users' ports: open to other users (network.allow_connections_between_users)", True),
+    ({"unsupported": "nft is not installed (Debian/Ubuntu package nftables)"},
+     "users' ports: NOT ENFORCED: nft is not installed (Debian/Ubuntu package nftables); any local user can connect "
+     "to another user's ports", True),
+    ({"present": True}, "users' ports: kept to their owner (nftables table inet tljh)", True),
+    ({"present": False, "running": True}, "users' ports: NOT ENFORCED: the hub has not written its nftables table "
+     "inet tljh", False),
+    ({"present": False, "running": False}, "users' ports: kept to their owner once servers run (no server runs)", True),
+])
+def test_users_ports(monkeypatch, setup, line, healthy):
+    from tljh.system import port_rules
+
+    def probe():
+        if setup.get("unsupported"):
+            raise port_rules.Unsupported(setup["unsupported"])
+        return 0
+
+    monkeypatch.setattr(port_rules, "find_level_offset", probe)
+    monkeypatch.setattr(port_rules, "table_present", lambda: setup.get("present", False))
+    monkeypatch.setattr(systemd, "list_units", lambda pattern: ["jupyter-alice.service"])
+    monkeypatch.setattr(systemd, "is_active", lambda unit: setup.get("running", False))
+    report = status.Report()
+    status.check_ports(report, config({"network": {"allow_connections_between_users": setup.get("allowed", False)}}))
+    assert report.lines()[0] == line
+    assert report.healthy is healthy

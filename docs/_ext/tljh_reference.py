@@ -540,6 +540,13 @@ PATH_NOTES = {
     "OLD_PROXY_DATA_DIR": ("directory", "", "Earlier releases' certificates; the installer moves them."),
     "HUB_HOST": ("address", "", "Where the hub listens; only the proxy connects to it."),
     "HUB_PORT": ("port", "", "The hub's port on `HUB_HOST`."),
+    "PORT_RULES_TABLE": (
+        "nftables table",
+        "",
+        "Written by the hub while users' servers run: a TCP or UDP port a user's server listens on answers only "
+        "its owner and root (`network.allow_connections_between_users`; see the security page). `tljh uninstall` "
+        "removes it.",
+    ),
     "UNIT_DIR": ("directory", "", "Where the installer writes its systemd units (below)."),
     "HUB_UNIT": ("unit", "", "JupyterHub (as root: it creates Unix accounts and starts users' servers)."),
     "PROXY_UNIT": ("unit", "", "The proxy (Caddy, as `tljh-proxy`): public HTTP/HTTPS ports, TLS, and every "
@@ -600,8 +607,8 @@ PATH_NOTES = {
         "file",
         "0644",
         "IPython kernels of every environment read it: in users' servers it turns the kernel debugger off "
-        "unless `network.allow_kernel_debugger` is set (its adapter listens on a TCP port any local user can "
-        "reach; see the security page). An admin's own file at this path is left alone, with a warning.",
+        "unless `network.allow_kernel_debugger` is set (its adapter listens on a TCP port that, where the port "
+        "rules are not enforced, any local user can reach; see the security page). An admin's own file at this path is left alone, with a warning.",
     ),
     "UNINSTALL_BACKUP_DIR": (
         "directory",

@@ -22,7 +22,7 @@ from tljh.proxy.route_table import RouteTable, default_depth
 from tljh.settings.config_file import ConfigFileError
 from tljh.settings.effective import load_settings
 from tljh.settings.values import memory_to_bytes
-from tljh.system import files, paths, systemd, venvs
+from tljh.system import files, paths, port_rules, systemd, venvs
 from tljh.system.cgroups import meminfo
 from tljh.system.paths import HUB_UNIT, PROXY_ADMIN_UNIT, PROXY_UNIT
 
@@ -217,6 +217,33 @@ def check_network(report, config):
         )
 
 
+def check_ports(report, config):
+    """Whether a port a user's server opened answers only its owner (the hub's nftables table). Like the network
+    rules, not a problem for the exit status when the machine cannot enforce it; a table missing while servers
+    run is (the hub writes it again within half a minute: a restart of the hub does at once)."""
+    section = "users' ports"
+    if config["network"]["allow_connections_between_users"]:
+        report.add(section, "open to other users (network.allow_connections_between_users)", enforced=None)
+        return
+    try:
+        port_rules.find_level_offset()
+    except port_rules.Unsupported as e:
+        report.add(section, f"NOT ENFORCED: {e}; any local user can connect to another user's ports", enforced=False)
+        return
+    if port_rules.table_present():
+        report.add(section, f"kept to their owner (nftables table {port_rules.TABLE})", enforced=True)
+    elif any(systemd.is_active(unit) for unit in systemd.list_units(paths.USER_SERVER_UNITS)):
+        report.add(
+            section,
+            f"NOT ENFORCED: the hub has not written its nftables table {port_rules.TABLE}",
+            problem="users' ports are open to each other: the hub has not written its rules",
+            fix=f"sudo systemctl restart {HUB_UNIT}; then see sudo journalctl -u {HUB_UNIT}",
+            enforced=False,
+        )
+    else:
+        report.add(section, "kept to their owner once servers run (no server runs)", enforced=True)
+
+
 def check_kernel_debugger(report, config):
     """Whether kernels in users' servers offer the debugger (reachable by other local users when they do)."""
     if config["network"]["allow_kernel_debugger"]:
@@ -398,6 +425,7 @@ def report() -> Report:
     check_conda(result)
     check_network(result, config)
     check_kernel_debugger(result, config)
+    check_ports(result, config)
     check_https(result, config)
     check_disk(result)
     check_memory(result, config)

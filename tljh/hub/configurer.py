@@ -110,6 +110,7 @@ def _apply_network(config, c):
     if config["network"]["allow_cloud_metadata"]:
         c.UserCreatingSpawner.denied_addresses = []
     c.UserCreatingSpawner.kernel_debugger = config["network"]["allow_kernel_debugger"]
+    c.UserCreatingSpawner.private_ports = not config["network"]["allow_connections_between_users"]
 
 
 def _apply_limits(config, c):

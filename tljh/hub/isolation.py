@@ -90,10 +90,11 @@ def runtime_directories(unit_name: str) -> dict:
 # The kernel debugger. JupyterLab's debugger makes a kernel start debugpy's adapter, which listens on a TCP port
 # on 127.0.0.1 with no authentication (debugpy has no unix-socket mode). Once the owner has detached, any other
 # local user who connects to that port can attach and run code as the owner (verified with JupyterLab 4,
-# ipykernel 7, debugpy 1.8). Address rules cannot tell the owner's loopback connections from another user's,
-# so the debugger is off unless the admin allows it (network.allow_kernel_debugger): the spawner tells each
-# server's kernels with this variable, and KERNEL_CONFIG, which IPython kernels of every environment read
-# from a system config directory, acts on it.
+# ipykernel 7, debugpy 1.8). Address rules cannot tell the owner's loopback connections from another user's;
+# the hub's port rules (tljh.system.port_rules) can, but not on every machine (tljh status says where they
+# are not enforced), so the debugger is off unless the admin allows it (network.allow_kernel_debugger): the
+# spawner tells each server's kernels with this variable, and KERNEL_CONFIG, which IPython kernels of every
+# environment read from a system config directory, acts on it.
 KERNEL_DEBUGGER_VARIABLE = "TLJH_KERNEL_DEBUGGER"
 
 # How the installer knows the file is its own (and may rewrite or remove it).

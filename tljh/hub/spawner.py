@@ -18,6 +18,7 @@ from tljh.plugins import get_plugin_manager
 from tljh.system import systemd
 
 from . import accounts, isolation
+from .port_isolation import PortIsolation
 
 from .server_sockets import UnixSocketServer, answers_http
 
@@ -65,6 +66,17 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
         to it after its owner has detached can run code as the owner. Set from
         ``network.allow_kernel_debugger``; applied through the TLJH_KERNEL_DEBUGGER variable and the IPython
         kernel config the installer writes (tljh.hub.isolation.KERNEL_CONFIG).
+        """,
+    )
+
+    private_ports = Bool(
+        True,
+        config=True,
+        help="""
+        Let only its owner (and root) connect to a TCP or UDP port that a process in a user's server listens on
+        (a Dash app, a database, ipykernel's output pipe): anyone else is refused at once. Enforced with an
+        nftables table the hub keeps (tljh.system.port_rules); connections to other machines and to the hub are
+        not affected. Set from ``network.allow_connections_between_users`` (the inverse), hub-wide.
         """,
     )
 
@@ -187,6 +199,15 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
         if UserCreatingSpawner._start_queue is None:
             UserCreatingSpawner._start_queue = StartQueue(self.concurrent_starts)
         return UserCreatingSpawner._start_queue
+
+    # One for the whole hub process (the rules cover every server), like the start line.
+    _port_isolation = None
+
+    @property
+    def port_isolation(self):
+        if UserCreatingSpawner._port_isolation is None:
+            UserCreatingSpawner._port_isolation = PortIsolation(self.private_ports, self.log)
+        return UserCreatingSpawner._port_isolation
 
     async def run_pre_spawn_hook(self):
         """Wait for this server's turn (outside JupyterHub's start_timeout), then the configured hook."""
@@ -384,11 +405,15 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
             raise
         finally:
             self._unit_starting = False
+        # Now that the unit's cgroup exists; before the user can start anything that opens a port (kernels,
+        # terminals come after the server answers).
+        await self.port_isolation.update()
         await self._wait_answering()
         return url
 
     async def stop(self, now=False):
         await super().stop(now=now)
+        await self.port_isolation.update()
         await asyncio.to_thread(session_installs.remove_layer, self.unit_name)
         # The builds this server had pinned may now be unused: delete them, without making the stop wait.
         asyncio.get_running_loop().run_in_executor(None, self._collect_unused)
@@ -408,6 +433,7 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
         a poll calls stopped). A server counts as stopped only when systemd's ActiveState says so; when
         systemctl says nothing, it is still running."""
         if await super().poll() is None:
+            await self.port_isolation.check()
             return None
         state = (await systemd.properties(self.unit_name, "ActiveState"))["ActiveState"].strip()
         if state not in ("inactive", "failed"):
@@ -421,6 +447,7 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
             # that still runs, so its session packages and the hub's link to its socket go here.
             await asyncio.to_thread(session_installs.remove_layer, self.unit_name)
             await self.remove_link()
+            await self.port_isolation.update()
         return 1
 
 

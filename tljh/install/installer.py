@@ -33,7 +33,7 @@ from tljh.settings import config_file
 from tljh.settings.errors import ConfigError
 from tljh.settings.effective import effective_settings, load_settings
 from tljh.settings.reload import record_last_good
-from tljh.system import files, listeners, namespaces, paths, systemd, unix_accounts, users, venvs
+from tljh.system import apt, files, listeners, namespaces, paths, port_rules, systemd, unix_accounts, users, venvs
 from tljh.system.paths import HUB_UNIT, OLD_ROUTER_UNIT, PROFILE_SCRIPT, PROXY_ADMIN_UNIT, PROXY_UNIT, SUDOERS_FILE
 
 log = logging.getLogger("tljh.installer")
@@ -601,6 +601,32 @@ def check_network_rules(ctx):
     return "NOT enforced"
 
 
+def install_port_rules(ctx):
+    """nftables, for the table the hub keeps while servers run (each user's ports answer only their owner), and
+    whether this machine can enforce it. Not enforceable is a warning: the hub runs without it."""
+    if load_settings().config["network"]["allow_connections_between_users"]:
+        return "not used: users' ports are open to each other (network.allow_connections_between_users)"
+    parts = []
+    try:
+        installed = apt.install(["nftables"], no_recommends=True, out=lambda line: print(line, flush=True))
+    except apt.AptError as e:
+        installed = []
+        log.warning("%s", e)
+    if installed:
+        parts.append(f"installed {', '.join(installed)}")
+    try:
+        port_rules.find_level_offset()
+    except port_rules.Unsupported as e:
+        ctx.warnings.append(
+            f"warning: users' ports are NOT kept from each other on this machine ({e}): any local user can connect "
+            "to a port another user's server opened. See tljh status and docs: security."
+        )
+        parts.append("NOT enforceable here")
+    else:
+        parts.append("enforceable (the hub writes the rules while servers run)")
+    return "; ".join(parts)
+
+
 def run_post_install_hooks(ctx):
     ctx.pm.hook.tljh_post_install()
     return None
@@ -630,6 +656,7 @@ STEPS = [
     ("Starting the proxy", start_proxy),
     ("Upgrading the hub database", upgrade_hub_database),
     ("Recording users' Unix accounts", record_unix_accounts),
+    ("Keeping users' ports to themselves", install_port_rules),
     ("Starting JupyterHub", start_hub),
     ("Waiting for JupyterHub to answer", wait_for_hub),
     ("Installing conda packages for plugins", install_conda_packages),

@@ -15,7 +15,7 @@ import tarfile
 import time
 
 from tljh.hub import isolation
-from tljh.system import files, paths, systemd, unix_accounts, users
+from tljh.system import files, paths, port_rules, systemd, unix_accounts, users
 from tljh.system.paths import (
     CACHE_DIR,
     HUB_UNIT,
@@ -70,6 +70,11 @@ def uninstall(purge=False, say=print):
     for unit in servers + units:
         systemd.stop(unit, check=False)
     say(f"stopped {', '.join(servers + units)}")
+    try:
+        if port_rules.remove():
+            say(f"removed the nftables table {port_rules.TABLE}")
+    except port_rules.Unsupported as e:
+        say(f"could not remove the nftables table {port_rules.TABLE}: {e}")
     for unit in units:
         systemd.disable(unit)
         path = os.path.join(paths.UNIT_DIR, unit)

@@ -448,14 +448,26 @@ def _build_schema() -> dict:
                             "cloud credentials to any process that asks. Off: blocked by systemd (IPAddressDeny=)."
                         ),
                     },
+                    "allow_connections_between_users": {
+                        "type": "boolean",
+                        "default": False,
+                        "description": (
+                            "Let users connect to TCP and UDP ports that other users' servers listen on (a Dash "
+                            "app, a database, a kernel's output pipe). Off: only the port's owner and root get "
+                            "in; anyone else's connection is refused (an nftables table the hub keeps; needs "
+                            "nftables and Linux 5.13+). Connections to other machines and to the hub are not "
+                            "affected. Takes effect at the reload."
+                        ),
+                    },
                     "allow_kernel_debugger": {
                         "type": "boolean",
                         "default": False,
                         "description": (
                             "Let kernels offer JupyterLab's debugger. Its adapter (debugpy) listens on a TCP port "
                             "on 127.0.0.1 without authentication: once a user has detached from it, any other "
-                            "local user who connects can run code as that user. Turn it on only when every user "
-                            "may act as every other (a single person, a team that shares everything). Takes "
+                            "local user who can connect can run code as that user. Users' ports answer only their "
+                            "owner where `tljh status` says so (network.allow_connections_between_users off, "
+                            "enforced); elsewhere turn it on only when every user may act as every other. Takes "
                             "effect for servers started after the reload."
                         ),
                     },

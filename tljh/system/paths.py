@@ -72,6 +72,9 @@ OLD_PROXY_FINGERPRINTS = tuple(
 HUB_HOST = "127.0.0.1"
 HUB_PORT = 15001
 
+# The hub's nftables table (family and name): users' ports answer only their owner (tljh.system.port_rules).
+PORT_RULES_TABLE = "inet tljh"
+
 # Conda packages plugins ask for (tljh_extra_user_conda_packages) that are not PyPI projects: a prefix of their
 # own, installed with py-rattler; their programs are linked into the user environment's bin/.
 CONDA_PREFIX = os.path.join(INSTALL_PREFIX, "conda")

@@ -1,0 +1,176 @@
+"""The hub keeps its nftables table in step with the servers that run, never failing a spawn over it."""
+
+import asyncio
+import logging
+import types
+
+import pytest
+
+from tljh.hub import port_isolation
+from tljh.hub.port_isolation import PortIsolation
+from tljh.system import port_rules
+from tljh.system.port_rules import Server
+
+SHOW = """Id=jupyter-alice.service
+User=jupyter-alice
+MainPID=10
+
+Id=jupyter-alice:lab.service
+User=1001
+MainPID=11
+
+Id=jupyter-notebook.service
+User=
+MainPID=12
+
+Id=jupyter-bob.service
+User=jupyter-bob
+MainPID=0
+
+Id=jupyter-carol.service
+User=jupyter-carol
+MainPID=13
+
+Id=jupyter-dave.service
+User=jupyter-alice
+MainPID=14
+"""
+
+
+def test_servers_are_the_units_named_for_their_account_that_run(tmp_path, monkeypatch):
+    proc, fs = tmp_path / "proc", tmp_path / "cgroupfs"
+    cgroups = {10: "/system.slice/jupyter-alice.service", 11: "/system.slice/jupyter-alice:lab.service",
+               12: "/system.slice/jupyter-notebook.service", 13: "/system.slice/jupyter-carol.service",
+               14: "/system.slice/jupyter-dave.service"}
+    for pid, cgroup in cgroups.items():
+        (proc / str(pid)).mkdir(parents=True)
+        (proc / str(pid) / "cgroup").write_text(f"0::{cgroup}\n")
+        if pid != 13:  # carol's server stopped after systemd was asked: its cgroup is gone
+            (fs / "unified" / cgroup.lstrip("/")).mkdir(parents=True)
+    accounts = [types.SimpleNamespace(pw_name="jupyter-alice", pw_uid=1001),
+                types.SimpleNamespace(pw_name="jupyter-carol", pw_uid=1003)]
+    # systemdspawner starts units with the account's uid: systemd shows User= as that number
+    monkeypatch.setattr(port_isolation.pwd, "getpwnam", lambda name: next(a for a in accounts if a.pw_name == name))
+    monkeypatch.setattr(port_isolation.pwd, "getpwuid", lambda uid: next(a for a in accounts if a.pw_uid == uid))
+    servers = port_isolation.servers_from(SHOW, 2, mount=(str(fs / "unified"), "/"), proc=str(proc),
+                                          cgroup_fs=str(fs))
+    # not: a unit that is no user's server (no User=), one not running (MainPID 0), one whose cgroup is gone, one
+    # not named for its account
+    assert servers == [Server("unified/system.slice/jupyter-alice.service", 4, 1001),
+                       Server("unified/system.slice/jupyter-alice:lab.service", 4, 1001)]
+
+
+@pytest.fixture
+def machine(monkeypatch):
+    """A machine whose running servers the test sets; records every table written and every removal."""
+    state = types.SimpleNamespace(servers=[], written=[], removed=0, present=True, offset_calls=0, fail_writes=0,
+                                  unsupported=None)
+
+    def find_level_offset():
+        state.offset_calls += 1
+        if state.unsupported:
+            raise port_rules.Unsupported(state.unsupported)
+        return 2
+
+    def apply(servers):
+        if state.fail_writes:
+            state.fail_writes -= 1
+            raise port_rules.Unsupported("nft failed: Error: cgroupv2 path fails: No such file or directory")
+        state.written.append(list(servers))
+
+    def remove():
+        state.removed += 1
+        return True
+
+    async def running_servers(self):
+        await asyncio.sleep(0)
+        return list(state.servers)
+
+    monkeypatch.setattr(port_rules, "find_level_offset", find_level_offset)
+    monkeypatch.setattr(port_rules, "apply", apply)
+    monkeypatch.setattr(port_rules, "remove", remove)
+    monkeypatch.setattr(port_rules, "table_present", lambda: state.present)
+    monkeypatch.setattr(PortIsolation, "running_servers", running_servers)
+    return state
+
+
+ALICE, BOB = Server("system.slice/jupyter-alice.service", 2, 1001), Server("system.slice/jupyter-bob.service", 2, 1002)
+
+
+@pytest.mark.asyncio
+async def test_each_write_is_what_runs_now_and_concurrent_changes_are_coalesced(machine):
+    ports = PortIsolation()
+    machine.servers = [ALICE]
+    await ports.update()
+    assert machine.written == [[ALICE]]
+    machine.servers = [ALICE, BOB]
+    await asyncio.gather(*(ports.update() for _ in range(5)))
+    assert machine.written[-1] == [ALICE, BOB] and len(machine.written) <= 3
+    machine.servers = [BOB]  # alice stopped
+    await ports.update()
+    assert machine.written[-1] == [BOB]
+    assert machine.offset_calls == 1  # measured once per hub process
+
+
+@pytest.mark.asyncio
+async def test_a_server_stopping_during_a_write_is_retried(machine):
+    machine.servers, machine.fail_writes = [ALICE, BOB], 1
+    await PortIsolation().update()
+    assert machine.written == [[ALICE, BOB]]
+
+
+@pytest.mark.asyncio
+async def test_a_machine_that_cannot_enforce_says_so_once_and_fails_nothing(machine, caplog):
+    machine.unsupported = "nft is not installed (Debian/Ubuntu package nftables)"
+    ports = PortIsolation()
+    with caplog.at_level(logging.WARNING):
+        await ports.update()
+        await ports.update()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == ["Users' ports are NOT kept from each other on this machine: nft is not installed "
+                        "(Debian/Ubuntu package nftables)"]
+    assert machine.written == []
+    machine.unsupported = None  # nftables installed meanwhile: the next write works
+    machine.servers = [ALICE]
+    await ports.update()
+    assert machine.written == [[ALICE]]
+
+
+@pytest.mark.asyncio
+async def test_disabled_removes_the_table_and_writes_none(machine):
+    ports = PortIsolation(enabled=False)
+    machine.servers = [ALICE]
+    await ports.check()
+    await ports.update()
+    assert machine.written == [] and machine.removed == 2 and machine.offset_calls == 0
+
+
+@pytest.mark.asyncio
+async def test_polls_write_once_per_hub_process_then_only_put_back_a_vanished_table(machine, monkeypatch, caplog):
+    clock = [1000.0]
+    monkeypatch.setattr(port_isolation.time, "monotonic", lambda: clock[0])
+    ports = PortIsolation()
+    machine.servers = [ALICE]
+    await ports.check()  # a new hub process: its first poll writes the table
+    assert machine.written == [[ALICE]]
+    for _ in range(10):
+        await ports.check()
+    assert len(machine.written) == 1
+    machine.present = False  # `systemctl restart nftables` flushed the ruleset
+    clock[0] += port_isolation.RECHECK_SECONDS - 1
+    await ports.check()
+    assert len(machine.written) == 1  # not looked at yet
+    clock[0] += 2
+    with caplog.at_level(logging.WARNING):
+        await ports.check()
+    assert len(machine.written) == 2
+    assert "are gone; writing them again" in caplog.text
+
+
+@pytest.mark.asyncio
+async def test_errors_never_reach_the_spawner(machine, monkeypatch):
+    async def broken(self):
+        raise OSError("systemctl: no such file")
+
+    monkeypatch.setattr(PortIsolation, "running_servers", broken)
+    await PortIsolation().update()  # logged, not raised
