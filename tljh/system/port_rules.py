@@ -6,9 +6,12 @@ can, in two steps on the loopback interface:
 
 - *output*: a new connection takes its sender's uid into conntrack (as ``ct mark`` = uid + 1, through a map of
   the uids that may be let in somewhere; any other sender gets 0, which no server lets in);
-- *input*: ``socket cgroupv2`` finds the socket the connection is for and its cgroup. When that is the cgroup of
-  a user's server unit (a set), the pair (cgroup, mark) must be in a set of allowed pairs: the server's owner
+- *input*: ``socket cgroupv2`` finds the socket a packet is for and its cgroup. When that is the cgroup of a
+  user's server unit (a set), the pair (cgroup, mark) must be in a set of allowed pairs: the server's owner
   and root. Anything else is refused at once (TCP reset, ICMP port unreachable for UDP).
+- *output*: the same for the socket a packet comes from. Both, for every packet rather than a connection's
+  first: nft cannot tell the cgroup of a TIME_WAIT socket, and a SYN that meets one may still reach the
+  listener; such a connection then carries nothing either way.
 
 Unix sockets (the servers themselves, kernels over IPC) are not network traffic: file permissions keep them.
 The hub writes the whole table from the servers that run, in one nft transaction (:mod:`tljh.hub.port_isolation`).
@@ -75,18 +78,19 @@ def ruleset(servers) -> str:
     uids = sorted({ROOT_UID} | {s.uid for s in servers})
     senders = [f"{uid} : {sender_mark(uid)}" for uid in uids]
     levels = sorted({s.level for s in servers})
-    sets, rules = [], []
+    sets, rules = [], {"input": [], "output": []}
     for level in levels:
         here = [s for s in servers if s.level == level]
         cgroups = sorted({f'"{s.cgroup}"' for s in here})
         allowed = sorted({f'"{s.cgroup}" . {sender_mark(u)}' for s in here for u in (s.uid, ROOT_UID)})
         sets.append(f"\tset servers_{level} {{ type cgroupsv2; {_elements(cgroups)} }}")
         sets.append(f"\tset allowed_{level} {{ type cgroupsv2 . mark; {_elements(allowed)} }}")
-        match = (f"iif lo ct state new socket cgroupv2 level {level} @servers_{level} "
-                 f"socket cgroupv2 level {level} . ct mark != @allowed_{level}")
-        # A TCP reset makes the connecting program fail at once (ECONNREFUSED); the rest get ICMP unreachable.
-        rules.append(f"\t\t{match} meta l4proto tcp reject with tcp reset")
-        rules.append(f"\t\t{match} reject")
+        # A TCP reset makes the connecting program fail at once (ECONNREFUSED); UDP gets ICMP port unreachable.
+        for chain, interface in (("input", "iif"), ("output", "oif")):
+            match = (f"{interface} lo socket cgroupv2 level {level} @servers_{level} "
+                     f"socket cgroupv2 level {level} . ct mark != @allowed_{level}")
+            rules[chain] += [f"\t\t{match} meta l4proto tcp reject with tcp reset",
+                             f"\t\t{match} meta l4proto udp reject"]
     body = "\n".join([
         f"\tmap senders {{ type uid : mark; {_elements(senders)} }}",
         *sets,
@@ -95,10 +99,11 @@ def ruleset(servers) -> str:
         # Every new loopback connection is re-marked: a mark left by something else must not pass for a uid.
         "\t\toif lo ct state new ct mark set 0",
         "\t\toif lo ct state new ct mark set meta skuid map @senders",
+        *rules["output"],
         "\t}",
         "\tchain input {",
         "\t\ttype filter hook input priority filter; policy accept;",
-        *rules,
+        *rules["input"],
         "\t}",
     ])
     # Declaring the table first makes the delete succeed when it is not there yet.
