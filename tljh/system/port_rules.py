@@ -2,16 +2,16 @@
 
 Ports opened on 127.0.0.1 (a Dash app, a database, ipykernel's output pipe) are otherwise open to every local
 user, and addresses alone cannot tell whose process connects (systemd's IPAddressDeny= cannot help). Netfilter
-can, in two steps on the loopback interface:
+can, on the loopback interface:
 
-- *output*: a new connection takes its sender's uid into conntrack (as ``ct mark`` = uid + 1, through a map of
-  the uids that may be let in somewhere; any other sender gets 0, which no server lets in);
-- *input*: ``socket cgroupv2`` finds the socket a packet is for and its cgroup. When that is the cgroup of a
-  user's server unit (a set), the pair (cgroup, mark) must be in a set of allowed pairs: the server's owner
-  and root. Anything else is refused at once (TCP reset, ICMP port unreachable for UDP).
-- *output*: the same for the socket a packet comes from. Both, for every packet rather than a connection's
-  first: nft cannot tell the cgroup of a TIME_WAIT socket, and a SYN that meets one may still reach the
-  listener; such a connection then carries nothing either way.
+- a new connection, on its way out, takes its sender's uid into conntrack (as ``ct mark`` = uid + 1, through a
+  map of the uids that may be let in somewhere; any other sender gets 0, which no server lets in);
+- on the way in, ``socket cgroupv2`` finds the socket a packet is for and its cgroup. When that is the cgroup
+  of a user's server unit (a set), the pair (cgroup, mark) must be in a set of allowed pairs: the server's
+  owner and root. Anything else is refused at once (TCP reset, ICMP port unreachable for UDP);
+- on the way out, the same for the socket a packet comes from. Both, for every packet rather than a
+  connection's first: nft cannot tell the cgroup of a TIME_WAIT socket, and a SYN that meets one may still
+  reach the listener; such a connection then carries nothing either way.
 
 Unix sockets (the servers themselves, kernels over IPC) are not network traffic: file permissions keep them.
 The hub writes the whole table from the servers that run, in one nft transaction (:mod:`tljh.hub.port_isolation`).
@@ -111,7 +111,7 @@ def ruleset(servers) -> str:
 
 
 def nft(*args, input=None) -> str:
-    """Run nft; its output. Raises Unsupported when nft is missing or refuses (its own last line)."""
+    """Run nft; its output. Raises Unsupported when nft is missing or refuses (with the first line it says)."""
     try:
         result = subprocess.run([NFT, *args], input=input, capture_output=True, text=True, timeout=NFT_TIMEOUT)
     except FileNotFoundError:
