@@ -114,6 +114,7 @@ def test_where_the_cgroup2_hierarchy_is_mounted(tmp_path, kind, expected):
     ("/m/payload/system.slice/x.service", ("/sys/fs/cgroup/unified", "/m/payload"), "unified/system.slice/x.service"),
     ("/elsewhere/x.service", ("/sys/fs/cgroup/unified", "/m/payload"), None),  # not in the mounted subtree
     ("/x.service", ("/mnt/cg", "/"), None),  # nft looks under /sys/fs/cgroup only
+    ("/x.service", ("/sys/fs/cgroup/unified", "/../.."), None),  # a mount from above our namespace's root
 ])
 def test_the_name_nft_knows_a_cgroup_by(cgroup, mount, name):
     assert port_rules.nft_name(cgroup, mount) == name

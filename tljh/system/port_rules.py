@@ -16,10 +16,13 @@ can, on the loopback interface:
 Unix sockets (the servers themselves, kernels over IPC) are not network traffic: file permissions keep them.
 The hub writes the whole table from the servers that run, in one nft transaction (:mod:`tljh.hub.port_isolation`).
 
-nft's ``socket cgroupv2 level N`` counts N from the *global* cgroup root, while a process in a container sees
-its cgroups from its own cgroup namespace's root (systemd-nspawn, LXC): the depth of our namespace's root is
-measured once with a probe (:func:`find_level_offset`) instead of guessed. nft names a cgroup by its path below
-/sys/fs/cgroup and resolves it to the cgroup's id when it reads the rules: the cgroup must exist then.
+nft's ``socket cgroupv2 level N`` counts N from the global cgroup root on some kernels and from the cgroup
+namespace root of the process that loads the rules on others (newer ones adjust it), while a process in a
+container sees its cgroups from its own namespace's root (systemd-nspawn, LXC). So the offset between what we
+see and what the kernel counts is measured once with a probe (:func:`find_level_offset`), not guessed: on this
+project's test host (Linux 6.18, in an nspawn guest or a cgroup namespace of its own) it is 0. nft names a
+cgroup by its path below /sys/fs/cgroup and resolves it to the cgroup's id when it reads the rules: the cgroup
+must exist then.
 """
 
 from __future__ import annotations
@@ -194,6 +197,9 @@ def nft_name(cgroup: str, mount: tuple[str, str], cgroup_fs=CGROUP_FS) -> str | 
     """The name nft knows ``cgroup`` by: its directory, relative to /sys/fs/cgroup. None when the cgroup lies
     outside the mounted hierarchy."""
     mount_point, root = mount
+    if ".." in root.split("/"):
+        # mounted from above our cgroup namespace's root: where our cgroups are in it cannot be told
+        return None
     relative = os.path.relpath(cgroup, root)
     if relative == ".." or relative.startswith("../"):
         return None
@@ -222,7 +228,9 @@ _PROBE_RULE = re.compile(r"socket cgroupv2 level (\d+) .*counter packets (\d+)")
 
 
 def find_level_offset() -> int:
-    """How many levels below the global cgroup root our cgroup namespace's root is (0 on a plain server).
+    """What to add to a cgroup's depth as we see it to get nft's ``level`` of it: 0 on a plain server, and in a
+    container on kernels that count from its cgroup namespace's root; the depth of that root in a container
+    on kernels that count from the global root.
 
     Measured, because a container cannot see it: this process listens on a loopback port, and a connection to
     it is matched against its own cgroup at every level it could be at; the rule that counts a packet says
