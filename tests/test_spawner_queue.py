@@ -203,7 +203,7 @@ async def test_port_rules_follow_the_servers(monkeypatch):
     assert ports.calls == ["check", "update", "update"]
 
 
-def test_one_port_rules_object_per_hub_with_the_configured_setting():
+async def test_one_port_rules_object_per_hub_with_the_configured_setting():
     alice, bob = make("alice", private_ports=False), make("bob")
     assert alice.port_isolation is bob.port_isolation
     assert alice.port_isolation.enabled is False
