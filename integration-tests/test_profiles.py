@@ -258,7 +258,7 @@ def test_bad_profiles_are_refused_and_the_hub_keeps_serving(hub):
         said = (r.stdout + r.stderr).strip()
         assert r.returncode != 0
         assert "profiles[2].kubespawner_override.image: not allowed here; allowed keys: cpu_limit, default_url, " \
-               "environment, mem_limit, session_installs, user_environment" in said, said
+               "environment, mem_limit, repository, repository_ref, session_installs, user_environment" in said, said
         assert hub.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1/hub/login"]).stdout == "200"
     finally:
         hub.run("cat > /opt/tljh/config/config.yaml", input=good)

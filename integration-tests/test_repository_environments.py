@@ -6,9 +6,14 @@ the repository, use it from a server, refusals that leave the last good build se
 """
 
 import asyncio
+import html
 import io
+import json
+import re
 import tarfile
+import types
 
+import aiohttp
 import pytest
 from hubclient import HubClient, HubError
 from installed import installed_machine
@@ -349,3 +354,193 @@ def test_an_environment_yml_builds_what_maps_to_pypi_and_lists_the_rest(hub):
     assert hub.run("cd / && /opt/tljh/envs/conda/bin/python -c 'import course_tools; print(course_tools.ANSWER)'").stdout.strip() == "42"
     assert f"# archive: /srv/conda-course.tar.gz = sha256:{digest}" in hub.run("tljh env show conda").stdout
     assert "up to date" in hub.run("tljh env build conda").stdout
+
+
+# ---------------------------------------------------------------------------------------------- users build their own
+
+USER_REPO = "git://127.0.0.1/userproject.git"
+PICK = "build-from-a-repository"  # the picker's profile for users' builds (tljh.settings.builds.REPOSITORY_PROFILE)
+USER_POST_BUILD = "#!/bin/sh\necho 'postBuild of the user project says hello'\n"
+USAGE_DIR = "/opt/tljh/state/environments/repository-builds"
+
+
+def form_fields(url, ref=None):
+    """The picker's form fields for "Other: build from a repository" (KubeSpawner's names, as browsers post them)."""
+    prefix = f"profile-option-{PICK}--"
+    fields = {"profile": PICK, prefix + "repository": "unlisted-choice", prefix + "repository--unlisted-choice": url}
+    fields.update({prefix + "ref": "unlisted-choice", prefix + "ref--unlisted-choice": ref} if ref else
+                  {prefix + "ref": "default"})
+    return fields
+
+
+async def post_picker(client, fields):
+    """POST the picker as a browser does; returns (status, Location or the page's error message)."""
+    async with client.session.get(client.url("hub/spawn")) as r:
+        page = await r.text()
+        assert r.status == 200 and "Other: build from a repository" in page, page[:500]
+    data = {**fields, "_xsrf": client._xsrf() or ""}
+    async with client.session.post(client.url("hub/spawn"), data=data, allow_redirects=False) as r:
+        body = await r.text()
+        if r.status == 302:
+            return 302, r.headers["Location"]
+        error = re.search(r'class="spawn-error-msg[^"]*"[^>]*>(.*?)</', body, re.S)
+        return r.status, html.unescape(error.group(1).strip() if error else body[:500])
+
+
+async def follow_progress(client, timeout=900):
+    """The spawn page's event stream, until the server is ready or the spawn failed: the events."""
+    events = []
+    url = client.url(f"hub/api/users/{client.username}/server/progress")
+    async with client.session.get(url, headers={**client._auth(), "Accept": "text/event-stream"},
+                                  timeout=aiohttp.ClientTimeout(total=timeout)) as r:
+        assert r.status == 200, await r.text()
+        async for raw in r.content:
+            line = raw.decode(errors="replace").strip()
+            if line.startswith("data:"):
+                events.append(json.loads(line[5:]))
+                if events[-1].get("ready") or events[-1].get("failed"):
+                    return events
+    return events
+
+
+def usage_records(hub):
+    """{build name: usage record} of users' builds, as the hub wrote them."""
+    names = hub.run(f"ls {USAGE_DIR} 2>/dev/null | sed -n 's/\\.json$//p'", check=False).stdout.split()
+    return {n: json.loads(hub.run(f"cat {USAGE_DIR}/{n}.json").stdout) for n in names}
+
+
+@pytest.fixture(scope="module")
+def user_project(hub):
+    work = "/root/userproject"
+    hub.run(f"git init -q --bare -b main /srv/git/userproject.git && git init -q -b main {work}")
+    hub.run(f"{git_in(work)} remote add origin /srv/git/userproject.git")
+    head = push(hub, {"requirements.txt": "cowsay==6.1\n", "postBuild": USER_POST_BUILD}, work=work)
+    hub.run("tljh-config add-item builds.allowed_hosts 127.0.0.1")
+    hub.run("tljh-config reload hub")
+
+    async def users():
+        async with HubClient(hub.url()) as admin:
+            await admin.login("admin", ADMIN_PASSWORD)
+            await admin.create_users("repobuilder1", "repobuilder2")
+
+    run(users())
+    return types.SimpleNamespace(work=work, head=head)
+
+
+def test_a_user_builds_a_repository_from_the_picker_and_watches_the_log(hub, user_project):
+    async def scenario():
+        async with HubClient(hub.url()) as student:
+            student.hub = hub
+            await student.login("repobuilder1", "student-password-1")
+            status, where = await post_picker(student, form_fields(USER_REPO))
+            assert status == 302 and "/hub/spawn-pending/repobuilder1" in where, where
+            events = await follow_progress(student)
+            messages = [e.get("message", "") for e in events]
+            assert events[-1].get("ready"), messages
+            building = [e["message"] for e in events if e.get("tljh_phase") == "building"]
+            # The build's own log, live on the page: the lookup, the commit, uv, the repository's postBuild.
+            assert f"Commit {user_project.head}" in building, building
+            assert any("postBuild of the user project says hello" in m for m in building), building
+            assert any(m.startswith("build ") and "is current" in m for m in building), building
+            try:
+                kernel = await student.open_kernel()
+                env = await kernel.execute("import cowsay; " + ENVIRONMENT_OF_KERNEL)
+                await kernel.close()
+            finally:
+                await student.stop_server()
+            return env
+
+    env = run(scenario())
+    (name, record), = usage_records(hub).items()
+    assert env == f"'/opt/tljh/envs/{name}'"
+    assert (record["url"], record["commit"], record["builds"], record["first_user"]) == (
+        USER_REPO, user_project.head, 1, "repobuilder1")
+    # Built as the builder, never root; nothing in it writable by users; the usage record root-only.
+    assert hub.run(f"stat -c %U /opt/tljh/envs/{name}/bin").stdout.strip() == "tljh-builder"
+    assert hub.run(f"find /opt/tljh/envs/{name} -perm /022 ! -type l | head -3").stdout == ""
+    assert hub.run(f"stat -c %a {USAGE_DIR}/{name}.json").stdout.strip() == "600"
+
+
+def test_a_second_user_asking_for_the_same_commit_starts_without_a_build(hub, user_project):
+    (name, before), = usage_records(hub).items()
+    build_id = current_build(hub, name)
+
+    async def scenario():
+        async with HubClient(hub.url()) as student:
+            student.hub = hub
+            await student.login("repobuilder2", "student-password-2")
+            # Through the REST API, as scripts and load tests do, with the branch named.
+            await student.api("POST", f"hub/api/users/repobuilder2/server", expect=(201, 202),
+                              json={"profile": PICK, "repository--unlisted-choice": USER_REPO,
+                                    "ref--unlisted-choice": "main"})
+            events = await follow_progress(student)
+            try:
+                env = await student.run_code("import cowsay; " + ENVIRONMENT_OF_KERNEL)
+            finally:
+                await student.stop_server()
+            return events, env
+
+    events, env = run(scenario())
+    messages = [e.get("message", "") for e in events]
+    assert events[-1].get("ready"), messages
+    assert "This commit is built already: starting your server in it" in messages, messages
+    assert not any("postBuild" in m for m in messages), messages
+    assert env == f"'/opt/tljh/envs/{name}'"
+    (same, after), = usage_records(hub).items()
+    # The builder's record: one build (the hub counts each run of the builder), the same build id as before.
+    assert same == name and after["builds"] == 1 and after["last_user"] == "repobuilder2"
+    assert current_build(hub, name) == build_id
+
+
+def test_a_repository_on_a_host_not_allowed_is_refused_with_the_reason(hub, user_project):
+    async def scenario():
+        async with HubClient(hub.url()) as student:
+            await student.login("repobuilder2", "student-password-2")
+            status, said = await post_picker(student, form_fields("git://localhost/userproject.git"))
+            assert status == 400, said
+            assert "is not accepted (the URL of a git repository on 127.0.0.1)" in said, said
+            with pytest.raises(HubError) as e:
+                await student.api("POST", "hub/api/users/repobuilder2/server",
+                                  json={"profile": PICK, "repository--unlisted-choice": "git://10.0.0.1/x.git"})
+            assert "400" in str(e.value) and "is not accepted" in str(e.value), e.value
+            model = await student.api("GET", "hub/api/users/repobuilder2")
+            assert model["servers"] == {}
+
+    run(scenario())
+    assert len(usage_records(hub)) == 1  # nothing was looked up or built
+
+
+def test_bad_repositories_end_with_the_reason_and_another_profile_still_starts(hub, user_project):
+    # A commit whose postBuild fails, on its own branch.
+    hub.run(f"{git_in(user_project.work)} checkout -q -b broken")
+    push(hub, {"postBuild": "#!/bin/sh\necho 'broken on purpose'\nexit 3\n"}, work=user_project.work,
+         message="broken")
+    hub.run(f"{git_in(user_project.work)} push -q origin broken")
+
+    async def failure(student, fields):
+        status, where = await post_picker(student, fields)
+        if status != 302:
+            return where  # refused within the form's first second
+        events = await follow_progress(student)
+        assert events[-1].get("failed"), events
+        return events[-1]["message"]
+
+    async def scenario():
+        async with HubClient(hub.url()) as student:
+            student.hub = hub
+            await student.login("repobuilder1", "student-password-1")
+            said = await failure(student, form_fields(USER_REPO, ref="broken"))
+            assert "The build of git://127.0.0.1/userproject.git at" in said and "broken on purpose" in said, said
+            assert "exit status 3" in said, said
+            said = await failure(student, form_fields(USER_REPO, ref="no-such-branch"))
+            assert "git://127.0.0.1/userproject.git has no branch or tag 'no-such-branch'" in said, said
+            said = await failure(student, form_fields("git://127.0.0.1/not-there.git"))
+            assert "cannot be read without a login, or does not exist" in said, said
+            # The same person picks another profile: it starts.
+            await start(student, user_options={"profile": "python"})
+            assert await student.run_code("1+1") == "2"
+            await student.stop_server()
+
+    run(scenario())
+    assert len(usage_records(hub)) == 1  # the failed build left no build behind
+    assert hub.run("ls /opt/tljh/envs | grep -c '^repo-'", check=False).stdout.strip() == "1"

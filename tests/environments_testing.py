@@ -35,6 +35,7 @@ def prefix(tmp_path, monkeypatch, uv_cache):
         "RETIRED_DIR": root / "envs" / ".retired",
         "ENVIRONMENT_STATE_DIR": root / "state" / "environments",
         "ENVIRONMENTS_LOCK": root / "state" / "environments" / "build.lock",
+        "REPOSITORY_BUILDS_STATE_DIR": root / "state" / "environments" / "repository-builds",
         "BOOTSTRAP_REQUIREMENTS_FILE": root / "state" / "environments" / "default-bootstrap-requirements.txt",
         "PLUGIN_CONDA_REQUIREMENTS_FILE": root / "state" / "environments" / "default-plugin-conda-requirements.txt",
         "ENVIRONMENTS_UV_CACHE_DIR": uv_cache,

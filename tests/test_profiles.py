@@ -104,7 +104,7 @@ def test_slugs_are_made_as_kubespawner_makes_them():
         ([{"description": "x"}], "profiles[0]: 'display_name' is a required property"),
         ([{"display_name": "A", "spawner_override": {"image": "jupyter/base"}}],
          "profiles[0].spawner_override.image: not allowed here; allowed keys: cpu_limit, default_url, environment, "
-         "mem_limit, session_installs, user_environment"),
+         "mem_limit, repository, repository_ref, session_installs, user_environment"),
         ([{"display_name": "A", "kubespawner_override": {"node_selector": {}}}],
          "profiles[0].kubespawner_override.node_selector: not allowed here; allowed keys:"),
         ([{"display_name": "A"}, {"display_name": "a"}], "profiles[1]: slug 'a' is also profiles[0]'s; slugs must be unique"),
@@ -249,7 +249,7 @@ def test_groups_and_admins():
 
 def spawner(**kw):
     s = types.SimpleNamespace(mem_limit=None, cpu_limit=None, default_url="/lab", environment={"A": "1"},
-                              user_environment="default", session_installs=True)
+                              user_environment="default", session_installs=True, repository="", repository_ref="")
     s.__dict__.update(kw)
     return s
 

@@ -453,6 +453,12 @@ PATH_NOTES = {
     ),
     "ENVIRONMENT_STATE_DIR": ("directory", "0700", "Environments' state: why a build last failed (`<name>.failed`)."),
     "ENVIRONMENTS_LOCK": ("file", "0600", "Held during a build, a removal or a clean-up: one at a time."),
+    "REPOSITORY_BUILDS_STATE_DIR": (
+        "directory",
+        "0700",
+        "Users' builds from a repository (`repo-<hex>` in envs/): per build, its usage record (`<build>.json`: "
+        "URL, commit, how often built, last use — also its mtime) and the hub's last build log (`<build>.log`).",
+    ),
     "BOOTSTRAP_REQUIREMENTS_FILE": (
         "file",
         "0600",

@@ -13,6 +13,7 @@ from ..system import paths, venvs
 from . import store
 from .builder import Builder, by_hand, last_failure, state_of
 from .spec import specs
+from .user_builds import is_build_name
 
 
 def build(config: dict, pm=None, names=None, *, force=False, from_lock=None, out=print) -> list:
@@ -96,9 +97,13 @@ def list_lines(config: dict, pm=None) -> list[str]:
                 notes.append(f"{name}: installed by hand (kept by rebuilds): {', '.join(sorted(hand))}")
         rows.append((name, state, current.python if current else "-", current.build if current else "-",
                      spec.description))
+    users = [name for name in store.built_names() if is_build_name(name)]
     for name in store.built_names():
-        if name not in declared:
+        if name not in declared and not is_build_name(name):
             notes.append(f"{name}: built but not in config.yaml; remove it with: sudo tljh env remove {name}")
+    if users:
+        notes.append(f"{len(users)} environments users built from repositories (builds.allowed_hosts): "
+                     f"sudo tljh env show repo-<hex> for one; their usage in {paths.REPOSITORY_BUILDS_STATE_DIR}")
     waiting = store.retired()
     if waiting:
         notes.append(f"earlier builds kept while running servers use them: {', '.join(waiting)}")
@@ -112,7 +117,7 @@ def show_lines(config: dict, name: str, pm=None) -> list[str]:
     current = store.current(name)
     if current is None:
         raise LookupError(f"environment {name} has no build yet: sudo tljh env build {name}")
-    state = state_of(spec)[0] if spec else "not in config.yaml"
+    state = state_of(spec)[0] if spec else "a user's build" if is_build_name(name) else "not in config.yaml"
     record = current.record
     summary = record.get("spec", {})
     lines = [
@@ -184,7 +189,7 @@ def main(args, config_path=paths.CONFIG_FILE) -> int:
     pm = get_plugin_manager()
     names = environment_names(config)
     name = getattr(args, "name", None)
-    if name and args.env_verb != "remove" and name not in names:
+    if name and args.env_verb != "remove" and name not in names and not (args.env_verb == "show" and is_build_name(name)):
         print(f"tljh env: no environment {name!r} in config.yaml (declared: {', '.join(names)})", file=sys.stderr)
         return 2
     try:

@@ -136,6 +136,9 @@ def _apply_profiles(config, c):
     c.UserCreatingSpawner.profiles = config["profiles"]  # made explicit by the effective config
     c.JupyterHub.allow_named_servers = config["allow_named_servers"]
     c.JupyterHub.named_server_limit_per_user = config["named_server_limit_per_user"]
+    # The picker's "build from a repository" profile is in config["profiles"] already (effective config).
+    c.UserCreatingSpawner.repository_hosts = list(config["builds"]["allowed_hosts"])
+    c.UserCreatingSpawner.repository_allow_unsupported = config["builds"]["allow_unsupported"]
 
 
 def culler_command(cull: dict) -> list[str]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import jinja2
 from tornado import web
 
+from tljh.settings.builds import user_repository_problem
 from tljh.settings.profiles import UNLISTED_VALUE, check_override_value, memory_bytes
 
 FIELD_PREFIX = "profile-option-"
@@ -91,8 +92,11 @@ def _substitute(value, typed: str):
 
 
 def choose(profiles: list[dict], user_options: dict, groups: set[str], admin: bool,
-           environment_names=frozenset({"default"})) -> Choice:
-    """Check `user_options` against the profiles this user may start; the Choice, or an HTTPError to send back."""
+           environment_names=frozenset({"default"}), repository_hosts=()) -> Choice:
+    """Check `user_options` against the profiles this user may start; the Choice, or an HTTPError to send back.
+
+    A repository a user typed must be on one of ``repository_hosts`` (builds.allowed_hosts); one the admin
+    wrote in a profile is the admin's choice."""
     if not profiles:
         return Choice(None)
     options = dict(user_options or {})
@@ -134,6 +138,8 @@ def choose(profiles: list[dict], user_options: dict, groups: set[str], admin: bo
                 why = check_override_value(key, value)
                 if why is None and key == "user_environment" and value not in environment_names:
                     why = f"no environment {value!r}"
+                if why is None and key == "repository":
+                    why = user_repository_problem(value, repository_hosts)
                 if why:
                     raise _refuse(400, f"{label}: {typed!r} is not accepted ({why})")
             _merge(overrides, chosen)
@@ -168,6 +174,8 @@ APPLIERS = {
     "default_url": (("default_url",), lambda s, v: setattr(s, "default_url", v)),
     "session_installs": (("session_installs",), lambda s, v: setattr(s, "session_installs", bool(v))),
     "environment": (("environment",), _set_environment),
+    "repository": (("repository",), lambda s, v: setattr(s, "repository", v)),
+    "repository_ref": (("repository_ref",), lambda s, v: setattr(s, "repository_ref", v)),
 }
 
 
@@ -242,7 +250,8 @@ def options_form(spawner) -> str:
 def options_from_form(formdata: dict, spawner) -> dict:
     """The picker's fields as user_options, checked now: a refusal re-renders the picker with the reason."""
     user_options = parse_form(formdata)
-    choose(spawner.profiles, user_options, _groups(spawner), spawner.user.admin)
+    choose(spawner.profiles, user_options, _groups(spawner), spawner.user.admin,
+           repository_hosts=spawner.repository_hosts)
     return user_options
 
 
@@ -253,7 +262,8 @@ async def apply_user_options(spawner, user_options: dict) -> None:
             spawner.log.warning("%s: no profiles are configured; ignoring user_options %s",
                                 spawner._log_name, sorted(user_options))
         return
-    chosen = choose(spawner.profiles, user_options, _groups(spawner), spawner.user.admin)
+    chosen = choose(spawner.profiles, user_options, _groups(spawner), spawner.user.admin,
+                    repository_hosts=spawner.repository_hosts)
     apply(spawner, chosen.overrides)
     spawner.log.info("%s: profile %s %s", spawner._log_name, chosen.profile["slug"],
                      " ".join(f"{k}={v}" for k, v in chosen.overrides.items()) or "(hub-wide settings)")

@@ -12,7 +12,9 @@ from traitlets import Bool, CaselessStrEnum, Dict, Float, Integer, List, Unicode
 
 from tljh.environments import EnvironmentNotReady, collect_unused, server_environment
 from tljh.environments.serving import is_environment_bin
+from tljh.environments.user_builds import is_build_name, record_use
 from tljh.hub import profiles, session_installs
+from tljh.hub.repository_builds import BuildLog, RepositoryBuilds
 from tljh.hub.start_queue import StartQueue, parallel_for
 from tljh.plugins import get_plugin_manager
 from tljh.system import systemd
@@ -125,6 +127,53 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
         """,
     )
 
+    repository = Unicode(
+        "",
+        config=True,
+        help="""
+        A git repository whose environment the server runs in, built from it (as the builder user, in a
+        sandbox) unless that commit is built already. Set by a profile's ``spawner_override.repository``: in
+        the picker's "Other: build from a repository" choice, what the user typed (checked against
+        ``repository_hosts``). Empty: the server runs in ``user_environment``.
+        """,
+    )
+
+    repository_ref = Unicode(
+        "",
+        config=True,
+        help="The branch, tag or commit of ``repository`` (empty: its default branch). Set by a profile.",
+    )
+
+    repository_hosts = List(
+        Unicode(),
+        config=True,
+        help="""
+        Hosts users may build from: a repository a user types must be on one of them (``host`` or
+        ``host:port``). Set from ``builds.allowed_hosts`` in config.yaml; empty: users cannot build.
+        """,
+    )
+
+    repository_allow_unsupported = Bool(
+        False,
+        config=True,
+        help="""
+        Build what can be honoured of a user's repository that also asks for what cannot (and list the rest in
+        the log), instead of refusing it. Set from ``builds.allow_unsupported``.
+        """,
+    )
+
+    # One set of users' builds for the whole hub process, shared by every spawner.
+    _repository_builds = None
+
+    @property
+    def repository_builds(self) -> RepositoryBuilds:
+        if UserCreatingSpawner._repository_builds is None:
+            UserCreatingSpawner._repository_builds = RepositoryBuilds(pm=get_plugin_manager())
+        return UserCreatingSpawner._repository_builds
+
+    # This spawn's build log (a repository start), followed by the spawn page; None otherwise.
+    _build_log = None
+
     @default("options_form")
     def _options_form_default(self):
         return profiles.options_form if self.profiles else ""
@@ -210,11 +259,26 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
         return UserCreatingSpawner._port_isolation
 
     async def run_pre_spawn_hook(self):
-        """Wait for this server's turn (outside JupyterHub's start_timeout), then the configured hook."""
+        """Build the repository asked for, if any, then wait for this server's turn, then the configured hook:
+        all outside JupyterHub's start_timeout (a build takes minutes; a turn waits for others)."""
+        self._build_log = None
+        if self.repository:
+            self._build_log = log = BuildLog()
+            try:
+                self.user_environment = await self.repository_builds.environment_for(
+                    self.repository, self.repository_ref or None, self.user.name, log,
+                    allow_unsupported=self.repository_allow_unsupported,
+                )
+            except BaseException:
+                self._build_log = None
+                raise
+            finally:
+                log.finish()
         queue = self.start_queue
         try:
             await asyncio.wait_for(queue.acquire(self), self.start_queue_timeout)
         except asyncio.TimeoutError:
+            self._build_log = None
             raise RuntimeError(
                 f"The hub is starting many servers and yours did not get its turn within "
                 f"{self.start_queue_timeout / 60:.0f} minutes. Please try again in a few minutes."
@@ -228,10 +292,17 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
             raise
 
     async def progress(self):
-        """The spawn page's messages: place in line while waiting, then the start.
+        """The spawn page's messages: a repository's build log, place in line while waiting, then the start.
 
-        Events carry ``tljh_phase`` ("queued" / "starting") and, at the turn, ``tljh_waited`` (seconds in
-        line): `tljh loadtest` reads them to tell waiting from starting."""
+        Events carry ``tljh_phase`` ("building" / "queued" / "starting") and, at the turn, ``tljh_waited``
+        (seconds in line): `tljh loadtest` reads them to tell waiting from starting."""
+        if self.repository:
+            # The page may connect a moment before the pre-spawn hook has begun the build.
+            while self._build_log is None and self._spawn_pending:
+                await asyncio.sleep(0.05)
+            if self._build_log is not None:
+                async for line in self._build_log.follow():
+                    yield {"progress": 20, "tljh_phase": "building", "message": line}
         queue = self.start_queue
         while True:
             state, before = queue.state(self)
@@ -366,6 +437,7 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
         finally:
             # The turn ends with the start (ready, failed, or cancelled by JupyterHub's start_timeout).
             self.start_queue.release(self)
+            self._build_log = None
 
     async def _start(self):
         self._configured()
@@ -415,6 +487,9 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
         await super().stop(now=now)
         await self.port_isolation.update()
         await asyncio.to_thread(session_installs.remove_layer, self.unit_name)
+        if is_build_name(self.user_environment):
+            # A user's build is in use until its last server stops: its last use is now.
+            await asyncio.to_thread(record_use, self.user_environment, self.user.name)
         # The builds this server had pinned may now be unused: delete them, without making the stop wait.
         asyncio.get_running_loop().run_in_executor(None, self._collect_unused)
 

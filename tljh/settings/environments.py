@@ -15,6 +15,8 @@ RESERVED_NAMES = ("python", "python3", "ir")
 _APT_NAME = r"^[a-z0-9][a-z0-9+.-]+$"
 _REPOSITORY = r"^(https?://|git://|ssh://|file:///|/)[^\s]+$"
 _REF = r"^[A-Za-z0-9_][A-Za-z0-9._/-]*$"
+# The forms of environments.<name>.repository and .ref (the profiles' repository overrides use them too).
+REPOSITORY_PATTERN, REF_PATTERN = _REPOSITORY, _REF
 FROM_REPOSITORY = "an environment with a repository takes {key} from the repository's {file}: remove {key}"
 
 

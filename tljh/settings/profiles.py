@@ -12,6 +12,9 @@ from __future__ import annotations
 import copy
 import re
 
+from .builds import REPOSITORY_PROFILE, offers_repositories, ref_problem, repository_profile
+from .environments import REPOSITORY_PATTERN
+
 # A slug, option key or choice key is part of form field names ("profile-option-<slug>--<option>") and of
 # HTML ids: letters, digits, '.', '_' and '-', without "--" (which separates the parts of a field name).
 NAME_PATTERN = r"^(?!.*--)[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
@@ -77,6 +80,19 @@ def override_schemas() -> dict:
             "additionalProperties": {"type": ["string", "number", "boolean", "null"]},
             "description": "Extra environment variables of the server, merged with those already set; a null "
             "value removes a variable.",
+        },
+        "repository": {
+            "type": "string",
+            "minLength": 1,
+            "description": "The server runs in an environment built from this git repository (at "
+            "`repository_ref`, else its default branch), each commit built once and shared by everyone who "
+            "starts it. In an unlisted choice (`{value}`: what the user typed) the URL must be on a host of "
+            "`builds.allowed_hosts`; overrides `user_environment`.",
+        },
+        "repository_ref": {
+            "type": "string",
+            "minLength": 1,
+            "description": "The branch, tag or commit of `repository` to build (default: its default branch).",
         },
     }
 
@@ -235,6 +251,11 @@ def check_override_value(key: str, value) -> str | None:
             f"expected a URL path starting with /, got {value!r}")
     if key == "user_environment":
         return None if isinstance(value, str) and value else f"expected an environment name, got {value!r}"
+    if key == "repository":
+        ok = isinstance(value, str) and re.match(REPOSITORY_PATTERN, value)
+        return None if ok else f"expected a git URL (https://, git://, ...) or an absolute path, got {value!r}"
+    if key == "repository_ref":
+        return ref_problem(value)
     if key == "environment":
         if not isinstance(value, dict):
             return f"expected a mapping of variable names to values, got {value!r}"
@@ -393,3 +414,15 @@ def effective_profiles(profiles) -> list[dict]:
     if valid and not any(p["default"] for p in valid):
         valid[0]["default"] = True
     return out
+
+
+def with_repository_profile(profiles: list[dict], allowed_hosts) -> list[dict]:
+    """Effective ``profiles`` with the picker's "build from a repository" profile at the end, for users to build
+    from ``builds.allowed_hosts`` — unless a profile of the admin's already lets users type a repository (or
+    takes its slug). With no profiles configured, the hub-wide settings come first as the default profile."""
+    if offers_repositories(profiles) or any(isinstance(p, dict) and p.get("slug") == REPOSITORY_PROFILE
+                                            for p in profiles):
+        return profiles
+    base = profiles or [{"display_name": "Default", "slug": "default", "description": "The hub's shared environment."}]
+    # One pass over both: the default stays where it was (the first profile when none was configured).
+    return effective_profiles([*base, repository_profile(allowed_hosts)])

@@ -43,7 +43,7 @@ from typing import Any
 
 from tljh.system import paths
 
-from . import authenticators, environments, profiles
+from . import authenticators, builds, environments, profiles
 from .authenticators import DEFAULT_AUTHENTICATOR
 from .config_file import to_plain
 from .errors import ConfigError, UnknownKeyError, ValueParseError, did_you_mean
@@ -411,6 +411,7 @@ def _build_schema() -> dict:
                 },
             },
             "environments": environments.schema_section(),
+            "builds": builds.schema_section(),
             "services": {
                 "type": "object",
                 "additionalProperties": False,
@@ -818,6 +819,9 @@ def effective_config(config: dict | None) -> dict:
     """
     result = _fill_defaults(_build_schema(), to_plain(config or {}))
     result["profiles"] = profiles.effective_profiles(result.get("profiles"))
+    hosts = (result.get("builds") or {}).get("allowed_hosts")
+    if isinstance(hosts, list) and hosts and isinstance(result["profiles"], list):
+        result["profiles"] = profiles.with_repository_profile(result["profiles"], hosts)
     if isinstance(result.get("base_url"), str):
         result["base_url"] = normalize_base_url(result["base_url"])
     return result

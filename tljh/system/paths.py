@@ -122,6 +122,9 @@ ENVIRONMENTS_LOCK = os.path.join(ENVIRONMENT_STATE_DIR, "build.lock")
 BOOTSTRAP_REQUIREMENTS_FILE = os.path.join(ENVIRONMENT_STATE_DIR, "default-bootstrap-requirements.txt")
 # The PyPI packages of plugins' conda requests (tljh.install.conda_requests), part of default's spec too.
 PLUGIN_CONDA_REQUIREMENTS_FILE = os.path.join(ENVIRONMENT_STATE_DIR, "default-plugin-conda-requirements.txt")
+# Users' builds of repositories (tljh.environments.user_builds): one usage record per build, whose mtime is
+# when a server last started or stopped in it (removal of unused builds goes least recently used first).
+REPOSITORY_BUILDS_STATE_DIR = os.path.join(ENVIRONMENT_STATE_DIR, "repository-builds")
 # The system user that resolves and installs packages for environments (never root).
 BUILDER_USER = "tljh-builder"
 
