@@ -237,7 +237,7 @@ class FakeBuilder:
     builds = 0
     fail = None
 
-    def __init__(self, out):
+    def __init__(self, out, make_sandbox=None):
         self.out = out
 
     def build(self, spec):
@@ -374,3 +374,31 @@ async def test_the_spawn_page_shows_the_build_log_then_the_turn(monkeypatch, tmp
     assert events[1]["message"] == "build b1 is current"
     assert s.user_environment == "repo-" + "a" * 40
     s.start_queue.release(s)
+
+
+# ---------------------------------------------------------------------------------------------- the build's sandbox
+
+def test_a_users_build_writes_only_its_own_directories_with_a_cache_of_its_own(prefix, monkeypatch):
+    """Its packages' build backends are the user's code: not the shared uv cache, not another build's staging."""
+    name = user_builds.build_name(URL, HEAD)
+    own = [store.staging_path(name), store.work_path(name), user_builds.repository.checkout_path(name)]
+    monkeypatch.setattr(user_builds.sandbox, "_systemd_root", lambda: True)
+    monkeypatch.setattr(user_builds.sandbox, "owner_ids", lambda: (os.getuid(), os.getgid()))
+    make = user_builds.confined(name)
+    box = make("tljh-env-build-x", [paths.BUILDER_DIR], env={"UV_CACHE_DIR": paths.ENVIRONMENTS_UV_CACHE_DIR})
+    assert isinstance(box, user_builds.ConfinedSandbox) and box.writable == own
+    assert box.env["UV_CACHE_DIR"] == os.path.join(store.work_path(name), "uv-cache")
+    cmd = box.command(["uv", "venv", own[0]])
+    assert f"--property=ReadWritePaths={' '.join('-' + p for p in own)}" in cmd
+    assert not any(paths.BUILDER_DIR + " " in c or c.endswith(paths.BUILDER_DIR) for c in cmd if "ReadWrite" in c)
+    # A directory is made (for the builder) just before a command that names it; the others are left alone.
+    ran = []
+    monkeypatch.setattr(user_builds.sandbox, "_stream", lambda cmd, env, on_line, cwd=None: ran.append(cmd) or Result(0))
+    os.makedirs(paths.BUILDER_DIR)
+    box.run(["uv", "venv", own[0]])
+    assert os.path.isdir(own[0]) and not os.path.exists(own[1]) and not os.path.exists(own[2])
+    box.run(["uv", "pip", "compile", "requirements.in"], cwd=own[1])
+    assert os.path.isdir(own[1])
+    # postBuild's sandbox is its build and checkout already: unchanged.
+    post = make("tljh-env-postbuild-x", [own[0], own[2]], env={"PATH": "/usr/bin"})
+    assert type(post) is user_builds.sandbox.Sandbox and post.writable == [own[0], own[2]]

@@ -25,7 +25,7 @@ import time
 
 from ..settings.builds import normalize_url
 from ..system import files, paths, sandbox
-from . import repository
+from . import repository, store
 from .spec import EnvironmentSpec
 
 PREFIX = "repo-"
@@ -61,6 +61,52 @@ def spec_for(url: str, commit: str, server_packages, allow_unsupported=False) ->
         ref=commit,
         allow_unsupported=allow_unsupported,
     )
+
+
+class ConfinedSandbox(sandbox.Sandbox):
+    """A build sandbox that writes only its build's own directories, not the rest of .builder/: each is made
+    (by root, for the builder) just before a command that names it, and is writable only if it exists."""
+
+    def run(self, argv, on_line=None, cwd="/"):
+        for directory in self.writable:
+            named = cwd == directory or any(a == directory or a.startswith(directory + "/") for a in argv)
+            if named and not os.path.exists(directory):
+                os.makedirs(directory, mode=0o755)
+                os.chown(directory, *sandbox.owner_ids())
+        return super().run(argv, on_line, cwd)
+
+    def command(self, argv, cwd="/") -> list[str]:
+        # '-': a directory this command does not use may not exist yet (systemd refuses a missing one otherwise).
+        writable = "--property=ReadWritePaths=" + " ".join("-" + p for p in self.writable)
+        return [writable if c.startswith("--property=ReadWritePaths=") else c for c in super().command(argv, cwd)]
+
+
+def confined(name):
+    """The Builder's ``make_sandbox`` for a user's build ``name``.
+
+    A user's repository is untrusted code: its packages' build backends run in the builder's sandbox, which for
+    admins' builds may write all of .builder/ (the builds in progress and the shared uv cache). There a user's
+    build could change the cache, and through it what the next build of any environment installs (the default
+    environment, another user's build), or leave a forged "finished build" where the next build of another
+    environment would switch it in. So a user's build writes only its own staging, work and checkout
+    directories, with a uv cache of its own in its work directory (deleted with it; nothing is shared between
+    users' builds, at the cost of downloading every package for each new commit)."""
+    own = [store.staging_path(name), store.work_path(name), repository.checkout_path(name)]
+
+    def make(unit, writable, readable=(), env=None):
+        if os.path.abspath(paths.BUILDER_DIR) not in [os.path.abspath(w) for w in writable]:
+            return sandbox.sandbox(unit, writable, readable, env)  # postBuild's: its build and checkout only
+        env = dict(env or {})
+        env["UV_CACHE_DIR"] = os.path.join(store.work_path(name), "uv-cache")
+        env["UV_LINK_MODE"] = "copy"  # the cache and the build are separate mounts: no hard links between them
+        box = sandbox.sandbox(unit, own, readable, env)
+        if isinstance(box, sandbox.Unsandboxed):
+            return box
+        confined_box = ConfinedSandbox.__new__(ConfinedSandbox)
+        confined_box.__dict__.update(box.__dict__)  # whatever else the factory set (limits) stays
+        return confined_box
+
+    return make
 
 
 def lookup_sandbox():

@@ -133,7 +133,7 @@ class RepositoryBuilds:
             loop.call_soon_threadsafe(log.add, readable(line, spec.name))
 
         try:
-            builder = self.make_builder(out=out)
+            builder = self.make_builder(out=out, make_sandbox=user_builds.confined(spec.name))
             outcome = await loop.run_in_executor(self._executor, functools.partial(builder.build, spec))
             outcome.message = readable(outcome.message, spec.name)
             if outcome.state == "built":
