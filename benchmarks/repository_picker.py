@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "integration-tests"))
 
 from hubclient import HubClient  # noqa: E402
 from installed import installed_machine  # noqa: E402
-from session_installs import ADMIN, PASSWORD, load, wait_unloaded  # noqa: E402
+from session_installs import ADMIN, PASSWORD, load, spawns  # noqa: E402
 
 URL = "git://127.0.0.1/bench.git"
 PICK = "build-from-a-repository"
@@ -76,22 +76,6 @@ async def shared_build(m, people):
     return seconds, records
 
 
-async def starts(m, user_options, n):
-    times = []
-    async with HubClient(m.url()) as admin:
-        await admin.login(ADMIN, PASSWORD)
-        for _ in range(n):
-            started = time.monotonic()
-            await admin.start_server(timeout=300, user_options=user_options)
-            status = await admin.lab_page()
-            if status != 200:
-                raise RuntimeError(f"lab page answered {status}")
-            times.append(time.monotonic() - started)
-            await admin.stop_server()
-            await asyncio.to_thread(wait_unloaded, m)
-    return times
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--os", default="debian-12")
@@ -109,11 +93,11 @@ def main():
         print(f"load after the build: {load()}")
         options = {"default": {"profile": "default"},
                    "repository": {"profile": PICK, "repository--unlisted-choice": URL}}
-        asyncio.run(starts(m, options["default"], 1))  # the admin's Unix account; not counted
+        asyncio.run(spawns(m, 1, user_options=options["default"]))  # the admin's Unix account; not counted
         times = {"default": [], "repository": []}
         for r in range(args.rounds):
             for kind in (("repository", "default") if r % 2 == 0 else ("default", "repository")):
-                times[kind] += asyncio.run(starts(m, options[kind], args.starts))
+                times[kind] += asyncio.run(spawns(m, args.starts, user_options=options[kind]))
         for kind, t in times.items():
             print(f"start with profile {kind}: median {statistics.median(t):.3f} s, min {min(t):.3f} s, "
                   f"max {max(t):.3f} s, n={len(t)}")

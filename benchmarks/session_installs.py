@@ -78,13 +78,14 @@ def server_cpu(m, unit=f"jupyter-{ADMIN}"):
     return int(value) / 1e9 if value.isdigit() else float("nan")  # "[not set]": no CPU accounting there
 
 
-async def spawns(m, n, cpu=None):
+async def spawns(m, n, cpu=None, user_options=None):
+    """Seconds of ``n`` starts of the admin's server (request -> JupyterLab served), each stopped after."""
     times = []
     async with HubClient(m.url()) as admin:
         await admin.login(ADMIN, PASSWORD)
         for _ in range(n):
             started = time.monotonic()
-            await admin.start_server(timeout=300)
+            await admin.start_server(timeout=300, user_options=user_options)
             status = await admin.lab_page()
             if status != 200:
                 raise RuntimeError(f"lab page answered {status}")
