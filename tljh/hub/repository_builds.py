@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from tornado import web
 
-from tljh.environments import user_builds
+from tljh.environments import store, user_builds
 from tljh.environments.builder import Builder, Outcome, state_of
 from tljh.environments.repository import RepositoryError
 from tljh.environments.spec import server_packages
@@ -134,7 +134,7 @@ class RepositoryBuilds:
 
         try:
             builder = self.make_builder(out=out, make_sandbox=user_builds.confined(spec.name))
-            outcome = await loop.run_in_executor(self._executor, functools.partial(builder.build, spec))
+            outcome = await loop.run_in_executor(self._executor, functools.partial(_build_when_free, builder, spec, out))
             outcome.message = readable(outcome.message, spec.name)
             if outcome.state == "built":
                 await asyncio.to_thread(user_builds.record_use, spec.name, user, url=spec.repository,
@@ -147,6 +147,15 @@ class RepositoryBuilds:
         await asyncio.to_thread(_keep_log, spec.name, log.lines, outcome)
         log.finish()
         return outcome
+
+
+def _build_when_free(builder, spec, out) -> Outcome:
+    """The builder waits for any other build (an admin's `tljh env build`, the installer): say so first."""
+    with store.environments_lock(wait=False) as free:
+        pass
+    if not free:
+        out("Waiting for another build on this server to finish first")
+    return builder.build(spec)
 
 
 def readable(line: str, name: str) -> str:
