@@ -334,6 +334,17 @@ async def test_a_real_build_from_a_repository(prefix, repo):
     assert user_builds.usage(name)["builds"] == 1
 
 
+def test_the_builders_words_for_an_admin_are_said_for_users():
+    name = user_builds.build_name(URL, HEAD)
+    line = (f"{name}: build failed: the repository asks for what is not supported here: a Dockerfile (no Docker "
+            f"here); apt.txt package libgdal-dev (not in environments.{name}.allow_apt) (set "
+            f"environments.{name}.allow_unsupported true to build the rest; see docs/howto/repository-environments)")
+    assert hub_builds.readable(line, name) == (
+        "build failed: the repository asks for what is not supported here: a Dockerfile (no Docker here); apt.txt "
+        "package libgdal-dev (OS packages are not installed for users' builds) (an admin can set "
+        "builds.allow_unsupported true to build the rest; see docs/howto/repository-environments)")
+
+
 # ---------------------------------------------------------------------------------------------- the spawn page
 
 class Builds:

@@ -159,7 +159,10 @@ def _build_when_free(builder, spec, out) -> Outcome:
 
 
 def readable(line: str, name: str) -> str:
-    """A builder line without the build's long name (the person knows which repository they asked for)."""
+    """A builder line without the build's long name (the person knows which repository they asked for), and
+    the admin's settings it names for an admin's environment replaced by those of users' builds."""
+    line = line.replace(f"set environments.{name}.allow_unsupported true", "an admin can set builds.allow_unsupported true")
+    line = line.replace(f"not in environments.{name}.allow_apt", "OS packages are not installed for users' builds")
     return line.replace(f"{name}: ", "").replace(name, "the environment")
 
 
