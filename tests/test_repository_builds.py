@@ -252,6 +252,7 @@ class FakeBuilder:
         with open(os.path.join(spec.prefix, store.RECORD_FILE), "w") as f:
             json.dump({"name": spec.name, "build": "b1", "spec": summary}, f)
         self.out(f"{spec.name}: build b1 is current (0.1 s)")
+        self.out("disk budget: removed the build of https://git.example.org/someone-else at 0123456789ab")
         return Outcome(spec.name, "built", "b1")
 
 
@@ -280,6 +281,7 @@ async def test_two_people_asking_for_one_commit_share_one_build_and_its_log(fake
     assert f"fetching {URL} @ {HEAD}" in alice.lines and f"fetching {URL} @ {HEAD}" in bob.lines
     assert "Someone else asked for this commit a moment ago: following their build" in bob.lines
     assert all(name not in line for line in alice.lines + bob.lines)  # the long name is not shown
+    assert not any("someone-else" in line for line in alice.lines + bob.lines)  # nor other people's builds
     record = user_builds.usage(name)
     assert (record["builds"], record["first_user"], record["url"], record["commit"]) == (1, "alice", URL, HEAD)
     # Later: the commit is built, so it starts at once; still one build.

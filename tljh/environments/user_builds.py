@@ -67,18 +67,19 @@ class ConfinedSandbox(sandbox.Sandbox):
     """A build sandbox that writes only its build's own directories, not the rest of .builder/: each is made
     (by root, for the builder) just before a command that names it, and is writable only if it exists."""
 
-    def run(self, argv, on_line=None, cwd="/"):
+    def run(self, argv, on_line=None, cwd="/", **kwargs):
         for directory in self.writable:
             named = cwd == directory or any(a == directory or a.startswith(directory + "/") for a in argv)
             if named and not os.path.exists(directory):
                 os.makedirs(directory, mode=0o755)
                 os.chown(directory, *sandbox.owner_ids())
-        return super().run(argv, on_line, cwd)
+        return super().run(argv, on_line, cwd, **kwargs)
 
-    def command(self, argv, cwd="/") -> list[str]:
+    def command(self, argv, *args, **kwargs) -> list[str]:
         # '-': a directory this command does not use may not exist yet (systemd refuses a missing one otherwise).
         writable = "--property=ReadWritePaths=" + " ".join("-" + p for p in self.writable)
-        return [writable if c.startswith("--property=ReadWritePaths=") else c for c in super().command(argv, cwd)]
+        cmd = super().command(argv, *args, **kwargs)
+        return [writable if c.startswith("--property=ReadWritePaths=") else c for c in cmd]
 
 
 def confined(name):
@@ -93,13 +94,13 @@ def confined(name):
     users' builds, at the cost of downloading every package for each new commit)."""
     own = [store.staging_path(name), store.work_path(name), repository.checkout_path(name)]
 
-    def make(unit, writable, readable=(), env=None):
+    def make(unit, writable, readable=(), env=None, **options):  # options: whatever else the builder passes
         if os.path.abspath(paths.BUILDER_DIR) not in [os.path.abspath(w) for w in writable]:
-            return sandbox.sandbox(unit, writable, readable, env)  # postBuild's: its build and checkout only
+            return sandbox.sandbox(unit, writable, readable, env, **options)  # postBuild's: its build and checkout
         env = dict(env or {})
         env["UV_CACHE_DIR"] = os.path.join(store.work_path(name), "uv-cache")
         env["UV_LINK_MODE"] = "copy"  # the cache and the build are separate mounts: no hard links between them
-        box = sandbox.sandbox(unit, own, readable, env)
+        box = sandbox.sandbox(unit, own, readable, env, **options)
         if isinstance(box, sandbox.Unsandboxed):
             return box
         confined_box = ConfinedSandbox.__new__(ConfinedSandbox)

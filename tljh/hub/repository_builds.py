@@ -25,6 +25,11 @@ from tljh.system import files
 from tljh.system.apt import AptError
 
 
+# Builder lines that are not about this build: the disk budget names the builds it removed (other users'
+# repositories): not for the person waiting on the spawn page (admins see them in the journal and `tljh env`).
+PRIVATE_LINES = ("disk budget:",)
+
+
 def spawn_error(status: int, message: str) -> web.HTTPError:
     """An error the spawn page and the REST API show as it is (JupyterHub passes HTTPErrors through, and shows
     ``jupyterhub_message`` on the spawn-pending page once a spawn failed)."""
@@ -130,6 +135,8 @@ class RepositoryBuilds:
         loop = asyncio.get_running_loop()
 
         def out(line):
+            if line.startswith(PRIVATE_LINES):
+                return  # about other people's builds
             loop.call_soon_threadsafe(log.add, readable(line, spec.name))
 
         try:
