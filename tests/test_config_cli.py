@@ -126,6 +126,8 @@ SET_CASES = [
     ("environments.data.ref", "v1.0", "v1.0"),
     ("environments.data.allow_unsupported", "yes", True),
     ("environments.data.allow_apt", "libgdal-dev", ["libgdal-dev"]),
+    ("builds.allowed_hosts", "github.com,gitlab.example.org:8443", ["github.com", "gitlab.example.org:8443"]),
+    ("builds.allow_unsupported", "yes", True),
 ]
 
 

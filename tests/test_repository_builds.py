@@ -415,3 +415,16 @@ def test_a_users_build_writes_only_its_own_directories_with_a_cache_of_its_own(p
     # postBuild's sandbox is its build and checkout already: unchanged.
     post = make("tljh-env-postbuild-x", [own[0], own[2]], env={"PATH": "/usr/bin"})
     assert type(post) is user_builds.sandbox.Sandbox and post.writable == [own[0], own[2]]
+
+
+def test_tljh_config_installs_git_when_users_may_build(monkeypatch):
+    from tljh.cli import tljh_config
+
+    installed = []
+    monkeypatch.setattr(user_builds.repository, "ensure_git", lambda out: installed.append(True))
+    check = tljh_config._system_check("builds.allowed_hosts")
+    check({}, {"builds": {"allowed_hosts": []}})
+    assert installed == []
+    check({}, {"builds": {"allowed_hosts": ["github.com"]}})
+    assert installed == [True]
+    assert tljh_config._system_check("builds.allow_unsupported") is None

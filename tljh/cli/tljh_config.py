@@ -240,7 +240,12 @@ def _apply_hint(key):
 
 def _system_check(key):
     """The check an edit of ``key`` needs beyond the schema, or None: environments must be buildable (their
-    Python available, OS packages known, packages resolving), so a value that is not is refused unwritten."""
+    Python available, OS packages known, packages resolving), so a value that is not is refused unwritten;
+    users' builds need git on the server."""
+    if key in ("builds", "builds.allowed_hosts"):
+        from tljh.environments.user_builds import prepare
+
+        return lambda before, after: prepare(after)
     if key != "environments" and not key.startswith("environments."):
         return None
     from tljh.environments.checks import check_change

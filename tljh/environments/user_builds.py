@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import time
 
 from ..settings.builds import normalize_url
@@ -110,6 +111,21 @@ def confined(name):
     return make
 
 
+def prepare(config: dict) -> None:
+    """What the hub needs before users may build (``tljh-config`` runs it when builds.allowed_hosts changes, as
+    root): git, from the OS archive. The hub cannot install it itself (its unit keeps /usr read-only).
+    Raises ConfigError if it cannot be installed."""
+    from ..settings.errors import ConfigError
+    from ..system import apt
+
+    if not ((config or {}).get("builds") or {}).get("allowed_hosts"):
+        return
+    try:
+        repository.ensure_git(out=lambda line: None)
+    except apt.AptError as e:
+        raise ConfigError(f"builds.allowed_hosts: users' builds need git, which could not be installed: {e}") from None
+
+
 def lookup_sandbox():
     """Where the hub asks a repository for its branches: as the builder, with network, writing nothing."""
     return sandbox.sandbox("tljh-env-lookup", [], env=repository.sandbox_env())
@@ -119,7 +135,9 @@ def resolve(url: str, ref: str | None, box) -> str:
     """The commit ``ref`` (a branch, a tag, a commit id; the default branch if None) of ``url`` names now.
     Reads the repository's refs only. Raises RepositoryError with a sentence for the person who asked."""
     url = normalize_url(url)
-    repository.ensure_git(out=lambda line: None)
+    if shutil.which("git") is None:
+        # The hub's unit keeps /usr read-only: tljh-config installs git when builds.allowed_hosts is set.
+        raise repository.RepositoryError("git is not installed on this server: an admin runs sudo apt install git")
     if ref and _SHA.match(ref):
         return ref  # a commit id: only a fetch can check it (the build's)
     result = box.run(["git", "ls-remote", "--", url])
