@@ -401,6 +401,7 @@ def test_a_users_build_writes_only_its_own_directories_with_a_cache_of_its_own(p
     box = make("tljh-env-build-x", [paths.BUILDER_DIR], env={"UV_CACHE_DIR": paths.ENVIRONMENTS_UV_CACHE_DIR})
     assert isinstance(box, user_builds.ConfinedSandbox) and box.writable == own
     assert box.env["UV_CACHE_DIR"] == os.path.join(store.work_path(name), "uv-cache")
+    assert box.env["GIT_CONFIG_KEY_0"] == "http.followRedirects" and box.env["GIT_CONFIG_VALUE_0"] == "false"
     cmd = box.command(["uv", "venv", own[0]])
     assert f"--property=ReadWritePaths={' '.join('-' + p for p in own)}" in cmd
     assert not any(paths.BUILDER_DIR + " " in c or c.endswith(paths.BUILDER_DIR) for c in cmd if "ReadWrite" in c)

@@ -98,7 +98,7 @@ def confined(name):
     def make(unit, writable, readable=(), env=None, **options):  # options: whatever else the builder passes
         if os.path.abspath(paths.BUILDER_DIR) not in [os.path.abspath(w) for w in writable]:
             return sandbox.sandbox(unit, writable, readable, env, **options)  # postBuild's: its build and checkout
-        env = dict(env or {})
+        env = {**(env or {}), **NO_REDIRECTS}
         env["UV_CACHE_DIR"] = os.path.join(store.work_path(name), "uv-cache")
         env["UV_LINK_MODE"] = "copy"  # the cache and the build are separate mounts: no hard links between them
         box = sandbox.sandbox(unit, own, readable, env, **options)
@@ -126,9 +126,14 @@ def prepare(config: dict) -> None:
         raise ConfigError(f"builds.allowed_hosts: users' builds need git, which could not be installed: {e}") from None
 
 
+# git follows an http(s) server's redirect of its first request by default: an allowed host could send a user's
+# build to any other. git >= 2.31 reads configuration from these variables.
+NO_REDIRECTS = {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.followRedirects", "GIT_CONFIG_VALUE_0": "false"}
+
+
 def lookup_sandbox():
     """Where the hub asks a repository for its branches: as the builder, with network, writing nothing."""
-    return sandbox.sandbox("tljh-env-lookup", [], env=repository.sandbox_env())
+    return sandbox.sandbox("tljh-env-lookup", [], env={**repository.sandbox_env(), **NO_REDIRECTS})
 
 
 def resolve(url: str, ref: str | None, box) -> str:
