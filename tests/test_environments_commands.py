@@ -22,6 +22,8 @@ def test_list_names_every_environment_and_what_to_do(prefix, plain_specs):
     fake_build(paths.environment_prefix("default"), "default", "20260101T000000-aaaa", python="3.11")
     fake_build(paths.environment_prefix("data"), "data", "20260102T000000-bbbb", python="3.11")
     fake_build(paths.environment_prefix("old"), "old", "20250101T000000-cccc")
+    users_build = "repo-" + "ab" * 20  # a user's build from a repository (tljh.environments.user_builds)
+    fake_build(paths.environment_prefix(users_build), users_build, "20260103T000000-dddd")
     lines = commands.list_lines(config)
     table = [l.split() for l in lines[:4]]
     assert table[0] == ["NAME", "STATE", "PYTHON", "BUILD", "DESCRIPTION"]
@@ -29,6 +31,9 @@ def test_list_names_every_environment_and_what_to_do(prefix, plain_specs):
     assert lines[2].startswith("data ") and lines[2].endswith("Pandas for stats")
     assert table[3][:3] == ["new", "not", "built"]
     assert "old: built but not in config.yaml; remove it with: sudo tljh env remove old" in lines
+    assert not any(l.startswith(users_build) for l in lines)
+    assert any(l.startswith("1 environments users built from repositories") for l in lines), lines
+    assert commands.show_lines(config, users_build)[0] == f"# environment {users_build}: a user's build"
 
 
 def test_show_prints_a_requirements_file(prefix, plain_specs):
