@@ -429,3 +429,24 @@ def test_tljh_config_installs_git_when_users_may_build(monkeypatch):
     check({}, {"builds": {"allowed_hosts": ["github.com"]}})
     assert installed == [True]
     assert tljh_config._system_check("builds.allow_unsupported") is None
+
+
+@pytest.mark.asyncio
+async def test_a_server_stopping_in_a_users_build_marks_its_last_use(prefix, monkeypatch):
+    from systemdspawner import SystemdSpawner
+
+    async def stopped(self, now=False):
+        return None
+
+    monkeypatch.setattr(SystemdSpawner, "stop", stopped)
+    monkeypatch.setattr("tljh.hub.spawner.session_installs.remove_layer", lambda unit: None)
+    name = user_builds.build_name(URL, HEAD)
+    user_builds.record_use(name, "alice", url=URL, commit=HEAD, built=True)
+    os.utime(user_builds.usage_path(name), (1, 1))
+    user = types.SimpleNamespace(name="bob", id=2, admin=False, url="/user/bob/")
+    s = UserCreatingSpawner(user=user, user_environment=name, servers_dir="/nonexistent/a",
+                            server_links_dir="/nonexistent/b")
+    await s.stop()
+    record = user_builds.usage(name)
+    assert record["last_user"] == "bob" and record["builds"] == 1
+    assert os.stat(user_builds.usage_path(name)).st_mtime > 1000
