@@ -345,6 +345,8 @@ def test_the_builders_words_for_an_admin_are_said_for_users():
         "build failed: the repository asks for what is not supported here: a Dockerfile (no Docker here); apt.txt "
         "package libgdal-dev (OS packages are not installed for users' builds) (an admin can set "
         "builds.allow_unsupported true to build the rest; see docs/howto/repository-environments)")
+    path = f"Using Python 3.11.2 environment at: /opt/tljh/envs/.builder/{name}"
+    assert hub_builds.readable(path, name) == path
 
 
 # ---------------------------------------------------------------------------------------------- the spawn page
