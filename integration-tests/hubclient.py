@@ -20,6 +20,23 @@ class HubError(Exception):
     pass
 
 
+async def receive_by(ws, deadline, waiting_for):
+    """The websocket's next frame other than a ping, or HubError("no <waiting_for>") once ``deadline`` (a
+    time.monotonic() value) has passed.
+
+    aiohttp's own ``receive(timeout=)`` times each read of the socket, and after answering a ping it reads
+    again with a fresh timeout: a server that pings more often than the timeout (jupyter-server pings its
+    websockets) kept a test waiting for ever on a kernel that never answered. The deadline bounds the whole
+    wait instead."""
+    remaining = deadline - time.monotonic()
+    try:
+        if remaining <= 0:
+            raise asyncio.TimeoutError
+        return await asyncio.wait_for(ws.receive(), remaining)
+    except asyncio.TimeoutError:
+        raise HubError(f"no {waiting_for}") from None
+
+
 class _StaticResolver(AbstractResolver):
     """Names given in advance resolve to their address; other names through the usual resolver."""
 
@@ -195,10 +212,9 @@ class HubClient:
             await ws.send_json(["stdin", f"{command}; echo {marker[:8]}''{marker[8:]}\r"])
             deadline = time.monotonic() + timeout
             while marker not in output:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise HubError(f"terminal: no end of {command!r} after {timeout} s: {output[-500:]!r}")
-                msg = await ws.receive(timeout=remaining)
+                msg = await receive_by(
+                    ws, deadline, f"end of {command!r} in the terminal within {timeout} s: {output[-500:]!r}"
+                )
                 if msg.type != aiohttp.WSMsgType.TEXT:
                     raise HubError(f"terminal closed: {msg}")
                 kind, *data = json.loads(msg.data)
@@ -234,8 +250,8 @@ class Kernel:
         await self.ws.send_str(json.dumps(msg))
         output = []
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            frame = await self.ws.receive(timeout=deadline - time.monotonic())
+        while True:
+            frame = await receive_by(self.ws, deadline, f"result for {code!r} within {timeout} s")
             if frame.type != aiohttp.WSMsgType.TEXT:
                 raise HubError(f"kernel websocket closed: {frame.type} {frame.data!r}")
             reply = json.loads(frame.data)
@@ -253,7 +269,6 @@ class Kernel:
                 raise HubError(f"kernel error: {reply['content']['ename']}: {reply['content']['evalue']}")
             if kind == "status" and reply["content"]["execution_state"] == "idle" and output:
                 return "".join(output)
-        raise HubError(f"no result for {code!r} within {timeout} s")
 
     async def stay_open_while(self, awaitable):
         """Await ``awaitable`` with the socket read meanwhile, as an open browser tab reads it.
@@ -297,8 +312,8 @@ class Terminal:
         await self.ws.send_str(json.dumps(["stdin", f"{command}; echo {marker}-$?-end\r"]))
         output = ""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            frame = await self.ws.receive(timeout=deadline - time.monotonic())
+        while True:
+            frame = await receive_by(self.ws, deadline, f"end of {command!r} in the terminal within {timeout} s")
             if frame.type != aiohttp.WSMsgType.TEXT:
                 raise HubError(f"terminal websocket closed: {frame.type} {frame.data!r}")
             kind, *data = json.loads(frame.data)
@@ -309,7 +324,6 @@ class Terminal:
                 if done:
                     text = re.sub(r"\x1b\][^\x07]*\x07|\x1b\[[0-9;?]*[A-Za-z]|\r", "", output[: done.start()])
                     return text.split(f"{marker}-$?-end\n", 1)[-1]
-        raise HubError(f"{command!r} did not finish in the terminal within {timeout} s")
 
     async def close(self):
         await self.ws.close()
