@@ -74,14 +74,18 @@ def test_a_package_that_does_not_exist_fails_naming_it_and_the_old_build_serves(
     assert build(small(config, "data")).state == "up to date"
 
 
-def test_a_killed_build_is_redone_by_the_next_run(build):
+def test_a_killed_build_is_redone_by_the_next_run(build, monkeypatch):
     config = {"environments": {"data": {"packages": ["idna"]}}}
     build(small(config, "data"))
     serving = store.current("data").build
     # What a build killed while installing leaves: a half-made copy and its scratch files.
     os.makedirs(os.path.join(store.staging_path("data"), "lib"))
     os.makedirs(store.work_path("data"))
+    stopped = []
+    monkeypatch.setattr(builder_module.sandbox, "stop", lambda units: stopped.append(list(units)))
     outcome = build(small(config, "data", packages=("idna", "packaging")))
+    # The killed run's sandboxed commands are stopped once, all of them, before its directories are tidied.
+    assert stopped == [[f"tljh-env-{kind}-data" for kind in builder_module.UNIT_KINDS]]
     assert outcome.state == "built"
     assert "removed an unfinished build of an earlier run" in outcome.lines[0]
     assert store.current("data").build != serving

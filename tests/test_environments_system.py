@@ -72,6 +72,22 @@ def test_the_sandbox_runs_as_the_builder_and_writes_only_where_told():
     assert cmd[-4:] == ["--", "uv", "pip", "sync"]
 
 
+def test_stopping_several_sandboxes_is_one_stop_and_one_reset(monkeypatch):
+    calls = []
+    monkeypatch.setattr(sandbox.systemd, "systemctl", lambda *args, check=True: calls.append(args))
+    monkeypatch.setattr(sandbox, "_systemd_root", lambda: True)
+    sandbox.stop(["tljh-env-build-data", "tljh-env-postbuild-data"])
+    assert calls == [
+        ("stop", "tljh-env-build-data:*", "tljh-env-postbuild-data:*"),
+        ("reset-failed", "tljh-env-build-data:*", "tljh-env-postbuild-data:*"),
+    ]
+    calls.clear()
+    monkeypatch.setattr(sandbox, "_systemd_root", lambda: False)  # nothing ran in a unit: nothing to stop
+    sandbox.stop(["tljh-env-build-data"])
+    sandbox.Unsandboxed("tljh-env-build-data", ["/x"]).stop()
+    assert calls == []
+
+
 def test_unsandboxed_commands_stream_their_lines(tmp_path):
     seen = []
     result = sandbox.Unsandboxed("x", [str(tmp_path)]).run(["sh", "-c", "echo one; echo two >&2; exit 3"], seen.append)

@@ -29,6 +29,20 @@ _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;]+)")
 _PIN_URL = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?\s+@\s")
 
 
+# The sandboxed commands of an environment's builds, each in units "tljh-env-<kind>-<name>:<id>".
+UNIT_KINDS = ("fetch", "build", "postbuild")
+
+
+def unit(kind: str, name: str) -> str:
+    """The base name of the units of ``kind`` (UNIT_KINDS, or "check" for tljh-config's resolve check)."""
+    return f"tljh-env-{kind}-{name}"
+
+
+def stop_units(name: str) -> None:
+    """Stop every sandboxed command of ``name``'s builds (what a killed run left running)."""
+    sandbox.stop([unit(kind, name) for kind in UNIT_KINDS])
+
+
 class BuildError(Exception):
     """The build failed; the message says why (uv's or apt's own words) and what still serves."""
 
@@ -116,7 +130,11 @@ class Builder:
         started = time.monotonic()
         if not spec.repository:
             with store.environments_lock():
-                return self._build_if_needed(spec, force, from_lock, started)
+                try:
+                    return self._build_if_needed(spec, force, from_lock, started)
+                except KeyboardInterrupt:  # SIGINT, or SIGTERM through commands.main: stop the sandboxed uv too
+                    stop_units(spec.name)
+                    raise
         if from_lock:
             return self._failed(spec, f"{spec.name} comes from a repository: --from-lock does not apply", started)
         if spec.name == "default":
@@ -132,8 +150,8 @@ class Builder:
                 return self._build_if_needed(spec, force, None, started)
             except (repository.RepositoryError, apt.AptError) as e:
                 return self._failed(spec, str(e), started)
-            except KeyboardInterrupt:  # a killed build also stops a git still fetching
-                self._fetch_sandbox(spec).stop()
+            except KeyboardInterrupt:  # before the checkout is removed: git or a postBuild may be writing there
+                stop_units(spec.name)
                 raise
             finally:
                 shutil.rmtree(repository.checkout_path(spec.name), ignore_errors=True)
@@ -149,9 +167,10 @@ class Builder:
         store.adopt_legacy(name)
         if os.path.lexists(store.staging_path(name)) or os.path.lexists(store.work_path(name)):
             # A killed run (SIGKILL skips the KeyboardInterrupt path) may have left its sandboxed uv or postBuild
-            # writing there: stop it before tidying, or the removal races with its writes (ENOTEMPTY).
-            self._sandbox(spec).stop()
-            self._post_build_sandbox(spec).stop()
+            # writing there: stop it before tidying, or the removal races with its writes (ENOTEMPTY). The one
+            # place a build stops them: without these directories no command of a killed run can be running
+            # (uv resolves in the work directory and installs into the staging one).
+            stop_units(name)
         note = store.recover(name, fingerprint)
         if note:
             self.out(f"{name}: {note}")
@@ -164,10 +183,6 @@ class Builder:
             shutil.rmtree(store.staging_path(name), ignore_errors=True)
             shutil.rmtree(store.work_path(name), ignore_errors=True)
             return self._failed(spec, str(e), started)
-        except KeyboardInterrupt:  # SIGINT, or SIGTERM through commands.main: stop the sandboxed uv too
-            self._sandbox(spec).stop()
-            self._post_build_sandbox(spec).stop()
-            raise
         outcome.seconds = time.monotonic() - started
         self._clear_failure(name)
         self.out(f"{name}: build {outcome.message} is current ({outcome.seconds:.1f} s)")
@@ -183,7 +198,7 @@ class Builder:
         store.prepare_directories()
         work = store.work_path(spec.name) + "-check"
         self._fresh_dir(work)
-        box = self._sandbox(spec, unit=f"tljh-env-check-{spec.name}")
+        box = self._sandbox(spec, unit("check", spec.name))
         try:
             # A Python still to be installed from the archive: resolve for its version with the system's.
             target = pythons.SYSTEM_PYTHON if package else interpreter
@@ -209,7 +224,6 @@ class Builder:
             apt.install(R_PACKAGES, no_recommends=True, out=self.out)
 
         box = self._sandbox(spec)
-        box.stop()
         work, staging = store.work_path(name), store.staging_path(name)
         self._fresh_dir(work)
         lock_file = os.path.join(work, "lock.txt")
@@ -395,16 +409,16 @@ class Builder:
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _sandbox(self, spec, unit=None):
+    def _sandbox(self, spec, unit_name=None):
         # One writable directory for the cache and the builds: hard links do not cross mount points, and each
         # writable path is its own mount in the sandbox.
         env = {"UV_CACHE_DIR": paths.ENVIRONMENTS_UV_CACHE_DIR, "UV_SYSTEM_CERTS": "1", "UV_NO_PROGRESS": "1"}
-        return self.make_sandbox(unit or f"tljh-env-build-{spec.name}", [paths.BUILDER_DIR], env=env)
+        return self.make_sandbox(unit_name or unit("build", spec.name), [paths.BUILDER_DIR], env=env)
 
     def _fetch_sandbox(self, spec):
         env = repository.sandbox_env()
         return self.make_sandbox(
-            f"tljh-env-fetch-{spec.name}", [paths.BUILDER_DIR], readable=repository.readable_paths(spec), env=env
+            unit("fetch", spec.name), [paths.BUILDER_DIR], readable=repository.readable_paths(spec), env=env
         )
 
     def _post_build_sandbox(self, spec, staging=None):
@@ -417,7 +431,7 @@ class Builder:
             "PIP_NO_CACHE_DIR": "1",
         }
         checkout = spec.checkout or repository.checkout_path(spec.name)
-        return self.make_sandbox(f"tljh-env-postbuild-{spec.name}", [staging, checkout], env=env)
+        return self.make_sandbox(unit("postbuild", spec.name), [staging, checkout], env=env)
 
     def _fresh_dir(self, path):
         shutil.rmtree(path, ignore_errors=True)

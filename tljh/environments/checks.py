@@ -10,7 +10,7 @@ from ..settings.environments import DEFAULT
 from ..system import apt, pythons, sandbox
 from . import repository
 from . import spec as specs_module
-from .builder import Builder, BuildError
+from .builder import Builder, BuildError, unit
 
 # Changing these needs a new resolve; a description or offer_kernel does not.
 _BUILD_KEYS = ("packages", "requirements", "python")
@@ -63,7 +63,7 @@ def check_repository(name, entry, previous, config, pm=None) -> None:
         if not repository.archive_path(spec):
             repository.ensure_git(out=lambda line: None)
         box = sandbox.sandbox(
-            f"tljh-env-check-{name}", [], readable=repository.readable_paths(spec), env=repository.sandbox_env()
+            unit("check", name), [], readable=repository.readable_paths(spec), env=repository.sandbox_env()
         )
         repository.check_reachable(spec, box)
     except (repository.RepositoryError, apt.AptError) as e:

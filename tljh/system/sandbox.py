@@ -81,8 +81,16 @@ class Sandbox:
 
     def stop(self) -> None:
         """Stop what a killed earlier run may still be doing (every unit of this name's pattern)."""
-        systemd.stop(f"{self.unit}:*", check=False)
-        systemd.systemctl("reset-failed", f"{self.unit}:*", check=False)
+        stop([self.unit])
+
+
+def stop(units) -> None:
+    """Stop every command run by sandboxes of the base names ``units``: two systemctl calls, however many."""
+    if not _systemd_root():  # commands ran unsandboxed (Unsandboxed): they are the caller's own processes
+        return
+    patterns = [f"{unit}:*" for unit in units]
+    systemd.systemctl("stop", *patterns, check=False)
+    systemd.systemctl("reset-failed", *patterns, check=False)
 
 
 class Unsandboxed(Sandbox):
