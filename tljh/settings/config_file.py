@@ -15,7 +15,6 @@ import contextlib
 import io
 import os
 
-import filelock
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
@@ -152,6 +151,10 @@ def lock_path(path) -> str:
 @contextlib.contextmanager
 def locked(path):
     """Hold the exclusive lock that serializes every read-modify-write of `path` (root-only lock file)."""
+    # Imported here: filelock (it brings asyncio) is a fifth of what reading the config costs to import, and
+    # most readers (the hub, `tljh env build`, `tljh status`) never write.
+    import filelock
+
     lpath = lock_path(path)
     os.makedirs(os.path.dirname(lpath), mode=0o700, exist_ok=True)
     with filelock.FileLock(lpath, mode=0o600):
