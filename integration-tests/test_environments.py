@@ -84,6 +84,7 @@ def test_a_second_environment_with_pandas(hub):
     build = hub.run("tljh env build", timeout=900)
     assert "default: up to date" in build.stdout
     assert "data: build" in build.stdout and "is current" in build.stdout
+    assert "data: compiling bytecode in the background" in build.stdout
     assert "run `sudo tljh-config reload` so servers started from now on offer" in build.stdout
     hub.run("tljh-config reload hub")
     assert "tljh-config reload" not in hub.run("tljh env build").stdout
@@ -93,6 +94,48 @@ def test_a_second_environment_with_pandas(hub):
     assert "\npandas==" in lock and "\njupyterhub==" in lock and "\nipykernel==" in lock
     # The output of show is itself a requirements file.
     hub.run("tljh env show data > /tmp/data.txt && /opt/tljh/hub/bin/uv pip compile -q --system-certs /tmp/data.txt >/dev/null")
+
+
+BYTECODE_UNITS = "systemctl list-units --state=active,activating --plain --no-legend 'tljh-env-bytecode-data:*'"
+SITE = "/opt/tljh/envs/data/lib/python3.*/site-packages"
+
+
+def wait_for_bytecode(hub, name, timeout=900):
+    deadline = time.monotonic() + timeout
+    while "bytecode not compiled" in hub.run("tljh env list").stdout:
+        assert time.monotonic() < deadline, f"the bytecode of {name} was not compiled within {timeout} s"
+        time.sleep(2)
+
+
+def test_bytecode_is_compiled_after_the_switch_and_a_killed_compile_is_redone(hub):
+    """The build served before its bytecode existed (the previous test); the compile then runs as the builder
+    and leaves bytecode users cannot write. Killed mid-way it breaks nothing, and the next `tljh env build`
+    compiles what is missing."""
+    wait_for_bytecode(hub, "data")
+    pyc = hub.run(f"ls {SITE}/pandas/__pycache__/__init__.*.pyc").stdout.strip()
+    assert hub.run(f"stat -c '%U %a' {pyc}").stdout.split() == ["tljh-builder", "644"]
+    refused = hub.run(f"touch $(dirname {pyc})/by-nobody", user="nobody", check=False)
+    assert refused.returncode != 0 and "Permission denied" in refused.stderr
+    # The installer compiled default's before it went on (no note for default in the listing).
+    assert "default: bytecode not compiled" not in hub.run("tljh env list").stdout
+
+    # Every .pyc gone (a compile of the whole environment: long enough to be killed in the middle).
+    hub.run(f"rm /opt/tljh/envs/data/tljh-bytecode.txt && find {SITE} -name '*.pyc' -delete")
+    again = hub.run("tljh env build data").stdout
+    assert "data: up to date" in again and "compiling bytecode in the background" in again, again
+    hub.run("systemctl kill -s KILL 'tljh-env-bytecode-data:*'", check=False)
+    deadline = time.monotonic() + 60
+    while hub.run(BYTECODE_UNITS, check=False).stdout.strip():
+        assert time.monotonic() < deadline, "the killed compile's unit is still active"
+        time.sleep(0.5)
+    # Killed: no marker, whatever it wrote is whole, and a user imports everything as before.
+    assert "data: bytecode not compiled" in hub.run("tljh env list").stdout
+    assert hub.run("/opt/tljh/envs/data/bin/python -c 'import pandas; print(6*7)'", user="nobody").stdout.strip() == "42"
+    rerun = hub.run("tljh env build data").stdout
+    assert "data: up to date" in rerun and "compiling bytecode in the background" in rerun, rerun
+    wait_for_bytecode(hub, "data")
+    assert hub.run(f"ls {SITE}/pandas/__pycache__/__init__.*.pyc", check=False).returncode == 0
+    assert not hub.run(f"find {SITE} -name '*.pyc.*'").stdout.strip()  # no temporaries left
 
 
 def test_every_server_offers_every_environment_as_a_kernel(hub):

@@ -71,7 +71,9 @@ def small(config, name, **changes):
 @pytest.fixture
 def build(prefix):
     lines = []
-    b = builder_module.Builder(out=lines.append)
+    # Bytecode compiled before build() returns (as in the installer): a compile still running in the background
+    # would race with the next step of a test and with the removal of tmp_path.
+    b = builder_module.Builder(out=lines.append, wait_for_bytecode=True)
 
     def run(spec, **kw):
         lines.clear()

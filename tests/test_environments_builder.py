@@ -4,22 +4,22 @@ On a server the builder's uv runs as tljh-builder in a sandboxed systemd unit (i
 unsandboxed as the test's user, through the same code.
 """
 
+import glob
 import json
 import os
 import subprocess
+import time
 
 import pytest
 from environments_testing import build, prefix, small, uv_cache  # noqa: F401
 
 from tljh.environments import builder as builder_module
-from tljh.environments import checks, spec as specs_module, store
+from tljh.environments import bytecode, checks, spec as specs_module, store
 from tljh.settings.errors import ConfigError
 from tljh.system import paths
 
 
 def site_packages(path):
-    import glob
-
     return glob.glob(os.path.join(path, "lib", "python3*", "site-packages"))[0]
 
 
@@ -33,6 +33,7 @@ def test_build_then_nothing_to_do(build):
     kernel = json.load(open(os.path.join(current.path, "share/tljh/kernels/data/kernel.json")))
     assert kernel["argv"][0] == os.path.join(paths.environment_prefix("data"), "bin", "python")
     assert os.path.exists(os.path.join(site_packages(current.path), "idna", "__pycache__"))  # bytecode compiled
+    assert bytecode.compiled(current.path, current.build)
     # uv makes its lock 0666 for whoever runs uv next: in a served environment only root may write it
     assert os.stat(os.path.join(current.path, ".lock")).st_mode & 0o022 == 0
     again = build(small(config, "data"))
@@ -44,6 +45,8 @@ def test_a_change_installs_into_a_copy_and_keeps_what_an_admin_installed_by_hand
     config = {"environments": {"data": {"packages": ["idna"]}}}
     build(small(config, "data"))
     before = store.current("data")
+    idna_pyc = glob.glob(os.path.join(site_packages(before.path), "idna", "__pycache__", "core.*.pyc"))[0]
+    idna_pyc_inode = os.stat(idna_pyc).st_ino
     subprocess.run([os.path.join(before.path, "bin", "python"), "-m", "pip", "install", "-q", "--no-deps", "cowsay"], check=True)
     assert builder_module.by_hand(before.path, before.lock()) == {"cowsay": "cowsay"}
     settings = site_packages(before.path) + "/../../../share/jupyter/lab/settings"
@@ -57,8 +60,27 @@ def test_a_change_installs_into_a_copy_and_keeps_what_an_admin_installed_by_hand
     assert builder_module.pins(after.lock()).keys() == {"idna", "pip", "six", "packaging", "cowsay"}
     assert after.record["by_hand"] == ["cowsay"]
     assert os.path.exists(os.path.join(after.path, "share/jupyter/lab/settings/overrides.json"))
+    # The copy's bytecode of unchanged packages is the previous build's (hard links); only new files compile.
+    assert os.stat(idna_pyc.replace(before.path, after.path)).st_ino == idna_pyc_inode
+    assert bytecode.compiled(after.path, after.build)
+    assert glob.glob(os.path.join(site_packages(after.path), "packaging", "__pycache__", "*.pyc"))
     # The serving build was swapped, not changed: the old one (retired, then collected) never got packaging.
     assert not os.path.exists(os.path.join(before.path, "tljh-environment.json")) or store.current("data").build != before.build
+
+
+def test_a_build_serves_before_its_bytecode_is_compiled_in_the_background(prefix):
+    """As `tljh env build` does it: reported current once switched in; the compile follows, then marks it."""
+    lines = []
+    outcome = builder_module.Builder(out=lines.append).build(small({"environments": {"data": {}}}, "data"))
+    assert outcome.state == "built", outcome.message
+    current = store.current("data")
+    assert current.build == outcome.message  # serving when build() returned
+    assert any("compiling bytecode in the background" in line for line in lines), lines
+    deadline = time.monotonic() + 300
+    while not bytecode.compiled(current.path, current.build):
+        assert time.monotonic() < deadline, "the background compile never finished"
+        time.sleep(0.2)
+    assert glob.glob(os.path.join(site_packages(current.path), "__pycache__", "six.*.pyc"))
 
 
 def test_a_package_that_does_not_exist_fails_naming_it_and_the_old_build_serves(build):

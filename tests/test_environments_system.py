@@ -72,6 +72,15 @@ def test_the_sandbox_runs_as_the_builder_and_writes_only_where_told():
     assert cmd[-4:] == ["--", "uv", "pip", "sync"]
 
 
+def test_a_background_command_has_no_wait_and_its_extra_properties(monkeypatch):
+    box = sandbox.Sandbox("tljh-env-bytecode-data", ["/opt/tljh/envs/data"], properties={"Nice": "19"})
+    cmd = box.command(["python", "-I", "x.py"], wait=False)
+    assert "--wait" not in cmd and "--pipe" not in cmd and "--collect" in cmd
+    props = dict(a.split("=", 1)[1].split("=", 1) for a in cmd if a.startswith("--property="))
+    assert props["Nice"] == "19" and props["User"] == paths.BUILDER_USER
+    assert props["ReadWritePaths"] == "/opt/tljh/envs/data"
+
+
 def test_stopping_several_sandboxes_is_one_stop_and_one_reset(monkeypatch):
     calls = []
     monkeypatch.setattr(sandbox.systemd, "systemctl", lambda *args, check=True: calls.append(args))

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 
 from ..system import apt, env_contents, files, paths, pythons, sandbox, venvs
-from . import repository, store
+from . import bytecode, repository, store
 from .spec import EnvironmentSpec, R_PACKAGES, hub_version
 
 KERNELS_SUBDIR = os.path.join("share", "tljh")  # <prefix>/share/tljh/kernels/<name>/kernel.json
@@ -30,7 +30,7 @@ _PIN_URL = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?\s+@\s")
 
 
 # The sandboxed commands of an environment's builds, each in units "tljh-env-<kind>-<name>:<id>".
-UNIT_KINDS = ("fetch", "build", "postbuild")
+UNIT_KINDS = ("fetch", "build", "postbuild", "bytecode")
 
 
 def unit(kind: str, name: str) -> str:
@@ -39,7 +39,7 @@ def unit(kind: str, name: str) -> str:
 
 
 def stop_units(name: str) -> None:
-    """Stop every sandboxed command of ``name``'s builds (what a killed run left running)."""
+    """Stop every sandboxed command of ``name``'s builds (a killed run's, a compile still running)."""
     sandbox.stop([unit(kind, name) for kind in UNIT_KINDS])
 
 
@@ -118,11 +118,14 @@ def by_hand(build_path: str, lock_text: str) -> dict[str, str]:
 
 
 class Builder:
-    """Builds environments; prints progress through ``out``."""
+    """Builds environments; prints progress through ``out``. A build is reported done once it serves; its
+    bytecode is compiled after that, in the background, unless ``wait_for_bytecode`` (the installer: the
+    first servers after an install start from compiled packages, as before)."""
 
-    def __init__(self, out=print, make_sandbox=sandbox.sandbox):
+    def __init__(self, out=print, make_sandbox=sandbox.sandbox, wait_for_bytecode=False):
         self.out = out
         self.make_sandbox = make_sandbox
+        self.wait_for_bytecode = wait_for_bytecode
 
     # -- public --------------------------------------------------------------------------------
 
@@ -165,27 +168,35 @@ class Builder:
         fingerprint = spec.fingerprint(version)
         store.prepare_directories()
         store.adopt_legacy(name)
-        if os.path.lexists(store.staging_path(name)) or os.path.lexists(store.work_path(name)):
-            # A killed run (SIGKILL skips the KeyboardInterrupt path) may have left its sandboxed uv or postBuild
-            # writing there: stop it before tidying, or the removal races with its writes (ENOTEMPTY). The one
-            # place a build stops them: without these directories no command of a killed run can be running
-            # (uv resolves in the work directory and installs into the staging one).
-            stop_units(name)
+        leftover = os.path.lexists(store.staging_path(name)) or os.path.lexists(store.work_path(name))
+        wanted = not (force or from_lock)
+        if not leftover and wanted and _serves(store.current(name), fingerprint):
+            # The no-change path (every installer rerun, every `tljh env build`): no systemctl, no subprocess,
+            # unless the build's bytecode is still missing.
+            self._bytecode(spec)
+            return Outcome(name, "up to date", seconds=time.monotonic() - started)
+        # A killed run (SIGKILL skips the KeyboardInterrupt path) may have left its sandboxed uv or postBuild
+        # writing in the staging directory recover() tidies, and the current build's bytecode may be compiling
+        # while the build is about to be copied: stopped first, or removals and copies race with their writes.
+        stop_units(name)
         note = store.recover(name, fingerprint)
         if note:
             self.out(f"{name}: {note}")
         current = store.current(name)
-        if current and current.fingerprint == fingerprint and current.works() and not (force or from_lock):
+        if wanted and _serves(current, fingerprint):  # recover() switched in what a killed run had finished
+            self._bytecode(spec)
             return Outcome(name, "up to date", seconds=time.monotonic() - started)
         try:
             outcome = self._build(spec, interpreter, version, python_package, fingerprint, current, from_lock)
         except (BuildError, apt.AptError) as e:
             shutil.rmtree(store.staging_path(name), ignore_errors=True)
             shutil.rmtree(store.work_path(name), ignore_errors=True)
+            self._bytecode(spec)  # the build that keeps serving: its compile was stopped above
             return self._failed(spec, str(e), started)
         outcome.seconds = time.monotonic() - started
         self._clear_failure(name)
         self.out(f"{name}: build {outcome.message} is current ({outcome.seconds:.1f} s)")
+        self._bytecode(spec)
         _, kept = store.collect()
         waiting = [k for k in kept if k.startswith(name + ".")]
         if waiting:
@@ -256,9 +267,9 @@ class Builder:
         self._report_changes(name, current.lock() if current else "", lock_text)
 
         self._stage(box, spec, interpreter, version, source, staging)
+        # No --compile-bytecode: the bytecode is compiled once the build serves (see _bytecode).
         result = box.run(
-            [venvs.uv_binary(), "pip", "sync", "--python", os.path.join(staging, "bin", "python"),
-             "--compile-bytecode", lock_file],
+            [venvs.uv_binary(), "pip", "sync", "--python", os.path.join(staging, "bin", "python"), lock_file],
             on_line=self._uv_line,
         )
         if result.returncode != 0:
@@ -407,7 +418,38 @@ class Builder:
             if os.path.exists(os.path.join(logos, logo)) and _no_links(staging, relative):
                 shutil.copyfile(os.path.join(logos, logo), os.path.join(directory, logo))
 
+    def _bytecode(self, spec):
+        """Compile the bytecode of the build serving ``spec`` if it is not complete: in the background (unless
+        wait_for_bytecode), as the builder, at the lowest CPU and I/O priority so running servers do not
+        wait for it. A compile that is already running (started by an earlier command) is left to finish."""
+        current = store.current(spec.name)
+        if current is None or bytecode.compiled(current.path, current.build) or not current.works():
+            return
+        box = self._bytecode_sandbox(spec)
+        command = [os.path.join(spec.prefix, "bin", "python"), "-I", bytecode.__file__, spec.prefix, current.build]
+        if self.wait_for_bytecode:
+            box.stop()  # one started in the background earlier: this one does the rest, and waits
+            self.out(f"{spec.name}: compiling bytecode")
+            result = box.run(command, on_line=lambda line: self.out("    " + line))
+            if result.returncode != 0:
+                # The build serves, only imports are slower: a warning, and the next build or rerun retries.
+                self.out(f"warning: {spec.name}: compiling its bytecode failed (status {result.returncode})")
+        elif box.running():
+            self.out(f"{spec.name}: its bytecode is still being compiled in the background")
+        elif box.start(command):
+            self.out(f"{spec.name}: compiling bytecode in the background (first imports are slower until it "
+                     f"finishes: systemctl status '{box.unit}:*')")
+        else:
+            self.out(f"warning: {spec.name}: could not start compiling its bytecode; `tljh env build` retries")
+
     # -- helpers -------------------------------------------------------------------------------
+
+    def _bytecode_sandbox(self, spec):
+        # Writes only the serving build (the stable path, as it is when the compile starts: a build switched in
+        # later is not this compile's). Reads the program from wherever tljh is installed, even a home.
+        low = {"Nice": "19", "CPUSchedulingPolicy": "batch", "IOSchedulingClass": "idle"}
+        return self.make_sandbox(unit("bytecode", spec.name), [spec.prefix], readable=[bytecode.__file__],
+                                 properties=low)
 
     def _sandbox(self, spec, unit_name=None):
         # One writable directory for the cache and the builds: hard links do not cross mount points, and each
@@ -473,6 +515,11 @@ class Builder:
             os.unlink(failure_file(name))
         except FileNotFoundError:
             pass
+
+
+def _serves(current: store.Build | None, fingerprint: str) -> bool:
+    """The current build is what the spec asks for now, and it runs."""
+    return current is not None and current.fingerprint == fingerprint and current.works()
 
 
 def gone_by_hand(build_path: str, lock_text: str) -> list[str]:

@@ -10,16 +10,17 @@ from dataclasses import dataclass
 from ..settings.environments import DEFAULT, environment_names
 from ..settings.errors import ConfigError
 from ..system import paths, venvs
-from . import store
-from .builder import Builder, by_hand, last_failure, state_of
+from . import bytecode, store
+from .builder import Builder, by_hand, last_failure, state_of, stop_units
 from .spec import specs
 from .user_builds import is_build_name
 
 
-def build(config: dict, pm=None, names=None, *, force=False, from_lock=None, out=print) -> list:
-    """Build the environments of ``names`` (all declared ones if None) that changed; return their Outcomes."""
+def build(config: dict, pm=None, names=None, *, force=False, from_lock=None, out=print, wait_for_bytecode=False) -> list:
+    """Build the environments of ``names`` (all declared ones if None) that changed; return their Outcomes.
+    ``wait_for_bytecode``: return once the builds' bytecode is compiled too (see Builder)."""
     declared = specs(config, pm)
-    builder = Builder(out=out)
+    builder = Builder(out=out, wait_for_bytecode=wait_for_bytecode)
     outcomes = []
     for name in names or list(declared):
         outcome = builder.build(declared[name], force=force, from_lock=from_lock)
@@ -95,6 +96,9 @@ def list_lines(config: dict, pm=None) -> list[str]:
             hand = by_hand(current.path, current.lock())
             if hand:
                 notes.append(f"{name}: installed by hand (kept by rebuilds): {', '.join(sorted(hand))}")
+            if not bytecode.compiled(current.path, current.build):
+                notes.append(f"{name}: bytecode not compiled yet (imports are slower until it is; "
+                             f"`sudo tljh env build {name}` compiles it if no compile is running)")
         rows.append((name, state, current.python if current else "-", current.build if current else "-",
                      spec.description))
     users = [name for name in store.built_names() if is_build_name(name)]
@@ -162,6 +166,7 @@ def remove(name: str, config_path=paths.CONFIG_FILE, out=print) -> None:
         out(f"removed environments.{name} from {config_path}")
     with store.environments_lock():
         store.prepare_directories()
+        stop_units(name)  # its bytecode may still be compiling: the retired build needs none
         retired = store.retire(name)
         _, kept = store.collect()
     if retired is None:

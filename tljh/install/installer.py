@@ -234,7 +234,8 @@ def build_environments(ctx):
         print("    " + line, flush=True)
         log.info("%s", line)
 
-    outcomes = commands.build(load_settings().config, ctx.pm, out=out)
+    # Waiting for the bytecode: the servers started right after an install import compiled packages.
+    outcomes = commands.build(load_settings().config, ctx.pm, out=out, wait_for_bytecode=True)
     failed = {o.name: o for o in outcomes if o.state == "failed"}
     if "default" in failed:
         hint = " (check the packages in --user-requirements-txt-url)" if ctx.args.user_requirements_txt_url else ""

@@ -37,16 +37,17 @@ class Result:
 
 class Sandbox:
     """Run commands as ``user``, each in a transient unit ``<unit>:<id>``, writing only ``writable`` (and reading
-    ``readable`` even inside homes)."""
+    ``readable`` even inside homes); ``properties``: more unit properties (e.g. a lower priority)."""
 
-    def __init__(self, unit: str, writable, readable=(), env=None, user=paths.BUILDER_USER):
+    def __init__(self, unit: str, writable, readable=(), env=None, user=paths.BUILDER_USER, properties=None):
         self.unit = unit
         self.writable = [os.path.abspath(p) for p in writable]
         self.readable = [os.path.abspath(p) for p in readable]
         self.env = dict(env or {})
         self.user = user
+        self.properties = dict(properties or {})
 
-    def command(self, argv, cwd="/") -> list[str]:
+    def command(self, argv, cwd="/", wait=True) -> list[str]:
         props = {
             "User": self.user,
             "Group": self.user,
@@ -66,8 +67,10 @@ class Sandbox:
         }
         if self.readable:
             props["BindReadOnlyPaths"] = " ".join(self.readable)
+        props.update(self.properties)
         unit = f"{self.unit}:{secrets.token_hex(4)}"  # ':' never occurs in the names units are made from
-        cmd = ["systemd-run", "--quiet", "--wait", "--pipe", "--collect", "--service-type=exec", f"--unit={unit}"]
+        cmd = ["systemd-run", "--quiet", *(["--wait", "--pipe"] if wait else []), "--collect", "--service-type=exec",
+               f"--unit={unit}"]
         cmd += [f"--property={k}={v}" for k, v in props.items()]
         env = {k: os.environ[k] for k in PASSED_VARIABLES if k in os.environ}
         env.update(self.env)
@@ -78,6 +81,16 @@ class Sandbox:
     def run(self, argv, on_line=None, cwd="/") -> Result:
         """Run ``argv`` in ``cwd``; every line it prints goes to ``on_line`` as it comes. Never raises."""
         return _stream(self.command(argv, cwd), None, on_line)
+
+    def start(self, argv, cwd="/") -> bool:
+        """Start ``argv`` in the background (its output goes to the journal); False if it could not start."""
+        return subprocess.run(self.command(argv, cwd, wait=False), capture_output=True).returncode == 0
+
+    def running(self) -> bool:
+        """True while a command of this sandbox runs (started here or by an earlier run)."""
+        result = systemd.systemctl("list-units", "--state=active,activating", "--plain", "--no-legend",
+                                   f"{self.unit}:*", check=False)
+        return bool(result.stdout.strip())
 
     def stop(self) -> None:
         """Stop what a killed earlier run may still be doing (every unit of this name's pattern)."""
@@ -100,6 +113,15 @@ class Unsandboxed(Sandbox):
         env = {**os.environ, **self.env}
         return _stream(list(argv), env, on_line, cwd)
 
+    def start(self, argv, cwd="/") -> bool:
+        env = {**os.environ, **self.env}
+        subprocess.Popen(list(argv), env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+        return True
+
+    def running(self) -> bool:
+        return False  # nothing records what it started: callers start again (a compile skips what is done)
+
     def stop(self) -> None:
         pass
 
@@ -108,11 +130,11 @@ def _systemd_root() -> bool:
     return os.geteuid() == 0 and os.path.isdir("/run/systemd/system")
 
 
-def sandbox(unit, writable, readable=(), env=None) -> Sandbox:
+def sandbox(unit, writable, readable=(), env=None, properties=None) -> Sandbox:
     """A Sandbox on a systemd server run as root; as anyone else, commands already run without root."""
     if _systemd_root():
-        return Sandbox(unit, writable, readable, env)
-    return Unsandboxed(unit, writable, readable, env)
+        return Sandbox(unit, writable, readable, env, properties=properties)
+    return Unsandboxed(unit, writable, readable, env, properties=properties)
 
 
 def owner_ids() -> tuple[int, int]:
