@@ -6,12 +6,14 @@ test leaves the machine in a state the next ones expect (environments built, no 
 """
 
 import asyncio
+import contextlib
 import io
 import re
 import tarfile
 import time
 
 import pytest
+from browser import chromium, screenshot
 from hubclient import HubClient, HubError
 from installed import installed_machine
 
@@ -270,6 +272,91 @@ def test_a_profile_chooses_the_environment_and_users_cannot_write_it(hub):
     assert "sudo tljh env build later" in api[1]
     assert page[0] == 503 and "The environment &#39;later&#39; is not built yet" in page[1], page[0]
     assert not model["servers"], "a refused start must not leave a server behind"
+
+
+BROWSER_USER = "envdana"
+BROWSER_PASSWORD = "dana-password-1"
+DATA_PROFILE = """
+profiles:
+  - display_name: Python
+    description: The shared environment.
+    default: true
+  - display_name: Data
+    description: Pandas for the statistics course.
+    spawner_override: {user_environment: data}
+"""
+# Run in the server's own kernel ("Python 3 (ipykernel)"), which runs from the server's environment. sys.prefix
+# is the session layer over it (session packages); the layer lists the environment's site-packages last on
+# sys.path, and pandas (in data only) imports from there.
+PREFIX_CELL = (
+    "import sys, pandas; "
+    "print(sys.prefix, [p for p in sys.path if p.endswith('site-packages')][-1], pandas.__file__)"
+)
+
+
+def test_a_person_picks_the_data_profile_in_a_browser_and_the_kernel_runs_in_data(hub):
+    """Chromium, as a person: log in, pick the profile whose user_environment is data (not the default), wait
+    for JupyterLab, run a cell in a new notebook of the server's own kernel, read where it runs from."""
+    hub.run("cat >> /opt/tljh/config/config.yaml", input=DATA_PROFILE)
+    hub.run("tljh-config reload hub")
+
+    async def create_user():
+        admin = await admin_client(hub)
+        try:
+            await admin.create_users(BROWSER_USER)
+        finally:
+            await admin.__aexit__(None, None, None)
+
+    async def stop_server():
+        # Through the hub, and until the unit is gone: a running server keeps every environment's build
+        # pinned, which later tests expect to be collected once their own servers stop.
+        dana = HubClient(hub.url())
+        await dana.__aenter__()
+        try:
+            await dana.login(BROWSER_USER, BROWSER_PASSWORD)
+            await dana.stop_server()
+        finally:
+            await dana.__aexit__(None, None, None)
+
+    run(create_user())
+    try:
+        with chromium() as page:
+            page.goto(hub.url("/hub/login"))
+            page.fill("#username_input", BROWSER_USER)
+            page.fill("#password_input", BROWSER_PASSWORD)
+            page.click("#login_submit")
+            page.wait_for_selector("#profile-item-data")
+            page.click("#profile-item-data")
+            screenshot(page, "environments-picker.png")
+            page.click("#spawn_form button[type=submit]")
+            page.wait_for_url(f"**/user/{BROWSER_USER}/lab**", timeout=180_000)
+            page.wait_for_selector(".jp-Launcher", timeout=180_000)
+            # Every environment's kernel is offered; the server's own is "Python 3 (ipykernel)".
+            page.locator(".jp-LauncherCard[data-category='Notebook']", has_text="Python 3 (ipykernel)").click()
+            editor = page.locator(".jp-Notebook .jp-CodeCell .cm-content").first
+            # Keys typed before a new notebook's editor has focus are lost: type until the cell holds the code
+            # (as test_profiles' browser test does), then run it once.
+            for _ in range(10):
+                editor.click()
+                if PREFIX_CELL in editor.inner_text():
+                    break
+                page.keyboard.press("Control+A")
+                page.keyboard.type(PREFIX_CELL)
+                page.wait_for_timeout(500)
+            assert PREFIX_CELL in editor.inner_text()
+            page.keyboard.press("Shift+Enter")
+            output = page.wait_for_selector(".jp-OutputArea-output", timeout=120_000)
+            printed = output.inner_text().split()
+            screenshot(page, "environments-lab.png")
+    finally:
+        with contextlib.suppress(HubError):  # also after a failure above; whether it stopped is checked below
+            run(stop_server())
+        hub.run("tljh-config unset profiles && tljh-config reload hub")
+    assert hub.run(f"systemctl is-active jupyter-{BROWSER_USER}", check=False).stdout.strip() != "active"
+    prefix, site, pandas = printed
+    assert prefix == f"/opt/tljh/sessions/jupyter-{BROWSER_USER}", printed
+    assert site.startswith("/opt/tljh/envs/data/lib/python3.") and site.endswith("/site-packages"), printed
+    assert pandas == f"{site}/pandas/__init__.py", printed
 
 
 def test_users_cannot_change_an_environment(hub):
