@@ -47,3 +47,24 @@ def screenshot(page, name):
     path = os.path.join(ARTIFACTS, name)
     page.screenshot(path=path, full_page=True)
     return path
+
+
+def run_in_new_notebook(page, code, kernel=None, timeout=120_000):
+    """On JupyterLab's launcher: open a new notebook (of the kernel whose card reads ``kernel``, else the first
+    one), type ``code`` into its cell, run it; return the cell's output text."""
+    cards = page.locator(".jp-LauncherCard[data-category='Notebook']")
+    (cards.filter(has_text=kernel) if kernel else cards.first).click()
+    editor = page.locator(".jp-Notebook .jp-CodeCell .cm-content").first
+    # A notebook that has just appeared may still be loading: keys typed before its editor has focus are lost
+    # (seen once: the cell ran empty and no output ever came). Type until the cell holds the code, as a person
+    # would, then run it once.
+    for _ in range(10):
+        editor.click()
+        if code in editor.inner_text():
+            break
+        page.keyboard.press("Control+A")
+        page.keyboard.type(code)
+        page.wait_for_timeout(500)
+    assert code in editor.inner_text(), editor.inner_text()
+    page.keyboard.press("Shift+Enter")
+    return page.wait_for_selector(".jp-OutputArea-output", timeout=timeout).inner_text()

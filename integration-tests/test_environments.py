@@ -13,7 +13,7 @@ import tarfile
 import time
 
 import pytest
-from browser import chromium, screenshot
+from browser import chromium, run_in_new_notebook, screenshot
 from hubclient import HubClient, HubError
 from installed import installed_machine
 
@@ -276,15 +276,7 @@ def test_a_profile_chooses_the_environment_and_users_cannot_write_it(hub):
 
 BROWSER_USER = "envdana"
 BROWSER_PASSWORD = "dana-password-1"
-DATA_PROFILE = """
-profiles:
-  - display_name: Python
-    description: The shared environment.
-    default: true
-  - display_name: Data
-    description: Pandas for the statistics course.
-    spawner_override: {user_environment: data}
-"""
+DATA_PROFILE = PROFILES.split("  - display_name: Later")[0]  # Python and Data
 # Run in the server's own kernel ("Python 3 (ipykernel)"), which runs from the server's environment. sys.prefix
 # is the session layer over it (session packages); the layer lists the environment's site-packages last on
 # sys.path, and pandas (in data only) imports from there.
@@ -332,21 +324,7 @@ def test_a_person_picks_the_data_profile_in_a_browser_and_the_kernel_runs_in_dat
             page.wait_for_url(f"**/user/{BROWSER_USER}/lab**", timeout=180_000)
             page.wait_for_selector(".jp-Launcher", timeout=180_000)
             # Every environment's kernel is offered; the server's own is "Python 3 (ipykernel)".
-            page.locator(".jp-LauncherCard[data-category='Notebook']", has_text="Python 3 (ipykernel)").click()
-            editor = page.locator(".jp-Notebook .jp-CodeCell .cm-content").first
-            # Keys typed before a new notebook's editor has focus are lost: type until the cell holds the code
-            # (as test_profiles' browser test does), then run it once.
-            for _ in range(10):
-                editor.click()
-                if PREFIX_CELL in editor.inner_text():
-                    break
-                page.keyboard.press("Control+A")
-                page.keyboard.type(PREFIX_CELL)
-                page.wait_for_timeout(500)
-            assert PREFIX_CELL in editor.inner_text()
-            page.keyboard.press("Shift+Enter")
-            output = page.wait_for_selector(".jp-OutputArea-output", timeout=120_000)
-            printed = output.inner_text().split()
+            printed = run_in_new_notebook(page, PREFIX_CELL, kernel="Python 3 (ipykernel)").split()
             screenshot(page, "environments-lab.png")
     finally:
         with contextlib.suppress(HubError):  # also after a failure above; whether it stopped is checked below

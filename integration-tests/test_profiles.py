@@ -10,7 +10,7 @@ import re
 import textwrap
 
 import pytest
-from browser import chromium, screenshot
+from browser import chromium, run_in_new_notebook, screenshot
 from hubclient import HubClient
 from installed import installed_machine
 
@@ -195,23 +195,8 @@ def test_browser_picks_a_profile_and_runs_a_cell(hub):
         page.click("#spawn_form button[type=submit]")
         page.wait_for_url("**/user/erin/lab**", timeout=120_000)
         page.wait_for_selector(".jp-Launcher", timeout=120_000)
-        page.click(".jp-LauncherCard[data-category='Notebook']")
-        code = "import os; print(os.environ['COURSE'], 6 * 7)"
-        editor = page.locator(".jp-Notebook .jp-CodeCell .cm-content").first
-        # A notebook that has just appeared may still be loading: keys typed before its editor has focus are
-        # lost (seen once: the cell ran empty and no output ever came). Type until the cell holds the code,
-        # as a person would, then run it once.
-        for _ in range(10):
-            editor.click()
-            if code in editor.inner_text():
-                break
-            page.keyboard.press("Control+A")
-            page.keyboard.type(code)
-            page.wait_for_timeout(500)
-        assert code in editor.inner_text()
-        page.keyboard.press("Shift+Enter")
-        output = page.wait_for_selector(".jp-OutputArea-output", timeout=120_000)
-        assert output.inner_text().strip() == "stats101 42"
+        output = run_in_new_notebook(page, "import os; print(os.environ['COURSE'], 6 * 7)")
+        assert output.strip() == "stats101 42"
         screenshot(page, "profiles-lab.png")
     assert unit_property(hub, "jupyter-erin", "MemoryMax") == str(800 * 2**20)
 
