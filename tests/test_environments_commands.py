@@ -100,3 +100,23 @@ def test_status_has_an_entry_per_environment_and_a_problem_for_a_failed_build(pr
     os.remove(builder.failure_file("default"))
     (entry,) = commands.status_entries({})
     assert entry.problem == "environment default is not built" and entry.fix == "sudo tljh env build default"
+
+
+def test_the_tljh_command_loads_no_network_or_hub_code_to_build_environments():
+    """A no-change `tljh env build` (every installer rerun) costs what its imports cost: the parser of every
+    verb is built, so no verb's options may import its implementation (the load test's pulled in aiohttp and
+    the hub's accounts: 0.4 s of every `tljh` command)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "import tljh.cli.tljh as cli\n"
+        "cli.build_parser().parse_args(['env', 'build'])\n"
+        "import tljh.environments.commands, tljh.plugins, tljh.settings.effective\n"
+        "print(' '.join(m for m in ('aiohttp', 'asyncio', 'tornado', 'filelock', 'jupyterhub', 'tljh.hub')"
+        " if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""

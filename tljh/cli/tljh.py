@@ -60,7 +60,7 @@ def build_parser():
         "report and a PNG timeline. For test hubs: it refuses a hub with real users unless --allow-real-users. "
         "Exit code 0 when every person got through every phase.",
     )
-    from tljh.loadtest.run import add_arguments
+    from tljh.loadtest.options import add_arguments
 
     add_arguments(loadtest)
     status.add_argument("--json", action="store_true", help="print the report as JSON (for monitoring)")
