@@ -52,7 +52,7 @@ def valid_pyc(source):
 
 
 def run_script(prefix, build):
-    return subprocess.run([sys.executable, "-I", bytecode.__file__, prefix, build], capture_output=True, text=True)
+    return subprocess.run([sys.executable, *bytecode.command(prefix, build)[1:]], capture_output=True, text=True)
 
 
 def test_a_compile_writes_every_pyc_then_marks_the_build(tmp_path):
@@ -65,6 +65,22 @@ def test_a_compile_writes_every_pyc_then_marks_the_build(tmp_path):
         assert valid_pyc(os.path.join(package, name))
     assert bytecode.compiled(prefix, "b1") and not bytecode.compiled(prefix, "b2")
     assert os.stat(os.path.join(prefix, bytecode.MARKER)).st_mode & 0o777 == 0o644
+
+
+def test_the_compile_runs_no_code_of_the_packages(tmp_path):
+    """A package's .pth file with an import line runs at every start of the environment's Python, but not
+    in the compile (it runs as the builder, but a compile of a build should not depend on its packages)."""
+    prefix = str(tmp_path / "data")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", prefix], check=True)
+    make_tree(prefix)
+    ran = tmp_path / "pth-ran"
+    with open(os.path.join(site_of(prefix), "evil.pth"), "w") as f:
+        f.write(f"import os; open({str(ran)!r}, 'w')\n")
+    result = subprocess.run(bytecode.command(prefix, "b1"), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert bytecode.compiled(prefix, "b1") and not ran.exists()
+    subprocess.run([os.path.join(prefix, "bin", "python"), "-c", "pass"], check=True)
+    assert ran.exists()  # the probe works: a plain start of that Python runs the .pth line
 
 
 def test_only_what_is_missing_is_compiled_and_a_copy_keeps_its_own_marker(tmp_path):
@@ -104,7 +120,7 @@ def test_killing_a_compile_midway_leaves_a_tree_that_imports_and_a_rerun_finishe
     prefix = str(tmp_path / "data")
     package = make_tree(prefix, modules=1500)
     # Its own process group: compileall's worker processes are killed with it.
-    proc = subprocess.Popen([sys.executable, "-I", bytecode.__file__, prefix, "b1"], start_new_session=True)
+    proc = subprocess.Popen([sys.executable, *bytecode.command(prefix, "b1")[1:]], start_new_session=True)
     cache = os.path.join(package, "__pycache__")
     deadline = time.monotonic() + 60
     while not (os.path.isdir(cache) and os.listdir(cache)) and proc.poll() is None:
@@ -198,7 +214,7 @@ def test_no_change_with_its_bytecode_missing_starts_the_compile_once(recorded):
     served(spec, compiled=False)  # its compile was killed, or never ran
     assert builder.build(spec).state == "up to date"
     prefix = paths.environment_prefix("data")
-    assert log == [("start", "tljh-env-bytecode-data", [f"{prefix}/bin/python", "-I", bytecode.__file__, prefix, "b1"])]
+    assert log == [("start", "tljh-env-bytecode-data", bytecode.command(prefix, "b1"))]
     assert "compiling bytecode in the background" in builder.lines[0]
     # While that compile runs, another `tljh env build` leaves it be.
     log.clear(), builder.lines.clear()
@@ -231,7 +247,7 @@ def test_a_build_stops_the_environments_sandboxed_commands_once_then_compiles_th
     prefix = paths.environment_prefix("data")
     assert log == [
         ("stop", units),
-        ("start", "tljh-env-bytecode-data", [f"{prefix}/bin/python", "-I", bytecode.__file__, prefix, "b2"]),
+        ("start", "tljh-env-bytecode-data", bytecode.command(prefix, "b2")),
     ]
     assert builder.lines[0].startswith("data: build b2 is current")
 

@@ -426,7 +426,7 @@ class Builder:
         if current is None or bytecode.compiled(current.path, current.build) or not current.works():
             return
         box = self._bytecode_sandbox(spec)
-        command = [os.path.join(spec.prefix, "bin", "python"), "-I", bytecode.__file__, spec.prefix, current.build]
+        command = bytecode.command(spec.prefix, current.build)
         if self.wait_for_bytecode:
             box.stop()  # one started in the background earlier: this one does the rest, and waits
             self.out(f"{spec.name}: compiling bytecode")

@@ -32,6 +32,13 @@ MARKER = "tljh-bytecode.txt"
 _TEMPORARY = re.compile(r"\.pyc\.\d+$")
 
 
+def command(prefix: str, build: str) -> list[str]:
+    """How the builder runs this file for the build ``build`` served at ``prefix``: with the build's interpreter,
+    isolated (-I: no environment variables, no user site) and without the site module (-S): the .pth files of
+    the build's packages, which may run code, are not read. Compiling runs no code of the packages."""
+    return [os.path.join(prefix, "bin", "python"), "-I", "-S", os.path.abspath(__file__), prefix, build]
+
+
 def compiled(prefix: str, build: str) -> bool:
     """True once the bytecode of build ``build``, served at ``prefix``, is complete (one small file read)."""
     try:
