@@ -116,7 +116,7 @@ def test_bytecode_is_compiled_after_the_switch_and_a_killed_compile_is_redone(hu
     wait_for_bytecode(hub, "data")
     pyc = hub.run(f"ls {SITE}/pandas/__pycache__/__init__.*.pyc").stdout.strip()
     assert hub.run(f"stat -c '%U %a' {pyc}").stdout.split() == ["tljh-builder", "644"]
-    refused = hub.run(f"touch $(dirname {pyc})/by-nobody", user="nobody", check=False)
+    refused = hub.run(f"touch $(dirname {pyc})/by-nobody", user="nobody", cwd="/", check=False)
     assert refused.returncode != 0 and "Permission denied" in refused.stderr
     # The installer compiled default's before it went on (no note for default in the listing).
     assert "default: bytecode not compiled" not in hub.run("tljh env list").stdout
@@ -132,7 +132,7 @@ def test_bytecode_is_compiled_after_the_switch_and_a_killed_compile_is_redone(hu
         time.sleep(0.5)
     # Killed: no marker, whatever it wrote is whole, and a user imports everything as before.
     assert "data: bytecode not compiled" in hub.run("tljh env list").stdout
-    assert hub.run("/opt/tljh/envs/data/bin/python -c 'import pandas; print(6*7)'", user="nobody").stdout.strip() == "42"
+    assert hub.run("/opt/tljh/envs/data/bin/python -c 'import pandas; print(6*7)'", user="nobody", cwd="/").stdout.strip() == "42"
     rerun = hub.run("tljh env build data").stdout
     assert "data: up to date" in rerun and "compiling bytecode in the background" in rerun, rerun
     wait_for_bytecode(hub, "data")
