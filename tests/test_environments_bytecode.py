@@ -227,7 +227,8 @@ def test_the_compile_runs_at_low_priority_writing_only_the_served_build(recorded
     builder, _ = recorded
     box = builder._bytecode_sandbox(small(CONFIG, "data"))
     assert box.writable == [paths.environment_prefix("data")]
-    assert box.properties == {"Nice": "19", "CPUSchedulingPolicy": "batch", "IOSchedulingClass": "idle"}
+    assert box.properties == {"Nice": "10", "CPUSchedulingPolicy": "batch", "IOSchedulingClass": "best-effort",
+                              "IOSchedulingPriority": "7"}
 
 
 def test_a_build_stops_the_environments_sandboxed_commands_once_then_compiles_the_new_build(recorded, monkeypatch):
