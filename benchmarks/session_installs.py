@@ -2,10 +2,14 @@
 Prints numbers; asserts nothing.
 
     sudo .venv-test/bin/python benchmarks/session_installs.py [--os debian-12] [--rounds 5] [--spawns 4] [--installs 5]
+        [--machine NAME]   (a running test machine with TLJH installed, instead of a fresh one)
 
 1. Spawn latency, on and off side by side in one run: rounds alternate the order (on first, then off first);
    each round sets user_environment.session_installs, reloads the hub, then starts the admin's server N times
-   (start requested -> /user/<name>/lab served -> stop). Medians and p95 per side, and their difference.
+   (start requested -> /user/<name>/lab served -> stop). Medians and p95 per side, and their difference;
+   per side also the hub's own start time (its "took N seconds to start"), the server's CPU seconds until its
+   Lab page and the hub's CPU seconds for the start (from /proc: wall-clock medians on a shared host move by
+   hundreds of ms between runs, CPU seconds much less).
 2. What the layer costs inside the hub, on the same machine: writing a layer over /opt/tljh/user the way the
    spawner does at every start (read the environment, write ~25 files, chown, rename), N times, median.
 3. Installs in a notebook kernel (over the kernel websocket, like JupyterLab): `%pip install cowsay` as the
@@ -16,6 +20,7 @@ Prints numbers; asserts nothing.
 
 import argparse
 import asyncio
+import contextlib
 import os
 import platform
 import re
@@ -29,6 +34,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "integration-tests"))
 
 from hubclient import HubClient  # noqa: E402
 from installed import installed_machine  # noqa: E402
+from machine import Machine  # noqa: E402
 from test_session_installs import unload_script  # noqa: E402
 
 ADMIN, PASSWORD = "admin", "benchmark-password"
@@ -72,26 +78,72 @@ def set_session_installs(m, on):
     m.run(f"tljh-config set user_environment.session_installs {'true' if on else 'false'} && tljh-config reload")
 
 
-def server_cpu(m, unit=f"jupyter-{ADMIN}"):
-    """CPU seconds the server's unit has used: what a start costs, little moved by the host's other load."""
-    value = m.run(["systemctl", "show", "--value", "-p", "CPUUsageNSec", unit]).stdout.strip()
-    return int(value) / 1e9 if value.isdigit() else float("nan")  # "[not set]": no CPU accounting there
+# Runs in the machine: CPU seconds (utime + stime, and those of reaped children) of the processes in a unit's
+# cgroup, from /proc. Units in test machines have no CPU accounting (cgroup v1 with a separate cpuacct
+# hierarchy, which systemd does not set up for units: CPUUsageNSec stays "[not set]" even with
+# DefaultCPUAccounting=yes), and this works the same with accounting, on cgroup v1 and v2.
+UNIT_CPU = r"""
+import os, subprocess, sys
+hz = os.sysconf("SC_CLK_TCK")
+def seconds(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(x) for x in fields[11:15]) / hz
+for unit in sys.argv[1:]:
+    group = subprocess.run(["systemctl", "show", "-p", "ControlGroup", "--value", unit],
+                           capture_output=True, text=True).stdout.strip()
+    pids = []
+    for root in ("/sys/fs/cgroup/systemd", "/sys/fs/cgroup"):
+        try:
+            with open(root + group + "/cgroup.procs") as f:
+                pids = f.read().split()
+            break
+        except OSError:
+            pass
+    print(sum(seconds(p) for p in pids) if group else "nan")
+"""
 
 
-async def spawns(m, n, cpu=None, user_options=None):
-    """Seconds of ``n`` starts of the admin's server (request -> JupyterLab served), each stopped after."""
+def unit_cpu(m, *units):
+    """CPU seconds the processes of each unit have used so far: what a start costs, little moved by the host's
+    other load (which moves wall-clock medians by hundreds of ms between runs)."""
+    out = m.run(["/opt/tljh/hub/bin/python", "-c", UNIT_CPU, *units]).stdout.split()
+    return [float(x) for x in out]
+
+
+def hub_start_seconds(m):
+    """The hub's own measure of the last start ("User admin took N seconds to start"): from the spawn request
+    to the server answering, without the proxy route and the client's requests."""
+    out = m.run("journalctl -u jupyterhub -o cat --no-pager -n 200 | grep -o 'took [0-9.]* seconds to start' | tail -1",
+                check=False).stdout.split()
+    return float(out[1]) if len(out) > 1 else float("nan")
+
+
+async def spawns(m, n, side=None, user_options=None):
+    """Start (with ``user_options``, a profile's choices) and stop the admin's server n times; returns the
+    wall-clock times (request -> JupyterLab served). With ``side`` (a dict of
+    lists), also records per start the hub's own start time, the server's CPU until its Lab page was served
+    and the hub's CPU for the start."""
     times = []
     async with HubClient(m.url()) as admin:
         await admin.login(ADMIN, PASSWORD)
         for _ in range(n):
+            if side is not None:
+                hub_before, = await asyncio.to_thread(unit_cpu, m, "jupyterhub")
             started = time.monotonic()
             await admin.start_server(timeout=300, user_options=user_options)
             status = await admin.lab_page()
             if status != 200:
                 raise RuntimeError(f"lab page answered {status}")
             times.append(time.monotonic() - started)
-            if cpu is not None:
-                cpu.append(await asyncio.to_thread(server_cpu, m))
+            if side is not None:
+                server, hub = await asyncio.to_thread(unit_cpu, m, f"jupyter-{ADMIN}", "jupyterhub")
+                side["server cpu"].append(server)
+                side["hub cpu"].append(hub - hub_before)
+                side["hub start"].append(await asyncio.to_thread(hub_start_seconds, m))
             await admin.stop_server()
             await asyncio.to_thread(wait_unloaded, m)
     return times
@@ -121,9 +173,17 @@ async def installs(m, n):
     return results, cached
 
 
+def machine(args):
+    if args.machine:
+        return contextlib.nullcontext(Machine.attach(args.machine))
+    return installed_machine(args.os, "--admin", f"{ADMIN}:{PASSWORD}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--os", default="debian-12")
+    parser.add_argument("--machine", help="a running test machine with TLJH installed (bootstrap --admin "
+                        f"{ADMIN}:{PASSWORD}) instead of a fresh one")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--spawns", type=int, default=4)
     parser.add_argument("--installs", type=int, default=5)
@@ -131,22 +191,26 @@ def main():
     args = parser.parse_args()
     print(f"host: {platform.node()}, {os.cpu_count()} CPUs, {platform.platform()}")
     print(f"load at start: {load()}")
-    with installed_machine(args.os, "--admin", f"{ADMIN}:{PASSWORD}") as m:
+    with machine(args) as m:
         asyncio.run(spawns(m, 1))  # creates the admin's Unix account; not counted
         times = {True: [], False: []}
-        cpu = {True: [], False: []}
+        sides = {on: {"server cpu": [], "hub cpu": [], "hub start": []} for on in (True, False)}
         for r in range(args.rounds):
             for on in ((True, False) if r % 2 == 0 else (False, True)):
                 set_session_installs(m, on)
-                times[on] += asyncio.run(spawns(m, args.spawns, cpu[on]))
+                times[on] += asyncio.run(spawns(m, args.spawns, sides[on]))
         for on in (True, False):
-            t = times[on]
+            t, side = times[on], sides[on]
             print(f"spawn with session layer {'on ' if on else 'off'}: median {statistics.median(t):.3f} s, "
-                  f"p95 {p95(t):.3f} s, n={len(t)}; the server's CPU until its Lab page: median "
-                  f"{statistics.median(cpu[on]):.3f} s")
-        diff = statistics.median(times[True]) - statistics.median(times[False])
-        print(f"median difference (on - off): {diff * 1000:+.0f} ms; server CPU "
-              f"{(statistics.median(cpu[True]) - statistics.median(cpu[False])) * 1000:+.0f} ms")
+                  f"p95 {p95(t):.3f} s, n={len(t)}; the hub's own start time: median "
+                  f"{statistics.median(side['hub start']):.3f} s; CPU: the server's until its Lab page "
+                  f"{statistics.median(side['server cpu']):.3f} s, the hub's for the start "
+                  f"{statistics.median(side['hub cpu']):.3f} s (medians)")
+        diff = {k: (statistics.median(sides[True][k]) - statistics.median(sides[False][k])) * 1000
+                for k in sides[True]}
+        print(f"median difference (on - off): spawn {(statistics.median(times[True]) - statistics.median(times[False])) * 1000:+.0f} ms, "
+              f"hub start {diff['hub start']:+.0f} ms, server CPU {diff['server cpu']:+.0f} ms, "
+              f"hub CPU {diff['hub cpu']:+.0f} ms")
         print(f"load after the spawns: {load()}")
         median, low, high = layer_creation(m, args.layers)
         print(f"layer creation in the hub: median {median:.1f} ms, min {low:.1f} ms, max {high:.1f} ms, "
