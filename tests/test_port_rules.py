@@ -49,6 +49,23 @@ def test_only_the_owner_and_root_are_allowed_into_a_servers_ports():
         assert f"{match} meta l4proto udp reject" in found
 
 
+def test_the_proxy_is_let_in_like_root():
+    """A server an older version started listens on TCP; the proxy (its own uid) reaches it until its next start."""
+    found = lines(port_rules.ruleset([Server("system.slice/jupyter-alice.service", 2, 1001)], trusted=(0, 998)))
+    assert "map senders { type uid : mark; elements = { 0 : 1, 998 : 999, 1001 : 1002 } }" in found
+    allowed = next(line for line in found if line.startswith("set allowed_2"))
+    assert set(allowed.split("elements = { ")[1].rstrip(" }").split(", ")) == {
+        '"system.slice/jupyter-alice.service" . 1', '"system.slice/jupyter-alice.service" . 999',
+        '"system.slice/jupyter-alice.service" . 1002'}
+
+
+def test_trusted_uids_are_root_and_the_proxy(monkeypatch):
+    monkeypatch.setattr(port_rules.pwd, "getpwnam", lambda name: types.SimpleNamespace(pw_uid={"tljh-proxy": 998}[name]))
+    assert port_rules.trusted_uids() == (0, 998)
+    monkeypatch.setattr(port_rules.pwd, "getpwnam", lambda name: (_ for _ in ()).throw(KeyError(name)))
+    assert port_rules.trusted_uids() == (0,)
+
+
 def test_servers_at_different_depths_get_rules_of_their_own():
     text = port_rules.ruleset([Server("a/b", 2, 1001), Server("unified/x/payload/system.slice/c", 5, 1002)])
     found = lines(text)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pwd
 import re
 import socket
 import subprocess
@@ -71,21 +72,32 @@ def _elements(values) -> str:
     return f"elements = {{ {', '.join(values)} }}" if values else ""
 
 
-def ruleset(servers) -> str:
+def trusted_uids() -> tuple[int, ...]:
+    """Who may connect to every server's ports besides its owner: root (the hub) and the proxy, which connects
+    only where the hub's routes send it — a server an older version started still listens on a TCP port and is
+    reached through the proxy until its next start (CI's upgrade test: 503 from the proxy after the upgrade)."""
+    try:
+        return (ROOT_UID, pwd.getpwnam(paths.PROXY_USER).pw_uid)
+    except KeyError:
+        return (ROOT_UID,)
+
+
+def ruleset(servers, trusted=(ROOT_UID,)) -> str:
     """nft commands that replace the whole table with the rules for ``servers`` (one atomic transaction: the
-    old rules hold until the new ones do). A pure function of its argument."""
+    old rules hold until the new ones do), letting each server's owner and the ``trusted`` uids in. A pure
+    function of its arguments."""
     servers = sorted(set(servers), key=lambda s: (s.level, s.cgroup, s.uid))
     for s in servers:
         if '"' in s.cgroup or "\n" in s.cgroup:
             raise ValueError(f"cgroup path not expressible in nft: {s.cgroup!r}")
-    uids = sorted({ROOT_UID} | {s.uid for s in servers})
+    uids = sorted(set(trusted) | {s.uid for s in servers})
     senders = [f"{uid} : {sender_mark(uid)}" for uid in uids]
     levels = sorted({s.level for s in servers})
     sets, rules = [], {"input": [], "output": []}
     for level in levels:
         here = [s for s in servers if s.level == level]
         cgroups = sorted({f'"{s.cgroup}"' for s in here})
-        allowed = sorted({f'"{s.cgroup}" . {sender_mark(u)}' for s in here for u in (s.uid, ROOT_UID)})
+        allowed = sorted({f'"{s.cgroup}" . {sender_mark(u)}' for s in here for u in (s.uid, *trusted)})
         sets.append(f"\tset servers_{level} {{ type cgroupsv2; {_elements(cgroups)} }}")
         sets.append(f"\tset allowed_{level} {{ type cgroupsv2 . mark; {_elements(allowed)} }}")
         # A TCP reset makes the connecting program fail at once (ECONNREFUSED); UDP gets ICMP port unreachable.
@@ -128,7 +140,7 @@ def nft(*args, input=None) -> str:
 
 
 def apply(servers) -> None:
-    nft("-f", "-", input=ruleset(servers))
+    nft("-f", "-", input=ruleset(servers, trusted_uids()))
 
 
 def remove() -> bool:
