@@ -98,8 +98,10 @@ def in_hub_cost(n=2000):
 
     raw = config_file.to_plain(config_file.parse_document(profiles_yaml(20), "<benchmark>"))
     effective = schema.effective_config(raw)["profiles"]
-    spawner = types.SimpleNamespace(mem_limit=None, cpu_limit=None, default_url="/lab", environment={},
-                                    user_environment="default")
+    # every attribute a profile can override (the list grows with the overrides), then the defaults that matter
+    attrs = {attr: None for names, _ in profiles.APPLIERS.values() for attr in names}
+    spawner = types.SimpleNamespace(**{**attrs, "default_url": "/lab", "environment": {},
+                                       "user_environment": "default", "session_installs": True})
     options = {"profile": "profile-7", "memory": "small"}
     started = time.perf_counter()
     for _ in range(n):
