@@ -81,7 +81,7 @@ async def spawn_times(m, n, user_options, prefix):
         for i in range(n):
             name = f"{prefix}{i}"
             started = time.monotonic()
-            await client.start_server(120, name=name, user_options=user_options)
+            await client.start_server(120, name=name, user_options=user_options, follow_progress=True)
             if await client.lab_page(name=name) != 200:
                 raise RuntimeError("lab page did not answer 200")
             times.append(time.monotonic() - started)

@@ -134,7 +134,7 @@ async def spawns(m, n, side=None, user_options=None):
             if side is not None:
                 hub_before, = await asyncio.to_thread(unit_cpu, m, "jupyterhub")
             started = time.monotonic()
-            await admin.start_server(timeout=300, user_options=user_options)
+            await admin.start_server(timeout=300, user_options=user_options, follow_progress=True)
             status = await admin.lab_page()
             if status != 200:
                 raise RuntimeError(f"lab page answered {status}")

@@ -126,13 +126,25 @@ class HubClient:
     def _server_api(self, name=""):
         return f"hub/api/users/{self.username}/{'servers/' + name if name else 'server'}"
 
-    async def start_server(self, timeout=60, *, name="", user_options=None):
+    async def start_server(self, timeout=60, *, name="", user_options=None, follow_progress=False):
         """Start the user's default (or named) server, with user_options if given (a profile's choices), and
-        wait until it is ready; returns seconds taken."""
+        wait until it is ready; returns seconds taken.
+
+        follow_progress: wait on the hub's progress event stream, as the spawn page in a browser does, instead
+        of asking every 0.1 s: benchmarks use it, so a start is timed without the polls' 100 ms steps."""
         started = time.monotonic()
         kwargs = {} if user_options is None else {"json": user_options}
         await self.api("POST", self._server_api(name), expect=(201, 202) if user_options else (201, 202, 400),
                        **kwargs)
+        if follow_progress:
+            await self._follow_progress(name, started + timeout)
+            while time.monotonic() - started < timeout:
+                async with self.session.get(self.url(self.server_path(name) + "api/status"),
+                                            headers=self._auth()) as r:
+                    if r.status == 200:
+                        return time.monotonic() - started
+                await asyncio.sleep(0.01)
+            raise HubError(f"server {name!r} of {self.username} ready but not served after {timeout} s")
         while time.monotonic() - started < timeout:
             model = await self.api("GET", f"hub/api/users/{self.username}")
             server = model.get("servers", {}).get(name)
@@ -144,6 +156,24 @@ class HubClient:
                         return time.monotonic() - started
             await asyncio.sleep(0.1)
         raise HubError(f"server {name!r} of {self.username} not ready after {timeout} s")
+
+    async def _follow_progress(self, name, deadline):
+        """Read the spawn's progress events until the hub says the server is ready (HubError if it failed)."""
+        path = self._server_api(name) + "/progress"
+        remaining = max(deadline - time.monotonic(), 0.1)
+        timeout = aiohttp.ClientTimeout(total=remaining)
+        async with self.session.get(self.url(path), headers=self._auth(), timeout=timeout) as r:
+            if r.status != 200:
+                raise HubError(f"GET {path}: {r.status} {(await r.text())[:300]}")
+            async for line in r.content:
+                if not line.startswith(b"data:"):
+                    continue
+                event = json.loads(line[5:])
+                if event.get("failed"):
+                    raise HubError(f"server {name!r} of {self.username} failed: {event.get('message')}")
+                if event.get("ready"):
+                    return
+        raise HubError(f"progress of {name!r} of {self.username} ended without ready")
 
     async def stop_server(self, timeout=60, *, name=""):
         await self.api("DELETE", self._server_api(name), expect=(202, 204))

@@ -256,6 +256,34 @@ def _connect(targets):
     return CONNECT.format(targets=repr([tuple(t) for t in targets]))
 
 
+def test_a_servers_own_connection_to_the_hub_is_never_refused(hub):
+    """A server opens its connection to the hub's API while it starts, before the port rules cover it, and a
+    connection keeps the mark its sender got when it opened. dave, who runs no other server (so his uid was in no
+    rule yet), starts one and asks it something with his token as soon as it is ready: the server checks the
+    token with the hub over that connection. None of its packets may be refused — before the fix every one was,
+    once the rules covered the server, and that first request waited ~26 s of TCP retries (found by
+    benchmarks/profiles.py: 26.5 s for each first request to a user's only server)."""
+
+    async def check():
+        admin = await _admin(hub)
+        await admin.create_users("dave")
+        await admin.__aexit__(None, None, None)
+        dave = HubClient(hub.url())
+        await dave.__aenter__()
+        await dave.login("dave", PASSWORD)
+        # ready -> at once GET api/status with dave's token, which the server checks with the hub
+        await dave.start_server(timeout=120, follow_progress=True)
+        table = hub.run("nft list table inet tljh").stdout
+        await dave.stop_server()
+        await dave.__aexit__(None, None, None)
+        return table
+
+    table = run(check())
+    refused = re.findall(r"counter packets (\d+) bytes \d+ reject", table)
+    assert refused, table  # the rules are there, with their counters
+    assert set(refused) == {"0"}, table
+
+
 def test_bob_cannot_connect_to_a_port_alices_server_opened(hub):
     """alice runs an app on port 8050 from her notebook: she reaches it from her kernel and her terminal, root
     does, and bob does not — on any of the machine's addresses, from his kernel or from a login of his own —

@@ -63,7 +63,7 @@ def test_servers_are_the_units_named_for_their_account_that_run(tmp_path, monkey
 @pytest.fixture
 def machine(monkeypatch):
     """A machine whose running servers the test sets; records every table written and every removal."""
-    state = types.SimpleNamespace(servers=[], written=[], removed=0, present=True, offset_calls=0, fail_writes=0,
+    state = types.SimpleNamespace(servers=[], written=[], senders=[], removed=0, present=True, offset_calls=0, fail_writes=0,
                                   unsupported=None)
 
     def find_level_offset():
@@ -72,11 +72,12 @@ def machine(monkeypatch):
             raise port_rules.Unsupported(state.unsupported)
         return 2
 
-    def apply(servers):
+    def apply(servers, senders=()):
         if state.fail_writes:
             state.fail_writes -= 1
             raise port_rules.Unsupported("nft failed: Error: cgroupv2 path fails: No such file or directory")
         state.written.append(list(servers))
+        state.senders.append(set(senders))
 
     def remove():
         state.removed += 1
@@ -174,3 +175,31 @@ async def test_errors_never_reach_the_spawner(machine, monkeypatch):
 
     monkeypatch.setattr(PortIsolation, "running_servers", broken)
     await PortIsolation().update()  # logged, not raised
+
+
+@pytest.mark.asyncio
+async def test_an_owner_is_marked_before_their_server_starts(machine):
+    """A server opens its connection to the hub while it starts, before the table protects it: its owner's uid
+    must be in the senders map by then, or that connection keeps mark 0 and is refused once the server is in
+    the table (seen: every first token check of a user's only server waited ~26 s of TCP retries)."""
+    ports = PortIsolation()
+    machine.servers = [BOB]
+    await ports.admit(1001)  # alice, whose server is not running yet
+    assert machine.written == [[BOB]] and 1001 in machine.senders[-1]
+    await ports.admit(1001)  # already marked: no write on the start path
+    await ports.admit(1002)  # bob's uid is marked as the owner of a running server
+    assert len(machine.written) == 1
+    machine.servers = []  # both stopped: their uids stay marked (a mark lets nobody in by itself)
+    await ports.update()
+    assert machine.written[-1] == [] and machine.senders[-1] == {1001, 1002}
+    await ports.admit(1002)  # so a later start of theirs writes nothing first
+    assert len(machine.written) == 2
+    await ports.admit(1003)  # carol's first server
+    assert len(machine.written) == 3 and machine.senders[-1] == {1001, 1002, 1003}
+
+
+@pytest.mark.asyncio
+async def test_admit_writes_nothing_while_disabled(machine):
+    ports = PortIsolation(enabled=False)
+    await ports.admit(1001)
+    assert machine.written == []

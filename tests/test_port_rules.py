@@ -45,8 +45,17 @@ def test_only_the_owner_and_root_are_allowed_into_a_servers_ports():
     # that met a TIME_WAIT socket, which nft cannot match to a cgroup) still carries nothing
     for hook in ("iif", "oif"):
         match = f"{hook} lo socket cgroupv2 level 2 @servers_2 socket cgroupv2 level 2 . ct mark != @allowed_2"
-        assert f"{match} meta l4proto tcp reject with tcp reset" in found
-        assert f"{match} meta l4proto udp reject" in found
+        assert f"{match} meta l4proto tcp counter reject with tcp reset" in found
+        assert f"{match} meta l4proto udp counter reject" in found
+
+
+def test_owners_of_servers_about_to_start_are_marked_too():
+    """A connection keeps the mark it got when it opened: the owner of a server that is starting is in the map
+    before the server is in the table (its connection to the hub, opened while it starts, must stay usable)."""
+    found = lines(port_rules.ruleset([Server("system.slice/jupyter-alice.service", 2, 1001)], senders=(1005,)))
+    assert "map senders { type uid : mark; elements = { 0 : 1, 1001 : 1002, 1005 : 1006 } }" in found
+    allowed = next(line for line in found if line.startswith("set allowed_2"))
+    assert "1006" not in allowed  # marked, not let in anywhere
 
 
 def test_the_proxy_is_let_in_like_root():

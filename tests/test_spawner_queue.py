@@ -176,6 +176,9 @@ class RecordedPorts:
     async def check(self):
         self.calls.append("check")
 
+    async def admit(self, uid):
+        self.calls.append(("admit", uid))
+
 
 async def test_port_rules_follow_the_servers(monkeypatch):
     """A running server's polls let the rules be checked; a stop, or a poll that finds the server stopped

@@ -38,6 +38,8 @@ class PortIsolation:
         self._problem = None  # why the rules are not enforced, once logged
         self._written = False  # by this hub process
         self._checked = None  # when check() last looked
+        self._owners = set()  # uids of the servers this hub process started: their connections are marked
+        self._marked = frozenset()  # the uids the table written last marks
 
     async def update(self) -> None:
         """Write the table for the servers that run now (after a server started or stopped)."""
@@ -50,6 +52,16 @@ class PortIsolation:
                 await self._write()
             except Exception:
                 self.log.exception("Could not update the rules that keep users' ports to themselves")
+
+    async def admit(self, uid: int) -> None:
+        """Before a server of ``uid`` starts: its owner's new connections must carry their mark from the start.
+        The server opens its connection to the hub while it starts, before the table protects it; a connection
+        opened unmarked keeps mark 0, and once the server is in the table every packet the server sends on it is
+        refused — its first request to the hub (checking a token, OAuth) then waited ~26 s of TCP retries until
+        conntrack forgot the connection. Writes the table only when ``uid`` is not marked yet."""
+        self._owners.add(uid)
+        if self.enabled and uid not in self._marked:
+            await self.update()
 
     async def check(self) -> None:
         """Cheap, for every poll: the first call of a hub process writes the table (or removes it when
@@ -79,8 +91,10 @@ class PortIsolation:
                 self._offset = await asyncio.to_thread(port_rules.find_level_offset)
             for attempt in range(WRITE_ATTEMPTS):
                 servers = await self.running_servers()
+                owners = frozenset(self._owners)
                 try:
-                    await asyncio.to_thread(port_rules.apply, servers)
+                    await asyncio.to_thread(port_rules.apply, servers, owners)
+                    self._marked = owners | {s.uid for s in servers}
                     break
                 except port_rules.Unsupported:
                     if attempt == WRITE_ATTEMPTS - 1:

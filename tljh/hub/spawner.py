@@ -458,9 +458,9 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
         self._apply_isolation()
         # Before the session layer: the previous run's ExecStopPost removes the layer directory of this unit.
         await self._wait_previous_unit_unloaded()
+        account = pwd.getpwnam(system_username)
         layer = None
         if self.session_installs:
-            account = pwd.getpwnam(system_username)
             layer = await asyncio.to_thread(
                 session_installs.open_layer, self.unit_name, session_installs.server_prefix(self.cmd),
                 self.environment.get("JUPYTER_PATH", ""), account.pw_uid, account.pw_gid,
@@ -468,6 +468,8 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
         session_installs.configure_spawner(self, layer)
         # Terminals run login shells, whose /etc/profile may reset PATH: tljh's profile.d script restores these.
         self.environment = {**self.environment, "TLJH_SERVER_PATH": ":".join(self.extra_paths)}
+        # Its owner's connections marked before the server opens any (see PortIsolation.admit).
+        await self.port_isolation.admit(account.pw_uid)
         self._unit_starting = True
         try:
             url = await super().start()

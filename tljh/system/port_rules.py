@@ -5,7 +5,10 @@ user, and addresses alone cannot tell whose process connects (systemd's IPAddres
 can, on the loopback interface:
 
 - a new connection, on its way out, takes its sender's uid into conntrack (as ``ct mark`` = uid + 1, through a
-  map of the uids that may be let in somewhere; any other sender gets 0, which no server lets in);
+  map of the uids that may be let in somewhere; any other sender gets 0, which no server lets in). A
+  connection keeps the mark it got when it opened, so a server's owner is in the map before the server starts:
+  its own connection to the hub, opened while it starts, would otherwise carry 0 and be refused, packet by
+  packet, once the table protects the server (nft cannot cast a uid to a mark, so the map is the only way);
 - on the way in, ``socket cgroupv2`` finds the socket a packet is for and its cgroup. When that is the cgroup
   of a user's server unit (a set), the pair (cgroup, mark) must be in a set of allowed pairs: the server's
   owner and root. Anything else is refused at once (TCP reset, ICMP port unreachable for UDP);
@@ -82,15 +85,16 @@ def trusted_uids() -> tuple[int, ...]:
         return (ROOT_UID,)
 
 
-def ruleset(servers, trusted=(ROOT_UID,)) -> str:
+def ruleset(servers, trusted=(ROOT_UID,), senders=()) -> str:
     """nft commands that replace the whole table with the rules for ``servers`` (one atomic transaction: the
-    old rules hold until the new ones do), letting each server's owner and the ``trusted`` uids in. A pure
-    function of its arguments."""
+    old rules hold until the new ones do), letting each server's owner and the ``trusted`` uids in. ``senders``:
+    more uids whose new connections get their mark (owners of servers about to start). A pure function of its
+    arguments."""
     servers = sorted(set(servers), key=lambda s: (s.level, s.cgroup, s.uid))
     for s in servers:
         if '"' in s.cgroup or "\n" in s.cgroup:
             raise ValueError(f"cgroup path not expressible in nft: {s.cgroup!r}")
-    uids = sorted(set(trusted) | {s.uid for s in servers})
+    uids = sorted(set(trusted) | set(senders) | {s.uid for s in servers})
     senders = [f"{uid} : {sender_mark(uid)}" for uid in uids]
     levels = sorted({s.level for s in servers})
     sets, rules = [], {"input": [], "output": []}
@@ -101,11 +105,12 @@ def ruleset(servers, trusted=(ROOT_UID,)) -> str:
         sets.append(f"\tset servers_{level} {{ type cgroupsv2; {_elements(cgroups)} }}")
         sets.append(f"\tset allowed_{level} {{ type cgroupsv2 . mark; {_elements(allowed)} }}")
         # A TCP reset makes the connecting program fail at once (ECONNREFUSED); UDP gets ICMP port unreachable.
+        # The counters show an admin (`nft list table inet tljh`) how much was refused since the last write.
         for chain, interface in (("input", "iif"), ("output", "oif")):
             match = (f"{interface} lo socket cgroupv2 level {level} @servers_{level} "
                      f"socket cgroupv2 level {level} . ct mark != @allowed_{level}")
-            rules[chain] += [f"\t\t{match} meta l4proto tcp reject with tcp reset",
-                             f"\t\t{match} meta l4proto udp reject"]
+            rules[chain] += [f"\t\t{match} meta l4proto tcp counter reject with tcp reset",
+                             f"\t\t{match} meta l4proto udp counter reject"]
     body = "\n".join([
         f"\tmap senders {{ type uid : mark; {_elements(senders)} }}",
         *sets,
@@ -139,8 +144,8 @@ def nft(*args, input=None) -> str:
     return result.stdout
 
 
-def apply(servers) -> None:
-    nft("-f", "-", input=ruleset(servers, trusted_uids()))
+def apply(servers, senders=()) -> None:
+    nft("-f", "-", input=ruleset(servers, trusted_uids(), senders))
 
 
 def remove() -> bool:
