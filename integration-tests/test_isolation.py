@@ -266,8 +266,13 @@ def test_a_servers_own_connection_to_the_hub_is_never_refused(hub):
 
     async def check():
         admin = await _admin(hub)
-        await admin.create_users("dave")
+        await admin.create_users("dave", "erin")
         await admin.__aexit__(None, None, None)
+        # A hub that has run a server before (its table and the kernel's connection tracking are there; on a
+        # hub's very first server a connection from before the table is picked up as new, and marked then).
+        erin = await _user(hub, "erin")
+        await erin.stop_server()
+        await erin.__aexit__(None, None, None)
         dave = HubClient(hub.url())
         await dave.__aenter__()
         await dave.login("dave", PASSWORD)
