@@ -40,7 +40,7 @@ def commit(m, requirements):
 
 def serve(m, environment):
     """Every server runs from ``environment`` (what a profile does, for the benchmark's one admin)."""
-    m.run(f"echo 'c.UserCreatingSpawner.user_environment = {environment!r}' > {SNIPPET} && tljh-config reload hub")
+    m.run(f"""echo "c.UserCreatingSpawner.user_environment = '{environment}'" > {SNIPPET} && tljh-config reload hub""")
 
 
 def main():
