@@ -350,4 +350,4 @@ def test_concurrent_starts_setting():
     assert c.UserCreatingSpawner.concurrent_starts == 4
     c = Config()
     configurer.apply_config({}, c)
-    assert "concurrent_starts" not in c.UserCreatingSpawner  # the spawner's own default: CPUs + 1
+    assert "concurrent_starts" not in c.UserCreatingSpawner  # the spawner's own default: one per CPU

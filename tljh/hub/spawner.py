@@ -205,7 +205,7 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
         help="""
         How many servers start at the same time; people whose server would start beyond that wait their turn
         in line, in order, and the spawn page shows their place. Set from ``hub.concurrent_starts`` in
-        config.yaml; default: the number of CPUs + 1.
+        config.yaml; default: the number of CPUs.
 
         A start is mostly CPU: starting everyone at once makes every start as slow as all of them together
         (and JupyterHub gives up on those past ``start_timeout``); a few at a time, each takes about as long

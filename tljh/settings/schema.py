@@ -358,7 +358,7 @@ def _build_schema() -> dict:
                         "default": None,
                         "description": (
                             "How many servers start at the same time; the others wait their turn in line and "
-                            "see their place on the spawn page. none = the number of CPUs + 1."
+                            "see their place on the spawn page. none = the number of CPUs."
                         ),
                     },
                 },
