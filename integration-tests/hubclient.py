@@ -139,23 +139,23 @@ class HubClient:
         if follow_progress:
             await self._follow_progress(name, started + timeout)
             while time.monotonic() - started < timeout:
-                async with self.session.get(self.url(self.server_path(name) + "api/status"),
-                                            headers=self._auth()) as r:
-                    if r.status == 200:
-                        return time.monotonic() - started
+                if await self._served(name):
+                    return time.monotonic() - started
                 await asyncio.sleep(0.01)
             raise HubError(f"server {name!r} of {self.username} ready but not served after {timeout} s")
         while time.monotonic() - started < timeout:
             model = await self.api("GET", f"hub/api/users/{self.username}")
             server = model.get("servers", {}).get(name)
-            if server and server.get("ready"):
-                # Ready in the hub's eyes; also wait until the proxy serves it.
-                async with self.session.get(self.url(self.server_path(name) + "api/status"),
-                                            headers=self._auth()) as r:
-                    if r.status == 200:
-                        return time.monotonic() - started
+            # Ready in the hub's eyes; also wait until the proxy serves it.
+            if server and server.get("ready") and await self._served(name):
+                return time.monotonic() - started
             await asyncio.sleep(0.1)
         raise HubError(f"server {name!r} of {self.username} not ready after {timeout} s")
+
+    async def _served(self, name):
+        """Whether the server answers its API through the proxy (with this user's token)."""
+        async with self.session.get(self.url(self.server_path(name) + "api/status"), headers=self._auth()) as r:
+            return r.status == 200
 
     async def _follow_progress(self, name, deadline):
         """Read the spawn's progress events until the hub says the server is ready (HubError if it failed)."""
