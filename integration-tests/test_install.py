@@ -73,6 +73,45 @@ def test_admin_runs_code_through_caddy(hub):
     print(f"admin's server ready in {run(scenario()):.2f} s")
 
 
+def test_a_server_starts_without_jupyter_lsp_and_gets_it_back_when_asked(hub):
+    """Issue 18's lean start: JupyterLab, the Classic interface, terminals and the extensions the environment
+    enables (jupyter-resource-usage) work; jupyter-lsp is not loaded and JupyterLab's extension manager is the
+    read-only one, until user_environment.language_servers turns jupyter-lsp back on."""
+
+    async def visit(admin):
+        statuses = {}
+        for path in ("tree", "api/metrics/v1", "lsp/status"):
+            async with admin.session.get(admin.url(f"user/admin/{path}"), headers=admin._auth()) as r:
+                await r.read()
+                statuses[path] = r.status
+        async with admin.session.get(admin.url("user/admin/lab"), headers=admin._auth()) as r:
+            statuses["lab"] = r.status
+            page = await r.text()
+        return statuses, page
+
+    async def scenario():
+        async with HubClient(hub.url()) as admin:
+            await admin.login("admin", ADMIN_PASSWORD)
+            await admin.start_server()
+            lean, page = await visit(admin)
+            terminal = await admin.run_in_terminal("echo $((6 * 7))")
+            await admin.stop_server()
+            hub.run("tljh-config set user_environment.language_servers true && tljh-config reload")
+            try:
+                await admin.start_server()
+                full, _ = await visit(admin)
+                await admin.stop_server()
+            finally:
+                hub.run("tljh-config unset user_environment.language_servers && tljh-config reload")
+            return lean, page, terminal, full
+
+    lean, page, terminal, full = run(scenario())
+    assert lean == {"tree": 200, "api/metrics/v1": 200, "lsp/status": 404, "lab": 200}
+    assert '"name": "read-only"' in page or '"name":"read-only"' in page
+    assert "42" in terminal
+    assert full == {**lean, "lsp/status": 200}
+
+
 def test_wrong_password_is_refused(hub):
     async def scenario():
         async with HubClient(hub.url()) as someone:

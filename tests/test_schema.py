@@ -83,6 +83,7 @@ def test_every_schema_key_is_in_the_contract_or_known_extra():
         "traefik_api.password",
         # Beyond TLJH's keys:
         "user_environment.session_installs",
+        "user_environment.language_servers",
         "builds.allowed_hosts",
         "builds.allow_unsupported",
     } | {f"environments.<name>.{k}" for k in ("description", "packages", "requirements", "apt", "python", "r", "offer_kernel",

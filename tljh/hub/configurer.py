@@ -129,6 +129,7 @@ def _apply_user_environment(config, c):
     app = config["user_environment"]["default_app"]
     c.Spawner.default_url = {"jupyterlab": "/lab", "classic": "/tree"}[app]
     c.UserCreatingSpawner.session_installs = config["user_environment"]["session_installs"]
+    c.UserCreatingSpawner.language_servers = config["user_environment"]["language_servers"]
     c.UserCreatingSpawner.environment_kernels = offered_kernels(config)
 
 

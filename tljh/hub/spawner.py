@@ -19,7 +19,7 @@ from tljh.hub.start_queue import StartQueue, parallel_for
 from tljh.plugins import get_plugin_manager
 from tljh.system import systemd
 
-from . import accounts, isolation
+from . import accounts, isolation, server_extensions
 from .port_isolation import PortIsolation
 
 from .server_sockets import UnixSocketServer, answers_http
@@ -91,6 +91,39 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
         which other users cannot open. "tcp": ports on 127.0.0.1 (Jupyter's default) that any local user
         can connect to (kernel messages are signed, so they cannot run code without the key, but they are
         reachable). Use "tcp" only for a kernel that does not support IPC.
+        """,
+    )
+
+    language_servers = Bool(
+        False,
+        config=True,
+        help="""
+        Load jupyter-lsp in users' servers, so that JupyterLab's code intelligence (completion, hover,
+        diagnostics) can use a language server installed in their environment, such as python-lsp-server.
+        Off by default: no environment has a language server unless an admin installs one, and jupyter-lsp
+        searches for them at every start. Set from ``user_environment.language_servers``.
+        """,
+    )
+
+    lab_extension_manager = Unicode(
+        "readonly",
+        config=True,
+        help="""
+        JupyterLab's extension manager in users' servers (``LabApp.extension_manager``). "readonly" lists
+        the installed extensions. JupyterLab's default, "pypi", also searches PyPI and installs with the
+        server's own pip, which users cannot do here (environments are read-only to them; admins install
+        with ``tljh env`` or ``sudo -E pip``), and loading it costs every start its CPU. Empty: whatever the
+        Jupyter config files say.
+        """,
+    )
+
+    resource_metrics = Bool(
+        False,
+        config=True,
+        help="""
+        Let jupyter-resource-usage refresh its Prometheus metrics (each server's /metrics) every second in every
+        server, idle or not (its default). Off: nothing on this hub reads them, and JupyterLab's memory display
+        asks jupyter-resource-usage's own API, which measures when asked.
         """,
     )
 
@@ -354,7 +387,10 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
         return accounts.known_unix_name(self.user.name)
 
     def get_args(self):
-        return super().get_args() + isolation.server_args(self.kernel_transport)
+        args = super().get_args()  # the admin's c.Spawner.args: an option given there wins
+        lean = server_extensions.server_args(self.language_servers, self.lab_extension_manager,
+                                             self.resource_metrics, given=args)
+        return lean + args + isolation.server_args(self.kernel_transport)
 
     def get_env(self):
         return {**super().get_env(), **isolation.server_environment(self.unit_name, self.kernel_debugger)}

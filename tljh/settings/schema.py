@@ -408,6 +408,17 @@ def _build_schema() -> dict:
                             "refused (the shared environment is read-only for them)."
                         ),
                     },
+                    "language_servers": {
+                        "type": "boolean",
+                        "default": False,
+                        "description": (
+                            "Load jupyter-lsp in users' servers, so that JupyterLab's code intelligence "
+                            "(completion, hover, diagnostics) can use a language server installed in their "
+                            "environment (such as python-lsp-server). false: jupyter-lsp is not loaded, which "
+                            "makes every server start cheaper; environments have no language server unless you "
+                            "install one."
+                        ),
+                    },
                 },
             },
             "environments": environments.schema_section(),
