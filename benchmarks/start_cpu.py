@@ -327,17 +327,24 @@ def breakdown(m):
         print(f"== {side}: top functions (cProfile: its overhead inflates every number) ==")
         print(profiled_start(m, "cprofile")["pstats"])
         set_side(m, side)
-        idle = asyncio.run(idle_cpu(m, 60))
-        print(f"== {side}: an idle server (Lab page served, no kernel): {1000 * idle:.0f} ms CPU per minute ==")
+        idle, lsp = asyncio.run(idle_cpu(m, 60))
+        print(f"== {side}: an idle server (Lab page served, no kernel): {1000 * idle:.0f} ms CPU per minute; "
+              f"language servers jupyter-lsp found: {lsp if isinstance(lsp, str) else sorted(lsp) or 'none'} ==")
 
 
 async def idle_cpu(m, seconds):
+    """An idle server's CPU seconds per minute (Lab page served once, nothing open), and what its jupyter-lsp
+    found (its /lsp/status, when it is loaded)."""
     await start_and_lab(m)
+    async with HubClient(m.url()) as admin:
+        await admin.login(ADMIN, PASSWORD)
+        async with admin.session.get(admin.url(f"user/{ADMIN}/lsp/status"), headers=admin._auth()) as r:
+            lsp = (await r.json()).get("specs", {}) if r.status == 200 else f"not loaded ({r.status})"
     first, = await asyncio.to_thread(unit_cpu, m, SERVER_UNIT)
     await asyncio.sleep(seconds)
     last, = await asyncio.to_thread(unit_cpu, m, SERVER_UNIT)
     await stop(m)
-    return (last - first) * 60 / seconds
+    return (last - first) * 60 / seconds, lsp
 
 
 def main():
