@@ -339,7 +339,8 @@ async def idle_cpu(m, seconds):
     async with HubClient(m.url()) as admin:
         await admin.login(ADMIN, PASSWORD)
         async with admin.session.get(admin.url(f"user/{ADMIN}/lsp/status"), headers=admin._auth()) as r:
-            lsp = (await r.json()).get("specs", {}) if r.status == 200 else f"not loaded ({r.status})"
+            # "sessions": the language servers it found installed ("specs" also lists those it could use)
+            lsp = (await r.json()).get("sessions", {}) if r.status == 200 else f"not loaded ({r.status})"
     first, = await asyncio.to_thread(unit_cpu, m, SERVER_UNIT)
     await asyncio.sleep(seconds)
     last, = await asyncio.to_thread(unit_cpu, m, SERVER_UNIT)
