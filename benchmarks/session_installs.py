@@ -173,6 +173,13 @@ async def installs(m, n):
     return results, cached
 
 
+def add_machine_arguments(parser):
+    """--os and --machine, which machine() reads."""
+    parser.add_argument("--os", default="debian-12")
+    parser.add_argument("--machine", help="a running test machine with TLJH installed (bootstrap --admin "
+                        f"{ADMIN}:{PASSWORD}) instead of a fresh one")
+
+
 def machine(args):
     if args.machine:
         return contextlib.nullcontext(Machine.attach(args.machine))
@@ -181,9 +188,7 @@ def machine(args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--os", default="debian-12")
-    parser.add_argument("--machine", help="a running test machine with TLJH installed (bootstrap --admin "
-                        f"{ADMIN}:{PASSWORD}) instead of a fresh one")
+    add_machine_arguments(parser)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--spawns", type=int, default=4)
     parser.add_argument("--installs", type=int, default=5)

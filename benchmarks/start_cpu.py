@@ -37,7 +37,8 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "integration-tests"))
 
 from hubclient import HubClient  # noqa: E402
-from session_installs import ADMIN, PASSWORD, load, machine, p95, spawns, unit_cpu, wait_unloaded  # noqa: E402
+from session_installs import (ADMIN, PASSWORD, add_machine_arguments, load, machine, p95, spawns,  # noqa: E402
+                              unit_cpu, wait_unloaded)
 
 SNIPPET = "/opt/tljh/config/jupyterhub_config.d/zz-start-cpu-benchmark.py"
 SIDES = {
@@ -350,9 +351,7 @@ async def idle_cpu(m, seconds):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--os", default="debian-12")
-    parser.add_argument("--machine", help="a running test machine with TLJH installed (bootstrap --admin "
-                        f"{ADMIN}:{PASSWORD}) instead of a fresh one")
+    add_machine_arguments(parser)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--spawns", type=int, default=3)
     parser.add_argument("--users", type=int, nargs="*", default=[100, 200])
