@@ -4,9 +4,11 @@ Prints numbers; asserts nothing.
     sudo .venv-test/bin/python benchmarks/session_installs.py [--os debian-12] [--rounds 5] [--spawns 4] [--installs 5]
         [--machine NAME]   (a running test machine with TLJH installed, instead of a fresh one)
 
-1. Spawn latency, on and off side by side in one run: rounds alternate the order (on first, then off first);
-   each round sets user_environment.session_installs, reloads the hub, then starts the admin's server N times
-   (start requested -> /user/<name>/lab served -> stop). Medians and p95 per side, and their difference;
+1. Spawn latency, on and off side by side in one run: two profiles that differ only in
+   spawner_override.session_installs, and the sides alternate start by start (on, off, off, on, ...) with no
+   reload in between, so whatever drifts over the run (the host's load, the hub's caches) falls on both sides
+   alike. Each start: start requested -> /user/<name>/lab served -> stop; --rounds x --spawns starts per side.
+   Medians and p95 per side, their difference, and the median of the differences of adjacent on/off pairs;
    per side also the hub's own start time (its "took N seconds to start"), the server's CPU seconds until its
    Lab page and the hub's CPU seconds for the start (from /proc: wall-clock medians on a shared host move by
    hundreds of ms between runs, CPU seconds much less).
@@ -76,6 +78,19 @@ def wait_unloaded(m, unit=f"jupyter-{ADMIN}"):
 
 def set_session_installs(m, on):
     m.run(f"tljh-config set user_environment.session_installs {'true' if on else 'false'} && tljh-config reload")
+
+
+# The two sides as profiles (slugs from the display names): a start picks its side, no reload between sides.
+SIDE_PROFILES = """
+profiles:
+  - display_name: Layer on
+    description: Session packages.
+    spawner_override: {session_installs: true}
+  - display_name: Layer off
+    description: No session packages.
+    spawner_override: {session_installs: false}
+"""
+SIDE = {True: {"profile": "layer-on"}, False: {"profile": "layer-off"}}
 
 
 # Runs in the machine: CPU seconds (utime + stime, and those of reaped children) of the processes in a unit's
@@ -197,13 +212,16 @@ def main():
     print(f"host: {platform.node()}, {os.cpu_count()} CPUs, {platform.platform()}")
     print(f"load at start: {load()}")
     with machine(args) as m:
-        asyncio.run(spawns(m, 1))  # creates the admin's Unix account; not counted
+        set_session_installs(m, True)
+        config = m.run("cat /opt/tljh/config/config.yaml").stdout
+        m.run("cat >> /opt/tljh/config/config.yaml && tljh-config reload hub", input=SIDE_PROFILES)
+        asyncio.run(spawns(m, 1, user_options=SIDE[True]))  # creates the admin's Unix account; not counted
         times = {True: [], False: []}
         sides = {on: {"server cpu": [], "hub cpu": [], "hub start": []} for on in (True, False)}
-        for r in range(args.rounds):
-            for on in ((True, False) if r % 2 == 0 else (False, True)):
-                set_session_installs(m, on)
-                times[on] += asyncio.run(spawns(m, args.spawns, sides[on]))
+        for i in range(args.rounds * args.spawns):
+            for on in ((True, False) if i % 2 == 0 else (False, True)):
+                times[on] += asyncio.run(spawns(m, 1, sides[on], user_options=SIDE[on]))
+        m.run("cat > /opt/tljh/config/config.yaml && tljh-config reload hub", input=config)
         for on in (True, False):
             t, side = times[on], sides[on]
             print(f"spawn with session layer {'on ' if on else 'off'}: median {statistics.median(t):.3f} s, "
@@ -216,6 +234,10 @@ def main():
         print(f"median difference (on - off): spawn {(statistics.median(times[True]) - statistics.median(times[False])) * 1000:+.0f} ms, "
               f"hub start {diff['hub start']:+.0f} ms, server CPU {diff['server cpu']:+.0f} ms, "
               f"hub CPU {diff['hub cpu']:+.0f} ms")
+        pairs = {k: [(a - b) * 1000 for a, b in zip(sides[True][k], sides[False][k])] for k in sides[True]}
+        pairs["spawn"] = [(a - b) * 1000 for a, b in zip(times[True], times[False])]
+        print("median of the differences of adjacent on/off starts (n=%d pairs): " % len(pairs["spawn"])
+              + ", ".join(f"{k} {statistics.median(v):+.0f} ms" for k, v in pairs.items()))
         print(f"load after the spawns: {load()}")
         median, low, high = layer_creation(m, args.layers)
         print(f"layer creation in the hub: median {median:.1f} ms, min {low:.1f} ms, max {high:.1f} ms, "
