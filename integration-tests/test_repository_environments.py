@@ -292,6 +292,49 @@ def test_a_repository_given_as_a_path_on_the_server(hub):
     assert hub.run(f"git -C {path} status --porcelain && find {path} ! -user root | head -3").stdout == ""
 
 
+# A postBuild that needs memory (bytes written, so the pages are really used).
+ALLOCATE = """#!/bin/sh
+echo loading the data
+python3 -c "data = b'x' * ({mb} * 2**20); print('allocated', len(data) >> 20, 'MB')"
+"""
+
+
+def test_a_build_past_its_time_or_memory_limit_fails_and_says_so(hub):
+    """builds.time_limit / builds.memory_limit: a postBuild that sleeps past the first or allocates past the
+    second is stopped by systemd; the build says which, plainly, and the last good build keeps serving."""
+    path, serving = "/srv/course", current_build(hub, "local")
+
+    def stopped(post_build, *words):
+        push(hub, {"postBuild": post_build}, work=path, remote=False)
+        result = hub.run("tljh env build local", check=False, timeout=900)
+        output = result.stdout + result.stderr
+        assert result.returncode == 1, output
+        for word in words:
+            assert word in output, output
+        assert f"(local: build {serving} keeps serving)" in output, output
+        assert current_build(hub, "local") == serving
+        hub.run("/opt/tljh/envs/local/bin/python -c 'import cowsay'")
+        show = hub.run("tljh env show local").stdout
+        assert f"# LAST BUILD FAILED: {words[0]}" in show, show
+        # Nothing of the stopped build is left running or on disk.
+        assert hub.run("pgrep -u tljh-builder -a", check=False).stdout == ""
+        assert hub.run("ls /opt/tljh/envs/.builder").stdout.split() == ["uv-cache"]
+
+    hub.run("tljh-config set builds.time_limit 90")
+    stopped("#!/bin/sh\necho waiting for the data server\nsleep 600\n",
+            "building local timed out after 90 s (raise builds.time_limit")
+    hub.run("tljh-config unset builds.time_limit")
+    hub.run("tljh-config set builds.memory_limit 500M")
+    stopped(ALLOCATE.format(mb=2000), "building local ran out of memory (limit 500M) (raise builds.memory_limit",
+            "loading the data")
+    hub.run("tljh-config unset builds.memory_limit")
+    # Within the limits the same kind of build succeeds (the default limit is 4G).
+    push(hub, {"postBuild": ALLOCATE.format(mb=600)}, work=path, remote=False)
+    build = hub.run("tljh env build local", timeout=900)
+    assert "    allocated 600 MB" in build.stdout and "is current" in build.stdout, build.stdout
+    assert "LAST BUILD FAILED" not in hub.run("tljh env show local").stdout
+
+
 ENVIRONMENT_YML = """\
 channels: [conda-forge]
 dependencies:

@@ -128,6 +128,9 @@ SET_CASES = [
     ("environments.data.allow_apt", "libgdal-dev", ["libgdal-dev"]),
     ("builds.allowed_hosts", "github.com,gitlab.example.org:8443", ["github.com", "gitlab.example.org:8443"]),
     ("builds.allow_unsupported", "yes", True),
+    ("builds.memory_limit", "2g", "2G"),
+    ("builds.memory_limit", "none", None),
+    ("builds.time_limit", "30m", 1800),
 ]
 
 

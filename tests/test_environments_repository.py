@@ -437,3 +437,43 @@ def test_start_wraps_the_server_command(build, repo, prefix):
     os.makedirs(user_bin)
     open(os.path.join(user_bin, "python"), "w").close()
     assert serving.server_environment("default").command(cmd) == [os.path.join(user_bin, "jupyterhub-singleuser"), "--debug"]
+
+
+def test_a_build_stopped_by_its_limits_says_why_and_the_last_good_build_keeps_serving(build, repo):
+    from tljh.environments.limits import BuildLimits
+    from tljh.system import sandbox
+
+    assert build(small(course(repo), "course")).state == "built"
+    serving = store.current("course").build
+    commit(repo, {"postBuild": "#!/bin/sh\necho computing the course data\nsleep 120\n"})
+
+    def outcome_of(builder):
+        outcome = builder.build(small(course(repo), "course"))
+        assert outcome.state == "failed"
+        assert store.current("course").build == serving and f"build {serving} keeps serving" in outcome.message
+        assert not os.path.exists(store.staging_path("course"))
+        show = "\n".join(commands_module.show_lines(course(repo), "course"))
+        assert f"# LAST BUILD FAILED: {outcome.message.splitlines()[0]}" in show
+        return outcome
+
+    # Time, for real: the whole build's (here it runs out during uv or the postBuild, whichever is reached).
+    lines = []
+    timed = outcome_of(builder_module.Builder(out=lines.append, limits=BuildLimits(seconds=3)))
+    assert timed.message.startswith("building course timed out after 3 s (raise builds.time_limit"), timed.message
+
+    # Memory: what the sandbox reports when systemd or the kernel stopped the postBuild (only a real unit has
+    # a memory limit: the integration tests).
+    def out_of_memory(unit, writable, readable=(), env=None, limits=None):
+        box = sandbox.Unsandboxed(unit, writable, readable, env, limits=limits)
+        if unit.startswith("tljh-env-postbuild-"):
+            def run(argv, on_line=None, cwd="/"):
+                raise sandbox.LimitExceeded("memory", "ran out of memory (limit 200M)", ["computing the course data"])
+            box.run = run
+        return box
+
+    builder = builder_module.Builder(out=lines.append, make_sandbox=out_of_memory, limits=BuildLimits(memory=200 << 20))
+    memory = outcome_of(builder)
+    assert memory.message.startswith(
+        "building course ran out of memory (limit 200M) (raise builds.memory_limit if it needs more); its last "
+        "output:\ncomputing the course data"
+    ), memory.message

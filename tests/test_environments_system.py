@@ -116,3 +116,63 @@ def test_this_process_is_in_the_host_namespace_and_is_not_reexecuted(monkeypatch
     monkeypatch.setattr(os, "execvp", fail)
     namespaces.reexec_in_host_mount_namespace()
 
+
+
+def test_limits_become_the_units_memory_and_runtime_limits():
+    limits = sandbox.Limits.starting_now(memory=200 * 2**20, seconds=120)
+    cmd = sandbox.Sandbox("tljh-env-postbuild-c", ["/b"], limits=limits).command(["./postBuild"])
+    props = dict(a.split("=", 1)[1].split("=", 1) for a in cmd if a.startswith("--property="))
+    assert props["MemoryMax"] == str(200 * 2**20) and props["MemorySwapMax"] == "0"
+    assert 0 < int(props["RuntimeMaxSec"]) <= 120 and props["TimeoutStopSec"] == str(sandbox.STOP_GRACE_SECONDS)
+    # The unit stays loaded after a failure until run() has read its Result.
+    assert "--collect" not in cmd
+    plain = sandbox.Sandbox("x", ["/b"]).command(["true"])
+    assert not any(a.split("=", 2)[1] in ("MemoryMax", "RuntimeMaxSec") for a in plain if a.startswith("--property="))
+    assert limits.describe_memory() == "200M" and sandbox.Limits(memory=2 * 2**30).describe_memory() == "2G"
+
+
+@pytest.mark.parametrize(
+    "unit_result, status, limits, expected",
+    [
+        ("timeout", "0", {"seconds": 60}, "timed out after 60 s"),
+        ("oom-kill", "0", {"memory": 2**28}, "ran out of memory (limit 256M)"),
+        # cgroup v1 (no oom-kill result): the kernel's SIGKILL of the command, or of a shell's child.
+        ("signal", "9", {"memory": 2**28}, "ran out of memory (limit 256M)"),
+        ("exit-code", "137", {"memory": 2**28}, "ran out of memory (limit 256M)"),
+        ("exit-code", "1", {"memory": 2**28, "seconds": 60}, None),
+        ("signal", "9", {}, None),  # no memory limit: a kill is not called "out of memory"
+    ],
+)
+def test_a_unit_stopped_by_its_limit_says_which(monkeypatch, unit_result, status, limits, expected):
+    calls = []
+
+    def systemctl(*args, check=True):
+        calls.append(args)
+        stdout = f"Result={unit_result}\nExecMainStatus={status}\n" if args[0] == "show" else ""
+        return type("Done", (), {"stdout": stdout, "returncode": 0})()
+
+    monkeypatch.setattr(sandbox.systemd, "systemctl", systemctl)
+    monkeypatch.setattr(sandbox, "_stream", lambda cmd, env, on_line, cwd=None, timeout=None: sandbox.Result(1, ["last words"]))
+    # The deadline starts now, not when pytest collected the parameters.
+    box = sandbox.Sandbox("tljh-env-build-c", ["/b"], limits=sandbox.Limits.starting_now(**limits))
+    if expected is None:
+        assert box.run(["uv"]).returncode == 1
+    else:
+        with pytest.raises(sandbox.LimitExceeded) as e:
+            box.run(["uv"])
+        assert str(e.value) == expected and e.value.lines == ["last words"]
+    unit = calls[0][-1]
+    assert unit.startswith("tljh-env-build-c:") and calls[1] == ("reset-failed", unit)  # unloaded once read
+
+
+def test_the_time_limit_stops_an_unsandboxed_command_and_is_shared_by_the_next(tmp_path):
+    limits = sandbox.Limits.starting_now(seconds=1)
+    box = sandbox.Unsandboxed("x", [str(tmp_path)], limits=limits)
+    with pytest.raises(sandbox.LimitExceeded, match=r"^timed out after 1 s$") as e:
+        box.run(["sh", "-c", "echo started; sleep 60 & wait"])
+    assert e.value.lines == ["started"]
+    # The build's time is used up: its next command does not start.
+    with pytest.raises(sandbox.LimitExceeded):
+        box.run(["touch", str(tmp_path / "ran")])
+    assert not (tmp_path / "ran").exists()
+    assert sandbox.Unsandboxed("x", [], limits=sandbox.Limits.starting_now(seconds=60)).run(["true"]).returncode == 0

@@ -19,6 +19,7 @@ from importlib import metadata
 
 from ..system import apt, env_contents, files, paths, pythons, sandbox, venvs
 from . import bytecode, repository, store
+from .limits import BuildLimits, configured as configured_limits
 from .spec import EnvironmentSpec, R_PACKAGES, hub_version
 
 KERNELS_SUBDIR = os.path.join("share", "tljh")  # <prefix>/share/tljh/kernels/<name>/kernel.json
@@ -122,15 +123,21 @@ class Builder:
     bytecode is compiled after that, in the background, unless ``wait_for_bytecode`` (the installer: the
     first servers after an install start from compiled packages, as before)."""
 
-    def __init__(self, out=print, make_sandbox=sandbox.sandbox, wait_for_bytecode=False):
+    def __init__(self, out=print, make_sandbox=sandbox.sandbox, wait_for_bytecode=False,
+                 limits: BuildLimits | None = None):
+        """``limits``: config.yaml's ``builds`` section (read from config.yaml if not given)."""
         self.out = out
         self.make_sandbox = make_sandbox
         self.wait_for_bytecode = wait_for_bytecode
+        self.limits = limits if limits is not None else configured_limits()
+        # The limits of the sandboxed commands of the build under way (they share its time limit).
+        self._limits = self.limits.for_one_build()
 
     # -- public --------------------------------------------------------------------------------
 
     def build(self, spec: EnvironmentSpec, *, force=False, from_lock: str | None = None) -> Outcome:
         started = time.monotonic()
+        self._limits = self.limits.for_one_build()
         if not spec.repository:
             with store.environments_lock():
                 try:
@@ -153,6 +160,8 @@ class Builder:
                 return self._build_if_needed(spec, force, None, started)
             except (repository.RepositoryError, apt.AptError) as e:
                 return self._failed(spec, str(e), started)
+            except sandbox.LimitExceeded as e:  # while fetching
+                return self._failed(spec, self._limit_message(spec, e), started)
             except KeyboardInterrupt:  # before the checkout is removed: git or a postBuild may be writing there
                 stop_units(spec.name)
                 raise
@@ -187,7 +196,10 @@ class Builder:
             self._bytecode(spec)
             return Outcome(name, "up to date", seconds=time.monotonic() - started)
         try:
-            outcome = self._build(spec, interpreter, version, python_package, fingerprint, current, from_lock)
+            try:
+                outcome = self._build(spec, interpreter, version, python_package, fingerprint, current, from_lock)
+            except sandbox.LimitExceeded as e:
+                raise BuildError(self._limit_message(spec, e)) from None
         except (BuildError, apt.AptError) as e:
             shutil.rmtree(store.staging_path(name), ignore_errors=True)
             shutil.rmtree(store.work_path(name), ignore_errors=True)
@@ -209,6 +221,7 @@ class Builder:
         store.prepare_directories()
         work = store.work_path(spec.name) + "-check"
         self._fresh_dir(work)
+        self._limits = self.limits.for_one_build()
         box = self._sandbox(spec, unit("check", spec.name))
         try:
             # A Python still to be installed from the archive: resolve for its version with the system's.
@@ -216,6 +229,8 @@ class Builder:
             result = self._compile(
                 spec, box, target, os.path.join(work, "lock.txt"), [], {}, python_version=version if package else None
             )
+        except sandbox.LimitExceeded as e:
+            raise BuildError(self._limit_message(spec, e)) from None
         finally:
             shutil.rmtree(work, ignore_errors=True)
         if result.returncode != 0:
@@ -458,12 +473,15 @@ class Builder:
         # One writable directory for the cache and the builds: hard links do not cross mount points, and each
         # writable path is its own mount in the sandbox.
         env = {"UV_CACHE_DIR": paths.ENVIRONMENTS_UV_CACHE_DIR, "UV_SYSTEM_CERTS": "1", "UV_NO_PROGRESS": "1"}
-        return self.make_sandbox(unit_name or unit("build", spec.name), [paths.BUILDER_DIR], env=env)
+        return self.make_sandbox(
+            unit_name or unit("build", spec.name), [paths.BUILDER_DIR], env=env, limits=self._limits
+        )
 
     def _fetch_sandbox(self, spec):
         env = repository.sandbox_env()
         return self.make_sandbox(
-            unit("fetch", spec.name), [paths.BUILDER_DIR], readable=repository.readable_paths(spec), env=env
+            unit("fetch", spec.name), [paths.BUILDER_DIR], readable=repository.readable_paths(spec), env=env,
+            limits=self._limits,
         )
 
     def _post_build_sandbox(self, spec, staging=None):
@@ -476,7 +494,15 @@ class Builder:
             "PIP_NO_CACHE_DIR": "1",
         }
         checkout = spec.checkout or repository.checkout_path(spec.name)
-        return self.make_sandbox(unit("postbuild", spec.name), [staging, checkout], env=env)
+        return self.make_sandbox(unit("postbuild", spec.name), [staging, checkout], env=env, limits=self._limits)
+
+    def _limit_message(self, spec, e: sandbox.LimitExceeded) -> str:
+        """'building X timed out after N s' / 'ran out of memory (limit X)', the setting to change, and the
+        last lines the stopped command printed."""
+        key = "builds.time_limit" if e.kind == "time" else "builds.memory_limit"
+        lines = [line for line in e.lines if line.strip()][-8:]
+        tail = ("; its last output:\n" + "\n".join(lines)) if lines else ""
+        return f"building {spec.name} {e} (raise {key} if it needs more){tail}"
 
     def _fresh_dir(self, path):
         shutil.rmtree(path, ignore_errors=True)

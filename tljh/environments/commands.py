@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from ..settings.environments import DEFAULT, environment_names
 from ..settings.errors import ConfigError
 from ..system import paths, venvs
-from . import bytecode, store
+from . import bytecode, limits, store
 from .builder import Builder, by_hand, last_failure, state_of, stop_units
 from .spec import specs
 from .user_builds import is_build_name
@@ -20,7 +20,7 @@ def build(config: dict, pm=None, names=None, *, force=False, from_lock=None, out
     """Build the environments of ``names`` (all declared ones if None) that changed; return their Outcomes.
     ``wait_for_bytecode``: return once the builds' bytecode is compiled too (see Builder)."""
     declared = specs(config, pm)
-    builder = Builder(out=out, wait_for_bytecode=wait_for_bytecode)
+    builder = Builder(out=out, wait_for_bytecode=wait_for_bytecode, limits=limits.from_config(config))
     outcomes = []
     for name in names or list(declared):
         outcome = builder.build(declared[name], force=force, from_lock=from_lock)
@@ -119,8 +119,10 @@ def list_lines(config: dict, pm=None) -> list[str]:
 def show_lines(config: dict, name: str, pm=None) -> list[str]:
     spec = specs(config, pm).get(name)
     current = store.current(name)
+    failure = last_failure(name)
     if current is None:
-        raise LookupError(f"environment {name} has no build yet: sudo tljh env build {name}")
+        why = f" (its last build failed: {' '.join(failure.split())})" if failure else ""
+        raise LookupError(f"environment {name} has no build yet{why}: sudo tljh env build {name}")
     state = state_of(spec)[0] if spec else "a user's build" if is_build_name(name) else "not in config.yaml"
     record = current.record
     summary = record.get("spec", {})
@@ -146,6 +148,9 @@ def show_lines(config: dict, name: str, pm=None) -> list[str]:
             lines.append(f"# not built from the repository: {item}")
     if summary.get("r"):
         lines.append("# r: R and IRkernel from the OS archive")
+    if failure:
+        # The reason (timed out, out of memory, a failing postBuild) and that this build still serves.
+        lines += ["# LAST BUILD FAILED: " + line for line in failure.splitlines()]
     hand = by_hand(current.path, current.lock())
     if hand:
         lines.append(f"# installed by hand since this build (not in the lock below): {', '.join(sorted(hand))}")

@@ -30,7 +30,10 @@ def schema_section() -> dict:
         "type": "object",
         "additionalProperties": False,
         "x-tljh-reload": "hub",
-        "description": "Environments users build themselves from a repository, in the profile picker.",
+        "description": (
+            "Environments users build themselves from a repository, in the profile picker; and what every "
+            "environment build may use (`tljh env build`, the installer, users' builds)."
+        ),
         "properties": {
             "allowed_hosts": {
                 "type": "array",
@@ -51,6 +54,29 @@ def schema_section() -> dict:
                     "A user's repository that asks for what cannot be built here (a Dockerfile, apt.txt, Julia, "
                     "...): true builds the rest and lists what was left out in the build log; false refuses "
                     "it with that list. OS packages (apt.txt) are never installed for users' builds."
+                ),
+            },
+            "memory_limit": {
+                "x-tljh-reload": "none",  # read by each build
+                "type": ["string", "number", "null"],
+                "default": "4G",
+                "x-tljh-memory": True,
+                "description": (
+                    "Memory each command of a build (git, uv, a repository's postBuild) may use, without swap; "
+                    "past it the build fails with \"ran out of memory\" and the last good build keeps serving. "
+                    "Same units as limits.memory (4G, 512M; a bare number is megabytes). none = no limit."
+                ),
+            },
+            "time_limit": {
+                "x-tljh-reload": "none",  # read by each build
+                "type": ["integer", "null"],
+                "minimum": 1,
+                "default": 3600,
+                "x-tljh-duration": True,
+                "description": (
+                    "Seconds a whole build may take, from fetching the repository to its postBuild (also 30m, "
+                    "2h); past it the build is stopped, fails with \"timed out\" and the last good build keeps "
+                    "serving. OS packages (apt) installed as root are not stopped. none = no limit."
                 ),
             },
         },

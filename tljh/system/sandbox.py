@@ -11,10 +11,13 @@ test machines, whose cgroups systemd cannot remove), and a second unit of the na
 
 from __future__ import annotations
 
+import math
 import os
 import pwd
 import secrets
+import signal
 import subprocess
+import time
 from dataclasses import dataclass, field
 
 from . import paths, systemd
@@ -24,6 +27,43 @@ PASSED_VARIABLES = (
     "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY",
     "SSL_CERT_FILE", "SSL_CERT_DIR", "UV_INDEX_URL", "UV_DEFAULT_INDEX", "UV_EXTRA_INDEX_URL", "PIP_INDEX_URL",
 )
+
+
+# A command still running at its time limit is sent SIGTERM, then SIGKILL this many seconds later (systemd's
+# default, 90 s, would let a build that ignores SIGTERM run well past its limit).
+STOP_GRACE_SECONDS = 10
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a sandboxed command may use: ``memory`` bytes (RAM, no swap) and the time until ``deadline``
+    (time.monotonic()), which commands of one build share; ``seconds`` is that budget, for the message."""
+
+    memory: int | None = None
+    seconds: int | None = None
+    deadline: float | None = None
+
+    @classmethod
+    def starting_now(cls, memory=None, seconds=None) -> "Limits":
+        return cls(memory, seconds, time.monotonic() + seconds if seconds else None)
+
+    def remaining(self) -> int | None:
+        """Whole seconds left (at least 0), None without a time limit."""
+        return None if self.deadline is None else max(0, math.ceil(self.deadline - time.monotonic()))
+
+    def describe_memory(self) -> str:
+        size = self.memory or 0
+        return f"{size // 2**30}G" if size % 2**30 == 0 else f"{math.ceil(size / 2**20)}M"
+
+
+class LimitExceeded(Exception):
+    """A sandboxed command was stopped by its limit: ``kind`` "time" or "memory". The message says which,
+    plainly; ``lines`` is what the command printed."""
+
+    def __init__(self, kind, message, lines=()):
+        super().__init__(message)
+        self.kind = kind
+        self.lines = list(lines)
 
 
 @dataclass
@@ -37,17 +77,20 @@ class Result:
 
 class Sandbox:
     """Run commands as ``user``, each in a transient unit ``<unit>:<id>``, writing only ``writable`` (and reading
-    ``readable`` even inside homes); ``properties``: more unit properties (e.g. a lower priority)."""
+    ``readable`` even inside homes); ``properties``: more unit properties (e.g. a lower priority); ``limits``:
+    the memory and time its commands may use (Limits; none if not given)."""
 
-    def __init__(self, unit: str, writable, readable=(), env=None, user=paths.BUILDER_USER, properties=None):
+    def __init__(self, unit: str, writable, readable=(), env=None, user=paths.BUILDER_USER, properties=None,
+                 limits=None):
         self.unit = unit
         self.writable = [os.path.abspath(p) for p in writable]
         self.readable = [os.path.abspath(p) for p in readable]
         self.env = dict(env or {})
         self.user = user
         self.properties = dict(properties or {})
+        self.limits = limits or Limits()
 
-    def command(self, argv, cwd="/", wait=True) -> list[str]:
+    def command(self, argv, cwd="/", wait=True, unit=None) -> list[str]:
         props = {
             "User": self.user,
             "Group": self.user,
@@ -68,9 +111,19 @@ class Sandbox:
         if self.readable:
             props["BindReadOnlyPaths"] = " ".join(self.readable)
         props.update(self.properties)
-        unit = f"{self.unit}:{secrets.token_hex(4)}"  # ':' never occurs in the names units are made from
-        cmd = ["systemd-run", "--quiet", *(["--wait", "--pipe"] if wait else []), "--collect", "--service-type=exec",
-               f"--unit={unit}"]
+        if self.limits.memory:
+            # No swap: past its limit a build stops at once with a clear reason instead of crawling.
+            props.update(MemoryMax=str(self.limits.memory), MemorySwapMax="0")
+        remaining = self.limits.remaining()
+        if remaining is not None:
+            props.update(RuntimeMaxSec=str(max(1, remaining)), TimeoutStopSec=str(STOP_GRACE_SECONDS))
+        unit = unit or self._unit_name()
+        if wait:
+            # No --collect: a unit that failed stays loaded until run() has read why (Result), then reset-failed
+            # unloads it; one that succeeded is unloaded by systemd as usual.
+            cmd = ["systemd-run", "--quiet", "--wait", "--pipe", "--service-type=exec", f"--unit={unit}"]
+        else:  # started in the background: nobody waits to read its result
+            cmd = ["systemd-run", "--quiet", "--collect", "--service-type=exec", f"--unit={unit}"]
         cmd += [f"--property={k}={v}" for k, v in props.items()]
         env = {k: os.environ[k] for k in PASSED_VARIABLES if k in os.environ}
         env.update(self.env)
@@ -78,9 +131,35 @@ class Sandbox:
         cmd += [f"--setenv={k}={v}" for k, v in sorted(env.items())]
         return [*cmd, "--", *argv]
 
+    def _unit_name(self) -> str:
+        return f"{self.unit}:{secrets.token_hex(4)}"  # ':' never occurs in the names units are made from
+
     def run(self, argv, on_line=None, cwd="/") -> Result:
-        """Run ``argv`` in ``cwd``; every line it prints goes to ``on_line`` as it comes. Never raises."""
-        return _stream(self.command(argv, cwd), None, on_line)
+        """Run ``argv`` in ``cwd``; every line it prints goes to ``on_line`` as it comes. Raises LimitExceeded
+        if the command was stopped by its time or memory limit (only then)."""
+        self._check_time()
+        unit = self._unit_name()
+        result = _stream(self.command(argv, cwd, unit=unit), None, on_line)
+        if result.returncode != 0:
+            # systemd-run exits 1 whatever stopped the unit: the unit's Result says whether a limit did.
+            values = dict(
+                line.partition("=")[::2]
+                for line in systemd.systemctl("show", "--property=Result,ExecMainStatus", unit, check=False)
+                .stdout.splitlines()
+            )
+            systemd.systemctl("reset-failed", unit, check=False)
+            self._check_stopped(values.get("Result", ""), values.get("ExecMainStatus", ""), result)
+        return result
+
+    def _check_time(self) -> None:
+        if self.limits.remaining() == 0:
+            raise LimitExceeded("time", f"timed out after {self.limits.seconds} s")
+
+    def _check_stopped(self, unit_result: str, status: str, result: Result) -> None:
+        if unit_result == "timeout" or (self.limits.deadline is not None and self.limits.remaining() == 0):
+            raise LimitExceeded("time", f"timed out after {self.limits.seconds} s", result.lines)
+        if self.limits.memory and systemd.killed_for_memory(unit_result, status):
+            raise LimitExceeded("memory", f"ran out of memory (limit {self.limits.describe_memory()})", result.lines)
 
     def start(self, argv, cwd="/") -> bool:
         """Start ``argv`` in the background (its output goes to the journal); False if it could not start."""
@@ -107,11 +186,16 @@ def stop(units) -> None:
 
 
 class Unsandboxed(Sandbox):
-    """The same interface without systemd, as the calling (non-root) user: development and unit tests."""
+    """The same interface without systemd, as the calling (non-root) user: development and unit tests. The time
+    limit is kept (the command's process group is killed at the deadline); memory is not limited."""
 
     def run(self, argv, on_line=None, cwd="/") -> Result:
+        self._check_time()
         env = {**os.environ, **self.env}
-        return _stream(list(argv), env, on_line, cwd)
+        result = _stream(list(argv), env, on_line, cwd, timeout=self.limits.remaining())
+        if result.returncode != 0:
+            self._check_stopped("", "", result)
+        return result
 
     def start(self, argv, cwd="/") -> bool:
         env = {**os.environ, **self.env}
@@ -130,11 +214,11 @@ def _systemd_root() -> bool:
     return os.geteuid() == 0 and os.path.isdir("/run/systemd/system")
 
 
-def sandbox(unit, writable, readable=(), env=None, properties=None) -> Sandbox:
+def sandbox(unit, writable, readable=(), env=None, properties=None, limits=None) -> Sandbox:
     """A Sandbox on a systemd server run as root; as anyone else, commands already run without root."""
     if _systemd_root():
-        return Sandbox(unit, writable, readable, env, properties=properties)
-    return Unsandboxed(unit, writable, readable, env, properties=properties)
+        return Sandbox(unit, writable, readable, env, properties=properties, limits=limits)
+    return Unsandboxed(unit, writable, readable, env, properties=properties, limits=limits)
 
 
 def owner_ids() -> tuple[int, int]:
@@ -145,11 +229,20 @@ def owner_ids() -> tuple[int, int]:
     return os.geteuid(), os.getegid()
 
 
-def _stream(cmd, env, on_line, cwd=None) -> Result:
+def _stream(cmd, env, on_line, cwd=None, timeout=None) -> Result:
     result = Result(0)
     proc = subprocess.Popen(
-        cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+        cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+        start_new_session=timeout is not None,
     )
+    if timeout is not None:
+        # Unsandboxed only (systemd enforces the limit of a sandboxed unit): the whole process group, as
+        # systemd stops the whole unit.
+        import threading
+
+        timer = threading.Timer(timeout, lambda: _kill_group(proc))
+        timer.daemon = True
+        timer.start()
     try:
         for line in proc.stdout:
             line = line.rstrip("\n")
@@ -159,4 +252,13 @@ def _stream(cmd, env, on_line, cwd=None) -> Result:
     finally:
         proc.stdout.close()
         result.returncode = proc.wait()
+        if timeout is not None:
+            timer.cancel()
     return result
+
+
+def _kill_group(proc) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

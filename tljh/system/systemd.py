@@ -121,6 +121,16 @@ def property_of(unit, name):
     return systemctl("show", f"--property={name}", "--value", unit, check=False).stdout.strip()
 
 
+def killed_for_memory(result: str, main_status: str) -> bool:
+    """Whether a unit with a memory limit that stopped with ``Result`` and ``ExecMainStatus`` was stopped for
+    using too much. On cgroup v2 systemd says so (oom-kill); on v1 the kernel's SIGKILL is all there is: the
+    main process killed (signal 9), or a shell whose child was (exit status 128 + 9)."""
+    result, main_status = result.strip(), main_status.strip()
+    return result == "oom-kill" or (result == "signal" and main_status == "9") or (
+        result == "exit-code" and main_status == "137"
+    )
+
+
 async def properties(unit, *names):
     """{name: value} of systemd properties of ``unit``, without blocking the event loop (for the hub)."""
     import asyncio  # only the hub process needs it
