@@ -335,6 +335,24 @@ def test_a_build_past_its_time_or_memory_limit_fails_and_says_so(hub):
     assert "LAST BUILD FAILED" not in hub.run("tljh env show local").stdout
 
 
+def test_the_disk_budget_removes_builds_nobody_uses(hub):
+    """builds.disk_budget: past it, the next build removes builds nobody uses (here `local`, taken out of
+    config.yaml) and says what it freed; declared environments' builds stay."""
+    hub.run("tljh-config unset environments.local")
+    # Last used two hours ago (a build used in the last ten minutes is never removed: its server may be starting).
+    hub.run("touch -d '2 hours ago' /opt/tljh/envs/local/tljh-environment.json")
+    hub.run("tljh-config set builds.disk_budget 1M")
+    push(hub, {"binder/postBuild": POST_BUILD})
+    build = hub.run("tljh env build course", timeout=900)
+    removed = [line for line in build.stdout.splitlines() if line.startswith("disk budget: removed environment local")]
+    assert len(removed) == 1 and " MB freed; builds now use " in removed[0], build.stdout
+    assert "disk budget: builds use" in build.stdout and "in use or declared" in build.stdout, build.stdout
+    assert hub.run("test -e /opt/tljh/envs/local", check=False).returncode != 0
+    assert hub.run("ls /opt/tljh/envs/.retired").stdout.split() == []
+    hub.run("/opt/tljh/envs/course/bin/python -c 'import cowsay' && /opt/tljh/user/bin/python -c 'import jupyterlab'")
+    hub.run("tljh-config unset builds.disk_budget")
+
+
 ENVIRONMENT_YML = """\
 channels: [conda-forge]
 dependencies:

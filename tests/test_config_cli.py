@@ -131,6 +131,7 @@ SET_CASES = [
     ("builds.memory_limit", "2g", "2G"),
     ("builds.memory_limit", "none", None),
     ("builds.time_limit", "30m", 1800),
+    ("builds.disk_budget", "50G", "50G"),
 ]
 
 

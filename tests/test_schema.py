@@ -88,7 +88,7 @@ def test_every_schema_key_is_in_the_contract_or_known_extra():
         "builds.allow_unsupported",
     } | {f"environments.<name>.{k}" for k in ("description", "packages", "requirements", "apt", "python", "r", "offer_kernel",
                                                      "repository", "ref", "allow_unsupported", "allow_apt")} | {
-        f"builds.{k}" for k in ("memory_limit", "time_limit")
+        f"builds.{k}" for k in ("memory_limit", "time_limit", "disk_budget")
     }
     assert documented == expected
 

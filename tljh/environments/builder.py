@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 
 from ..system import apt, env_contents, files, paths, pythons, sandbox, venvs
-from . import bytecode, repository, store
+from . import budget, bytecode, repository, store
 from .limits import BuildLimits, configured as configured_limits
 from .spec import EnvironmentSpec, R_PACKAGES, hub_version
 
@@ -124,12 +124,14 @@ class Builder:
     first servers after an install start from compiled packages, as before)."""
 
     def __init__(self, out=print, make_sandbox=sandbox.sandbox, wait_for_bytecode=False,
-                 limits: BuildLimits | None = None):
-        """``limits``: config.yaml's ``builds`` section (read from config.yaml if not given)."""
+                 limits: BuildLimits | None = None, declared=None):
+        """``limits``: config.yaml's ``builds`` section (read from config.yaml if not given); ``declared``:
+        the environments config.yaml declares, whose current builds the disk budget never removes (likewise)."""
         self.out = out
         self.make_sandbox = make_sandbox
         self.wait_for_bytecode = wait_for_bytecode
         self.limits = limits if limits is not None else configured_limits()
+        self.declared = declared
         # The limits of the sandboxed commands of the build under way (they share its time limit).
         self._limits = self.limits.for_one_build()
 
@@ -213,6 +215,9 @@ class Builder:
         waiting = [k for k in kept if k.startswith(name + ".")]
         if waiting:
             self.out(f"{name}: {len(waiting)} earlier build(s) kept until the servers using them stop")
+        declared = self._declared()
+        if declared is not None:
+            budget.enforce(self.limits.disk_budget, declared, keep=[name], out=self.out)
         return outcome
 
     def check_resolves(self, spec: EnvironmentSpec) -> None:
@@ -503,6 +508,20 @@ class Builder:
         lines = [line for line in e.lines if line.strip()][-8:]
         tail = ("; its last output:\n" + "\n".join(lines)) if lines else ""
         return f"building {spec.name} {e} (raise {key} if it needs more){tail}"
+
+    def _declared(self) -> list[str] | None:
+        """The environments config.yaml declares; None (and the budget is not applied) if it cannot be read:
+        every other build would look removable."""
+        if self.declared is not None:
+            return list(self.declared)
+        from ..settings.config_file import ConfigFileError, load_raw
+        from ..settings.environments import environment_names
+
+        try:
+            return environment_names(load_raw(paths.CONFIG_FILE) or {})
+        except ConfigFileError as e:
+            self.out(f"disk budget: not applied: {e}")
+            return None
 
     def _fresh_dir(self, path):
         shutil.rmtree(path, ignore_errors=True)

@@ -20,7 +20,8 @@ def build(config: dict, pm=None, names=None, *, force=False, from_lock=None, out
     """Build the environments of ``names`` (all declared ones if None) that changed; return their Outcomes.
     ``wait_for_bytecode``: return once the builds' bytecode is compiled too (see Builder)."""
     declared = specs(config, pm)
-    builder = Builder(out=out, wait_for_bytecode=wait_for_bytecode, limits=limits.from_config(config))
+    builder = Builder(out=out, wait_for_bytecode=wait_for_bytecode, limits=limits.from_config(config),
+                      declared=list(declared))
     outcomes = []
     for name in names or list(declared):
         outcome = builder.build(declared[name], force=force, from_lock=from_lock)

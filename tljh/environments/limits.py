@@ -13,6 +13,7 @@ from ..system import paths, sandbox
 class BuildLimits:
     memory: int | None = None  # bytes, for each sandboxed command of a build
     seconds: int | None = None  # the whole build
+    disk_budget: int | None = None  # bytes, everything under /opt/tljh/envs
 
     def for_one_build(self) -> sandbox.Limits:
         """The limits of the sandboxed commands of a build starting now (they share its time)."""
@@ -25,6 +26,7 @@ def from_config(config: dict) -> BuildLimits:
     return BuildLimits(
         memory=memory_to_bytes(section.get("memory_limit")),
         seconds=section.get("time_limit"),
+        disk_budget=memory_to_bytes(section.get("disk_budget")),
     )
 
 

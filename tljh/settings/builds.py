@@ -79,6 +79,19 @@ def schema_section() -> dict:
                     "serving. OS packages (apt) installed as root are not stopped. none = no limit."
                 ),
             },
+            "disk_budget": {
+                "x-tljh-reload": "none",  # read by each build
+                "type": ["string", "number", "null"],
+                "default": "10G",
+                "x-tljh-memory": True,
+                "description": (
+                    "Disk space for everything under /opt/tljh/envs (builds and their package cache). After "
+                    "each build, builds nobody uses — not the current build of an environment in config.yaml, "
+                    "not used by a running server — are removed while the total is above it, least recently "
+                    "used first: users' builds from a repository, builds of environments taken out of "
+                    "config.yaml. Same units as limits.memory. none = keep every build."
+                ),
+            },
         },
     }
 
