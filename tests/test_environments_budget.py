@@ -8,7 +8,7 @@ import time
 from environments_testing import fake_build, prefix, uv_cache  # noqa: F401
 
 from tljh.environments import budget, store
-from tljh.system import paths
+from tljh.system import paths, sandbox
 
 MB = 2**20
 
@@ -59,11 +59,16 @@ def test_unused_builds_go_least_recently_used_first_until_under_budget(prefix, m
     with open(os.path.join(paths.ENVIRONMENT_STATE_DIR, oldest + ".failed"), "w") as f:
         f.write("an old failure\n")
 
+    stopped = []
+    monkeypatch.setattr(sandbox, "stop", lambda units: stopped.append(list(units)))
+
     total = budget.used()
     lines = []
     removed = budget.enforce(total - int(1.5 * MB), ["default", "data"], keep=[user_build("f")], out=lines.append)
 
     assert removed == [oldest, user_build("b")]
+    # What may still run for a removed build (its bytecode compile in the background) is stopped first.
+    assert [units[-1] for units in stopped] == [f"tljh-env-bytecode-{oldest}", f"tljh-env-bytecode-{user_build('b')}"]
     assert [n for n in store.built_names() if n.startswith("repo-")] == [user_build(x) for x in "cdef"]
     assert store.current("data") and store.current("default") and store.current("dropped")
     assert lines[0].startswith(f"disk budget: removed the build of https://git.example.org/a.git at c0ffeec0ffee ({oldest})")
@@ -118,7 +123,8 @@ def test_a_build_applies_the_budget_after_switching_in(prefix, monkeypatch):
     monkeypatch.setattr(budget.namespaces, "mount_roots", lambda: {"/"})
     built(user_build("a"), last_used=time.time() - 86400, repository="https://git.example.org/a.git")
     lines = []
-    builder = builder_module.Builder(out=lines.append, limits=BuildLimits(disk_budget=1), declared=["default", "data"])
+    builder = builder_module.Builder(out=lines.append, limits=BuildLimits(disk_budget=1), declared=["default", "data"],
+                                     wait_for_bytecode=True)
     outcome = builder.build(small({"environments": {"data": {}}}, "data"))
     assert outcome.state == "built", outcome.message
     assert store.current("data") and not store.current(user_build("a"))

@@ -100,6 +100,8 @@ def enforce(budget: int | None, declared, keep=(), out=print) -> list[str]:
     """Remove unused builds, least recently used first, while the builds occupy more than ``budget`` bytes.
     One line through ``out`` per removed build and how much it freed. Returns the names removed. Call with
     store.environments_lock() held."""
+    from .builder import stop_units  # the builder imports this module
+
     if budget is None:
         return []
     total = used()
@@ -110,6 +112,8 @@ def enforce(budget: int | None, declared, keep=(), out=print) -> list[str]:
         if total <= budget:
             break
         freed = freed_by_removing(candidate.path)
+        # Its bytecode may still be compiling in the background (it writes through the build's path).
+        stop_units(candidate.name)
         retired = store.retire(candidate.name)
         gone, _ = store.collect()  # a server that mounted it since the check keeps it: collected after it stops
         if retired and os.path.basename(retired) not in gone:
