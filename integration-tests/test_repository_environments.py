@@ -243,8 +243,17 @@ def test_failed_builds_leave_the_last_good_build_serving(hub):
     # files are not read, as repo2docker does).
     push(hub, {"binder/Dockerfile": "FROM debian:12\n"})
     refused("a Dockerfile (no Docker here)", "allow_unsupported")
+    # A Python this system does not have: refused with the ones it has, before anything is installed (apt.txt's
+    # package, allowed, is not installed either).
+    hub.run("tljh-config set environments.course.allow_apt '[sl]'")
+    packages = hub.run("sha256sum /var/lib/dpkg/status").stdout
+    push(hub, {"binder/runtime.txt": "python-3.4\n", "binder/apt.txt": "sl\n"}, remove=["binder/Dockerfile"])
+    refused(f"binder/runtime.txt asks for Python 3.4, which this system does not have: it has Python {hub.python}")
+    assert hub.run("sha256sum /var/lib/dpkg/status").stdout == packages
+    hub.run("tljh-config unset environments.course.allow_apt")
+    push(hub, {"binder/runtime.txt": f"python-{hub.python}\n"}, remove=["binder/apt.txt"])
     # A postBuild that fails: its output is in the message.
-    push(hub, {"binder/postBuild": "#!/bin/sh\necho the data server is down\nexit 4\n"}, remove=["binder/Dockerfile"])
+    push(hub, {"binder/postBuild": "#!/bin/sh\necho the data server is down\nexit 4\n"})
     refused("postBuild of git://127.0.0.1/course.git failed (exit status 4)", "the data server is down")
     # The branch disappears.
     hub.run(f"git -C /srv/git/course.git branch -q -m main gone")
@@ -588,6 +597,7 @@ def test_a_repository_on_a_host_not_allowed_is_refused_with_the_reason(hub, user
 def test_bad_repositories_end_with_the_reason_and_another_profile_still_starts(hub, user_project):
     # A commit whose postBuild fails, on a branch of its own.
     push_branch(hub, user_project.work, "broken", {"postBuild": "#!/bin/sh\necho 'broken on purpose'\nexit 3\n"})
+    push_branch(hub, user_project.work, "oldpython", {"runtime.txt": "python-3.4\n"})
 
     async def failure(student, fields):
         status, where = await post_picker(student, fields)
@@ -604,6 +614,8 @@ def test_bad_repositories_end_with_the_reason_and_another_profile_still_starts(h
             said = await failure(student, form_fields(USER_REPO, ref="broken"))
             assert "The build of git://127.0.0.1/userproject.git at" in said and "broken on purpose" in said, said
             assert "exit status 3" in said, said
+            said = await failure(student, form_fields(USER_REPO, ref="oldpython"))
+            assert f"runtime.txt asks for Python 3.4, which this system does not have: it has Python {hub.python}" in said, said
             said = await failure(student, form_fields(USER_REPO, ref="no-such-branch"))
             assert "git://127.0.0.1/userproject.git has no branch or tag 'no-such-branch'" in said, said
             said = await failure(student, form_fields("git://127.0.0.1/not-there.git"))

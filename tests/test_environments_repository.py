@@ -249,7 +249,10 @@ def read_yml(repo, text, **entry):
     return repository.read(small(course(repo, allow_unsupported=True, **entry), "course"), str(repo), "0" * 40)
 
 
-def test_environment_yml_what_translates(repo):
+def test_environment_yml_what_translates(repo, monkeypatch):
+    from tljh.system import pythons
+
+    monkeypatch.setattr(pythons, "installed", lambda: {"3.12": "/usr/bin/python3.12"})  # the Python it asks for
     spec = read_yml(repo, "dependencies: [python==3.12.4, 'tqdm>=4.60,<5', matplotlib-base=3.9, pyyaml,"
                           " bioconda::numpy, 'numpy 1.26', python-dateutil, r-ggplot2, {pip: [idna]}]\n"
                           "variables: {A: b}\n")
@@ -477,3 +480,43 @@ def test_a_build_stopped_by_its_limits_says_why_and_the_last_good_build_keeps_se
         "building course ran out of memory (limit 200M) (raise builds.memory_limit if it needs more); its last "
         "output:\ncomputing the course data"
     ), memory.message
+
+
+def test_a_python_the_system_does_not_have_is_refused_before_anything_is_installed(build, repo, monkeypatch):
+    """runtime.txt (or environment.yml's python) names a Python that is not installed: the build is refused with
+    the versions this system has, before any OS package is installed (a user's build could not install one: the
+    hub's /usr is read-only), for an admin's build and a user's build alike; the last good build serves."""
+    from tljh.environments import user_builds
+    from tljh.system import apt, pythons
+
+    assert build(small(course(repo, allow_apt=["less"]), "course")).state == "built"
+    serving = store.current("course").build
+    apt_calls = []
+    for name in ("install", "update", "candidates", "package_names"):
+        monkeypatch.setattr(apt, name, lambda *a, _name=name, **k: apt_calls.append(_name))
+    have = ", ".join(pythons.installed())
+    assert have and "3.4" not in pythons.installed()
+
+    def refused(spec, asked_by):
+        outcome = build(spec)
+        assert outcome.state == "failed", outcome.lines
+        first = outcome.message.splitlines()[0]
+        assert first == (f"{asked_by} asks for Python 3.4, which this system does not have: it has Python {have} "
+                         "(an administrator can add python3.4 from the OS archive, if it provides it)"), first
+        assert apt_calls == [] and not any("apt" in line for line in outcome.lines), outcome.lines
+        return outcome
+
+    commit(repo, {"runtime.txt": "python-3.4\n", "apt.txt": "less\n"})
+    outcome = refused(small(course(repo, allow_apt=["less"]), "course"), "runtime.txt")
+    assert f"(course: build {serving} keeps serving)" in outcome.message
+    assert store.current("course").build == serving
+    commit(repo, {"binder/environment.yml": "dependencies: [python=3.4, {pip: [idna]}]\n"}, remove=["runtime.txt"])
+    refused(small(course(repo, allow_apt=["less"]), "course"), os.path.join("binder", "environment.yml"))
+    assert store.current("course").build == serving
+
+    # A user's build (the hub's Builder: confined sandbox, no OS packages) of the same commit.
+    head = git(repo, "rev-parse", "HEAD")
+    spec = user_builds.spec_for(str(repo), head, ("pip", "six"))
+    outcome = refused(spec, os.path.join("binder", "environment.yml"))
+    assert f"({spec.name}: nothing was built)" in outcome.message
+    assert store.current(spec.name) is None

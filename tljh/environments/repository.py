@@ -17,7 +17,7 @@ import shutil
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
-from ..system import apt, paths
+from ..system import apt, paths, pythons
 from ..system.conda_names import PYPI_PROJECTS, conda_name, pypi_requirement
 from .spec import EnvironmentSpec
 
@@ -226,20 +226,19 @@ def read(spec: EnvironmentSpec, checkout: str, commit: str) -> EnvironmentSpec:
             elif name not in os_packages:
                 os_packages.append(name)
 
-    python, requirements = None, []
+    python, requirements, python_file = None, [], None
     if "environment.yml" in present:
         # repo2docker's precedence: with environment.yml, requirements.txt and runtime.txt are not read
         # (its pip section can include requirements.txt with -r).
-        python, requirements, conda_unsupported = read_environment_yml(
-            checkout, os.path.join(directory, "environment.yml")
-        )
+        python_file = os.path.join(directory, "environment.yml")
+        python, requirements, conda_unsupported = read_environment_yml(checkout, python_file)
         unsupported += conda_unsupported
     else:
         if "runtime.txt" in present:
             runtime = _read_inside(checkout, os.path.join(directory, "runtime.txt")).strip()
             match = _RUNTIME_PYTHON.match(runtime)
             if match:
-                python = match.group(1)
+                python, python_file = match.group(1), os.path.join(directory, "runtime.txt")
             else:
                 unsupported.append(f"runtime.txt {runtime!r} (only python-3.X)")
         if "requirements.txt" in present:
@@ -254,6 +253,8 @@ def read(spec: EnvironmentSpec, checkout: str, commit: str) -> EnvironmentSpec:
             f"the repository asks for what is not supported here: {'; '.join(unsupported)} "
             f"(set environments.{spec.name}.allow_unsupported true to build the rest; see {DOCS})"
         )
+    if python:
+        require_python(python, os.path.relpath(python_file, checkout))
     return dataclasses.replace(
         spec,
         commit=commit,
@@ -268,6 +269,20 @@ def read(spec: EnvironmentSpec, checkout: str, commit: str) -> EnvironmentSpec:
         unsupported=tuple(unsupported),
         installs_itself=itself,
     )
+
+
+def require_python(version: str, asked_by: str) -> None:
+    """Raise RepositoryError unless this system has Python ``version`` installed. A repository's Python is not
+    installed for it: users' builds cannot install OS packages (the hub's unit keeps /usr read-only), so such a
+    build is refused here, before anything is installed (apt.txt's packages included), for admins' builds
+    alike. An admin who wants that Python installs it from the OS archive, once, for every environment."""
+    present = pythons.installed()
+    if version not in present:
+        raise RepositoryError(
+            f"{asked_by} asks for Python {version}, which this system does not have: it has Python "
+            f"{', '.join(present) or 'none'} (an administrator can add python{version} from the OS archive, if "
+            f"it provides it)"
+        )
 
 
 def describes_a_package(checkout: str, present: set[str]) -> bool:
