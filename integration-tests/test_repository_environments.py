@@ -123,6 +123,13 @@ def current_build(hub, name="course"):
     ).stdout.strip()
 
 
+def wait_for_bytecode(hub, name, timeout=900):
+    """Until the compile that ``name``'s build started in the background has ended; it marked the build compiled."""
+    running = f"systemctl list-units --state=active,activating --plain --no-legend 'tljh-env-bytecode-{name}:*'"
+    hub.run(f"while [ -n \"$({running})\" ]; do sleep 1; done", timeout=timeout)
+    assert hub.run(f"cat /opt/tljh/envs/{name}/tljh-bytecode.txt").stdout.strip() == current_build(hub, name)
+
+
 async def start(client, timeout=240, user_options=None):
     try:
         return await client.start_server(timeout=timeout, user_options=user_options)
@@ -147,6 +154,9 @@ def test_an_environment_from_a_repository(hub):
     assert f"course: commit {head}" in build.stdout
     assert "postBuild sees cowsay 6.1" in build.stdout
     assert "course: build" in build.stdout and "is current" in build.stdout
+    # It serves before its bytecode exists: that is compiled next, in the background (then marked compiled).
+    assert "course: compiling bytecode in the background" in build.stdout, build.stdout
+    wait_for_bytecode(hub, "course")
     # postBuild ran as the builder (not root) in the checkout.
     builder = hub.run("id -u tljh-builder").stdout.strip()
     data = hub.run("cat /opt/tljh/envs/course/share/course-data.txt").stdout
@@ -524,6 +534,8 @@ def test_a_user_builds_a_repository_from_the_picker_and_watches_the_log(hub, use
             assert f"Commit {user_project.head}" in building, building
             assert any("postBuild of the user project says hello" in m for m in building), building
             assert any(m.startswith("build ") and "is current" in m for m in building), building
+            # The server starts once the build serves; its bytecode follows in the background.
+            assert any(m.startswith("compiling bytecode in the background") for m in building), building
             try:
                 kernel = await student.open_kernel()
                 env = await kernel.execute("import cowsay; " + ENVIRONMENT_OF_KERNEL)
@@ -546,6 +558,7 @@ def test_a_user_builds_a_repository_from_the_picker_and_watches_the_log(hub, use
 def test_a_second_user_asking_for_the_same_commit_starts_without_a_build(hub, user_project):
     (name, before), = usage_records(hub).items()
     build_id = current_build(hub, name)
+    wait_for_bytecode(hub, name)  # the first user's build compiled its bytecode in the background, from the hub
 
     async def scenario():
         async with HubClient(hub.url()) as student:

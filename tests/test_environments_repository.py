@@ -520,3 +520,33 @@ def test_a_python_the_system_does_not_have_is_refused_before_anything_is_install
     outcome = refused(spec, os.path.join("binder", "environment.yml"))
     assert f"({spec.name}: nothing was built)" in outcome.message
     assert store.current(spec.name) is None
+
+
+def test_a_repository_build_serves_before_its_bytecode_is_compiled(prefix, repo, monkeypatch):
+    """The builder compiles a repository build's bytecode after the switch, in the background (as any build's):
+    the build is reported current, and serves, before the compile starts."""
+    from tljh.environments import bytecode
+    from tljh.system import paths, sandbox
+
+    started = []
+
+    def make(unit, writable, readable=(), env=None, **options):
+        box = sandbox.sandbox(unit, writable, readable, env, **options)
+        if unit.startswith("tljh-env-bytecode-"):
+            box.start = lambda argv, cwd="/": started.append(list(argv)) or True  # not run in the background here
+        return box
+
+    lines = []
+    builder = builder_module.Builder(out=lines.append, make_sandbox=make)
+    outcome = builder.build(small(course(repo), "course"))
+    assert outcome.state == "built", outcome.message
+    current = store.current("course")
+    assert started == [bytecode.command(paths.environment_prefix("course"), current.build)]
+    assert not bytecode.compiled(current.path, current.build)
+    current_at = next(i for i, line in enumerate(lines) if line.startswith(f"course: build {current.build} is current"))
+    assert lines[current_at + 1].startswith("course: compiling bytecode in the background"), lines
+    # It serves without its bytecode (imports compile in memory), and the compile, run now, completes it.
+    python = os.path.join(current.path, "bin", "python")
+    subprocess.run([python, "-c", "import idna"], check=True, cwd="/")
+    subprocess.run(started[0], check=True)
+    assert bytecode.compiled(current.path, current.build)
