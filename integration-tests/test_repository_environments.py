@@ -322,6 +322,8 @@ def test_a_build_past_its_time_or_memory_limit_fails_and_says_so(hub):
     """builds.time_limit / builds.memory_limit: a postBuild that sleeps past the first or allocates past the
     second is stopped by systemd; the build says which, plainly, and the last good build keeps serving."""
     path, serving = "/srv/course", current_build(hub, "local")
+    # The serving build's bytecode, compiled in the background, done: below, no process of the builder's is left.
+    wait_for_bytecode(hub, "local")
 
     def stopped(post_build, *words):
         push(hub, {"postBuild": post_build}, work=path, remote=False)
