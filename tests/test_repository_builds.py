@@ -347,6 +347,8 @@ def test_the_builders_words_for_an_admin_are_said_for_users():
         "builds.allow_unsupported true to build the rest; see docs/howto/repository-environments)")
     path = f"Using Python 3.11.2 environment at: /opt/tljh/envs/.builder/{name}"
     assert hub_builds.readable(path, name) == path
+    unit = f"{name}: compiling bytecode in the background (...: systemctl status 'tljh-env-bytecode-{name}:*')"
+    assert hub_builds.readable(unit, name) == unit[len(name) + 2:]
 
 
 # ---------------------------------------------------------------------------------------------- the spawn page

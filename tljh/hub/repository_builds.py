@@ -171,8 +171,9 @@ def readable(line: str, name: str) -> str:
     the admin's settings it names for an admin's environment replaced by those of users' builds."""
     line = line.replace(f"set environments.{name}.allow_unsupported true", "an admin can set builds.allow_unsupported true")
     line = line.replace(f"not in environments.{name}.allow_apt", "OS packages are not installed for users' builds")
-    # In a path (uv's "environment at: .../.builder/<name>") the name stays: it is where the build is.
-    return re.sub(rf"(?<!/){re.escape(name)}", "the environment", line.replace(f"{name}: ", ""))
+    # In a path (uv's "environment at: .../.builder/<name>") or a unit's name ("tljh-env-bytecode-<name>:*", in
+    # the line saying the bytecode is compiled in the background) the name stays: it is where the build is.
+    return re.sub(rf"(?<![/-]){re.escape(name)}", "the environment", line.replace(f"{name}: ", ""))
 
 
 def _keep_log(name, lines, outcome) -> None:
