@@ -55,7 +55,8 @@ def test_unused_builds_go_least_recently_used_first_until_under_budget(prefix, m
     built(user_build("e"), last_used=now - 60)  # chosen a minute ago: its server may be starting
     built(user_build("f"), last_used=now - 7 * 86400)  # the build just made (keep)
     mounted = str(prefix / "envs" / user_build("d"))
-    monkeypatch.setattr(budget.namespaces, "mount_roots", lambda: {"/", mounted, "/x/envs/.retired/data.1"})
+    monkeypatch.setattr(budget.namespaces, "mount_roots",
+                        lambda skip_cgroups=(): {"/", mounted, "/x/envs/.retired/data.1"} if skip_cgroups else {"/"})
     with open(os.path.join(paths.ENVIRONMENT_STATE_DIR, oldest + ".failed"), "w") as f:
         f.write("an old failure\n")
 
@@ -90,7 +91,7 @@ def test_nothing_is_removed_under_the_budget_or_without_one(prefix):
 
 
 def test_over_budget_with_nothing_removable_says_so(prefix, monkeypatch):
-    monkeypatch.setattr(budget.namespaces, "mount_roots", lambda: {"/"})
+    monkeypatch.setattr(budget.namespaces, "mount_roots", lambda **skip: {"/"})
     built("data", megabytes=2)
     lines = []
     assert budget.enforce(MB, ["data"], out=lines.append) == []
@@ -98,7 +99,7 @@ def test_over_budget_with_nothing_removable_says_so(prefix, monkeypatch):
 
 
 def test_files_shared_with_the_cache_count_once_and_are_not_freed(prefix, monkeypatch):
-    monkeypatch.setattr(budget.namespaces, "mount_roots", lambda: {"/"})
+    monkeypatch.setattr(budget.namespaces, "mount_roots", lambda **skip: {"/"})
     path = built(user_build("a"), megabytes=1, last_used=time.time() - 86400)
     # uv installed this 2 MB file as a hard link to its cache: removing the build does not free it.
     cached = os.path.join(paths.ENVIRONMENTS_UV_CACHE_DIR, "wheel-file")
@@ -120,7 +121,7 @@ def test_a_build_applies_the_budget_after_switching_in(prefix, monkeypatch):
     from tljh.environments import builder as builder_module
     from tljh.environments.limits import BuildLimits
 
-    monkeypatch.setattr(budget.namespaces, "mount_roots", lambda: {"/"})
+    monkeypatch.setattr(budget.namespaces, "mount_roots", lambda **skip: {"/"})
     built(user_build("a"), last_used=time.time() - 86400, repository="https://git.example.org/a.git")
     lines = []
     builder = builder_module.Builder(out=lines.append, limits=BuildLimits(disk_budget=1), declared=["default", "data"],

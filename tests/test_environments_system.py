@@ -107,6 +107,10 @@ def test_mount_roots_are_read_from_every_namespace():
     roots = namespaces.mount_roots()
     assert "/" in roots
     assert namespaces._unescape("/a\\040b") == "/a b"
+    # Processes in a skipped cgroup are not read (the disk budget skips the builds' own units): here every
+    # process's cgroup file has a ':' in it, and none names the unit below.
+    assert namespaces.mount_roots(skip_cgroups=[":"]) == set()
+    assert namespaces.mount_roots(skip_cgroups=["/tljh-env-no-such-unit:"]) == roots
 
 
 def test_this_process_is_in_the_host_namespace_and_is_not_reexecuted(monkeypatch):

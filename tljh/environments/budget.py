@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from ..system import namespaces, paths
 from . import store
+from .units import PREFIX as UNIT_PREFIX, stop_units
 
 # A build chosen for a server is mounted only once its unit starts; its usage record is written before.
 RECENT_USE_SECONDS = 600
@@ -75,7 +76,10 @@ def used() -> int:
 def mounted_builds() -> set[str]:
     """Names of current builds (envs/<name>) that a running server has mounted."""
     marker = "/" + os.path.basename(paths.ENVIRONMENTS_DIR) + "/"
-    return {root.split(marker, 1)[1].split("/", 1)[0] for root in namespaces.mount_roots() if marker in root}
+    # A build's own sandboxed commands (its bytecode, compiled in the background after the switch) mount it too:
+    # they are not a server using it.
+    roots = namespaces.mount_roots(skip_cgroups=["/" + UNIT_PREFIX])
+    return {root.split(marker, 1)[1].split("/", 1)[0] for root in roots if marker in root}
 
 
 def candidates(declared, keep=()) -> list[Candidate]:
@@ -100,8 +104,6 @@ def enforce(budget: int | None, declared, keep=(), out=print) -> list[str]:
     """Remove unused builds, least recently used first, while the builds occupy more than ``budget`` bytes.
     One line through ``out`` per removed build and how much it freed. Returns the names removed. Call with
     store.environments_lock() held."""
-    from .builder import stop_units  # the builder imports this module
-
     if budget is None:
         return []
     total = used()

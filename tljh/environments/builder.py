@@ -21,6 +21,7 @@ from ..system import apt, env_contents, files, paths, pythons, sandbox, venvs
 from . import budget, bytecode, repository, store
 from .limits import BuildLimits, configured as configured_limits
 from .spec import EnvironmentSpec, R_PACKAGES, hub_version
+from .units import UNIT_KINDS, stop_units, unit  # noqa: F401 (UNIT_KINDS: part of the builder's interface)
 
 KERNELS_SUBDIR = os.path.join("share", "tljh")  # <prefix>/share/tljh/kernels/<name>/kernel.json
 # A repository's `start`, in the build: servers of the environment run their command through it.
@@ -28,20 +29,6 @@ START_SCRIPT = os.path.join("bin", "tljh-repository-start")
 _INCLUDE = re.compile(r"^\s*(-r|--requirement|-c|--constraint)[\s=]+(\S+)")
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;]+)")
 _PIN_URL = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?\s+@\s")
-
-
-# The sandboxed commands of an environment's builds, each in units "tljh-env-<kind>-<name>:<id>".
-UNIT_KINDS = ("fetch", "build", "postbuild", "bytecode")
-
-
-def unit(kind: str, name: str) -> str:
-    """The base name of the units of ``kind`` (UNIT_KINDS, or "check" for tljh-config's resolve check)."""
-    return f"tljh-env-{kind}-{name}"
-
-
-def stop_units(name: str) -> None:
-    """Stop every sandboxed command of ``name``'s builds (a killed run's, a compile still running)."""
-    sandbox.stop([unit(kind, name) for kind in UNIT_KINDS])
 
 
 class BuildError(Exception):

@@ -32,8 +32,9 @@ def reexec_in_host_mount_namespace() -> None:
     os.execvp("nsenter", ["nsenter", "--mount=/proc/1/ns/mnt", "--", *argv])
 
 
-def mount_roots() -> set[str]:
-    """The source directory (mountinfo's 'root' field) of every mount in every mount namespace.
+def mount_roots(skip_cgroups=()) -> set[str]:
+    """The source directory (mountinfo's 'root' field) of every mount in every mount namespace, except those
+    of processes whose cgroup path contains one of ``skip_cgroups`` (e.g. a unit name's prefix).
 
     One process per distinct namespace is read. A path is relative to its filesystem's root, so callers
     match on a suffix. Renamed directories show their current name.
@@ -43,7 +44,7 @@ def mount_roots() -> set[str]:
         if not entry.isdigit():
             continue
         ns = _namespace(entry)
-        if ns is None or ns in seen:
+        if ns is None or ns in seen or (skip_cgroups and _in_cgroups(entry, skip_cgroups)):
             continue
         seen.add(ns)
         try:
@@ -55,6 +56,15 @@ def mount_roots() -> set[str]:
         except OSError:
             seen.discard(ns)  # the process ended: read the namespace through another one
     return roots
+
+
+def _in_cgroups(pid, parts) -> bool:
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            text = f.read()
+    except OSError:
+        return False
+    return any(part in text for part in parts)
 
 
 def _unescape(path: str) -> str:
