@@ -87,6 +87,7 @@ SET_CASES = [
     ("user_environment.default_app", "jupyterlab", "jupyterlab"),
     ("user_environment.session_installs", "false", False),
     ("user_environment.session_installs", "yes", True),
+    ("user_environment.language_servers", "true", True),
     ("services.cull.enabled", "no", False),
     ("services.cull.timeout", "60", 60),
     ("services.cull.timeout", "10m", 600),
