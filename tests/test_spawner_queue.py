@@ -109,7 +109,7 @@ async def test_unit_state_is_checked_once_a_second_not_at_every_probe(monkeypatc
     assert len(probes) == 43
 
 
-def stopped_unit(monkeypatch, spawner, active_state):
+def stopped_unit(monkeypatch, spawner, active_state, result="exit-code", status="1"):
     """systemdspawner's is-active check says "not running"; systemd's ActiveState says ``active_state``."""
 
     async def not_running(self):
@@ -117,7 +117,7 @@ def stopped_unit(monkeypatch, spawner, active_state):
 
     async def properties(unit, *names):
         assert unit == spawner.unit_name
-        return {"ActiveState": active_state, "Result": "exit-code", "ExecMainStatus": "1"}
+        return {"ActiveState": active_state, "Result": result, "ExecMainStatus": status}
 
     monkeypatch.setattr(spawner_module.SystemdSpawner, "poll", not_running)
     monkeypatch.setattr(spawner_module.systemd, "properties", properties)
@@ -130,6 +130,32 @@ async def test_a_unit_that_failed_fails_the_start_at_once_with_its_reason(monkey
     assert await alice.poll() == 1  # the hub's own polls: a stopped server, no error
     alice._unit_starting = True  # systemdspawner's start() waiting for the unit to run
     with pytest.raises(RuntimeError, match=r"stopped while starting \(result: exit-code\)"):
+        await alice.poll()
+
+
+@pytest.mark.parametrize(
+    "result, status",
+    [
+        ("oom-kill", "0"),  # cgroup v2: systemd says so
+        ("signal", "9"),  # cgroup v1: the kernel's SIGKILL of the server
+        ("exit-code", "137"),  # ... or of a shell's child (128 + 9)
+    ],
+)
+async def test_a_server_killed_for_memory_while_starting_says_so(monkeypatch, result, status):
+    alice = make("alice", mem_limit=2**28)
+    alice.unit_name = "jupyter-alice"
+    stopped_unit(monkeypatch, alice, "failed", result, status)
+    alice._unit_starting = True
+    with pytest.raises(RuntimeError, match=r"needed more memory than its limit \(256 MB\)"):
+        await alice.poll()
+
+
+async def test_a_server_without_a_memory_limit_is_not_said_to_have_run_out(monkeypatch):
+    alice = make("alice")
+    alice.unit_name = "jupyter-alice"
+    stopped_unit(monkeypatch, alice, "failed", "signal", "9")
+    alice._unit_starting = True
+    with pytest.raises(RuntimeError, match=r"stopped while starting \(result: signal\)"):
         await alice.poll()
 
 

@@ -368,8 +368,7 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
         """One sentence for the person waiting on the spawn page (JupyterHub shows it there)."""
         unit = await systemd.properties(self.unit_name, "Result", "ExecMainStatus")
         result, status = unit["Result"], unit["ExecMainStatus"]
-        killed = result.strip() == "oom-kill" or (result.strip() == "signal" and status.strip() == "9")
-        if self.mem_limit and killed:
+        if self.mem_limit and systemd.killed_for_memory(result, status):
             return (
                 f"Your server was stopped while starting: it needed more memory than its limit "
                 f"({self.mem_limit // 2**20} MB). A JupyterLab server needs about 150 MB on its own. "
