@@ -63,9 +63,16 @@ def acceptance(report, scenario):
                    f"{failed} failed"))
     if scenario in ("burst", "profiles"):
         floor, took = r.get("cpu_floor"), r.get("all_running")
+        cpus = report["machine"]["cpus"]
         if floor and took:
             checks.append((took <= 1.3 * floor, f"all servers running in {took:.1f} s <= 1.3 x CPU floor "
                            f"{floor:.1f} s = {1.3 * floor:.1f} s (ratio {took / floor:.2f})"))
+        work = r.get("work_until_all_running")
+        if work and work.get("starts_cpu"):
+            checks.append((None, f"(why) until then the machine used {work['machine_cpu']:.0f} CPU-s "
+                           f"({100 * work['busy']:.0f} % busy): starts {work['starts_cpu']:.0f}, everything else "
+                           f"{work['other_cpu']:.0f}; the time is {took / (work['machine_cpu'] / cpus):.2f} x the "
+                           f"machine's CPU time used / cores"))
         median = single.get("spawn_median")
         start, spawn = phases["start"]["p95"], phases["spawn"]["p95"]
         if median and start:

@@ -298,6 +298,25 @@ def test_rates_and_resources():
     assert (per["median"], per["max"], per["running"], per["memory"]) == (120 * MiB, 130 * MiB, 2, 250 * MiB)
 
 
+def test_work_until_all_running_splits_the_machines_cpu_into_starts_and_the_rest():
+    users = [person("a", ready=6.0, login_at=1.0), person("b", ready=11.0, login_at=2.0)]
+    # machine CPU grows 1.6 CPU-s per second of run time (sample(): 4 x cpu), on 2 CPUs: 80 % busy
+    samples = [sample(t, 1, 0, 0.4 * t) for t in range(0, 13)]
+    work = report.work_until_all_running(users, samples, 2.0, 3.0)
+    assert work["seconds"] == 10.0
+    assert work["machine_cpu"] == pytest.approx(16.0)
+    assert work["busy"] == pytest.approx(0.8)
+    assert work["hub_cpu"] == pytest.approx(4.0)
+    assert (work["starts_cpu"], work["other_cpu"]) == (6.0, pytest.approx(10.0))
+    # between samples: linear
+    assert report.work_until_all_running([person("a", ready=5.5, login_at=0.5)], samples, 2.0, 3.0)["machine_cpu"] \
+        == pytest.approx(8.0)
+    # no answer without every server, or samples that do not cover the window
+    assert report.work_until_all_running(users + [person("c", ok=False)], samples, 2.0, 3.0) is None
+    assert report.work_until_all_running(users, samples[:5], 2.0, 3.0) is None
+    assert report.work_until_all_running(users, samples, 2.0, None)["other_cpu"] is None
+
+
 def full_report(users, samples):
     return {
         "parameters": {"users": len(users), "ramp": 10.0, "session": 20.0, "profiles": ["a", "b"], "via": "form",
@@ -311,6 +330,7 @@ def full_report(users, samples):
             "per_server_memory": report.per_server_memory(samples, {"u": 128 * MiB}),
             "hub_log": {"errors": 1, "first_errors": ["[E 12:00 JupyterHub] boom"], "max_stall": 1.5},
             "hub_metrics": {"event_loop_over_1s": 2.0}, "hub_files_limit": 1024, "windows": {"idle": [0, 0], "load": [0, 2]},
+            "work_until_all_running": report.work_until_all_running([person("a", ready=2.0)], samples, 2.0, 1.2),
         },
         "users": users, "samples": samples,
     }
@@ -328,6 +348,7 @@ def test_text_report_says_what_matters():
     assert "1 error lines in its log" in lines and "[E 12:00 JupyterHub] boom" in lines
     assert "load average: 0.1 0.2 0.3" in lines
     assert "open files peak 50 of its limit 1024" in lines
+    assert "meanwhile the machine used 4 CPU-s, 100 % of its 2 CPUs: the 2 starts 1" in lines
 
 
 def test_timeline_png_is_drawn(tmp_path):

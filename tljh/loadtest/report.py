@@ -95,6 +95,48 @@ def all_running(users):
     return max(ready) - min(starts)
 
 
+def _cumulative_at(samples, key, t):
+    """A cumulative CPU series ``samples[i][key]["cpu"]`` at run time ``t``, linear between samples."""
+    points = [(s["t"], s[key]["cpu"]) for s in samples if s[key].get("cpu") is not None]
+    if not points or not points[0][0] <= t <= points[-1][0]:
+        return None
+    for (ta, ca), (tb, cb) in zip(points, points[1:]):
+        if ta <= t <= tb:
+            return ca if tb == ta else ca + (cb - ca) * (t - ta) / (tb - ta)
+    return points[-1][1]
+
+
+def work_until_all_running(users, samples, cpus, cpu_per_start):
+    """What the machine did from the first login until the last server was served: its CPU time in that
+    window against what the window's cores could give (how busy it was), split into the starts (N x CPU per
+    start of the single-user visits, the CPU floor's work) and everything else done meanwhile: kernels, code
+    and stops of the people already in, the hub's other requests, the system's share. None without samples
+    covering the window.
+
+    The floor counts only the starts; this says whether the rest of the time was spent working (the other
+    work) or waiting (an idle machine)."""
+    starts = [u["phases"]["login"]["started"] for u in users if u["phases"]["login"]["started"] is not None]
+    ready = [u["ready_at"] for u in users]
+    if not starts or not ready or any(r is None for r in ready):
+        return None
+    begin, end = min(starts), max(ready)
+    used = {}
+    for key in ("machine", "hub", "proxy", "servers"):
+        a, b = _cumulative_at(samples, key, begin), _cumulative_at(samples, key, end)
+        used[key] = None if a is None or b is None else max(0.0, b - a)
+    if used["machine"] is None or end <= begin:
+        return None
+    start_cpu = len(users) * cpu_per_start if cpu_per_start else None
+    return {
+        "seconds": end - begin,
+        "machine_cpu": used["machine"],
+        "busy": used["machine"] / (cpus * (end - begin)),
+        "hub_cpu": used["hub"], "proxy_cpu": used["proxy"], "servers_cpu": used["servers"],
+        "starts_cpu": start_cpu,
+        "other_cpu": None if start_cpu is None else max(0.0, used["machine"] - start_cpu),
+    }
+
+
 def mib(value):
     return "-" if value is None else f"{value / MiB:.0f} MiB"
 
@@ -144,6 +186,15 @@ def text(report):
         + (f"; CPU floor for {p['users']} starts on {report['machine']['cpus']:g} CPUs: {sec(floor)} s "
            f"(ratio {r['all_running'] / floor:.2f})" if floor and r["all_running"] else "")
     )
+    work = r.get("work_until_all_running")
+    if work:
+        lines.append(
+            f"  meanwhile the machine used {work['machine_cpu']:.0f} CPU-s, {100 * work['busy']:.0f} % of its "
+            f"{report['machine']['cpus']:g} CPUs"
+            + (f": the {p['users']} starts {work['starts_cpu']:.0f} (the floor's), everything else "
+               f"{work['other_cpu']:.0f} ({work['other_cpu'] / p['users']:.2f} per person: kernels, code and stops "
+               f"of people already in, the hub's other requests, the system)" if work.get("starts_cpu") else "")
+        )
     idle, load = r["idle"], r["load"]
     per = r.get("per_server_memory")
     lines.append(

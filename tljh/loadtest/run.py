@@ -345,6 +345,8 @@ async def execute(args):
         "phases": phases,
         "all_running": all_running,
         "cpu_floor": cpu_floor,
+        "work_until_all_running": reporting.work_until_all_running(
+            users, samples, report["machine"]["cpus"], (report_single or {}).get("cpu_per_start")),
         "idle": reporting.resources(samples, (0, idle_end)),
         "load": reporting.resources(samples, (load_start, load_end + 2 * args.interval)),
         "per_server_memory": reporting.per_server_memory(samples, sampler.server_peaks),
