@@ -180,6 +180,18 @@ async def test_a_visit_goes_through_every_phase(idle_first):
 
 
 @pytest.mark.asyncio
+async def test_without_a_kernel_the_person_keeps_jupyterlab_open_for_the_session_then_stops():
+    app, seen = fake_hub()
+    result, marks = await visit(app, kernel=False, session=0.4)
+    assert {p: result.phases[p].ok for p in PHASES} == {"login": True, "spawn": True, "kernel": None, "code": None,
+                                                        "stop": True}
+    assert marks == ["spawn", "ready"]
+    assert seen["executions"] == 0
+    assert seen["stopped"] == ["alice"]
+    assert result.phases["stop"].started - result.ready_at >= 0.4  # the session was spent with the server up
+
+
+@pytest.mark.asyncio
 async def test_profile_is_picked_through_the_form():
     app, seen = fake_hub(profiles=True)
     result, _ = await visit(app, profile=Profile.parse("data:memory=large"))

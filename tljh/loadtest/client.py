@@ -92,12 +92,13 @@ class UserResult:
 
 class SimulatedUser:
     def __init__(self, base_url, name, password, *, clock, profile=None, via="form", code="1+1", session=20.0,
-                 think=1.0, timeout=600.0, ssl=None):
+                 think=1.0, timeout=600.0, ssl=None, kernel=True):
         """base_url: the hub's public URL (``http://host/`` or with base_url); clock(): seconds since the run began.
 
         via: ``form`` (the picker's form, or no form when the hub shows none) or ``api`` (POST user_options to
         the REST API with the session cookie, as the hub's own pages do). timeout: longest a person waits for
-        one phase.
+        one phase. kernel: False = stay ``session`` seconds with JupyterLab open and no notebook (the kernel
+        and code phases are not reached).
         """
         self.base = base_url.rstrip("/") + "/"
         self.name = name
@@ -110,6 +111,7 @@ class SimulatedUser:
         self.think = think
         self.timeout = timeout
         self.ssl = ssl
+        self.kernel = kernel
         self.result = UserResult(name=name, profile=str(profile) if profile else None)
         self.http = None
         # Called as on_mark(what) at "spawn" (requested), "ready" (JupyterLab served), "kernel" (kernel answered).
@@ -159,11 +161,14 @@ class SimulatedUser:
                 await self._phase("spawn", self.spawn(after_login))
                 if self.result.queued is not None:  # the server's own start: its wait in line taken out
                     self.result.start = max(0.0, self.result.phases["spawn"].seconds - self.result.queued)
-                kernel = await self._phase("kernel", self.open_kernel())
-                try:
-                    await self._phase("code", self.run_code(kernel))
-                finally:
-                    await kernel.close()
+                if not self.kernel:
+                    await asyncio.sleep(self.session_seconds)  # JupyterLab open, no notebook yet
+                else:
+                    kernel = await self._phase("kernel", self.open_kernel())
+                    try:
+                        await self._phase("code", self.run_code(kernel))
+                    finally:
+                        await kernel.close()
             except PhaseFailed:
                 pass
             if self.result.phases["spawn"].started is not None:

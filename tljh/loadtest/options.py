@@ -9,6 +9,9 @@ def add_arguments(parser):
                         help="seconds over which they arrive, evenly spread; 0 = all at once (default 0)")
     parser.add_argument("--session", type=float, default=20.0,
                         help="seconds each person runs code once their kernel is open (default 20)")
+    parser.add_argument("--no-kernel", dest="kernel", action="store_false",
+                        help="people open JupyterLab and stay for --session seconds without opening a notebook (no "
+                             "kernel, no code), then stop: how many servers the machine holds at once")
     parser.add_argument("--think", type=float, default=1.0, help="seconds between two runs of the code (default 1)")
     parser.add_argument("--code", default="sum(i * i for i in range(10_000))",
                         help="the code each person runs (default: a few ms of Python)")

@@ -83,7 +83,9 @@ def per_server_memory(samples, peaks):
     peak = max(busy, key=lambda s: (s["servers"]["running"], s["servers"]["memory"]))
     return {"servers": len(values), "median": percentile(values, 50), "p95": percentile(values, 95),
             "max": values[-1], "t": peak["t"], "running": peak["servers"]["running"],
-            "memory": peak["servers"]["memory"]}
+            "memory": peak["servers"]["memory"],
+            "hub_proxy": _add(peak["hub"].get("memory"), peak["proxy"].get("memory")),
+            "machine": peak["machine"].get("memory")}
 
 
 def all_running(users):
@@ -153,7 +155,8 @@ def text(report):
     """The report as the lines `tljh loadtest` prints."""
     p, r = report["parameters"], report["results"]
     lines = [
-        f"tljh loadtest: {p['users']} users, ramp {p['ramp']:g} s, sessions {p['session']:g} s, "
+        f"tljh loadtest: {p['users']} users, ramp {p['ramp']:g} s, sessions {p['session']:g} s"
+        f"{'' if p.get('kernel', True) else ' (JupyterLab open, no kernel)'}, "
         f"profiles: {', '.join(p['profiles']) or 'none'} (via {p['via']}); hub {p['url']}",
         f"machine: {report['machine']['cpus']:g} CPUs, {report['machine']['memory_total'] / 2**30:.1f} GiB; "
         f"uptime at start: {report['machine']['uptime_before']}",
@@ -205,7 +208,8 @@ def text(report):
     if per:
         lines.append(
             f"per server (with its kernel, at its peak): median {mib(per['median'])}, p95 {mib(per['p95'])}; "
-            f"all servers {mib(per['memory'])} with {per['running']} running; "
+            f"all servers {mib(per['memory'])} with {per['running']} running (hub + proxy then "
+            f"{mib(per.get('hub_proxy'))}); "
             f"machine peak {mib(load['machine']['memory_peak'])} of {mib(report['machine']['memory_total'])}"
         )
     lines.append(

@@ -216,10 +216,11 @@ class Run:
     def clock(self):
         return time.monotonic() - self.t0
 
-    def person(self, name, i, session):
+    def person(self, name, i, session, kernel=True):
         profile = self.profiles[i % len(self.profiles)] if self.profiles else None
         return SimulatedUser(self.url, name, self.password, clock=self.clock, profile=profile, via=self.args.via,
-                             code=self.args.code, session=session, think=self.args.think, timeout=self.args.timeout)
+                             code=self.args.code, session=session, think=self.args.think, timeout=self.args.timeout,
+                             kernel=kernel)
 
     def hub_and_proxy_cpu(self):
         cpu = [self.sampler.unit_cpu(u) for u in (self.sampler.hub_unit, *self.sampler.proxy_units)]
@@ -261,7 +262,7 @@ class Run:
 
         async def one(i, name):
             await asyncio.sleep(self.args.ramp * i / n if n > 1 else 0)
-            person = self.person(name, i, self.args.session)
+            person = self.person(name, i, self.args.session, kernel=self.args.kernel)
             person.result.planned_start = round(self.clock(), 3)
             return await person.visit()
 
@@ -289,7 +290,8 @@ async def execute(args):
     sampler = Sampler(interval=args.interval)
     machine = sampler.cgroups.machine()
     report = {
-        "parameters": {"users": args.users, "ramp": args.ramp, "session": args.session, "think": args.think,
+        "parameters": {"users": args.users, "ramp": args.ramp, "session": args.session, "kernel": args.kernel,
+                       "think": args.think,
                        "code": args.code, "profiles": args.profile, "via": args.via, "single": args.single,
                        "url": url, "prefix": args.prefix, "authenticator": auth},
         "machine": {"cpus": sampler.cgroups.cpus(), "memory_total": machine.memory_total,
