@@ -337,8 +337,7 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
                 async for line in self._build_log.follow():
                     yield {"progress": 20, "tljh_phase": "building", "message": line}
         queue = self.start_queue
-        while True:
-            state, before = queue.state(self)
+        async for state, before in queue.places(self):
             if state == "waiting":
                 yield {
                     "progress": 10,
@@ -346,11 +345,9 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
                     "message": f"Waiting for a turn to start: {len(queue.running)} servers are starting, "
                     f"{before} {'person is' if before == 1 else 'people are'} ahead of you",
                 }
-            elif state == "starting":
+            else:
                 yield {"progress": 30, "tljh_phase": "starting", "tljh_waited": round(queue.waited.get(self, 0.0), 3),
                        "message": "Starting your server"}
-                return
-            await queue.changed()
 
     async def _wait_answering(self):
         path = self.server.base_url + "api" if self.server else "/"

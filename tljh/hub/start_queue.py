@@ -14,6 +14,12 @@ import collections
 import os
 import time
 
+# A person in line is told a new place at most this often (their turn at once). Every change in the line wakes
+# everyone in it, and each place told is a progress event the hub sends through the proxy to a spawn page: told
+# at every change, 200 people arriving over a minute made 29,661 events and the hub spent 0.70 CPU-s per person
+# (0.29 on a start alone; `tljh loadtest`, benchmarks/loadtest.py running, docs/explanation/performance.md).
+PLACE_UPDATE_SECONDS = 3.0
+
 
 def parallel_for(setting, cpus=None):
     """Servers starting at once for the ``hub.concurrent_starts`` setting: ``auto`` = one per CPU. Measured with
@@ -34,8 +40,10 @@ class StartQueue:
         self.waited = {}  # key -> seconds it waited for its turn (while it starts)
         self._joined = {}
         self._changed = asyncio.Event()
+        self._places = None  # key -> place in line, computed once per change (state() is asked per person)
 
     def _notify(self):
+        self._places = None
         self._changed.set()
         self._changed = asyncio.Event()
 
@@ -48,8 +56,34 @@ class StartQueue:
         if key in self.running:
             return "starting", 0
         if key in self.waiting:
-            return "waiting", list(self.waiting).index(key)
+            if self._places is None:
+                self._places = {k: i for i, k in enumerate(self.waiting)}
+            return "waiting", self._places[key]
         return None, 0
+
+    async def places(self, key, interval=PLACE_UPDATE_SECONDS):
+        """What to tell ``key``'s person, as it changes: ``("waiting", how many before it)`` when that differs
+        from what was told last, at most every ``interval`` seconds (changes in between are told together),
+        then ``("starting", 0)`` as soon as the turn comes, which ends it. Before ``key`` joins, nothing."""
+        told, quiet_until = None, 0.0
+        while True:
+            change = self._changed  # taken before the state is read: a change from here on sets it
+            state, before = self.state(key)
+            if state == "starting":
+                yield state, before
+                return
+            if state == "waiting" and (len(self.running), before) != told:
+                yield state, before
+                told, quiet_until = (len(self.running), before), time.monotonic() + interval
+            await change.wait()
+            while (left := quiet_until - time.monotonic()) > 0:
+                change = self._changed
+                if self.state(key)[0] != "waiting":
+                    break
+                try:
+                    await asyncio.wait_for(change.wait(), left)
+                except asyncio.TimeoutError:
+                    break
 
     async def acquire(self, key):
         """Return when ``key`` may start. Cancelling the wait leaves the line."""
