@@ -232,6 +232,73 @@ def test_kernel_config_turns_ipykernels_debugger_flag_off_only_when_told(monkeyp
     assert not hasattr(sys.modules["ipykernel.kernelbase"], "_is_debugpy_available")
 
 
+# Stand-ins laid out like ipykernel 7 and debugpy: ipykernel.debugger is first imported by the kernel (after the
+# config file), and looks for debugpy as ipykernel does.
+_FAKE_PACKAGES = {
+    "ipykernel/__init__.py": "",
+    "ipykernel/debugger.py": (
+        "try:\n    from debugpy.server import api\n    _is_debugpy_available = True\n"
+        "except ImportError:\n    _is_debugpy_available = False\n"),
+    "debugpy/__init__.py": "",
+    "debugpy/server/__init__.py": "",
+    "debugpy/server/api.py": "",
+}
+
+
+@pytest.fixture
+def fake_ipykernel(monkeypatch, tmp_path):
+    import sys
+
+    for relative, text in _FAKE_PACKAGES.items():
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_text(text)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ours = ("ipykernel", "debugpy")
+    saved = {name: module for name, module in sys.modules.items() if name.partition(".")[0] in ours}
+    for name in saved:
+        del sys.modules[name]
+    yield sys.modules
+    for name in [n for n in sys.modules if n.partition(".")[0] in ours]:
+        del sys.modules[name]
+    sys.modules.update(saved)
+
+
+def _run_kernel_config():
+    exec(compile(isolation.KERNEL_CONFIG, "ipython_kernel_config.py", "exec"), {"c": None})
+
+
+def test_kernel_config_keeps_debugpy_unloaded_when_the_debugger_is_off(monkeypatch, fake_ipykernel):
+    """ipykernel 7 would import debugpy when it creates the kernel (~0.1 s of CPU per kernel start); with the
+    debugger off the config has ipykernel.debugger find no debugpy, and the user's own `import debugpy` works."""
+    import importlib
+
+    monkeypatch.setenv("TLJH_KERNEL_DEBUGGER", "off")
+    _run_kernel_config()
+    assert fake_ipykernel["ipykernel.debugger"]._is_debugpy_available is False
+    assert not [name for name in fake_ipykernel if name.partition(".")[0] == "debugpy"]
+    assert importlib.import_module("debugpy.server.api").__name__ == "debugpy.server.api"
+
+
+def test_kernel_config_puts_back_a_debugpy_loaded_before_it(monkeypatch, fake_ipykernel):
+    import importlib
+
+    monkeypatch.setenv("TLJH_KERNEL_DEBUGGER", "off")
+    api = importlib.import_module("debugpy.server.api")
+    _run_kernel_config()
+    assert fake_ipykernel["ipykernel.debugger"]._is_debugpy_available is False
+    assert fake_ipykernel["debugpy.server.api"] is api
+
+
+@pytest.mark.parametrize("variable", ["on", None])
+def test_kernel_config_leaves_the_debugger_alone_unless_told(monkeypatch, fake_ipykernel, variable):
+    if variable is None:
+        monkeypatch.delenv("TLJH_KERNEL_DEBUGGER", raising=False)
+    else:
+        monkeypatch.setenv("TLJH_KERNEL_DEBUGGER", variable)
+    _run_kernel_config()
+    assert "ipykernel.debugger" not in fake_ipykernel and "debugpy" not in fake_ipykernel
+
+
 def test_installer_writes_the_kernel_config_and_leaves_an_admins_own(monkeypatch, tmp_path):
     from tljh.install import installer
 

@@ -111,6 +111,22 @@ import os
 
 if os.environ.get("{KERNEL_DEBUGGER_VARIABLE}") == "off":
     import importlib
+    import sys
+
+    # ipykernel 7 imports its debugger module, and with it debugpy (about 0.1 s of CPU, a third of a kernel's
+    # start), only when it creates the kernel, after reading this file. Imported here while debugpy cannot be
+    # found, the module records that there is no debugpy, and the kernel never loads it. debugpy stays
+    # importable for the user's own code. (ipykernel 6 has imported it already: nothing to save there.)
+    if "ipykernel.debugger" not in sys.modules:
+        _loaded = {{name: sys.modules.pop(name) for name in list(sys.modules) if name.partition(".")[0] == "debugpy"}}
+        sys.modules["debugpy"] = None  # makes `import debugpy...` fail with ImportError
+        try:
+            importlib.import_module("ipykernel.debugger")
+        except ImportError:  # no ipykernel: another kernel
+            pass
+        finally:
+            del sys.modules["debugpy"]
+            sys.modules.update(_loaded)
 
     # ipykernel creates the debugger, and tells JupyterLab it has one (kernel_info), only when this flag is true;
     # ipykernel 7 reads it from ipykernel.debugger when needed, ipykernel 6 from copies in the other two modules.
