@@ -1,0 +1,306 @@
+"""What a person costs in CPU besides their server's start, done the way `tljh loadtest`'s simulated people do
+it: a kernel start (POST api/sessions, the kernel's websocket, kernel_info), each execution of ``1+1`` over that
+websocket, and the server's stop ("Stop My Server", then waiting until the hub says it stopped). Each is split by
+where the CPU goes: the server's unit (server and kernels), the hub, the proxy. Sides of an A/B in one run.
+Prints numbers; asserts nothing.
+
+    sudo .venv-test/bin/python benchmarks/kernel_cpu.py [--os debian-12] [--rounds 3] [--kernels 3]
+        [--executions 40] [--sides now,debugpy] [--machine NAME]
+
+Sides are IPython kernel config files, written where the installer writes its own
+(/etc/ipython/ipython_kernel_config.py; every kernel reads it when it starts, so no reload is needed):
+``now`` is the installer's file as installed on the machine; ``debugpy`` the same after an import of
+ipykernel.debugger, which loads debugpy as every kernel did before the file kept it out (ipykernel 7);
+``history`` the installer's file plus ``c.HistoryManager.db_cache_size = 10`` (IPython writes its input history
+to SQLite every 10 inputs instead of after each one; a candidate, not what the installer writes). Rounds
+alternate the order of the sides. Per side and round: the admin's server starts (not measured), then
+``--kernels`` times: a kernel start; ``--executions`` executions as the load test sends them (JSON text frames);
+as many as JupyterLab sends them (its binary ``v1.kernel.websocket.jupyter.org`` frames, on a second websocket
+to the same kernel); an idle stretch as long as the JSON executions took, whose CPU is taken off theirs (the
+same for v1); then the kernel is shut down (not measured). Last, the server's stop.
+
+CPU comes from /proc inside the machine (utime + stime and those of reaped children; units in test machines have
+no CPU accounting), read by one process that stays in the machine for the whole run, so the readings add no
+process of their own to what the machine's systemd reaps. A stopped server's unit is gone when the stop is
+over: its CPU during the stop is what the machine's systemd gained in reaped children's CPU (the server and its
+kernels, which systemd reaps) less what the unit had used when the stop was asked for.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections import defaultdict
+
+import aiohttp
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "integration-tests"))
+
+from hubclient import HubClient  # noqa: E402
+from session_installs import ADMIN, PASSWORD, add_machine_arguments, load, machine, spawns, wait_unloaded  # noqa: E402
+
+HUB_PYTHON = "/opt/tljh/hub/bin/python"
+KERNEL_CONFIG_PATH = "/etc/ipython/ipython_kernel_config.py"
+SERVER_UNIT = f"jupyter-{ADMIN}"
+V1 = "v1.kernel.websocket.jupyter.org"
+
+# Stays in the machine for the run: for each line on stdin (unit names), prints the CPU seconds of each unit's
+# processes (their own and their reaped children's) and the reaped children's CPU of the machine's systemd (pid
+# 1), as JSON.
+METER = r"""
+import json, os, subprocess, sys
+hz = os.sysconf("SC_CLK_TCK")
+def fields(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+def seconds(pid):
+    f = fields(pid)
+    return sum(int(x) for x in f[11:15]) / hz if f else 0.0
+def unit(name):
+    group = subprocess.run(["systemctl", "show", "-p", "ControlGroup", "--value", name], capture_output=True,
+                           text=True).stdout.strip()
+    if not group:
+        return 0.0
+    for root in ("/sys/fs/cgroup/systemd", "/sys/fs/cgroup"):
+        try:
+            with open(root + group + "/cgroup.procs") as f:
+                return sum(seconds(p) for p in f.read().split())
+        except OSError:
+            pass
+    return 0.0
+for line in sys.stdin:
+    reading = {name: unit(name) for name in line.split()}
+    reading["pid 1 children"] = sum(int(x) for x in fields(1)[13:15]) / hz
+    print(json.dumps(reading), flush=True)
+"""
+
+
+class Meter:
+    def __init__(self, m, units):
+        self.units = units
+        self.proc = subprocess.Popen(m.nsenter_prefix() + [HUB_PYTHON, "-u", "-c", METER], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+
+    def read(self):
+        self.proc.stdin.write(" ".join(self.units) + "\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
+
+    async def aread(self):
+        return await asyncio.to_thread(self.read)
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait(30)
+
+
+def delta(before, after):
+    return {k: after[k] - before[k] for k in before}
+
+
+def side_configs(m):
+    now = m.run([HUB_PYTHON, "-c", "from tljh.hub import isolation; print(isolation.KERNEL_CONFIG, end='')"]).stdout
+    return now, {
+        "now": now,
+        "debugpy": "import ipykernel.debugger  # loads debugpy, as kernels did before the file kept it out\n" + now,
+        "history": now + "\nc.HistoryManager.db_cache_size = 10\n",
+    }
+
+
+# -- the kernel websocket, as tljh.loadtest.client speaks it (JSON) and as JupyterLab does (v1, binary) ---------
+
+
+def _v1_frame(channel, parts):
+    """JupyterLab's binary frame: the number of offsets, the offsets (little-endian uint64), then the channel
+    name and the message parts."""
+    pieces = [channel.encode()] + parts
+    start = 8 * (len(pieces) + 2)
+    offsets = [start]
+    for piece in pieces:
+        offsets.append(offsets[-1] + len(piece))
+    head = len(offsets).to_bytes(8, "little") + b"".join(o.to_bytes(8, "little") for o in offsets)
+    return head + b"".join(pieces)
+
+
+def _v1_parts(frame):
+    count = int.from_bytes(frame[:8], "little")
+    offsets = [int.from_bytes(frame[8 * (i + 1):8 * (i + 2)], "little") for i in range(count)]
+    return [frame[offsets[i]:offsets[i + 1]] for i in range(count - 1)]  # channel, header, parent, metadata, ...
+
+
+class KernelSocket:
+    def __init__(self, ws):
+        self.ws = ws
+        self.v1 = ws.protocol == V1
+        self.session = uuid.uuid4().hex
+
+    async def request(self, msg_type, content, reply_type, channel="shell"):
+        msg_id = uuid.uuid4().hex
+        header = {"msg_id": msg_id, "msg_type": msg_type, "session": self.session, "username": "", "date": "",
+                  "version": "5.3"}
+        if self.v1:
+            await self.ws.send_bytes(_v1_frame(channel, [json.dumps(p).encode() for p in (header, {}, {}, content)]))
+        else:
+            await self.ws.send_str(json.dumps({"header": header, "parent_header": {}, "metadata": {},
+                                               "content": content, "channel": channel, "buffers": []}))
+        reply, idle = None, False
+        while True:
+            frame = await self.ws.receive(timeout=60)
+            if frame.type == aiohttp.WSMsgType.BINARY and self.v1:
+                _, header_, parent, _, body = (json.loads(p) if i else p for i, p in enumerate(_v1_parts(frame.data)[:5]))
+                msg = {"header": header_, "msg_type": header_["msg_type"], "parent_header": parent, "content": body}
+            elif frame.type == aiohttp.WSMsgType.TEXT:
+                msg = json.loads(frame.data)
+            else:
+                raise RuntimeError(f"kernel websocket closed ({frame.type.name})")
+            if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            if msg["msg_type"] == reply_type:
+                reply = msg
+                if msg_type == "kernel_info_request":
+                    return reply
+            elif msg["msg_type"] == "status" and msg["content"].get("execution_state") == "idle":
+                idle = True
+            if reply and idle:
+                return reply
+
+    async def execute(self, code):
+        reply = await self.request("execute_request", {"code": code, "silent": False, "store_history": True,
+                                                       "user_expressions": {}, "allow_stdin": False,
+                                                       "stop_on_error": True}, "execute_reply")
+        if reply["content"]["status"] != "ok":
+            raise RuntimeError(f"{code!r}: {reply['content']}")
+
+
+async def connect(admin, kernel_id, protocol=None):
+    url = admin.url(admin.server_path() + f"api/kernels/{kernel_id}/channels").replace("http", "ws", 1)
+    ws = await admin.session.ws_connect(url, params={"session_id": uuid.uuid4().hex}, headers=admin._auth(),
+                                        heartbeat=None, max_msg_size=0, protocols=(protocol,) if protocol else ())
+    if protocol and ws.protocol != protocol:
+        raise RuntimeError(f"the server did not accept {protocol} (it chose {ws.protocol!r})")
+    return KernelSocket(ws)
+
+
+# -- one side ----------------------------------------------------------------------------------------------
+
+
+async def executions(meter, kernel, n, think):
+    """CPU of n executions (think seconds apart, as a person's 1 s is mostly waiting) less that of an idle
+    stretch as long, per execution."""
+    before = await meter.aread()
+    started = time.monotonic()
+    for _ in range(n):
+        await kernel.execute("1+1")
+        await asyncio.sleep(think)
+    busy = delta(before, await meter.aread())
+    took = time.monotonic() - started
+    before = await meter.aread()
+    await asyncio.sleep(took)
+    idle = delta(before, await meter.aread())
+    return {k: (busy[k] - idle[k]) / n for k in busy}
+
+
+async def one_side(m, meter, kernels, n, think):
+    out = defaultdict(list)
+    async with HubClient(m.url()) as admin:
+        await admin.login(ADMIN, PASSWORD)
+        await admin.start_server(timeout=300, follow_progress=True)
+        await admin.api("GET", admin.server_path() + "api/status")  # the server has checked our token
+        for _ in range(kernels):
+            before = await meter.aread()
+            model = await admin.api("POST", admin.server_path() + "api/sessions", expect=(201,), json={
+                "path": f"kernel-cpu-{uuid.uuid4().hex[:8]}.ipynb", "type": "notebook", "name": "",
+                "kernel": {"name": "python3"}})
+            kernel = await connect(admin, model["kernel"]["id"])
+            await kernel.request("kernel_info_request", {}, "kernel_info_reply")
+            await asyncio.sleep(0.3)  # what the kernel still does right after its first reply
+            out["kernel start"].append(delta(before, await meter.aread()))
+            out["execution (JSON, as the load test)"].append(await executions(meter, kernel, n, think))
+            jupyterlab = await connect(admin, model["kernel"]["id"], V1)
+            out["execution (v1, as JupyterLab)"].append(await executions(meter, jupyterlab, n, think))
+            for ws in (kernel.ws, jupyterlab.ws):
+                await ws.close()
+            await admin.api("DELETE", admin.server_path() + f"api/sessions/{model['id']}", expect=(204,))
+        # A stop with one kernel running, as the load test's people stop.
+        model = await admin.api("POST", admin.server_path() + "api/sessions", expect=(201,), json={
+            "path": "kernel-cpu-stop.ipynb", "type": "notebook", "name": "", "kernel": {"name": "python3"}})
+        kernel = await connect(admin, model["kernel"]["id"])
+        await kernel.execute("1+1")
+        await kernel.ws.close()
+        before = await meter.aread()
+        await admin.stop_server(timeout=120)
+        after = await meter.aread()
+        stop = delta(before, after)
+        # The unit is gone: its processes' CPU during the stop reached systemd's reaped children.
+        stop[SERVER_UNIT] = stop.pop("pid 1 children") - before[SERVER_UNIT]
+        out["server stop"].append(stop)
+    await asyncio.to_thread(wait_unloaded, m)
+    return out
+
+
+def report(results, units, proxy):
+    names = {SERVER_UNIT: "server unit", "jupyterhub": "hub", proxy: "proxy"}
+    for what in ("kernel start", "execution (JSON, as the load test)", "execution (v1, as JupyterLab)", "server stop"):
+        print(f"{what}:")
+        for side, r in results.items():
+            if what not in r:
+                continue
+            med = {u: statistics.median(x[u] for x in r[what]) for u in units}
+            parts = ", ".join(f"{names[u]} {1000 * med[u]:.1f}" for u in units)
+            print(f"    {side:8} {1000 * sum(med.values()):7.1f} ms CPU ({parts}; medians of n={len(r[what])})")
+    sides = list(results)
+    for other in sides[1:]:
+        for what in ("kernel start", "execution (JSON, as the load test)", "server stop"):
+            a = sum(statistics.median(x[u] for x in results[sides[0]][what]) for u in units)
+            b = sum(statistics.median(x[u] for x in results[other][what]) for u in units)
+            print(f"{what}: {sides[0]} - {other}: {1000 * (a - b):+.1f} ms CPU")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_machine_arguments(parser)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--kernels", type=int, default=3, help="kernel starts per side and round")
+    parser.add_argument("--executions", type=int, default=40, help="executions per kernel and protocol")
+    parser.add_argument("--think", type=float, default=0.2, help="seconds between executions")
+    parser.add_argument("--sides", default="now,debugpy")
+    args = parser.parse_args()
+    print(f"host: {platform.node()}, {os.cpu_count()} CPUs, {platform.platform()}")
+    print(f"load at start: {load()}")
+    with machine(args) as m:
+        asyncio.run(spawns(m, 1))  # creates the admin's Unix account; not counted
+        proxy = m.run([HUB_PYTHON, "-c", "from tljh.system import paths; print(paths.PROXY_UNIT)"]).stdout.strip()
+        installed, configs = side_configs(m)
+        sides = args.sides.split(",")
+        units = [SERVER_UNIT, "jupyterhub", proxy]
+        meter = Meter(m, units)
+        results = {side: defaultdict(list) for side in sides}
+        try:
+            for r in range(args.rounds):
+                for side in (sides if r % 2 == 0 else sides[::-1]):
+                    m.run(["bash", "-c", f"cat > {KERNEL_CONFIG_PATH}"], input=configs[side])
+                    for what, values in asyncio.run(one_side(m, meter, args.kernels, args.executions,
+                                                             args.think)).items():
+                        results[side][what].extend(values)
+        finally:
+            meter.close()
+            m.run(["bash", "-c", f"cat > {KERNEL_CONFIG_PATH}"], input=installed)
+        print(f"machine: {m.run(['nproc']).stdout.strip()} CPUs; {args.rounds} rounds x {args.kernels} kernels x "
+              f"{args.executions} executions {args.think} s apart per side")
+        report(results, units, proxy)
+        print(f"load at the end: {load()}")
+
+
+if __name__ == "__main__":
+    main()
