@@ -417,7 +417,8 @@ print(json.dumps({{"listeners": sorted(ports), "dap": [p for p, a in answers.ite
 
 async def _debugger_as_alice_and_bob(hub):
     """alice starts a kernel and asks it for the debugger as JupyterLab would; then bob looks for a debug adapter
-    among alice's TCP listeners. Returns (alice's kernel advertises a debugger, bob's probe before, after)."""
+    among alice's TCP listeners. Returns (alice's kernel advertises a debugger, bob's probe before, after, alice's
+    probe, (alice's kernel had loaded debugpy, what importing it gave))."""
     admin = await _admin(hub)
     await admin.create_users("alice", "bob")
     await admin.__aexit__(None, None, None)
@@ -426,6 +427,10 @@ async def _debugger_as_alice_and_bob(hub):
     kernel = await alice.open_kernel()
     info = await _kernel_request(kernel, "kernel_info_request", {}, "shell")
     advertised = "debugger" in info.get("supported_features", []) or bool(info.get("debugger"))
+    # Whether the kernel loaded debugpy (~0.1 s of CPU at its start), and whether alice's own code can import it
+    # (debugpy.listen for an editor's debugger).
+    debugpy = (await kernel.execute("'debugpy' in __import__('sys').modules"),
+               await kernel.execute("import debugpy.server.api; debugpy.server.api.__name__"))
     alice_uid = int(hub.run("id -u jupyter-alice").stdout)
     bob = await _user(hub, "bob")
     bobs = await bob.open_kernel()
@@ -439,25 +444,28 @@ async def _debugger_as_alice_and_bob(hub):
     for person in (alice, bob):
         await person.stop_server()
         await person.__aexit__(None, None, None)
-    return advertised, before, after, alices_own
+    return advertised, before, after, alices_own, debugpy
 
 
 def test_bob_cannot_reach_alices_kernel_debugger(hub):
     """The debugger is off by default: alice's kernel offers none, her debug request opens no port, and bob finds
-    no debug adapter on any of her ports. With network.allow_kernel_debugger (the admin's choice), the same
+    no debug adapter on any of her ports, and her kernel has not even loaded debugpy (her own code can import
+    it). With network.allow_kernel_debugger (the admin's choice), the same
     request opens debugpy's adapter: alice reaches it from another kernel of hers, bob is refused (her ports
     answer only her: test_bob_cannot_connect_to_a_port_alices_server_opened)."""
     assert "kernel debugger: off in users' servers" in hub.run("tljh status", check=False).stdout
-    advertised, before, after, _ = run(_debugger_as_alice_and_bob(hub))
+    advertised, before, after, _, debugpy = run(_debugger_as_alice_and_bob(hub))
     assert not advertised
+    assert debugpy == ("False", "'debugpy.server.api'"), debugpy
     assert after["dap"] == [] and after["listeners"] == before["listeners"], (before, after)
 
     hub.run("tljh-config set network.allow_kernel_debugger true && tljh-config reload hub")
     try:
-        advertised, before, after, alices_own = run(_debugger_as_alice_and_bob(hub))
+        advertised, before, after, alices_own, debugpy = run(_debugger_as_alice_and_bob(hub))
     finally:
         hub.run("tljh-config set network.allow_kernel_debugger false && tljh-config reload hub")
     assert advertised
+    assert debugpy == ("True", "'debugpy.server.api'"), debugpy
     adapters = set(alices_own["dap"]) - set(before["listeners"])
     assert adapters, (before, alices_own)
     assert {after["answers"][str(port)] for port in adapters} == {"ConnectionRefusedError"}, after
