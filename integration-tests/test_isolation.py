@@ -471,6 +471,42 @@ def test_bob_cannot_reach_alices_kernel_debugger(hub):
     assert {after["answers"][str(port)] for port in adapters} == {"ConnectionRefusedError"}, after
 
 
+# A kernel spec of alice's own, the way docs/explanation/security.md tells users to turn the debugger on for
+# their own kernels ("python" is the server's own interpreter, as in the environment's spec).
+OWN_DEBUGGER_KERNELSPEC = json.dumps({
+    "argv": ["python", "-m", "ipykernel_launcher", "-f", "{connection_file}"], "display_name": "Python 3 (debugger)",
+    "language": "python", "env": {"TLJH_KERNEL_DEBUGGER": "on"}})
+
+
+def test_a_user_turns_the_debugger_on_for_her_own_kernels(hub):
+    """With the debugger off for the hub, alice's kernel spec whose env says "on" gives her kernels that offer
+    it (and load debugpy), beside her ordinary kernels that do not."""
+    spec_dir = "~/.local/share/jupyter/kernels/with-debugger"
+
+    async def kernels():
+        admin = await _admin(hub)
+        await admin.create_users("alice")
+        await admin.__aexit__(None, None, None)
+        alice = await _user(hub, "alice")  # her server's start made her account
+        await asyncio.to_thread(hub.run, f"mkdir -p {spec_dir} && cat > {spec_dir}/kernel.json",
+                                user="jupyter-alice", input=OWN_DEBUGGER_KERNELSPEC)
+        seen = {}
+        for spec in ("python3", "with-debugger"):
+            kernel = await alice.open_kernel(await alice.start_kernel(spec))
+            info = await _kernel_request(kernel, "kernel_info_request", {}, "shell")
+            seen[spec] = ("debugger" in info.get("supported_features", []) or bool(info.get("debugger")),
+                          await kernel.execute("'debugpy' in __import__('sys').modules"))
+            await kernel.close()
+        await alice.stop_server()
+        await alice.__aexit__(None, None, None)
+        return seen
+
+    try:
+        assert run(kernels()) == {"python3": (False, "False"), "with-debugger": (True, "True")}
+    finally:
+        hub.run(f"rm -rf {spec_dir}", user="jupyter-alice")
+
+
 async def _terminal_says(client, command, timeout=30):
     """Open a JupyterLab terminal, type ``command``, return the line it printed (a marker-bearing line)."""
     name = (await client.api("POST", f"user/{client.username}/api/terminals", expect=(200,)))["name"]
