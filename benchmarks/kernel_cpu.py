@@ -1,8 +1,8 @@
 """What a person costs in CPU besides their server's start, done the way `tljh loadtest`'s simulated people do
 it: a kernel start (POST api/sessions, the kernel's websocket, kernel_info), each execution of ``1+1`` over that
 websocket, and the server's stop ("Stop My Server", then waiting until the hub says it stopped). Each is split by
-where the CPU goes: the server's unit (server and kernels), the hub, the proxy. Sides of an A/B in one run.
-Prints numbers; asserts nothing.
+where the CPU goes: the server's unit (server and kernels), the hub, the proxy; what systemd itself and the
+journal did meanwhile is printed apart. Sides of an A/B in one run. Prints numbers; asserts nothing.
 
     sudo .venv-test/bin/python benchmarks/kernel_cpu.py [--os debian-12] [--rounds 3] [--kernels 3]
         [--executions 40] [--sides now,debugpy] [--machine NAME]
@@ -50,11 +50,13 @@ from session_installs import ADMIN, PASSWORD, add_machine_arguments, load, machi
 HUB_PYTHON = "/opt/tljh/hub/bin/python"
 KERNEL_CONFIG_PATH = "/etc/ipython/ipython_kernel_config.py"
 SERVER_UNIT = f"jupyter-{ADMIN}"
+# Machine-wide work beside the units, reported apart: systemd itself (units started and stopped) and the journal.
+OUTSIDE = ["systemd", "systemd-journald"]
 V1 = "v1.kernel.websocket.jupyter.org"
 
 # Stays in the machine for the run: for each line on stdin (unit names), prints the CPU seconds of each unit's
-# processes (their own and their reaped children's) and the reaped children's CPU of the machine's systemd (pid
-# 1), as JSON.
+# processes (their own and their reaped children's), and the machine's systemd's (pid 1) own CPU and its reaped
+# children's, as JSON.
 METER = r"""
 import json, os, subprocess, sys
 hz = os.sysconf("SC_CLK_TCK")
@@ -81,7 +83,9 @@ def unit(name):
     return 0.0
 for line in sys.stdin:
     reading = {name: unit(name) for name in line.split()}
-    reading["pid 1 children"] = sum(int(x) for x in fields(1)[13:15]) / hz
+    pid1 = fields(1)
+    reading["pid 1 children"] = sum(int(x) for x in pid1[13:15]) / hz
+    reading["systemd"] = sum(int(x) for x in pid1[11:13]) / hz
     print(json.dumps(reading), flush=True)
 """
 
@@ -256,9 +260,11 @@ def report(results, units, proxy):
         for side, r in results.items():
             if what not in r:
                 continue
-            med = {u: statistics.median(x[u] for x in r[what]) for u in units}
+            med = {u: statistics.median(x[u] for x in r[what]) for u in units + OUTSIDE}
             parts = ", ".join(f"{names[u]} {1000 * med[u]:.1f}" for u in units)
-            print(f"    {side:8} {1000 * sum(med.values()):7.1f} ms CPU ({parts}; medians of n={len(r[what])})")
+            outside = ", ".join(f"{u} {1000 * med[u]:.1f}" for u in OUTSIDE)
+            print(f"    {side:8} {1000 * sum(med[u] for u in units):7.1f} ms CPU ({parts}; medians of "
+                  f"n={len(r[what])}); outside those units: {outside}")
     sides = list(results)
     for other in sides[1:]:
         for what in ("kernel start", "execution (JSON, as the load test)", "server stop"):
@@ -284,7 +290,7 @@ def main():
         installed, configs = side_configs(m)
         sides = args.sides.split(",")
         units = [SERVER_UNIT, "jupyterhub", proxy]
-        meter = Meter(m, units)
+        meter = Meter(m, units + ["systemd-journald"])
         results = {side: defaultdict(list) for side in sides}
         try:
             for r in range(args.rounds):
