@@ -76,3 +76,45 @@ def test_language_servers_come_from_config_yaml(value):
     c = Config()
     apply_config({"user_environment": {"language_servers": value}} if value else {}, c)
     assert c.UserCreatingSpawner.language_servers is value
+
+
+@pytest.mark.parametrize("variable, frozen_at_exit", [("off", True), ("on", False), (None, False)])
+def test_server_config_freezes_the_heap_at_exit_only_when_told(monkeypatch, variable, frozen_at_exit):
+    import atexit
+    import gc
+
+    registered = []
+    monkeypatch.setattr(atexit, "register", registered.append)
+    if variable is None:
+        monkeypatch.delenv(server_extensions.EXIT_COLLECTION_VARIABLE, raising=False)
+    else:
+        monkeypatch.setenv(server_extensions.EXIT_COLLECTION_VARIABLE, variable)
+    exec(compile(server_extensions.SERVER_CONFIG, "jupyter_server_config.py", "exec"), {"c": None})
+    assert registered == ([gc.freeze] if frozen_at_exit else [])
+
+
+def test_the_spawner_tells_each_server_whether_to_collect_at_exit(monkeypatch):
+    from systemdspawner import SystemdSpawner
+
+    monkeypatch.setattr(SystemdSpawner, "get_env", lambda self: {"JUPYTERHUB_API_TOKEN": "t"})
+    env = spawner().get_env()
+    assert env[server_extensions.EXIT_COLLECTION_VARIABLE] == "off" and env["JUPYTERHUB_API_TOKEN"] == "t"
+    assert spawner(exit_collection=True).get_env()[server_extensions.EXIT_COLLECTION_VARIABLE] == "on"
+
+
+def test_installer_writes_the_server_config_and_leaves_an_admins_own(monkeypatch, tmp_path):
+    from tljh.install import installer
+    from tljh.system import paths
+
+    path = tmp_path / "etc" / "jupyter" / "jupyter_server_config.py"
+    monkeypatch.setattr(paths, "JUPYTER_SERVER_CONFIG", str(path))
+    ctx = types.SimpleNamespace(warnings=[])
+    assert installer.install_server_config(ctx) == f"wrote {path}"
+    assert path.read_text() == server_extensions.SERVER_CONFIG and path.stat().st_mode & 0o777 == 0o644
+    assert installer.install_server_config(ctx) == "already in place"
+    path.write_text(server_extensions.SERVER_CONFIG_MARKER + ": an older version\n")
+    assert installer.install_server_config(ctx) == f"wrote {path}" and not ctx.warnings
+    path.write_text("c.ServerApp.open_browser = False\n")
+    assert installer.install_server_config(ctx) == "NOT written: the file there is the admin's"
+    assert path.read_text() == "c.ServerApp.open_browser = False\n"
+    assert str(path) in ctx.warnings[0] and "SERVER_CONFIG" in ctx.warnings[0]

@@ -616,6 +616,14 @@ PATH_NOTES = {
         "unless `network.allow_kernel_debugger` is set (its adapter listens on a TCP port that, where the port "
         "rules are not enforced, any local user can reach; see the security page). An admin's own file at this path is left alone, with a warning.",
     ),
+    "JUPYTER_SERVER_CONFIG": (
+        "file",
+        "0644",
+        "Jupyter servers of every environment read it: users' servers freeze their heap on the way out, which "
+        "spares them Python's final garbage collection (about half a second of CPU per stop; see the "
+        "performance page) unless `UserCreatingSpawner.exit_collection` is set. An admin's own file at this "
+        "path is left alone, with a warning.",
+    ),
     "UNINSTALL_BACKUP_DIR": (
         "directory",
         "",

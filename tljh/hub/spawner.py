@@ -127,6 +127,17 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
         """,
     )
 
+    exit_collection = Bool(
+        False,
+        config=True,
+        help="""
+        Let a user's server run Python's final garbage collections over its whole heap when it stops (Python's
+        default): about half a second of CPU per stop, while a class's starts wait for the CPU. Off: the server
+        freezes its heap on the way out (``gc.freeze``), through the TLJH_SERVER_EXIT_COLLECTION variable and
+        the Jupyter server config the installer writes (tljh.hub.server_extensions.SERVER_CONFIG).
+        """,
+    )
+
     profiles = List(
         Dict(),
         config=True,
@@ -389,7 +400,8 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
         return lean + args + isolation.server_args(self.kernel_transport)
 
     def get_env(self):
-        return {**super().get_env(), **isolation.server_environment(self.unit_name, self.kernel_debugger)}
+        return {**super().get_env(), **isolation.server_environment(self.unit_name, self.kernel_debugger),
+                **server_extensions.server_environment(self.exit_collection)}
 
     unit_unload_timeout = Float(
         30,

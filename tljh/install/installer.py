@@ -26,7 +26,7 @@ from importlib import metadata
 import requests
 
 import tljh
-from tljh.hub import isolation, preflight, session_installs
+from tljh.hub import isolation, preflight, server_extensions, session_installs
 from tljh.install import conda_requests, migrate_tljh, user_requirements
 from tljh.plugins import collect_list, get_plugin_manager
 from tljh.settings import config_file
@@ -326,23 +326,39 @@ def install_profile_script(ctx):
     return f"wrote {PROFILE_SCRIPT}"
 
 
+def _install_managed_config(ctx, path, content, marker, left_as_is):
+    """Write one of the installer's config files where every environment's Jupyter programs read it, unless an
+    admin's own file is there: that one stays, with a warning that says what the admin's file leaves out."""
+    current = files.read_bytes(path)
+    if current == content.encode():
+        return "already in place"
+    if current and not current.startswith(marker.encode()):
+        ctx.warnings.append(f"{path} is not this installer's, so it was left as it is: {left_as_is}")
+        return "NOT written: the file there is the admin's"
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    files.write_atomic(path, content, mode=0o644)
+    return f"wrote {path}"
+
+
 def install_kernel_config(ctx):
     """The IPython kernel config that keeps the debugger out of users' kernels unless allowed (the spawner tells
     each server which): every environment's kernels read it. An admin's own file there is left alone."""
-    path = paths.IPYTHON_KERNEL_CONFIG
-    current = files.read_bytes(path)
-    if current == isolation.KERNEL_CONFIG.encode():
-        return "already in place"
-    if current and not current.startswith(isolation.KERNEL_CONFIG_MARKER.encode()):
-        ctx.warnings.append(
-            f"{path} is not this installer's, so it was left as it is: kernels in users' servers offer the "
-            "debugger, which other local users can connect to (see docs: security). Merge in "
-            f"tljh.hub.isolation.KERNEL_CONFIG, or move your file to /usr/local/etc/ipython/ and rerun the installer."
-        )
-        return "NOT written: the file there is the admin's"
-    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-    files.write_atomic(path, isolation.KERNEL_CONFIG, mode=0o644)
-    return f"wrote {path}"
+    return _install_managed_config(
+        ctx, paths.IPYTHON_KERNEL_CONFIG, isolation.KERNEL_CONFIG, isolation.KERNEL_CONFIG_MARKER,
+        "kernels in users' servers offer the debugger, which other local users can connect to (see docs: "
+        "security). Merge in tljh.hub.isolation.KERNEL_CONFIG, or move your file to /usr/local/etc/ipython/ and "
+        "rerun the installer.")
+
+
+def install_server_config(ctx):
+    """The Jupyter server config that spares users' servers Python's final garbage collection when they stop
+    (the spawner tells each server whether): every environment's servers read it. An admin's own file there is
+    left alone."""
+    return _install_managed_config(
+        ctx, paths.JUPYTER_SERVER_CONFIG, server_extensions.SERVER_CONFIG, server_extensions.SERVER_CONFIG_MARKER,
+        "users' servers spend about half a second of CPU on Python's final garbage collection at every stop "
+        "(see docs: performance). Merge in tljh.hub.server_extensions.SERVER_CONFIG, or move your file to "
+        "/usr/local/etc/jupyter/ and rerun the installer.")
 
 
 def record_unix_accounts(ctx):
@@ -647,6 +663,7 @@ STEPS = [
     ("Putting the server's PATH into terminals", install_profile_script),
     ("Setting up session packages", install_session_files),
     ("Keeping kernels' debugger closed to other users", install_kernel_config),
+    ("Sparing users' servers the garbage collection at their stop", install_server_config),
     ("Writing configuration", ensure_config),
     ("Installing the tljh-config and tljh commands", install_cli),
     ("Setting up the proxy's account", ensure_proxy_account),

@@ -14,7 +14,7 @@ import subprocess
 import tarfile
 import time
 
-from tljh.hub import isolation
+from tljh.hub import isolation, server_extensions
 from tljh.system import files, paths, port_rules, systemd, unix_accounts, users
 from tljh.system.paths import (
     CACHE_DIR,
@@ -90,9 +90,11 @@ def uninstall(purge=False, say=print):
     for path in LINKS + system_files:
         if os.path.lexists(path):
             os.remove(path)
-    if files.read_bytes(paths.IPYTHON_KERNEL_CONFIG).startswith(isolation.KERNEL_CONFIG_MARKER.encode()):  # not an admin's
-        os.remove(paths.IPYTHON_KERNEL_CONFIG)
-        system_files.append(paths.IPYTHON_KERNEL_CONFIG)
+    for path, marker in ((paths.IPYTHON_KERNEL_CONFIG, isolation.KERNEL_CONFIG_MARKER),
+                         (paths.JUPYTER_SERVER_CONFIG, server_extensions.SERVER_CONFIG_MARKER)):
+        if files.read_bytes(path).startswith(marker.encode()):  # not an admin's
+            os.remove(path)
+            system_files.append(path)
     for path in (paths.INSTALL_PREFIX, CACHE_DIR, paths.PROXY_DATA_DIR, paths.RUNTIME_DIR):
         shutil.rmtree(path, ignore_errors=True)
     say(f"removed {paths.INSTALL_PREFIX}, {CACHE_DIR}, {paths.PROXY_DATA_DIR}, {paths.RUNTIME_DIR}, "

@@ -99,6 +99,9 @@ PROFILE_SCRIPT = "/etc/profile.d/tljh-user-environment.sh"
 # IPython kernels read it from every environment (a system config dir): it turns the kernel debugger off in users'
 # servers unless the admin allows it (tljh.hub.isolation.KERNEL_CONFIG says why).
 IPYTHON_KERNEL_CONFIG = "/etc/ipython/ipython_kernel_config.py"
+# Jupyter servers of every environment read it (a system config dir): users' servers skip Python's final garbage
+# collection when they stop (tljh.hub.server_extensions.SERVER_CONFIG says why).
+JUPYTER_SERVER_CONFIG = "/etc/jupyter/jupyter_server_config.py"
 # The commands, linked into the hub environment's bin/.
 COMMAND_DIR = "/usr/bin"
 COMMANDS = ("tljh-config", "tljh")
