@@ -11,6 +11,7 @@ MANAGED_FILES = (
     "/etc/systemd/system/tljh-backup.service /etc/systemd/system/tljh-backup.timer "
     "/etc/sudoers.d/jupyterhub-admins /etc/profile.d/tljh-user-environment.sh /etc/tmpfiles.d/tljh-sessions.conf "
     "/etc/ipython/ipython_kernel_config.py "
+    "/etc/jupyter/jupyter_server_config.py "
     "/opt/tljh/config/config.yaml"
 )
 
