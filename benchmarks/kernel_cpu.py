@@ -7,12 +7,14 @@ journal did meanwhile is printed apart. Sides of an A/B in one run. Prints numbe
     sudo .venv-test/bin/python benchmarks/kernel_cpu.py [--os debian-12] [--rounds 3] [--kernels 3]
         [--executions 40] [--sides now,debugpy] [--machine NAME]
 
-Sides are IPython kernel config files, written where the installer writes its own
-(/etc/ipython/ipython_kernel_config.py; every kernel reads it when it starts, so no reload is needed):
-``now`` is the installer's file as installed on the machine; ``debugpy`` the same after an import of
-ipykernel.debugger, which loads debugpy as every kernel did before the file kept it out (ipykernel 7);
-``history`` the installer's file plus ``c.HistoryManager.db_cache_size = 10`` (IPython writes its input history
-to SQLite every 10 inputs instead of after each one; a candidate, not what the installer writes). Rounds
+Sides: ``now``, the machine as installed. ``debugpy``: the installer's IPython kernel config
+(/etc/ipython/ipython_kernel_config.py, read by every kernel at its start) after an import of
+ipykernel.debugger, which loads debugpy as every kernel did before the file kept it out (ipykernel 7).
+``history``: the installer's kernel config plus ``c.HistoryManager.db_cache_size = 10`` (IPython writes its
+input history to SQLite every 10 inputs instead of after each one; a candidate, not what the installer
+writes). ``exit-gc``: ``UserCreatingSpawner.exit_collection = True`` (a jupyterhub_config.d snippet, then the
+hub is reloaded): servers run Python's final garbage collection when they stop, as before the installer's
+Jupyter server config spared them it. Rounds
 alternate the order of the sides. Per side and round: the admin's server starts (not measured), then
 ``--kernels`` times: a kernel start; ``--executions`` executions as the load test sends them (JSON text frames);
 as many as JupyterLab sends them (its binary ``v1.kernel.websocket.jupyter.org`` frames, on a second websocket
@@ -113,13 +115,30 @@ def delta(before, after):
     return {k: after[k] - before[k] for k in before}
 
 
+SNIPPET = "/opt/tljh/config/jupyterhub_config.d/zz-kernel-cpu-benchmark.py"
+
+
 def side_configs(m):
+    """The installed kernel config, and per side: (kernel config, jupyterhub_config.d snippet or "")."""
     now = m.run([HUB_PYTHON, "-c", "from tljh.hub import isolation; print(isolation.KERNEL_CONFIG, end='')"]).stdout
     return now, {
-        "now": now,
-        "debugpy": "import ipykernel.debugger  # loads debugpy, as kernels did before the file kept it out\n" + now,
-        "history": now + "\nc.HistoryManager.db_cache_size = 10\n",
+        "now": (now, ""),
+        "debugpy": ("import ipykernel.debugger  # loads debugpy, as kernels did before the file kept it out\n" + now,
+                    ""),
+        "history": (now + "\nc.HistoryManager.db_cache_size = 10\n", ""),
+        "exit-gc": (now, "c.UserCreatingSpawner.exit_collection = True\n"),
     }
+
+
+def set_side(m, kernel_config, snippet, current_snippet):
+    m.run(["bash", "-c", f"cat > {KERNEL_CONFIG_PATH}"], input=kernel_config)
+    if snippet != current_snippet:
+        if snippet:
+            m.run(["bash", "-c", f"cat > {SNIPPET}"], input=snippet)
+        else:
+            m.run(["rm", "-f", SNIPPET])
+        m.run("tljh-config reload hub")
+    return snippet
 
 
 # -- the kernel websocket, as tljh.loadtest.client speaks it (JSON) and as JupyterLab does (v1, binary) ---------
@@ -292,16 +311,17 @@ def main():
         units = [SERVER_UNIT, "jupyterhub", proxy]
         meter = Meter(m, units + ["systemd-journald"])
         results = {side: defaultdict(list) for side in sides}
+        snippet = ""
         try:
             for r in range(args.rounds):
                 for side in (sides if r % 2 == 0 else sides[::-1]):
-                    m.run(["bash", "-c", f"cat > {KERNEL_CONFIG_PATH}"], input=configs[side])
+                    snippet = set_side(m, *configs[side], snippet)
                     for what, values in asyncio.run(one_side(m, meter, args.kernels, args.executions,
                                                              args.think)).items():
                         results[side][what].extend(values)
         finally:
             meter.close()
-            m.run(["bash", "-c", f"cat > {KERNEL_CONFIG_PATH}"], input=installed)
+            set_side(m, installed, "", snippet)
         print(f"machine: {m.run(['nproc']).stdout.strip()} CPUs; {args.rounds} rounds x {args.kernels} kernels x "
               f"{args.executions} executions {args.think} s apart per side")
         report(results, units, proxy)
