@@ -11,7 +11,7 @@ import pytest
 from tornado import web
 from traitlets.config import Config
 
-from tljh.hub import accounts, isolation
+from tljh.hub import accounts, isolation, server_extensions
 from tljh.system import paths, users
 
 
@@ -299,21 +299,28 @@ def test_kernel_config_leaves_the_debugger_alone_unless_told(monkeypatch, fake_i
     assert "ipykernel.debugger" not in fake_ipykernel and "debugpy" not in fake_ipykernel
 
 
-def test_installer_writes_the_kernel_config_and_leaves_an_admins_own(monkeypatch, tmp_path):
+@pytest.mark.parametrize("step, path_name, module, content, marker", [
+    ("install_kernel_config", "IPYTHON_KERNEL_CONFIG", isolation, "KERNEL_CONFIG", "KERNEL_CONFIG_MARKER"),
+    ("install_server_config", "JUPYTER_SERVER_CONFIG", server_extensions, "SERVER_CONFIG", "SERVER_CONFIG_MARKER"),
+])
+def test_installer_writes_its_config_files_and_leaves_an_admins_own(monkeypatch, tmp_path, step, path_name,
+                                                                     module, content, marker):
     from tljh.install import installer
 
-    path = tmp_path / "etc" / "ipython" / "ipython_kernel_config.py"
-    monkeypatch.setattr(paths, "IPYTHON_KERNEL_CONFIG", str(path))
+    install, text, marker = getattr(installer, step), getattr(module, content), getattr(module, marker)
+    path = tmp_path / "etc" / "config.py"
+    monkeypatch.setattr(paths, path_name, str(path))
     ctx = types.SimpleNamespace(warnings=[])
-    assert installer.install_kernel_config(ctx) == f"wrote {path}"
-    assert path.read_text() == isolation.KERNEL_CONFIG and path.stat().st_mode & 0o777 == 0o644
-    assert installer.install_kernel_config(ctx) == "already in place"
-    path.write_text("# Managed by The Littlest JupyterHub (tljh): an older version\n")
-    assert installer.install_kernel_config(ctx) == f"wrote {path}"
-    path.write_text("c.IPKernelApp.matplotlib = 'inline'\n")
-    assert installer.install_kernel_config(ctx) == "NOT written: the file there is the admin's"
-    assert path.read_text() == "c.IPKernelApp.matplotlib = 'inline'\n"
-    assert "is not this installer's, so it was left as it is" in ctx.warnings[0]
+    assert install(ctx) == f"wrote {path}"
+    assert path.read_text() == text and path.stat().st_mode & 0o777 == 0o644
+    assert install(ctx) == "already in place"
+    path.write_text(f"{marker}: an older version\n")
+    assert install(ctx) == f"wrote {path}" and not ctx.warnings
+    path.write_text("c.Application.log_level = 'DEBUG'\n")
+    assert install(ctx) == "NOT written: the file there is the admin's"
+    assert path.read_text() == "c.Application.log_level = 'DEBUG'\n"
+    assert f"{path} is not this installer's, so it was left as it is" in ctx.warnings[0]
+    assert f"Merge in {module.__name__}.{content}" in ctx.warnings[0]
 
 
 def _hub_database(path, names):

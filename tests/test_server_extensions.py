@@ -100,21 +100,3 @@ def test_the_spawner_tells_each_server_whether_to_collect_at_exit(monkeypatch):
     env = spawner().get_env()
     assert env[server_extensions.EXIT_COLLECTION_VARIABLE] == "off" and env["JUPYTERHUB_API_TOKEN"] == "t"
     assert spawner(exit_collection=True).get_env()[server_extensions.EXIT_COLLECTION_VARIABLE] == "on"
-
-
-def test_installer_writes_the_server_config_and_leaves_an_admins_own(monkeypatch, tmp_path):
-    from tljh.install import installer
-    from tljh.system import paths
-
-    path = tmp_path / "etc" / "jupyter" / "jupyter_server_config.py"
-    monkeypatch.setattr(paths, "JUPYTER_SERVER_CONFIG", str(path))
-    ctx = types.SimpleNamespace(warnings=[])
-    assert installer.install_server_config(ctx) == f"wrote {path}"
-    assert path.read_text() == server_extensions.SERVER_CONFIG and path.stat().st_mode & 0o777 == 0o644
-    assert installer.install_server_config(ctx) == "already in place"
-    path.write_text(server_extensions.SERVER_CONFIG_MARKER + ": an older version\n")
-    assert installer.install_server_config(ctx) == f"wrote {path}" and not ctx.warnings
-    path.write_text("c.ServerApp.open_browser = False\n")
-    assert installer.install_server_config(ctx) == "NOT written: the file there is the admin's"
-    assert path.read_text() == "c.ServerApp.open_browser = False\n"
-    assert str(path) in ctx.warnings[0] and "SERVER_CONFIG" in ctx.warnings[0]
