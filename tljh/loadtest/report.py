@@ -88,13 +88,19 @@ def per_server_memory(samples, peaks):
             "machine": peak["machine"].get("memory")}
 
 
-def all_running(users):
-    """Seconds from the first login to the moment the last server was served (None if some never ran)."""
+def load_window(users):
+    """(run time of the first login, of the last server served), or None if some server never ran."""
     starts = [u["phases"]["login"]["started"] for u in users if u["phases"]["login"]["started"] is not None]
     ready = [u["ready_at"] for u in users]
     if not starts or any(r is None for r in ready):
         return None
-    return max(ready) - min(starts)
+    return min(starts), max(ready)
+
+
+def all_running(users):
+    """Seconds from the first login to the moment the last server was served (None if some never ran)."""
+    window = load_window(users)
+    return None if window is None else window[1] - window[0]
 
 
 def _cumulative_at(samples, key, t):
@@ -117,11 +123,10 @@ def work_until_all_running(users, samples, cpus, cpu_per_start):
 
     The floor counts only the starts; this says whether the rest of the time was spent working (the other
     work) or waiting (an idle machine)."""
-    starts = [u["phases"]["login"]["started"] for u in users if u["phases"]["login"]["started"] is not None]
-    ready = [u["ready_at"] for u in users]
-    if not starts or not ready or any(r is None for r in ready):
+    window = load_window(users)
+    if window is None:
         return None
-    begin, end = min(starts), max(ready)
+    begin, end = window
     used = {}
     for key in ("machine", "hub", "proxy", "servers"):
         a, b = _cumulative_at(samples, key, begin), _cumulative_at(samples, key, end)
