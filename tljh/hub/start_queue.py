@@ -72,9 +72,11 @@ class StartQueue:
             if state == "starting":
                 yield state, before
                 return
-            if state == "waiting" and (len(self.running), before) != told:
+            now = (len(self.running), before)
+            if state == "waiting" and now != told:
                 yield state, before
-                told, quiet_until = (len(self.running), before), time.monotonic() + interval
+                # What was told is what was read before the yield: the line may move while the caller works.
+                told, quiet_until = now, time.monotonic() + interval
             await change.wait()
             while (left := quiet_until - time.monotonic()) > 0:
                 change = self._changed
