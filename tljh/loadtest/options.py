@@ -19,9 +19,9 @@ def add_arguments(parser):
                         help="the picker's profile to choose; repeat to spread people over profiles in turn")
     parser.add_argument("--via", choices=("form", "api"), default="form",
                         help="start servers through the pages (form, default) or the REST API with user_options")
-    parser.add_argument("--single", type=int, default=3,
+    parser.add_argument("--single", type=int, default=5,
                         help="single-user visits before the load, for this run's spawn median and CPU per start "
-                             "(default 3; 0 = none)")
+                             "(default 5; 0 = none)")
     parser.add_argument("--prefix", default="loadtest-", help="name prefix of the simulated people (default loadtest-)")
     parser.add_argument("--url", help="the hub's address (default: this server's http port and base_url)")
     parser.add_argument("--timeout", type=float, default=900.0,
