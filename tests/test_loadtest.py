@@ -3,12 +3,13 @@ the numbers, the checks before a run, the timeline picture."""
 
 import json
 import time
+import uuid
 
 import pytest
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestServer
 
-from tljh.loadtest import plot, report, run
+from tljh.loadtest import kernel_protocol, plot, report, run
 from tljh.loadtest import sampler as sampler_module
 from tljh.loadtest.client import PHASES, Profile, SimulatedUser
 from tljh.loadtest.sampler import Sampler, ServerCpu
@@ -20,8 +21,8 @@ MiB = 2**20
 # ---- a fake hub: the requests and redirects a browser sees, nothing else
 
 
-def fake_hub(*, profiles=False, fail_spawn=False, idle_first=False):
-    seen = {"spawn_form": None, "api_options": None, "executions": 0, "stopped": []}
+def fake_hub(*, profiles=False, fail_spawn=False, idle_first=False, accept_v1=True):
+    seen = {"spawn_form": None, "api_options": None, "executions": 0, "stopped": [], "kernel_protocol": None}
     app = web.Application()
 
     def user(request):
@@ -101,29 +102,33 @@ def fake_hub(*, profiles=False, fail_spawn=False, idle_first=False):
         return web.json_response({"kernel": {"id": "k1"}}, status=201)
 
     async def channels(request):
-        ws = web.WebSocketResponse()
+        ws = web.WebSocketResponse(protocols=(kernel_protocol.V1,) if accept_v1 else ())
         await ws.prepare(request)
+        v1 = ws.ws_protocol == kernel_protocol.V1
+        seen["kernel_protocol"] = ws.ws_protocol
+
+        async def send(msg_type, content, channel="shell", parent=None):
+            out = {"channel": channel, "header": {"msg_type": msg_type, "msg_id": uuid.uuid4().hex},
+                   "parent_header": parent, "metadata": {}, "content": content, "buffers": []}
+            await (ws.send_bytes(kernel_protocol.encode_v1(out)) if v1 else
+                   ws.send_str(kernel_protocol.encode_json(out)))
+
         async for frame in ws:
-            if frame.type != WSMsgType.TEXT:
+            if frame.type != (WSMsgType.BINARY if v1 else WSMsgType.TEXT):
                 break
-            msg = json.loads(frame.data)
+            msg = kernel_protocol.decode_v1(frame.data) if v1 else kernel_protocol.decode_json(frame.data)
             parent = msg["header"]
             kind = parent["msg_type"]
-
-            def reply(msg_type, content, channel="shell"):
-                return json.dumps({"msg_type": msg_type, "parent_header": parent, "content": content,
-                                   "channel": channel})
-
-            idle = reply("status", {"execution_state": "idle"}, "iopub")
             if kind == "kernel_info_request":
-                await ws.send_str(reply("kernel_info_reply", {"status": "ok"}))
+                await send("kernel_info_reply", {"status": "ok"}, parent=parent)
             elif kind == "execute_request":
                 seen["executions"] += 1
-                await ws.send_str(json.dumps({"msg_type": "stream", "parent_header": {"msg_id": "other"}}))
-                ok = reply("execute_reply", {"status": "ok" if "boom" not in msg["content"]["code"] else "error",
-                                             "ename": "E", "evalue": "boom"})
-                for text in ([idle, ok] if idle_first else [ok, idle]):
-                    await ws.send_str(text)
+                await send("stream", {"name": "stdout", "text": "someone else's"}, "iopub", {"msg_id": "other"})
+                ok = ("execute_reply", {"status": "ok" if "boom" not in msg["content"]["code"] else "error",
+                                        "ename": "E", "evalue": "boom"}, "shell", parent)
+                idle = ("status", {"execution_state": "idle"}, "iopub", parent)
+                for args in ([idle, ok] if idle_first else [ok, idle]):
+                    await send(*args)
         return ws
 
     async def stop(request):
@@ -177,6 +182,16 @@ async def test_a_visit_goes_through_every_phase(idle_first):
     assert len(result.executions) == seen["executions"] >= 2
     assert seen["stopped"] == ["alice"]
     assert [m for _, m in result.progress][:2] == ["Server requested", "Waiting"]
+    assert result.kernel_protocol == seen["kernel_protocol"] == kernel_protocol.V1  # binary frames, as JupyterLab
+
+
+@pytest.mark.asyncio
+async def test_a_server_without_v1_gets_json_frames_and_the_result_says_so():
+    app, seen = fake_hub(accept_v1=False)
+    result, _ = await visit(app)
+    assert {p: result.phases[p].ok for p in PHASES} == dict.fromkeys(PHASES, True)
+    assert seen["kernel_protocol"] is None and seen["executions"] >= 2
+    assert result.kernel_protocol == kernel_protocol.JSON
 
 
 @pytest.mark.asyncio
@@ -265,14 +280,15 @@ def test_percentile_is_nearest_rank():
     assert report.percentile([], 50) is None
 
 
-def person(name, ok=True, spawn=2.0, queued=0.5, ready=10.0, login_at=0.0):
+def person(name, ok=True, spawn=2.0, queued=0.5, ready=10.0, login_at=0.0, protocol=kernel_protocol.V1):
     phases = {p: {"ok": True, "started": login_at, "seconds": 1.0, "error": None} for p in PHASES}
     phases["spawn"]["seconds"] = spawn
     if not ok:
         phases["spawn"] = {"ok": False, "started": 1.0, "seconds": None, "error": "the hub gave up: x"}
         phases["kernel"] = phases["code"] = {"ok": None, "started": None, "seconds": None, "error": None}
     return {"name": name, "phases": phases, "queued": queued if ok else None, "start": spawn - queued if ok else None,
-            "ready_at": ready if ok else None, "executions": [0.01, 0.02] if ok else []}
+            "ready_at": ready if ok else None, "executions": [0.01, 0.02] if ok else [],
+            "kernel_protocol": protocol if ok else None}
 
 
 def test_phase_summary_counts_and_errors():
@@ -338,6 +354,7 @@ def full_report(users, samples):
             "single": {"spawns": 3, "spawn_median": 1.5, "cpu_per_start": 1.2, "cpu_server": 0.9,
                        "cpu_hub_proxy": 0.3, "cpu_per_kernel": 0.4},
             "phases": report.phase_summary(users), "all_running": report.all_running(users), "cpu_floor": 1.2,
+            "kernel_protocols": report.kernel_protocols(users),
             "idle": report.resources(samples, (0, 0)), "load": report.resources(samples, (0, 2)),
             "per_server_memory": report.per_server_memory(samples, {"u": 128 * MiB}),
             "hub_log": {"errors": 1, "first_errors": ["[E 12:00 JupyterHub] boom"], "max_stall": 1.5},
@@ -361,6 +378,17 @@ def test_text_report_says_what_matters():
     assert "load average: 0.1 0.2 0.3" in lines
     assert "open files peak 50 of its limit 1024" in lines
     assert "meanwhile the machine used 4 CPU-s, 100 % of its 2 CPUs: the 2 starts 1" in lines
+    assert "kernel websocket: v1.kernel.websocket.jupyter.org binary frames (as JupyterLab 4) for 1\n" in lines
+
+
+def test_the_report_says_which_kernels_fell_back_to_json():
+    users = [person("a"), person("b", protocol=kernel_protocol.JSON), person("c", protocol=kernel_protocol.JSON),
+             person("d", ok=False)]
+    assert report.kernel_protocols(users) == {kernel_protocol.V1: 1, kernel_protocol.JSON: 2}
+    samples = [sample(0, 0, 0, 0.0), sample(1, 1, 128 * MiB, 0.5), sample(2, 1, 128 * MiB, 1.0)]
+    lines = report.text(full_report(users, samples))
+    assert ("kernel websocket: JSON text frames for 2 (the server did not accept v1.kernel.websocket.jupyter.org); "
+            "v1.kernel.websocket.jupyter.org binary frames (as JupyterLab 4) for 1") in lines
 
 
 def test_timeline_png_is_drawn(tmp_path):

@@ -2,8 +2,9 @@
 
 Log in through the login form, pick a profile in the picker (or post ``user_options`` as the picker's script
 can), follow the spawn-pending page's progress stream, load JupyterLab (with JupyterHub's OAuth redirects), open
-a notebook's kernel over its websocket, run code for the session's length, press "Stop My Server". Each person
-has its own cookie jar and keep-alive connection pool, as a browser does; nothing is retried.
+a notebook's kernel over its websocket (in JupyterLab 4's binary v1 frames, see kernel_protocol), run code for
+the session's length, press "Stop My Server". Each person has its own cookie jar and keep-alive connection
+pool, as a browser does; nothing is retried.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 from yarl import URL
+
+from .kernel_protocol import KernelConnection
 
 PHASES = ("login", "spawn", "kernel", "code", "stop")
 # A browser opens about six connections per host and keeps them alive.
@@ -82,6 +85,8 @@ class UserResult:
     start: float | None = None
     ready_at: float | None = None  # run time at which JupyterLab was served
     executions: list = dataclasses.field(default_factory=list)  # seconds per execute_request
+    # The kernel websocket's format: kernel_protocol.V1 (as JupyterLab) or JSON (the server did not accept v1).
+    kernel_protocol: str | None = None
     progress: list = dataclasses.field(default_factory=list)  # (run time, message)
 
     def as_dict(self):
@@ -271,9 +276,10 @@ class SimulatedUser:
             kernel_id = json.loads(text)["kernel"]["id"]
         ws_url = self.url(self.user_prefix + f"api/kernels/{kernel_id}/channels").replace("http", "ws", 1)
         origin = str(URL(self.base).origin())  # what a browser sends: no default port
-        ws = await self.http.ws_connect(ws_url, params={"session_id": uuid.uuid4().hex}, origin=origin,
-                                        heartbeat=None, max_msg_size=0)
-        kernel = KernelConnection(ws)
+        # JupyterLab asks for the binary v1 frames; a server that does not accept them gets JSON frames.
+        kernel = await KernelConnection.open(self.http, ws_url, params={"session_id": uuid.uuid4().hex},
+                                             origin=origin)
+        self.result.kernel_protocol = kernel.protocol
         await kernel.request("kernel_info_request", {}, "kernel_info_reply")
         self.mark("kernel")
         return kernel
@@ -282,10 +288,7 @@ class SimulatedUser:
         deadline = time.monotonic() + self.session_seconds
         while True:
             t0 = time.monotonic()
-            reply = await kernel.request("execute_request", {
-                "code": self.code, "silent": False, "store_history": True, "user_expressions": {},
-                "allow_stdin": False, "stop_on_error": True,
-            }, "execute_reply")
+            reply = await kernel.execute(self.code)
             self.result.executions.append(round(time.monotonic() - t0, 4))
             if reply["content"].get("status") != "ok":
                 raise PhaseFailed(f"code failed: {reply['content'].get('ename')}: {reply['content'].get('evalue')}")
@@ -312,42 +315,6 @@ class SimulatedUser:
                     raise PhaseFailed(f"GET user answered {r.status}: {model}")
             if not model.get("servers") and not model.get("pending"):
                 return
-
-
-class KernelConnection:
-    """A kernel websocket speaking the Jupyter messaging protocol (JSON text frames, as JupyterLab uses)."""
-
-    def __init__(self, ws):
-        self.ws = ws
-        self.session = uuid.uuid4().hex
-
-    async def request(self, msg_type, content, reply_type):
-        msg_id = uuid.uuid4().hex
-        await self.ws.send_str(json.dumps({
-            "header": {"msg_id": msg_id, "msg_type": msg_type, "session": self.session, "username": "",
-                       "date": "", "version": "5.3"},
-            "parent_header": {}, "metadata": {}, "content": content, "channel": "shell", "buffers": [],
-        }))
-        reply, idle = None, False
-        while True:
-            frame = await self.ws.receive()
-            if frame.type != aiohttp.WSMsgType.TEXT:
-                raise PhaseFailed(f"kernel websocket closed ({frame.type.name})")
-            msg = json.loads(frame.data)
-            if msg.get("parent_header", {}).get("msg_id") != msg_id:
-                continue
-            if msg.get("msg_type") == reply_type:
-                reply = msg
-                if msg_type == "kernel_info_request":
-                    return reply
-            elif msg.get("msg_type") == "status" and msg["content"].get("execution_state") == "idle":
-                idle = True
-            # Done when the reply came and the kernel is idle again (either may arrive first), as JupyterLab waits.
-            if reply and idle:
-                return reply
-
-    async def close(self):
-        await self.ws.close()
 
 
 def _path(url):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 from .client import PHASES
+from .kernel_protocol import JSON, V1
 
 MiB = 2**20
 
@@ -41,6 +42,15 @@ def phase_summary(users):
     summary["start"] = latency([u["start"] for u in users if u["phases"]["spawn"]["ok"]])
     summary["execute"] = latency([x for u in users for x in u["executions"]])
     return summary
+
+
+def kernel_protocols(users):
+    """{format: people} of the kernel websockets opened: kernel_protocol.V1 or JSON (the server refused v1)."""
+    counts = {}
+    for u in users:
+        if u.get("kernel_protocol"):
+            counts[u["kernel_protocol"]] = counts.get(u["kernel_protocol"], 0) + 1
+    return counts
 
 
 def rates(samples, key):
@@ -185,6 +195,13 @@ def text(report):
         if name == "code":
             x = r["phases"]["execute"]
             lines.append(f"{'  each run':<10}{x['count']:>9}  {sec(x['p50']):>7}{sec(x['p95']):>7}{sec(x['max']):>7}")
+    protocols = r.get("kernel_protocols") or {}
+    if protocols:
+        lines.append("kernel websocket: " + "; ".join(
+            f"{V1} binary frames (as JupyterLab 4) for {count}" if protocol == V1 else
+            f"JSON text frames for {count} (the server did not accept {V1})" if protocol == JSON else
+            f"{protocol} for {count}"
+            for protocol, count in sorted(protocols.items())))
     for name in PHASES:
         for message, count in r["phases"][name]["errors"].items():
             lines.append(f"  {name} failed for {count}: {message}")

@@ -345,6 +345,7 @@ async def execute(args):
     report["results"] = {
         "single": report_single,
         "phases": phases,
+        "kernel_protocols": reporting.kernel_protocols(users),
         "all_running": all_running,
         "cpu_floor": cpu_floor,
         "work_until_all_running": reporting.work_until_all_running(
