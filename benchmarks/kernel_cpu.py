@@ -16,10 +16,12 @@ writes). ``exit-gc``: ``UserCreatingSpawner.exit_collection = True`` (a jupyterh
 hub is reloaded): servers run Python's final garbage collection when they stop, as before the installer's
 Jupyter server config spared them it. Rounds
 alternate the order of the sides. Per side and round: the admin's server starts (not measured), then
-``--kernels`` times: a kernel start; ``--executions`` executions as the load test sends them (JSON text frames);
-as many as JupyterLab sends them (its binary ``v1.kernel.websocket.jupyter.org`` frames, on a second websocket
-to the same kernel); an idle stretch as long as the JSON executions took, whose CPU is taken off theirs (the
-same for v1); then the kernel is shut down (not measured). Last, the server's stop.
+``--kernels`` times: a kernel start (its websocket in JupyterLab 4's binary ``v1.kernel.websocket.jupyter.org``
+frames, as the load test opens it); ``--executions`` executions in those frames and as many on a websocket of
+the older JSON text frames (no subprotocol asked for), one websocket open at a time and the order alternating
+from kernel to kernel; after each batch an idle stretch as long as it took, whose CPU is taken off the batch's;
+then the kernel is shut down (not measured). Last, the server's stop. Both formats are spoken by
+tljh.loadtest.kernel_protocol, as in the load test.
 
 CPU comes from /proc inside the machine (utime + stime and those of reaped children; units in test machines have
 no CPU accounting), read by one process that stays in the machine for the whole run, so the readings add no
@@ -40,13 +42,12 @@ import time
 import uuid
 from collections import defaultdict
 
-import aiohttp
-
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "integration-tests"))
 
 from hubclient import HubClient  # noqa: E402
+from tljh.loadtest.kernel_protocol import JSON, V1, KernelConnection  # noqa: E402
 from session_installs import ADMIN, PASSWORD, add_machine_arguments, load, machine, spawns, wait_unloaded  # noqa: E402
 
 HUB_PYTHON = "/opt/tljh/hub/bin/python"
@@ -54,7 +55,9 @@ KERNEL_CONFIG_PATH = "/etc/ipython/ipython_kernel_config.py"
 SERVER_UNIT = f"jupyter-{ADMIN}"
 # Machine-wide work beside the units, reported apart: systemd itself (units started and stopped) and the journal.
 OUTSIDE = ["systemd", "systemd-journald"]
-V1 = "v1.kernel.websocket.jupyter.org"
+EXECUTION_V1 = "execution (v1 binary frames, as JupyterLab 4 and the load test)"
+EXECUTION_JSON = "execution (JSON text frames, the older format)"
+EXECUTION = {V1: EXECUTION_V1, JSON: EXECUTION_JSON}
 
 # Stays in the machine for the run: for each line on stdin (unit names), prints the CPU seconds of each unit's
 # processes (their own and their reaped children's), and the machine's systemd's (pid 1) own CPU and its reaped
@@ -141,78 +144,23 @@ def set_side(m, kernel_config, snippet, current_snippet):
     return snippet
 
 
-# -- the kernel websocket, as tljh.loadtest.client speaks it (JSON) and as JupyterLab does (v1, binary) ---------
+# -- the kernel websocket, in either format (tljh.loadtest.kernel_protocol) ------------------------------------
 
 
-def _v1_frame(channel, parts):
-    """JupyterLab's binary frame: the number of offsets, the offsets (little-endian uint64), then the channel
-    name and the message parts."""
-    pieces = [channel.encode()] + parts
-    start = 8 * (len(pieces) + 2)
-    offsets = [start]
-    for piece in pieces:
-        offsets.append(offsets[-1] + len(piece))
-    head = len(offsets).to_bytes(8, "little") + b"".join(o.to_bytes(8, "little") for o in offsets)
-    return head + b"".join(pieces)
-
-
-def _v1_parts(frame):
-    count = int.from_bytes(frame[:8], "little")
-    offsets = [int.from_bytes(frame[8 * (i + 1):8 * (i + 2)], "little") for i in range(count)]
-    return [frame[offsets[i]:offsets[i + 1]] for i in range(count - 1)]  # channel, header, parent, metadata, ...
-
-
-class KernelSocket:
-    def __init__(self, ws):
-        self.ws = ws
-        self.v1 = ws.protocol == V1
-        self.session = uuid.uuid4().hex
-
-    async def request(self, msg_type, content, reply_type, channel="shell"):
-        msg_id = uuid.uuid4().hex
-        header = {"msg_id": msg_id, "msg_type": msg_type, "session": self.session, "username": "", "date": "",
-                  "version": "5.3"}
-        if self.v1:
-            await self.ws.send_bytes(_v1_frame(channel, [json.dumps(p).encode() for p in (header, {}, {}, content)]))
-        else:
-            await self.ws.send_str(json.dumps({"header": header, "parent_header": {}, "metadata": {},
-                                               "content": content, "channel": channel, "buffers": []}))
-        reply, idle = None, False
-        while True:
-            frame = await self.ws.receive(timeout=60)
-            if frame.type == aiohttp.WSMsgType.BINARY and self.v1:
-                _, header_, parent, _, body = (json.loads(p) if i else p for i, p in enumerate(_v1_parts(frame.data)[:5]))
-                msg = {"header": header_, "msg_type": header_["msg_type"], "parent_header": parent, "content": body}
-            elif frame.type == aiohttp.WSMsgType.TEXT:
-                msg = json.loads(frame.data)
-            else:
-                raise RuntimeError(f"kernel websocket closed ({frame.type.name})")
-            if msg.get("parent_header", {}).get("msg_id") != msg_id:
-                continue
-            if msg["msg_type"] == reply_type:
-                reply = msg
-                if msg_type == "kernel_info_request":
-                    return reply
-            elif msg["msg_type"] == "status" and msg["content"].get("execution_state") == "idle":
-                idle = True
-            if reply and idle:
-                return reply
-
-    async def execute(self, code):
-        reply = await self.request("execute_request", {"code": code, "silent": False, "store_history": True,
-                                                       "user_expressions": {}, "allow_stdin": False,
-                                                       "stop_on_error": True}, "execute_reply")
-        if reply["content"]["status"] != "ok":
-            raise RuntimeError(f"{code!r}: {reply['content']}")
-
-
-async def connect(admin, kernel_id, protocol=None):
+async def connect(admin, kernel_id, protocol):
+    """protocol: V1 (JupyterLab's, and the load test's) or JSON (no subprotocol asked for)."""
     url = admin.url(admin.server_path() + f"api/kernels/{kernel_id}/channels").replace("http", "ws", 1)
-    ws = await admin.session.ws_connect(url, params={"session_id": uuid.uuid4().hex}, headers=admin._auth(),
-                                        heartbeat=None, max_msg_size=0, protocols=(protocol,) if protocol else ())
-    if protocol and ws.protocol != protocol:
-        raise RuntimeError(f"the server did not accept {protocol} (it chose {ws.protocol!r})")
-    return KernelSocket(ws)
+    kernel = await KernelConnection.open(admin.session, url, protocols=(V1,) if protocol == V1 else (),
+                                         params={"session_id": uuid.uuid4().hex}, headers=admin._auth())
+    if kernel.protocol != protocol:
+        raise RuntimeError(f"asked for {protocol}, the server speaks {kernel.protocol}")
+    return kernel
+
+
+async def execute(kernel, code):
+    reply = await kernel.execute(code, timeout=60)
+    if reply["content"]["status"] != "ok":
+        raise RuntimeError(f"{code!r}: {reply['content']}")
 
 
 # -- one side ----------------------------------------------------------------------------------------------
@@ -224,7 +172,7 @@ async def executions(meter, kernel, n, think):
     before = await meter.aread()
     started = time.monotonic()
     for _ in range(n):
-        await kernel.execute("1+1")
+        await execute(kernel, "1+1")
         await asyncio.sleep(think)
     busy = delta(before, await meter.aread())
     took = time.monotonic() - started
@@ -240,27 +188,34 @@ async def one_side(m, meter, kernels, n, think):
         await admin.login(ADMIN, PASSWORD)
         await admin.start_server(timeout=300, follow_progress=True)
         await admin.api("GET", admin.server_path() + "api/status")  # the server has checked our token
-        for _ in range(kernels):
+        for i in range(kernels):
             before = await meter.aread()
             model = await admin.api("POST", admin.server_path() + "api/sessions", expect=(201,), json={
                 "path": f"kernel-cpu-{uuid.uuid4().hex[:8]}.ipynb", "type": "notebook", "name": "",
                 "kernel": {"name": "python3"}})
-            kernel = await connect(admin, model["kernel"]["id"])
-            await kernel.request("kernel_info_request", {}, "kernel_info_reply")
+            kernel = await connect(admin, model["kernel"]["id"], V1)
+            await kernel.request("kernel_info_request", {}, "kernel_info_reply", timeout=60)
             await asyncio.sleep(0.3)  # what the kernel still does right after its first reply
             out["kernel start"].append(delta(before, await meter.aread()))
-            out["execution (JSON, as the load test)"].append(await executions(meter, kernel, n, think))
-            jupyterlab = await connect(admin, model["kernel"]["id"], V1)
-            out["execution (v1, as JupyterLab)"].append(await executions(meter, jupyterlab, n, think))
-            for ws in (kernel.ws, jupyterlab.ws):
-                await ws.close()
+            # One websocket at a time: every open one gets the kernel's iopub messages, in its own format.
+            for protocol in (V1, JSON) if i % 2 == 0 else (JSON, V1):
+                if kernel is None or kernel.protocol != protocol:
+                    if kernel is not None:
+                        await kernel.close()
+                        await asyncio.sleep(0.3)  # the server closing its side
+                    kernel = await connect(admin, model["kernel"]["id"], protocol)
+                    await kernel.request("kernel_info_request", {}, "kernel_info_reply", timeout=60)
+                out[EXECUTION[protocol]].append(await executions(meter, kernel, n, think))
+                await kernel.close()
+                kernel = None
+                await asyncio.sleep(0.3)
             await admin.api("DELETE", admin.server_path() + f"api/sessions/{model['id']}", expect=(204,))
         # A stop with one kernel running, as the load test's people stop.
         model = await admin.api("POST", admin.server_path() + "api/sessions", expect=(201,), json={
             "path": "kernel-cpu-stop.ipynb", "type": "notebook", "name": "", "kernel": {"name": "python3"}})
-        kernel = await connect(admin, model["kernel"]["id"])
-        await kernel.execute("1+1")
-        await kernel.ws.close()
+        kernel = await connect(admin, model["kernel"]["id"], V1)
+        await execute(kernel, "1+1")
+        await kernel.close()
         before = await meter.aread()
         await admin.stop_server(timeout=120)
         after = await meter.aread()
@@ -274,7 +229,7 @@ async def one_side(m, meter, kernels, n, think):
 
 def report(results, units, proxy):
     names = {SERVER_UNIT: "server unit", "jupyterhub": "hub", proxy: "proxy"}
-    for what in ("kernel start", "execution (JSON, as the load test)", "execution (v1, as JupyterLab)", "server stop"):
+    for what in ("kernel start", EXECUTION_V1, EXECUTION_JSON, "server stop"):
         print(f"{what}:")
         for side, r in results.items():
             if what not in r:
@@ -284,9 +239,15 @@ def report(results, units, proxy):
             outside = ", ".join(f"{u} {1000 * med[u]:.1f}" for u in OUTSIDE)
             print(f"    {side:8} {1000 * sum(med[u] for u in units):7.1f} ms CPU ({parts}; medians of "
                   f"n={len(r[what])}); outside those units: {outside}")
+    for side, r in results.items():
+        if r.get(EXECUTION_V1) and r.get(EXECUTION_JSON):
+            v1, older = (statistics.median(x[SERVER_UNIT] for x in r[what]) for what in (EXECUTION_V1, EXECUTION_JSON))
+            print(f"execution, server unit: {side}: v1 - JSON: {1000 * (v1 - older):+.2f} ms CPU "
+                  f"(per-kernel differences: "
+                  f"{', '.join(f'{1000 * (a[SERVER_UNIT] - b[SERVER_UNIT]):+.2f}' for a, b in zip(r[EXECUTION_V1], r[EXECUTION_JSON]))})")
     sides = list(results)
     for other in sides[1:]:
-        for what in ("kernel start", "execution (JSON, as the load test)", "server stop"):
+        for what in ("kernel start", EXECUTION_V1, "server stop"):
             a = sum(statistics.median(x[u] for x in results[sides[0]][what]) for u in units)
             b = sum(statistics.median(x[u] for x in results[other][what]) for u in units)
             print(f"{what}: {sides[0]} - {other}: {1000 * (a - b):+.1f} ms CPU")
