@@ -61,6 +61,11 @@ def test_a_small_class_gets_through_and_is_measured(hub):
     for name in ("login", "spawn", "kernel", "code", "stop"):
         assert (phases[name]["ok"], phases[name]["failed"]) == (USERS, 0), (name, phases[name])
     assert phases["execute"]["count"] >= USERS  # every person ran code over the kernel's websocket
+    # ... in the binary frames JupyterLab 4 asks for, which the real Jupyter Server accepted for each of them
+    assert report["results"]["kernel_protocols"] == {"v1.kernel.websocket.jupyter.org": USERS}, report["results"]
+    assert [u["kernel_protocol"] for u in report["users"]] == ["v1.kernel.websocket.jupyter.org"] * USERS
+    assert f"kernel websocket: v1.kernel.websocket.jupyter.org binary frames (as JupyterLab 4) for {USERS}\n" \
+        in run.stdout, run.stdout
     assert report["results"]["single"]["spawn_median"] is not None
     assert report["results"]["all_running"] is not None
     # Measured from the units' cgroups: the hub's and the servers' memory, servers counted while they ran.
@@ -74,6 +79,25 @@ def test_a_small_class_gets_through_and_is_measured(hub):
     assert "loadtest-" not in hub.run("ls /home").stdout
     assert "warning" not in run.stderr, run.stderr
     assert loadtest_tokens(hub) == 0
+
+
+def test_a_server_that_refuses_the_v1_kernel_protocol_gets_json_frames_and_the_report_says_so(hub):
+    # Jupyter Server's own switch back to the older protocol: it then accepts no subprotocol.
+    snippet = "/opt/tljh/config/jupyterhub_config.d/zz-no-v1.py"
+    hub.run(["bash", "-c", f"echo 'c.Spawner.args = [\"--ZMQChannelsWebsocketConnection.kernel_ws_protocol=\"]' "
+             f"> {snippet}"])
+    hub.run("tljh-config reload hub")
+    try:
+        run = loadtest(hub, "--single", "0")
+    finally:
+        hub.run(["rm", "-f", snippet])
+        hub.run("tljh-config reload hub")
+    assert run.returncode == 0, f"{run.stdout}\n{run.stderr}"
+    report = read_report(hub)
+    assert report["results"]["phases"]["code"]["ok"] == USERS
+    assert report["results"]["kernel_protocols"] == {"json": USERS}, report["results"]
+    assert (f"kernel websocket: JSON text frames for {USERS} (the server did not accept "
+            "v1.kernel.websocket.jupyter.org)") in run.stdout, run.stdout
 
 
 def test_fails_and_says_why_when_the_hub_cannot_start_servers(hub):
