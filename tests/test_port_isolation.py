@@ -52,12 +52,90 @@ def test_servers_are_the_units_named_for_their_account_that_run(tmp_path, monkey
     # systemdspawner starts units with the account's uid: systemd shows User= as that number
     monkeypatch.setattr(port_isolation.pwd, "getpwnam", lambda name: next(a for a in accounts if a.pw_name == name))
     monkeypatch.setattr(port_isolation.pwd, "getpwuid", lambda uid: next(a for a in accounts if a.pw_uid == uid))
-    servers = port_isolation.servers_from(SHOW, 2, mount=(str(fs / "unified"), "/"), proc=str(proc),
-                                          cgroup_fs=str(fs))
+    units = port_isolation.units_from(SHOW, 2, mount=(str(fs / "unified"), "/"), proc=str(proc), cgroup_fs=str(fs))
     # not: a unit that is no user's server (no User=), one not running (MainPID 0), one whose cgroup is gone, one
     # not named for its account
-    assert servers == [Server("unified/system.slice/jupyter-alice.service", 4, 1001),
-                       Server("unified/system.slice/jupyter-alice:lab.service", 4, 1001)]
+    assert units == {
+        "jupyter-alice.service": ("10", cgroups[10], Server("unified/system.slice/jupyter-alice.service", 4, 1001)),
+        "jupyter-alice:lab.service": ("11", cgroups[11],
+                                      Server("unified/system.slice/jupyter-alice:lab.service", 4, 1001)),
+    }
+    # the same run of a unit, later: its main process still in its cgroup, and the cgroup there
+    alice = units["jupyter-alice.service"]
+    assert port_isolation.still_running(*alice, proc=str(proc), cgroup_fs=str(fs))
+    (proc / "10" / "cgroup").write_text("0::/user.slice\n")  # pid 10 is now another process
+    assert not port_isolation.still_running(*alice, proc=str(proc), cgroup_fs=str(fs))
+    (proc / "10" / "cgroup").write_text(f"0::{cgroups[10]}\n")
+    (fs / "unified" / "system.slice" / "jupyter-alice.service").rmdir()
+    assert not port_isolation.still_running(*alice, proc=str(proc), cgroup_fs=str(fs))
+    assert not port_isolation.still_running("99", cgroups[10], alice[2], proc=str(proc), cgroup_fs=str(fs))
+
+
+def test_running_units_are_those_listed_that_may_have_processes():
+    listed = (
+        "jupyter-alice.service       loaded active       running   /opt/tljh/user/bin/jupyterhub-singleuser\n"
+        "jupyter-alice:lab.service   loaded activating   start     /opt/tljh/user/bin/jupyterhub-singleuser\n"
+        "\u25cf jupyter-bob.service   loaded failed       failed    /opt/tljh/user/bin/jupyterhub-singleuser\n"
+        "jupyter-carol.service       loaded deactivating stop-sigterm /opt/tljh/user/bin/jupyterhub-singleuser\n"
+        "jupyter-dave.service        loaded inactive     dead      /opt/tljh/user/bin/jupyterhub-singleuser\n"
+        "\n"
+    )
+    assert port_isolation.running_units(listed) == [
+        "jupyter-alice.service", "jupyter-alice:lab.service", "jupyter-carol.service"]
+    assert port_isolation.running_units("") == []
+
+
+@pytest.mark.asyncio
+async def test_systemd_is_asked_the_details_only_of_units_not_seen_running_yet(monkeypatch):
+    """Each write lists the units that run (one cheap call); `systemctl show`, whose cost grows with every
+    server it covers, is asked only about units this hub process has not seen run, or whose run ended."""
+    running = {}  # unit -> main pid: what systemd runs
+    alive = set()  # pids still in their unit's cgroup
+    calls = []
+
+    async def systemctl(*args):
+        calls.append(args)
+        if args[0] == "list-units":
+            return "".join(f"{unit} loaded active running server\n" for unit in running)
+        assert args[:3] == ("show", "--property=Id,User,MainPID", "--")
+        return "\n\n".join(f"Id={unit}\nUser=x\nMainPID={running[unit]}" for unit in args[3:] if unit in running)
+
+    def units_from(shown, offset):
+        blocks = [dict(line.split("=", 1) for line in block.splitlines()) for block in shown.split("\n\n") if block]
+        return {b["Id"]: (b["MainPID"], f"/{b['Id']}", Server(b["Id"], 1 + offset, 1000)) for b in blocks}
+
+    monkeypatch.setattr(PortIsolation, "_systemctl", staticmethod(systemctl))
+    monkeypatch.setattr(port_isolation, "units_from", units_from)
+    monkeypatch.setattr(port_isolation, "still_running", lambda pid, cgroup, server: pid in alive)
+
+    def shown():
+        return [args[3:] for args in calls if args[0] == "show"]
+
+    ports = PortIsolation()
+    ports._offset = 0
+    running.update({"a.service": "10", "b.service": "11"})
+    alive.update({"10", "11"})
+    assert [s.cgroup for s in await ports.running_servers()] == ["a.service", "b.service"]  # a new hub process
+    assert shown() == [("a.service", "b.service")]
+    running["c.service"] = "12"
+    alive.add("12")
+    assert [s.cgroup for s in await ports.running_servers()] == ["a.service", "b.service", "c.service"]
+    assert shown()[1:] == [("c.service",)]  # only the new one
+    await ports.running_servers()
+    assert len(shown()) == 2  # nothing new: nothing shown
+    del running["b.service"]  # stopped
+    assert [s.cgroup for s in await ports.running_servers()] == ["a.service", "c.service"]
+    assert len(shown()) == 2
+    running["a.service"] = "20"  # restarted behind the hub's back: a new main process
+    alive.discard("10")
+    alive.add("20")
+    await ports.running_servers()
+    assert shown()[2:] == [("a.service",)]
+    running["b.service"] = "21"  # started again: asked again, though seen before
+    alive.add("21")
+    assert [s.cgroup for s in await ports.running_servers()] == ["a.service", "b.service", "c.service"]
+    assert shown()[3:] == [("b.service",)]
+    assert sum(args[0] == "list-units" for args in calls) == 6
 
 
 @pytest.fixture

@@ -40,6 +40,7 @@ class PortIsolation:
         self._checked = None  # when check() last looked
         self._owners = set()  # uids of the servers this hub process started: their connections are marked
         self._marked = frozenset()  # the uids the table written last marks
+        self._known = {}  # unit -> (main pid, cgroup, Server) of the servers seen running (running_servers)
 
     async def update(self) -> None:
         """Write the table for the servers that run now (after a server started or stopped)."""
@@ -110,20 +111,60 @@ class PortIsolation:
 
     async def running_servers(self) -> list[port_rules.Server]:
         """The users' server units that run now, from systemd: units named for their account (``jupyter-x``,
-        or ``jupyter-x:server`` for a named server) with processes in them."""
+        or ``jupyter-x:server`` for a named server) with processes in them.
+
+        Which units run is asked every time, with one cheap question (``systemctl list-units``). What the table
+        needs of each (owner, cgroup) is asked (``systemctl show``) only of units this hub process has not seen
+        run yet, or whose main process has left its cgroup (stopped, restarted) since: ``systemctl show`` of
+        the glob made systemd and systemctl fetch every property of every running server, ~1.4 ms of CPU per
+        server per write (260 ms with 200 servers; benchmarks/hub_cpu.py), two or three writes per person."""
+        listed = await self._systemctl(
+            "list-units", "--plain", "--no-legend", "--full", "--", paths.USER_SERVER_UNITS)
+        units = running_units(listed)
+        known = {unit: seen for unit in units if (seen := self._known.get(unit)) and still_running(*seen)}
+        fresh = [unit for unit in units if unit not in known]
+        if fresh:
+            shown = await self._systemctl("show", "--property=Id,User,MainPID", "--", *fresh)
+            known.update(units_from(shown, self._offset or 0))
+        self._known = known
+        return [server for unit, (pid, cgroup, server) in sorted(known.items())]
+
+    @staticmethod
+    async def _systemctl(*args) -> str:
         proc = await asyncio.create_subprocess_exec(
-            "systemctl", "show", "--property=Id,User,MainPID", "--", paths.USER_SERVER_UNITS,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+            "systemctl", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
         )
         out, _ = await proc.communicate()
-        return servers_from(out.decode(), self._offset or 0)
+        return out.decode()
 
 
-def servers_from(show_output: str, offset: int, mount=None, proc="/proc", cgroup_fs=port_rules.CGROUP_FS):
-    """Servers from ``systemctl show --property=Id,User,MainPID`` of many units (blank-line separated blocks),
-    each unit's cgroup read from its main process. Units that stopped meanwhile are left out."""
+def running_units(list_units_output: str) -> list[str]:
+    """Unit names from ``systemctl list-units --plain --no-legend --full`` (UNIT LOAD ACTIVE SUB DESCRIPTION,
+    some versions put a status mark first) whose state may have processes: not failed or inactive."""
+    units = []
+    for line in list_units_output.splitlines():
+        fields = line.split()
+        while fields and not fields[0].endswith(".service"):
+            fields.pop(0)
+        if len(fields) >= 3 and fields[2] not in ("failed", "inactive"):
+            units.append(fields[0])
+    return units
+
+
+def still_running(pid: str, cgroup: str, server: port_rules.Server, proc="/proc",
+                  cgroup_fs=port_rules.CGROUP_FS) -> bool:
+    """Is a unit seen earlier as ``server`` (main process ``pid`` in ``cgroup``) the same run of it still? Its
+    main process is still in its cgroup, and the cgroup (nft's name for it) is still there."""
+    return (port_rules.process_cgroup(pid, proc=proc) == cgroup
+            and os.path.isdir(os.path.join(cgroup_fs, server.cgroup)))
+
+
+def units_from(show_output: str, offset: int, mount=None, proc="/proc", cgroup_fs=port_rules.CGROUP_FS):
+    """{unit: (main pid, its cgroup, Server)} from ``systemctl show --property=Id,User,MainPID`` of many units
+    (blank-line separated blocks), each unit's cgroup read from its main process. Units that stopped meanwhile,
+    and units that are not a server the spawner started, are left out."""
     mount = mount or port_rules.cgroup2_mount()
-    servers = []
+    units = {}
     for block in show_output.split("\n\n"):
         fields = dict(line.partition("=")[::2] for line in block.splitlines() if "=" in line)
         unit, user, pid = fields.get("Id", ""), fields.get("User", ""), fields.get("MainPID", "0")
@@ -140,5 +181,6 @@ def servers_from(show_output: str, offset: int, mount=None, proc="/proc", cgroup
         name = port_rules.nft_name(cgroup, mount, cgroup_fs) if cgroup and mount else None
         if name is None or '"' in name or not os.path.isdir(os.path.join(cgroup_fs, name)):
             continue
-        servers.append(port_rules.Server(name, port_rules.depth(cgroup) + offset, uid))
-    return servers
+        units[unit] = (pid, cgroup, port_rules.Server(name, port_rules.depth(cgroup) + offset, uid))
+    return units
+
