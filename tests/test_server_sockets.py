@@ -19,6 +19,7 @@ from traitlets.config import Config
 
 from tljh.hub.server_sockets import link_socket, remove_socket, socket_path, unlink_socket
 from tljh.hub.spawner import UserCreatingSpawner
+from tljh.hub.unit_states import UnitStates
 from tljh.system import paths, systemd
 
 OTHER_UID = 54321
@@ -171,8 +172,8 @@ def unit(monkeypatch):
     """systemdspawner under the hub's spawner: a unit that runs until stopped (no systemd here)."""
     state = types.SimpleNamespace(running=True)
 
-    async def poll(self):
-        return None if state.running else 1  # as systemdspawner
+    async def running(self, unit):
+        return state.running
 
     async def stop(self, now=False):
         state.running = False
@@ -181,7 +182,7 @@ def unit(monkeypatch):
         return {"ActiveState": "active" if state.running else "inactive", "Result": "success",
                 "ExecMainStatus": "0"}
 
-    monkeypatch.setattr(SystemdSpawner, "poll", poll)
+    monkeypatch.setattr(UnitStates, "running", running)
     monkeypatch.setattr(SystemdSpawner, "stop", stop)
     monkeypatch.setattr(systemd, "properties", properties)
     return state

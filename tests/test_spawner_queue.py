@@ -109,17 +109,18 @@ async def test_unit_state_is_checked_once_a_second_not_at_every_probe(monkeypatc
     assert len(probes) == 43
 
 
-def stopped_unit(monkeypatch, spawner, active_state, result="exit-code", status="1"):
-    """systemdspawner's is-active check says "not running"; systemd's ActiveState says ``active_state``."""
+def stopped_unit(monkeypatch, spawner, active_state, result="exit-code", status="1", shared=False):
+    """The hub's shared look at every unit says "not running" (``shared``: False; None: systemctl failed);
+    systemd's ActiveState of the unit says ``active_state``."""
 
-    async def not_running(self):
-        return 1
+    async def not_running(self, unit):
+        return shared
 
     async def properties(unit, *names):
         assert unit == spawner.unit_name
         return {"ActiveState": active_state, "Result": result, "ExecMainStatus": status}
 
-    monkeypatch.setattr(spawner_module.SystemdSpawner, "poll", not_running)
+    monkeypatch.setattr(spawner_module.UnitStates, "running", not_running)
     monkeypatch.setattr(spawner_module.systemd, "properties", properties)
 
 
@@ -159,12 +160,14 @@ async def test_a_server_without_a_memory_limit_is_not_said_to_have_run_out(monke
         await alice.poll()
 
 
+@pytest.mark.parametrize("shared", [False, None])
 @pytest.mark.parametrize("active_state", ["", "active", "activating", "deactivating"])
-async def test_a_server_is_stopped_only_when_systemd_says_so(monkeypatch, active_state):
-    # "": systemctl could not reach systemd in time (a busy machine); is-active failed just the same.
+async def test_a_server_is_stopped_only_when_systemd_says_so(monkeypatch, active_state, shared):
+    # "": systemctl could not reach systemd in time (a busy machine); the shared look failed just the same.
+    # False from the shared look: its answer may predate the unit's start.
     alice = make("alice")
     alice.unit_name = "jupyter-alice"
-    stopped_unit(monkeypatch, alice, active_state)
+    stopped_unit(monkeypatch, alice, active_state, shared=shared)
     assert await alice.poll() is None
     alice._unit_starting = True
     assert await alice.poll() is None
@@ -214,10 +217,10 @@ async def test_port_rules_follow_the_servers(monkeypatch):
     alice = make("alice")
     alice.unit_name = "jupyter-alice"
 
-    async def running(self):
-        return None
+    async def running(self, unit):
+        return True
 
-    monkeypatch.setattr(spawner_module.SystemdSpawner, "poll", running)
+    monkeypatch.setattr(spawner_module.UnitStates, "running", running)
     assert await alice.poll() is None
     assert ports.calls == ["check"]
     stopped_unit(monkeypatch, alice, "inactive")

@@ -21,6 +21,7 @@ from tljh.system import systemd
 
 from . import accounts, isolation, server_extensions
 from .port_isolation import PortIsolation
+from .unit_states import UnitStates
 
 from .server_sockets import UnixSocketServer, answers_http
 
@@ -302,6 +303,15 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
             UserCreatingSpawner._port_isolation = PortIsolation(self.private_ports, self.log)
         return UserCreatingSpawner._port_isolation
 
+    # One for the whole hub process: every server's poll shares its query (tljh.hub.unit_states).
+    _unit_states = None
+
+    @property
+    def unit_states(self):
+        if UserCreatingSpawner._unit_states is None:
+            UserCreatingSpawner._unit_states = UnitStates()
+        return UserCreatingSpawner._unit_states
+
     async def run_pre_spawn_hook(self):
         """Build the repository asked for, if any, then wait for this server's turn, then the configured hook:
         all outside JupyterHub's start_timeout (a build takes minutes; a turn waits for others)."""
@@ -548,12 +558,13 @@ class UserCreatingSpawner(UnixSocketServer, SystemdSpawner):
     async def poll(self):
         """None while the server's unit runs; 1 once systemd says it stopped.
 
-        systemdspawner asks ``systemctl is-active``, which also fails when systemctl cannot reach systemd:
-        while systemd re-executes itself (as a systemd package upgrade makes it do), `tljh loadtest` saw
-        running servers taken for stopped (their starts given up; the hub also stops a running server that
-        a poll calls stopped). A server counts as stopped only when systemd's ActiveState says so; when
-        systemctl says nothing, it is still running."""
-        if await super().poll() is None:
+        Asked of every server's unit at once, at most once a second (:mod:`tljh.hub.unit_states`), instead of
+        systemdspawner's ``systemctl is-active`` per server and poll. That answer may predate a unit just
+        started, and systemctl fails while systemd re-executes itself (as a systemd package upgrade makes it
+        do: `tljh loadtest` saw running servers taken for stopped, their starts given up; the hub also stops a
+        running server that a poll calls stopped). So a server counts as stopped only when systemd's
+        ActiveState of its unit, asked then, says so; when systemctl says nothing, it is still running."""
+        if await self.unit_states.running(self.unit_name):
             await self.port_isolation.check()
             return None
         state = (await systemd.properties(self.unit_name, "ActiveState"))["ActiveState"].strip()
