@@ -12,7 +12,8 @@ then per simulated person the three writes a person's server makes (before its s
 it: the new unit; after its stop) around the start and stop of one more unit, alternating the sides person by
 person. Per write: CPU of the writing process and its children (systemctl, nft) and of systemd (PID 1), from
 getrusage and /proc/1/stat; the start and stop themselves are not counted. Also the first write of a hub
-process (which asks about every server). Load at the start and the end.
+process (which asks about every server). Then, at each level, the CPU of one call of each query a poll or a
+write made before and makes now. Load at the start and the end.
 """
 
 import argparse
@@ -79,6 +80,25 @@ async def measured(write):
     return hub() - h, pid1() - p
 
 
+QUERIES = {  # one call each; CPU of systemctl (the caller's child) and of PID 1
+    "is-active (a poll before)": ["systemctl", "is-active", "jupyter-b1"],
+    "list-units (all polls of a second now)": ["systemctl", "list-units", "--plain", "--no-legend", "--full", "--",
+                                               paths.USER_SERVER_UNITS],
+    "show of the glob (a write before)": ["systemctl", "show", "--property=Id,User,MainPID", "--",
+                                          paths.USER_SERVER_UNITS],
+}
+
+
+def queries(reps=10):
+    costs = {}
+    for name, command in QUERIES.items():
+        h, p = hub(), pid1()
+        for _ in range(reps):
+            subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        costs[name] = ((hub() - h) / reps, (pid1() - p) / reps)
+    return costs
+
+
 async def main():
     running = 0
     sides = {"before": Before(), "now": PortIsolation()}
@@ -103,7 +123,8 @@ async def main():
                 stop(person)
                 result[name]["stopped"].append(await measured(side.update))
         servers = len(await sides["now"].running_servers())
-        print(json.dumps({"servers": n, "seen": servers, "first": first, "writes": result}), flush=True)
+        print(json.dumps({"servers": n, "seen": servers, "first": first, "writes": result, "queries": queries()}),
+              flush=True)
     for i in range(1, running + 1):
         subprocess.run(["systemctl", "stop", "--no-block", f"jupyter-b{i}"])
 
@@ -138,8 +159,8 @@ def main():
         print("CPU ms per write, median (hub = the writing process + systemctl + nft; systemd = PID 1)")
         print(f"{'servers':>7}  {'side':6}  {'admit':>13}  {'after start':>13}  {'after stop':>13}  "
               f"{'per person':>13}  {'first write':>13}")
-        for line in run.stdout.splitlines():
-            level = json.loads(line)
+        levels = [json.loads(line) for line in run.stdout.splitlines()]
+        for level in levels:
             for side, writes in level["writes"].items():
                 cells = [f"{median_ms(writes[w], 0):5.0f} / {median_ms(writes[w], 1):5.0f}"
                          for w in ("admit", "started", "stopped")]
@@ -147,6 +168,10 @@ def main():
                 first = level["first"][side]
                 print(f"{level['servers']:>7}  {side:6}  {'  '.join(cells)}  {person[0]:5.0f} / {person[1]:5.0f}  "
                       f"{1000 * first[0]:5.0f} / {1000 * first[1]:5.0f}   (servers seen: {level['seen']})")
+        print("\nCPU ms per call, mean of 10 (systemctl / systemd)")
+        for level in levels:
+            print(f"{level['servers']:>7}  " + "  ".join(f"{name} {1000 * c[0]:5.1f} / {1000 * c[1]:5.1f}"
+                                                     for name, c in level["queries"].items()))
     print(f"load at end: {load()}")
 
 

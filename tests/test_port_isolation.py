@@ -71,20 +71,6 @@ def test_servers_are_the_units_named_for_their_account_that_run(tmp_path, monkey
     assert not port_isolation.still_running("99", cgroups[10], alice[2], proc=str(proc), cgroup_fs=str(fs))
 
 
-def test_running_units_are_those_listed_that_may_have_processes():
-    listed = (
-        "jupyter-alice.service       loaded active       running   /opt/tljh/user/bin/jupyterhub-singleuser\n"
-        "jupyter-alice:lab.service   loaded activating   start     /opt/tljh/user/bin/jupyterhub-singleuser\n"
-        "\u25cf jupyter-bob.service   loaded failed       failed    /opt/tljh/user/bin/jupyterhub-singleuser\n"
-        "jupyter-carol.service       loaded deactivating stop-sigterm /opt/tljh/user/bin/jupyterhub-singleuser\n"
-        "jupyter-dave.service        loaded inactive     dead      /opt/tljh/user/bin/jupyterhub-singleuser\n"
-        "\n"
-    )
-    assert port_isolation.running_units(listed) == [
-        "jupyter-alice.service", "jupyter-alice:lab.service", "jupyter-carol.service"]
-    assert port_isolation.running_units("") == []
-
-
 @pytest.mark.asyncio
 async def test_systemd_is_asked_the_details_only_of_units_not_seen_running_yet(monkeypatch):
     """Each write lists the units that run (one cheap call); `systemctl show`, whose cost grows with every
@@ -93,10 +79,12 @@ async def test_systemd_is_asked_the_details_only_of_units_not_seen_running_yet(m
     alive = set()  # pids still in their unit's cgroup
     calls = []
 
+    async def server_units():
+        calls.append(("list-units",))
+        return {**{unit: "active" for unit in running}, "jupyter-x.service": "failed"}
+
     async def systemctl(*args):
         calls.append(args)
-        if args[0] == "list-units":
-            return "".join(f"{unit} loaded active running server\n" for unit in running)
         assert args[:3] == ("show", "--property=Id,User,MainPID", "--")
         return "\n\n".join(f"Id={unit}\nUser=x\nMainPID={running[unit]}" for unit in args[3:] if unit in running)
 
@@ -105,6 +93,7 @@ async def test_systemd_is_asked_the_details_only_of_units_not_seen_running_yet(m
         return {b["Id"]: (b["MainPID"], f"/{b['Id']}", Server(b["Id"], 1 + offset, 1000)) for b in blocks}
 
     monkeypatch.setattr(PortIsolation, "_systemctl", staticmethod(systemctl))
+    monkeypatch.setattr(port_isolation.unit_states, "server_units", server_units)
     monkeypatch.setattr(port_isolation, "units_from", units_from)
     monkeypatch.setattr(port_isolation, "still_running", lambda pid, cgroup, server: pid in alive)
 
@@ -136,6 +125,22 @@ async def test_systemd_is_asked_the_details_only_of_units_not_seen_running_yet(m
     assert [s.cgroup for s in await ports.running_servers()] == ["a.service", "b.service", "c.service"]
     assert shown()[3:] == [("b.service",)]
     assert sum(args[0] == "list-units" for args in calls) == 6
+
+
+@pytest.mark.asyncio
+async def test_when_systemd_cannot_list_the_servers_the_last_table_stays(monkeypatch, caplog):
+    written = []
+
+    async def server_units():
+        return None  # systemctl failed (systemd re-executing itself)
+
+    monkeypatch.setattr(port_isolation.unit_states, "server_units", server_units)
+    monkeypatch.setattr(port_rules, "find_level_offset", lambda: 0)
+    monkeypatch.setattr(port_rules, "apply", lambda servers, senders=(): written.append(servers))
+    with caplog.at_level(logging.WARNING):
+        await PortIsolation().update()
+    assert written == []  # not an empty table: the servers running are still protected
+    assert "systemctl list-units failed" in caplog.text
 
 
 @pytest.fixture

@@ -32,18 +32,18 @@ class Clock:
 
 @pytest.fixture
 def systemd(monkeypatch):
-    """systemctl list-units as the test says; counts the queries."""
+    """systemctl list-units as the test says (None: it failed); counts the queries."""
     clock = Clock()
     monkeypatch.setattr(unit_states, "time", clock)
     state = {"queries": 0, "out": LISTED, "clock": clock, "gate": None}
 
-    async def ask(self):
+    async def server_units():
         state["queries"] += 1
         if state["gate"] is not None:
             await state["gate"].wait()
-        return state["out"]
+        return None if state["out"] is None else unit_states.states_from(state["out"])
 
-    monkeypatch.setattr(UnitStates, "_ask", ask)
+    monkeypatch.setattr(unit_states, "server_units", server_units)
     return state
 
 

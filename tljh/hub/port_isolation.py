@@ -16,7 +16,9 @@ import os
 import pwd
 import time
 
-from tljh.system import paths, port_rules
+from tljh.system import port_rules
+
+from . import unit_states
 
 # How often a running hub looks whether its table is still there (at most; each server's poll asks). Something
 # that flushes the whole ruleset (restarting Debian's nftables.service: its config starts with `flush ruleset`)
@@ -119,9 +121,10 @@ class PortIsolation:
         run yet, or whose main process has left its cgroup (stopped, restarted) since: ``systemctl show`` of
         the glob made systemd and systemctl fetch every property of every running server, ~1.4 ms of CPU per
         server per write (260 ms with 200 servers; benchmarks/hub_cpu.py), two or three writes per person."""
-        listed = await self._systemctl(
-            "list-units", "--plain", "--no-legend", "--full", "--", paths.USER_SERVER_UNITS)
-        units = running_units(listed)
+        listed = await unit_states.server_units()
+        if listed is None:  # the last table written stays until systemd answers
+            raise port_rules.Unsupported("systemctl list-units failed")
+        units = [unit for unit, state in sorted(listed.items()) if state not in ("failed", "inactive")]
         known = {unit: seen for unit in units if (seen := self._known.get(unit)) and still_running(*seen)}
         fresh = [unit for unit in units if unit not in known]
         if fresh:
@@ -137,19 +140,6 @@ class PortIsolation:
         )
         out, _ = await proc.communicate()
         return out.decode()
-
-
-def running_units(list_units_output: str) -> list[str]:
-    """Unit names from ``systemctl list-units --plain --no-legend --full`` (UNIT LOAD ACTIVE SUB DESCRIPTION,
-    some versions put a status mark first) whose state may have processes: not failed or inactive."""
-    units = []
-    for line in list_units_output.splitlines():
-        fields = line.split()
-        while fields and not fields[0].endswith(".service"):
-            fields.pop(0)
-        if len(fields) >= 3 and fields[2] not in ("failed", "inactive"):
-            units.append(fields[0])
-    return units
 
 
 def still_running(pid: str, cgroup: str, server: port_rules.Server, proc="/proc",

@@ -33,6 +33,17 @@ def states_from(list_units_output: str) -> dict[str, str]:
     return states
 
 
+async def server_units() -> dict[str, str] | None:
+    """{unit: ActiveState} of the users' server units that are not inactive, from one ``systemctl list-units``
+    (its cost hardly grows with the number of units); None if systemctl failed."""
+    proc = await asyncio.create_subprocess_exec(
+        "systemctl", "list-units", "--plain", "--no-legend", "--full", "--", paths.USER_SERVER_UNITS,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )
+    out, _ = await proc.communicate()
+    return states_from(out.decode()) if proc.returncode == 0 else None
+
+
 class UnitStates:
     """One per hub process: every server unit's state, from one query shared by everyone who asks meanwhile.
 
@@ -61,18 +72,9 @@ class UnitStates:
     async def _refresh(self) -> None:
         sent = time.monotonic()
         try:
-            out = await self._ask()
+            out = await server_units()
         except OSError:
             out = None
         finally:
             self._query = None
-        self._asked, self._states = (None, {}) if out is None else (sent, states_from(out))
-
-    async def _ask(self) -> str | None:
-        """``systemctl list-units`` of every server unit; None if systemctl failed."""
-        proc = await asyncio.create_subprocess_exec(
-            "systemctl", "list-units", "--plain", "--no-legend", "--full", "--", paths.USER_SERVER_UNITS,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-        )
-        out, _ = await proc.communicate()
-        return out.decode() if proc.returncode == 0 else None
+        self._asked, self._states = (None, {}) if out is None else (sent, out)
