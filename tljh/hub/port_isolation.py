@@ -3,9 +3,10 @@
 One object per hub process. The table is always written whole, from what systemd says runs now, so it never
 depends on what this hub process remembers: a hub restart, a server stopped behind the hub's back or two spawns
 at once all converge on the next write. (Which units run is asked at every write; a unit's owner and cgroup are
-remembered only while its main process stays in that cgroup, which is read again at every write.) Writes are serialized and coalesced (a write that starts after a change
-includes it). Nothing here fails a spawn or a stop: a machine that cannot enforce the rules gets a warning in
-the hub's log, in the installer's output and in ``tljh status``.
+remembered only while its main process stays in that cgroup, which is read again at every write.) Writes are
+serialized and coalesced (a write that starts after a change includes it). Nothing here fails a spawn or a
+stop: a machine that cannot enforce the rules gets a warning in the hub's log, in the installer's output and in
+``tljh status``.
 """
 
 from __future__ import annotations
@@ -174,4 +175,3 @@ def units_from(show_output: str, offset: int, mount=None, proc="/proc", cgroup_f
             continue
         units[unit] = (pid, cgroup, port_rules.Server(name, port_rules.depth(cgroup) + offset, uid))
     return units
-
