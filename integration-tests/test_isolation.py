@@ -349,6 +349,52 @@ def test_bob_cannot_connect_to_a_port_alices_server_opened(hub):
     assert "jupyter-alice.service" not in hub.run("nft list table inet tljh").stdout
 
 
+def test_the_rules_follow_systemd_across_a_hub_restart_and_a_server_stopped_behind_its_back(hub):
+    """Between writes the hub remembers a server's owner and cgroup only while the server's main process stays
+    in that cgroup. A new hub process writes the table from every server systemd runs; a server stopped behind
+    the hub's back leaves the table at the hub's next poll, and started again it is back in it."""
+
+    def table():
+        return hub.run("nft list table inet tljh", check=False).stdout
+
+    def wait_until(condition, seconds):
+        deadline = time.monotonic() + seconds
+        while not condition():
+            assert time.monotonic() < deadline, table()
+            time.sleep(1)
+
+    async def start(*names):
+        admin = await _admin(hub)
+        await admin.create_users(*names)
+        await admin.__aexit__(None, None, None)
+        for name in names:
+            person = await _user(hub, name)
+            await person.__aexit__(None, None, None)
+
+    run(start("frank", "grace"))
+    assert "jupyter-frank.service" in table() and "jupyter-grace.service" in table()
+    hub.run("systemctl stop jupyterhub && nft delete table inet tljh && systemctl start jupyterhub")
+    # the new hub process polls its servers at once; its first poll writes the table
+    wait_until(lambda: "jupyter-frank.service" in table() and "jupyter-grace.service" in table(), 120)
+    hub.run("systemctl stop jupyter-grace")  # behind the hub's back
+    wait_until(lambda: "jupyter-grace.service" not in table(), 120)  # JupyterHub polls every 30 s
+    assert "jupyter-frank.service" in table()
+
+    async def hub_knows_grace_stopped():
+        admin = await _admin(hub)
+        try:
+            for _ in range(60):
+                if not (await admin.api("GET", "hub/api/users/grace")).get("servers"):
+                    return
+                await asyncio.sleep(1)
+        finally:
+            await admin.__aexit__(None, None, None)
+
+    run(hub_knows_grace_stopped())
+    run(start("grace"))  # a new run of the unit: its new main process is asked about
+    assert "jupyter-grace.service" in table() and "jupyter-frank.service" in table()
+
+
 def _kernel_runtime_dir(hub, unit):
     """Where the unit's kernels keep connection files and sockets: its second RuntimeDirectory= (the spawner
     gives kernels a short one; the first is systemdspawner's)."""
