@@ -120,8 +120,8 @@ class PortIsolation:
         Which units run is asked every time, with one cheap question (``systemctl list-units``). What the table
         needs of each (owner, cgroup) is asked (``systemctl show``) only of units this hub process has not seen
         run yet, or whose main process has left its cgroup (stopped, restarted) since: ``systemctl show`` of
-        the glob made systemd and systemctl fetch every property of every running server, ~1.4 ms of CPU per
-        server per write (260 ms with 200 servers; benchmarks/hub_cpu.py), two or three writes per person."""
+        the glob made systemd and systemctl fetch every property of every running server, 1-1.4 ms of CPU per
+        server per write (180-260 ms with 200 servers; benchmarks/hub_cpu.py), two or three writes a person."""
         listed = await unit_states.server_units()
         if listed is None:  # the last table written stays until systemd answers
             raise port_rules.Unsupported("systemctl list-units failed")
