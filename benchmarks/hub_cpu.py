@@ -36,7 +36,7 @@ PROBE = r'''
 import asyncio, json, os, pwd, resource, subprocess, sys, time
 from tljh.hub import port_isolation
 from tljh.hub.port_isolation import PortIsolation
-from tljh.system import paths
+from tljh.system import paths, systemd
 
 TICK = os.sysconf("SC_CLK_TCK")
 levels, people = [int(n) for n in sys.argv[1].split(",")], int(sys.argv[2])
@@ -54,7 +54,7 @@ def hub():  # this process and its children (systemctl, nft), as the hub's cgrou
 
 class Before(PortIsolation):
     async def running_servers(self):  # each write before: every property of every unit of the glob
-        shown = await self._systemctl("show", "--property=Id,User,MainPID", "--", paths.USER_SERVER_UNITS)
+        _, shown = await systemd.systemctl_output("show", "--property=Id,User,MainPID", "--", paths.USER_SERVER_UNITS)
         return [server for pid, cgroup, server in port_isolation.units_from(shown, self._offset or 0).values()]
 
 

@@ -83,16 +83,16 @@ async def test_systemd_is_asked_the_details_only_of_units_not_seen_running_yet(m
         calls.append(("list-units",))
         return {**{unit: "active" for unit in running}, "jupyter-x.service": "failed"}
 
-    async def systemctl(*args):
+    async def systemctl_output(*args):
         calls.append(args)
         assert args[:3] == ("show", "--property=Id,User,MainPID", "--")
-        return "\n\n".join(f"Id={unit}\nUser=x\nMainPID={running[unit]}" for unit in args[3:] if unit in running)
+        return 0, "\n\n".join(f"Id={unit}\nUser=x\nMainPID={running[unit]}" for unit in args[3:] if unit in running)
 
     def units_from(shown, offset):
         blocks = [dict(line.split("=", 1) for line in block.splitlines()) for block in shown.split("\n\n") if block]
         return {b["Id"]: (b["MainPID"], f"/{b['Id']}", Server(b["Id"], 1 + offset, 1000)) for b in blocks}
 
-    monkeypatch.setattr(PortIsolation, "_systemctl", staticmethod(systemctl))
+    monkeypatch.setattr(port_isolation.systemd, "systemctl_output", systemctl_output)
     monkeypatch.setattr(port_isolation.unit_states, "server_units", server_units)
     monkeypatch.setattr(port_isolation, "units_from", units_from)
     monkeypatch.setattr(port_isolation, "still_running", lambda pid, cgroup, server: pid in alive)

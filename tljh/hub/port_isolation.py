@@ -17,7 +17,7 @@ import os
 import pwd
 import time
 
-from tljh.system import port_rules
+from tljh.system import port_rules, systemd
 
 from . import unit_states
 
@@ -129,18 +129,10 @@ class PortIsolation:
         known = {unit: seen for unit in units if (seen := self._known.get(unit)) and still_running(*seen)}
         fresh = [unit for unit in units if unit not in known]
         if fresh:
-            shown = await self._systemctl("show", "--property=Id,User,MainPID", "--", *fresh)
+            _, shown = await systemd.systemctl_output("show", "--property=Id,User,MainPID", "--", *fresh)
             known.update(units_from(shown, self._offset or 0))
         self._known = known
         return [server for unit, (pid, cgroup, server) in sorted(known.items())]
-
-    @staticmethod
-    async def _systemctl(*args) -> str:
-        proc = await asyncio.create_subprocess_exec(
-            "systemctl", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-        )
-        out, _ = await proc.communicate()
-        return out.decode()
 
 
 def still_running(pid: str, cgroup: str, server: port_rules.Server, proc="/proc",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from tljh.system import paths
+from tljh.system import paths, systemd
 
 # How old an answer may be: a server that stops is seen stopped up to this much later.
 MAX_AGE_SECONDS = 1.0
@@ -36,12 +36,10 @@ def states_from(list_units_output: str) -> dict[str, str]:
 async def server_units() -> dict[str, str] | None:
     """{unit: ActiveState} of the users' server units that are not inactive, from one ``systemctl list-units``
     (its cost hardly grows with the number of units); None if systemctl failed."""
-    proc = await asyncio.create_subprocess_exec(
-        "systemctl", "list-units", "--plain", "--no-legend", "--full", "--", paths.USER_SERVER_UNITS,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    status, out = await systemd.systemctl_output(
+        "list-units", "--plain", "--no-legend", "--full", "--", paths.USER_SERVER_UNITS,
     )
-    out, _ = await proc.communicate()
-    return states_from(out.decode()) if proc.returncode == 0 else None
+    return states_from(out) if status == 0 else None
 
 
 class UnitStates:

@@ -131,16 +131,21 @@ def killed_for_memory(result: str, main_status: str) -> bool:
     )
 
 
-async def properties(unit, *names):
-    """{name: value} of systemd properties of ``unit``, without blocking the event loop (for the hub)."""
+async def systemctl_output(*args):
+    """(exit status, standard output) of ``systemctl ARGS``, without blocking the event loop (for the hub)."""
     import asyncio  # only the hub process needs it
 
     proc = await asyncio.create_subprocess_exec(
-        "systemctl", "show", "--property=" + ",".join(names), unit,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        "systemctl", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
     )
     out, _ = await proc.communicate()
-    values = dict(line.partition("=")[::2] for line in out.decode().splitlines() if "=" in line)
+    return proc.returncode, out.decode()
+
+
+async def properties(unit, *names):
+    """{name: value} of systemd properties of ``unit``, without blocking the event loop (for the hub)."""
+    _, out = await systemctl_output("show", "--property=" + ",".join(names), unit)
+    values = dict(line.partition("=")[::2] for line in out.splitlines() if "=" in line)
     return {name: values.get(name, "") for name in names}
 
 
